@@ -1,0 +1,51 @@
+# hypermesh: `make run` starts the agent, `make test` runs the whole suite. Both install what they need.
+SHELL := /bin/bash
+PY_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:9137
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv run test lint fmt bench bpf clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps:  ## system packages (apt-get as root, only what is missing)
+	@scripts/deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[agent,dev]'
+	@touch $@
+
+venv: $(STAMP)  ## the project's virtualenv with every Python dependency
+
+run: deps venv  ## start the agent on $(LISTEN) with its dashboard
+	@scripts/kernel-mounts.sh
+	$(VENV)/bin/hypermesh agent --listen $(LISTEN)
+
+lint: venv  ## ruff format check, ruff check, mypy --strict
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+fmt: venv  ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+test: deps venv lint  ## lint and the whole pytest suite (CI runs this)
+	@scripts/kernel-mounts.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: deps venv  ## benchmarks against psutil / node_exporter; writes bench/results/latest.json
+	@scripts/kernel-mounts.sh
+	$(PY) -m bench
+
+bpf: deps  ## rebuild the committed eBPF objects from src/hypermesh/ebpf/programs/*.bpf.c
+	$(MAKE) -C src/hypermesh/ebpf/programs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
