@@ -303,3 +303,72 @@ class Sample:
     disks: list[DiskRates]
     network: list[NetworkRates]
     load: LoadAverage
+
+
+# -------------------------------------------------------------------------------------- counters
+# Raw monotonic counters as the OS keeps them (what /metrics exports as Prometheus counters).
+# Only hypermesh.sampling turns them into rates.
+
+
+@record
+class CpuTimes:
+    """Seconds one CPU spent in each mode since boot (/proc/stat, USER_HZ ticks converted)."""
+
+    cpu: int
+    user_seconds: float
+    nice_seconds: float
+    system_seconds: float
+    idle_seconds: float
+    iowait_seconds: float
+    irq_seconds: float
+    softirq_seconds: float
+    steal_seconds: float
+
+
+@record
+class PressureTotals:
+    """Memory pressure stall (PSI): cumulative stalled time and the kernel's 10 s averages."""
+
+    some_total_seconds: float
+    full_total_seconds: float | None
+    some_avg10: float
+    full_avg10: float | None
+
+
+@record
+class DiskCounters:
+    name: str
+    read_ops: int
+    read_bytes: int
+    read_time_seconds: float
+    write_ops: int
+    write_bytes: int
+    write_time_seconds: float
+    busy_seconds: float
+
+
+@record
+class NetworkCounters:
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_drops: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_drops: int
+
+
+@record
+class Counters:
+    """One read of every counter; ``monotonic`` is time.monotonic() at the read, ``timestamp`` wall time."""
+
+    timestamp: float
+    monotonic: float
+    cpu: list[CpuTimes]
+    memory: MemorySample
+    pressure: PressureTotals | None
+    disks: list[DiskCounters]
+    network: list[NetworkCounters]
+    load: LoadAverage

@@ -1,0 +1,40 @@
+"""Shared test rules.
+
+A test may skip only when a capability is truly absent on this machine *and* CI is unset: under
+CI=true a missing capability is a failure, because CI runs as root on a machine that has them all.
+Use ``require(condition, "what is missing and how to get it")`` instead of ``pytest.skip``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def require(condition: object, missing: str) -> None:
+    """Skip (outside CI) or fail (in CI) when ``condition`` is false."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"capability missing in CI, where it must be present: {missing}")
+    pytest.skip(missing)
+
+
+def require_root() -> None:
+    require(os.geteuid() == 0, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    require(path, f"{name} not installed: run 'make deps' as root")
+    return path or ""
+
+
+@pytest.fixture
+def requires() -> object:
+    """The ``require`` helper as a fixture, for tests that prefer injection."""
+    return require
