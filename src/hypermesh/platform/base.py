@@ -1,0 +1,81 @@
+"""The seam every OS backend implements, and the raw reading that crosses it.
+
+A backend answers two questions: what the machine is (``profile()``) and what its counters say now
+(``counter_reader().read()``). Counters are monotonic since boot; a backend never computes a rate:
+``hypermesh.sampling.counters`` does, in one place, for every backend alike.
+
+``RawCounters`` is deliberately not a public record: it is built up to 100 times a second, so it is a
+slotted object of plain tuples and dicts; ``hypermesh.sampling.sampler.Sampler.counters()`` turns it into the
+public ``hypermesh.model.Counters`` record when someone asks.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from hypermesh.model import SystemProfile
+
+    class CounterReader(Protocol):
+        def read(self) -> RawCounters: ...
+
+        def close(self) -> None: ...
+
+    class Backend(Protocol):
+        name: str
+
+        def profile(self) -> SystemProfile: ...
+
+        def counter_reader(self) -> CounterReader: ...
+
+
+# Positions inside the tuples of RawCounters (documented once, used by sampling and the portable backend).
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+DISK_FIELDS = ("read_ops", "read_bytes", "read_ms", "write_ops", "write_bytes", "write_ms", "busy_ms")
+NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_drops", "tx_bytes", "tx_packets", "tx_errors", "tx_drops")
+
+# Bit widths of counters the kernel keeps narrower than 64 bits on 64-bit machines.
+# /proc/diskstats io_ticks and the time fields are `unsigned int` milliseconds (block/genhd.c).
+DISK_WIDTHS = (64, 64, 32, 64, 64, 32, 32)
+NET_WIDTHS = (64,) * 8
+
+
+class RawCounters:
+    """One read of every counter.
+
+    - ``monotonic``/``wall``: time.monotonic() and time.time() at the read.
+    - ``cpu``: {cpu id: seconds in each of CPU_MODES} (coarse: USER_HZ ticks on Linux).
+    - ``fine_kind``/``fine``: a finer per-CPU source where the OS has one, else None:
+      "schedstat" -> {cpu: (busy_seconds, 0)}; "cpuidle" -> {cpu: (idle_seconds, idle_exits)}.
+    - ``memory``: (total, available, cached, used, swap_used) bytes.
+    - ``pressure``: (some_avg10, full_avg10 | None, some_total_us, full_total_us | None) or None without PSI.
+    - ``disks``: {name: DISK_FIELDS values}; ``network``: {name: NET_FIELDS values}.
+    - ``load``: (avg1, avg5, avg15).
+    """
+
+    __slots__ = ("cpu", "disks", "fine", "fine_kind", "load", "memory", "monotonic", "network", "pressure", "wall")
+
+    def __init__(
+        self,
+        monotonic: float,
+        wall: float,
+        cpu: dict[int, tuple[float, ...]],
+        fine_kind: str | None,
+        fine: dict[int, tuple[float, int]] | None,
+        memory: tuple[int, int, int, int, int],
+        pressure: tuple[float, float | None, int, int | None] | None,
+        disks: dict[str, tuple[int, ...]],
+        network: dict[str, tuple[int, ...]],
+        load: tuple[float, float, float],
+    ) -> None:
+        self.monotonic = monotonic
+        self.wall = wall
+        self.cpu = cpu
+        self.fine_kind = fine_kind
+        self.fine = fine
+        self.memory = memory
+        self.pressure = pressure
+        self.disks = disks
+        self.network = network
+        self.load = load
