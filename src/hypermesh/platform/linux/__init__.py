@@ -1,0 +1,259 @@
+"""The native Linux backend: procfs, sysfs and cgroupfs read directly.
+
+``LinuxBackend(root="/")`` reads ``<root>/proc``, ``<root>/sys`` and ``<root>/etc``; tests point ``root`` at a
+recorded fixture tree. Only a live root ("/") talks to the kernel beyond files (netlink addresses, statvfs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+import time
+
+from hypermesh.errors import BackendError
+from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, OsInfo, SystemProfile
+from hypermesh.platform.base import RawCounters
+from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
+
+
+class LinuxBackend:
+    name = "linux"
+
+    def __init__(self, root: str = "/") -> None:
+        root = root.rstrip("/")
+        self.root = root
+        self.live = root == ""
+        self.proc = f"{root}/proc"
+        self.sys = f"{root}/sys"
+        self.etc = f"{root}/etc"
+
+    def __repr__(self) -> str:
+        return f"LinuxBackend(root={self.root or '/'!r})"
+
+    # ------------------------------------------------------------------------------------ profile
+
+    def profile(self) -> SystemProfile:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter
+
+        t0 = clock()
+        os_info = self._os()
+        t1 = clock()
+        cpu = self._cpu()
+        t2 = clock()
+        memory = self._memory()
+        t3 = clock()
+        mountinfo = sysfs.read_str(f"{self.proc}/self/mountinfo") or ""
+        storage = block.storage_devices(self.sys, mountinfo, "" if self.live else None)
+        t4 = clock()
+        network = net.interfaces(self.sys, self.live)
+        t5 = clock()
+        limits = cgroup.limits(self.proc, self.sys)
+        t6 = clock()
+        for name, start, end in (
+            ("os", t0, t1),
+            ("cpu", t1, t2),
+            ("memory", t2, t3),
+            ("storage", t3, t4),
+            ("network", t4, t5),
+            ("limits", t5, t6),
+        ):
+            timings[name] = round((end - start) * 1000, 3)
+        timings["gpus"] = 0.0
+        timings["total"] = round((t6 - t0) * 1000, 3)
+        # GPUs are detected by the assets layer (NVML, DRM); a headless host has none, never an error.
+        return SystemProfile(
+            os=os_info,
+            cpu=cpu,
+            memory=memory,
+            storage=storage,
+            network=network,
+            gpus=[],
+            limits=limits,
+            timings_ms=timings,
+        )
+
+    def _os(self) -> OsInfo:
+        kernel = f"{self.proc}/sys/kernel"
+        release = sysfs.read_str(f"{kernel}/osrelease") or ""
+        os_release = procfs.parse_os_release(sysfs.read_str(f"{self.etc}/os-release") or "")
+        stat = sysfs.read_bytes(f"{self.proc}/stat") or b""
+        return OsInfo(
+            system="Linux",
+            release=release,
+            kernel=sysfs.read_str(f"{kernel}/version") or release,
+            distribution=os_release.get("PRETTY_NAME") or os_release.get("NAME"),
+            architecture=self._architecture(),
+            hostname=sysfs.read_str(f"{kernel}/hostname") or "",
+            boot_time=procfs.parse_stat_btime(stat),
+        )
+
+    def _architecture(self) -> str:
+        if self.live:
+            return os.uname().machine
+        return sysfs.read_str(f"{self.root}/arch") or _platform.machine()
+
+    def _cpu(self) -> CpuInfo:
+        cpus = sysfs.online_cpus(self.sys)
+        if not cpus:
+            raise BackendError(f"no CPUs found under {self.sys}/devices/system/cpu: is sysfs mounted?")
+        info = procfs.parse_cpuinfo(sysfs.read_str(f"{self.proc}/cpuinfo") or "")
+        physical, sockets = sysfs.topology(self.sys, cpus)
+        fmin, fmax, fcur = sysfs.frequency_khz(self.sys, cpus[0])
+        current = fcur / 1000 if fcur else _float(info.get("cpu MHz"))
+        return CpuInfo(
+            # x86 says vendor_id/model name; arm64 says CPU implementer and has no model name.
+            vendor=info.get("vendor_id") or info.get("CPU implementer"),
+            model=info.get("model name") or info.get("Model") or info.get("cpu model") or info.get("Hardware"),
+            architecture=self._architecture(),
+            logical_cores=len(cpus),
+            physical_cores=physical,
+            sockets=sockets,
+            threads_per_core=len(cpus) // physical if physical else None,
+            frequency_mhz=CpuFrequency(
+                min=fmin / 1000 if fmin else None, max=fmax / 1000 if fmax else None, current=current
+            ),
+            caches=sysfs.caches(self.sys, cpus),
+            numa_nodes=sysfs.numa_nodes(self.sys),
+            core_types=sysfs.core_types(self.sys, cpus),
+            flags=(info.get("flags") or info.get("Features") or "").split(),
+        )
+
+    def _memory(self) -> MemoryInfo:
+        meminfo = procfs.parse_meminfo(sysfs.read_bytes(f"{self.proc}/meminfo") or b"")
+        if "MemTotal" not in meminfo:
+            raise BackendError(f"{self.proc}/meminfo has no MemTotal: is procfs mounted?")
+        return MemoryInfo(
+            total_bytes=meminfo["MemTotal"],
+            swap_total_bytes=meminfo.get("SwapTotal"),
+            hugepage_size_bytes=meminfo.get("Hugepagesize"),
+        )
+
+    # ----------------------------------------------------------------------------------- counters
+
+    def counter_reader(self) -> LinuxCounterReader:
+        return LinuxCounterReader(self)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+class LinuxCounterReader:
+    """Reads every counter through file descriptors kept open and re-read with pread(2) from offset 0.
+
+    procfs seq_files and sysfs attributes regenerate their content on a read at offset 0, so one open per file
+    for the reader's life saves the open/close pair (about half the cost of a read) on every sample.
+    Not thread-safe on its own: the Sampler serialises reads.
+    """
+
+    def __init__(self, backend: LinuxBackend) -> None:
+        self._backend = backend
+        self._fds: list[int] = []
+        proc = backend.proc
+        self._stat = self._open(f"{proc}/stat", required=True)
+        self._meminfo = self._open(f"{proc}/meminfo", required=True)
+        self._loadavg = self._open(f"{proc}/loadavg", required=True)
+        self._diskstats = self._open(f"{proc}/diskstats")
+        self._netdev = self._open(f"{proc}/net/dev")
+        # PSI exists since 4.20 and can be disabled at boot (psi=0): the file is then absent or unreadable.
+        self._psi = self._open(f"{proc}/pressure/memory")
+        if self._psi is not None and procfs.parse_pressure(self._pread(self._psi)) is None:
+            self._psi = None
+        self._disk_lines = -1
+        self._disk_names: frozenset[bytes] = frozenset()
+        # Finer than /proc/stat's 10 ms ticks: schedstat run time (ns) where the kernel has CONFIG_SCHEDSTATS,
+        # else cpuidle residency (µs) where a cpuidle driver runs, else /proc/stat alone.
+        self.fine_kind: str | None = None
+        self._idle_fds: list[tuple[int, list[int]]] = []
+        self._schedstat = self._open(f"{proc}/schedstat")
+        if self._schedstat is not None and procfs.parse_schedstat(self._pread(self._schedstat)):
+            self.fine_kind = "schedstat"
+        else:
+            self._open_cpuidle(sorted(procfs.parse_stat_cpus(self._pread(self._stat))))
+
+    def _open_cpuidle(self, cpus: list[int]) -> None:
+        for _cpu, fds in self._idle_fds:  # CPU hot-plug: drop the previous set first
+            for fd in fds:
+                self._fds.remove(fd)
+                os.close(fd)
+        self._idle_fds = []
+        self.fine_kind = None
+        for cpu, files in sysfs.cpuidle_time_paths(self._backend.sys, cpus).items():
+            fds = [fd for fd in (self._open(p) for p in files) if fd is not None]
+            self._idle_fds.append((cpu, fds))
+            if len(fds) != len(files):
+                return self._open_cpuidle([])  # a state we cannot read would bias every sample: use /proc/stat
+        if self._idle_fds:
+            self.fine_kind = "cpuidle"
+        return None
+
+    def _disks(self) -> dict[str, tuple[int, ...]]:
+        if self._diskstats is None:
+            return {}
+        data = self._pread(self._diskstats)
+        lines = data.count(b"\n")
+        if lines != self._disk_lines:
+            # A device came or went (hot-plug, a loop device attached): recompute which lines we keep.
+            mountinfo = sysfs.read_str(f"{self._backend.proc}/self/mountinfo") or ""
+            self._disk_names = block.sample_disk_names(self._backend.sys, mountinfo)
+            self._disk_lines = lines
+        return procfs.parse_diskstats(data, self._disk_names)
+
+    def _open(self, path: str, required: bool = False) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if required:
+                raise BackendError(f"cannot read {path}: {exc.strerror}; is procfs mounted?") from exc
+            return None
+        self._fds.append(fd)
+        return fd
+
+    @staticmethod
+    def _pread(fd: int) -> bytes:
+        data = os.pread(fd, 65536, 0)
+        if len(data) < 65536:
+            return data
+        # Larger than one read (thousands of disks or interfaces): keep reading.
+        chunks = [data]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.pread(fd, 65536, 65536 * len(chunks)))
+        return b"".join(chunks)
+
+    def read(self) -> RawCounters:
+        pread = self._pread
+        mono = time.monotonic()
+        wall = time.time()
+        stat = pread(self._stat)
+        cpu = procfs.parse_stat_cpus(stat)
+        fine: dict[int, tuple[float, int]] | None = None
+        if self.fine_kind == "cpuidle":
+            if len(cpu) != len(self._idle_fds):
+                self._open_cpuidle(sorted(cpu))  # a CPU went offline or came back online
+            fine = {c: (sum(int(os.pread(fd, 32, 0)) for fd in fds) / 1e6, 0) for c, fds in self._idle_fds}
+        elif self.fine_kind == "schedstat" and self._schedstat is not None:
+            fine = {c: (busy, 0) for c, busy in procfs.parse_schedstat(pread(self._schedstat)).items()}
+        return RawCounters(
+            monotonic=mono,
+            wall=wall,
+            cpu=cpu,
+            fine_kind=self.fine_kind,
+            fine=fine,
+            memory=procfs.parse_meminfo_sample(pread(self._meminfo)),
+            pressure=procfs.parse_pressure(pread(self._psi)) if self._psi is not None else None,
+            disks=self._disks(),
+            network=procfs.parse_net_dev(pread(self._netdev)) if self._netdev is not None else {},
+            load=procfs.parse_loadavg(pread(self._loadavg)),
+        )
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,106 @@
+"""Block devices from /sys/block and their mounts from /proc/self/mountinfo.
+
+Whole devices only (partitions fold into their disk's mounts). loop and ram devices are listed only when they back
+a mount: an idle loop0..7 is noise, a squashfs-mounted loop is storage someone uses.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypermesh.model import Mount, StorageDevice
+from hypermesh.platform.linux.procfs import SECTOR_BYTES, parse_mountinfo
+from hypermesh.platform.linux.sysfs import listdir, read_int, read_str
+
+# Pseudo devices that only count when mounted.
+_ON_DEMAND_PREFIXES = ("loop", "ram")
+_VIRTUAL_PREFIXES = ("vd", "xvd", "dm-", "md", "zram", "nbd", "rbd", "loop", "ram")
+
+
+def _dev(sys_block_dir: str) -> tuple[int, int] | None:
+    text = read_str(f"{sys_block_dir}/dev")
+    if not text or ":" not in text:
+        return None
+    major, _, minor = text.partition(":")
+    return int(major), int(minor)
+
+
+def kind_of(name: str, rotational: bool | None) -> str:
+    """nvme | virtual | hdd | ssd, from the kernel's name and queue/rotational."""
+    if name.startswith("nvme"):
+        return "nvme"
+    if name.startswith(_VIRTUAL_PREFIXES):
+        return "virtual"
+    return "hdd" if rotational else "ssd"
+
+
+def whole_disks(sys_root: str) -> dict[str, list[tuple[int, int]]]:
+    """{disk: [(major, minor) of the disk and each of its partitions]} for every entry of /sys/block."""
+    disks: dict[str, list[tuple[int, int]]] = {}
+    for name in sorted(listdir(f"{sys_root}/block")):
+        d = f"{sys_root}/block/{name}"
+        ids = [dev] if (dev := _dev(d)) else []
+        for child in listdir(d):
+            if child.startswith(name) and (part := _dev(f"{d}/{child}")) is not None:
+                ids.append(part)
+        disks[name] = ids
+    return disks
+
+
+def storage_devices(
+    sys_root: str, mountinfo: str, statvfs_root: str | None, mounts_wanted: bool = True
+) -> list[StorageDevice]:
+    """Whole block devices with their mounts.
+
+    ``statvfs_root`` prefixes mountpoints for os.statvfs ("" on a live system); None skips sizes (fixture trees).
+    """
+    by_dev: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for major, minor, mountpoint, fstype, _source in parse_mountinfo(mountinfo) if mounts_wanted else []:
+        if major != 0:  # 0 is the anonymous major: tmpfs, proc, overlay...
+            by_dev.setdefault((major, minor), []).append((mountpoint, fstype))
+
+    devices = []
+    for name, ids in whole_disks(sys_root).items():
+        mounted = [m for dev_id in ids for m in by_dev.get(dev_id, ())]
+        if name.startswith(_ON_DEMAND_PREFIXES) and not mounted:
+            continue
+        d = f"{sys_root}/block/{name}"
+        sectors = read_int(f"{d}/size")
+        rot = read_int(f"{d}/queue/rotational")
+        removable = read_int(f"{d}/removable")
+        rotational = None if rot is None else bool(rot)
+        devices.append(
+            StorageDevice(
+                name=name,
+                model=read_str(f"{d}/device/model") or None,
+                size_bytes=None if sectors is None else sectors * SECTOR_BYTES,
+                rotational=rotational,
+                removable=None if removable is None else bool(removable),
+                kind=kind_of(name, rotational),
+                mounts=[_mount(mp, fs, statvfs_root) for mp, fs in mounted],
+            )
+        )
+    return devices
+
+
+def _mount(mountpoint: str, fstype: str, statvfs_root: str | None) -> Mount:
+    total = free = None
+    if statvfs_root is not None:
+        try:
+            st = os.statvfs(statvfs_root + mountpoint)
+        except OSError:
+            pass
+        else:
+            # f_bavail, not f_bfree: what an unprivileged writer can still use, as df reports it.
+            total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    return Mount(mountpoint=mountpoint, fstype=fstype, total_bytes=total, free_bytes=free)
+
+
+def sample_disk_names(sys_root: str, mountinfo: str) -> frozenset[bytes]:
+    """Names /proc/diskstats lines are kept for: the same whole devices the profile lists."""
+    mounted = {(major, minor) for major, minor, *_ in parse_mountinfo(mountinfo) if major}
+    return frozenset(
+        name.encode()
+        for name, ids in whole_disks(sys_root).items()
+        if not name.startswith(_ON_DEMAND_PREFIXES) or mounted.intersection(ids)
+    )

@@ -1,0 +1,97 @@
+"""Network interfaces from /sys/class/net, addresses from one rtnetlink dump.
+
+Addresses come from netlink (RTM_GETADDR) rather than ioctl(SIOCGIFADDR), which sees only one IPv4 address per
+interface, or getifaddrs through ctypes, which costs a ctypes import. One dump answers for every interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+
+from hypermesh.model import NetworkInterface
+from hypermesh.platform.linux.sysfs import listdir, read_bytes, read_int, read_str
+
+_RTM_GETADDR = 22
+_NLMSG_DONE = 3
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_ARPHRD_LOOPBACK = 772
+_IFF_UP = 0x1
+
+
+def netlink_addresses() -> dict[int, list[str]]:
+    """{ifindex: ["addr/prefixlen", ...]} for every address the kernel holds, IPv4 before IPv6."""
+    out: dict[int, list[str]] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as sock:
+        sock.sendall(struct.pack("=IHHII4BI", 24, _RTM_GETADDR, _NLM_F_REQUEST_DUMP, 1, 0, 0, 0, 0, 0, 0))
+        while True:
+            data = sock.recv(65536)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, msg_type = struct.unpack_from("=IH", data, offset)
+                if msg_type == _NLMSG_DONE or length < 16:
+                    return out
+                if msg_type == _NLMSG_ERROR:
+                    return out
+                family, prefix, _flags, _scope, index = struct.unpack_from("=4BI", data, offset + 16)
+                attrs: dict[int, bytes] = {}
+                pos, end = offset + 24, offset + length
+                while pos + 4 <= end:
+                    alen, atype = struct.unpack_from("=HH", data, pos)
+                    if alen < 4:
+                        break
+                    attrs[atype] = data[pos + 4 : pos + alen]
+                    pos += (alen + 3) & ~3
+                # For IPv4, IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
+                raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+                if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
+                    out.setdefault(index, []).append(f"{socket.inet_ntop(family, raw)}/{prefix}")
+                offset += (length + 3) & ~3
+
+
+def _kind(d: str, name: str, arp_type: int | None) -> str:
+    if arp_type == _ARPHRD_LOOPBACK or name == "lo":
+        return "loopback"
+    # Physical NICs have a bus device behind them; veth, bridges, tun, ifb and friends do not.
+    return "physical" if os.path.exists(f"{d}/device") else "virtual"
+
+
+def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
+    """Every interface; addresses from netlink on a live system, from ``<root>/addresses.json`` in a fixture."""
+    base = f"{sys_root}/class/net"
+    names = sorted(listdir(base))
+    by_name: dict[str, list[str]] = {}
+    if live:
+        try:
+            by_index = netlink_addresses()
+        except OSError:
+            by_index = {}
+        for name in names:
+            index = read_int(f"{base}/{name}/ifindex")
+            if index is not None:
+                by_name[name] = by_index.get(index, [])
+    else:
+        recorded = read_bytes(f"{os.path.dirname(sys_root)}/addresses.json")
+        by_name = json.loads(recorded) if recorded else {}
+    out = []
+    for name in names:
+        d = f"{base}/{name}"
+        flags = read_str(f"{d}/flags")
+        speed = read_int(f"{d}/speed")
+        out.append(
+            NetworkInterface(
+                name=name,
+                mac=read_str(f"{d}/address") or None,
+                mtu=read_int(f"{d}/mtu"),
+                # speed is -1 or unreadable (EINVAL) when the link is down or does not know (virtual links).
+                speed_mbps=speed if speed is not None and speed > 0 else None,
+                up=bool(int(flags, 16) & _IFF_UP) if flags else read_str(f"{d}/operstate") == "up",
+                kind=_kind(d, name, read_int(f"{d}/type")),
+                addresses=by_name.get(name, []),
+            )
+        )
+    return out

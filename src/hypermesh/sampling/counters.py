@@ -1,0 +1,210 @@
+"""Counters to rates: the only place hypermesh turns two readings into per-second figures.
+
+Rules, the same for every backend and device:
+- A counter that went forward gives ``cur - prev``.
+- A counter that went backwards from the upper half of its range wrapped (32- or 64-bit): the delta is what
+  crossed the boundary. That is exact for any true increment below half the range within one interval.
+- A counter that went backwards from the lower half was reset (driver reload, device removed and re-added):
+  there is no honest delta, so the device takes a new baseline and is left out of this one sample.
+- A device present in only one of the two readings (hot-plug) is likewise left out until it has a baseline.
+Nothing here returns a negative rate.
+"""
+
+from __future__ import annotations
+
+from hypermesh.model import CpuSample, DiskRates, NetworkRates, Pressure
+from hypermesh.platform.base import DISK_WIDTHS, NET_WIDTHS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hypermesh.platform.base import RawCounters
+
+
+def counter_delta(prev: int, cur: int, bits: int = 64) -> int | None:
+    """How much a ``bits``-wide counter advanced from ``prev`` to ``cur``; None when it was reset."""
+    if cur >= prev:
+        return cur - prev
+    if prev >= 1 << (bits - 1):
+        return cur + (1 << bits) - prev
+    return None
+
+
+def _deltas(prev: tuple[int, ...], cur: tuple[int, ...], widths: tuple[int, ...]) -> list[int] | None:
+    out = []
+    for p, c, w in zip(prev, cur, widths, strict=True):
+        if c >= p:
+            out.append(c - p)
+        else:
+            d = counter_delta(p, c, w)
+            if d is None:
+                return None
+            out.append(d)
+    return out
+
+
+def disk_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[DiskRates]:
+    rates = []
+    before = prev.disks
+    for name, values in cur.disks.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        d = _deltas(old, values, DISK_WIDTHS)
+        if d is None:
+            continue
+        rates.append(
+            DiskRates(
+                name=name,
+                read_bytes_per_s=d[1] / elapsed,
+                write_bytes_per_s=d[4] / elapsed,
+                read_ops_per_s=d[0] / elapsed,
+                write_ops_per_s=d[3] / elapsed,
+                # io_ticks is ms with a request in flight; merged requests can push it a hair past wall time.
+                busy_percent=min(100.0, d[6] / 10.0 / elapsed),
+            )
+        )
+    return rates
+
+
+def network_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[NetworkRates]:
+    rates = []
+    before = prev.network
+    for name, values in cur.network.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        d = _deltas(old, values, NET_WIDTHS)
+        if d is None:
+            continue
+        rates.append(
+            NetworkRates(
+                name=name,
+                rx_bytes_per_s=d[0] / elapsed,
+                tx_bytes_per_s=d[4] / elapsed,
+                rx_packets_per_s=d[1] / elapsed,
+                tx_packets_per_s=d[5] / elapsed,
+                errors_per_s=(d[2] + d[6]) / elapsed,
+                drops_per_s=(d[3] + d[7]) / elapsed,
+            )
+        )
+    return rates
+
+
+def pressure(prev: RawCounters, cur: RawCounters, elapsed: float) -> Pressure | None:
+    now, before = cur.pressure, prev.pressure
+    if now is None:
+        return None
+    some_avg, full_avg, some_total, full_total = now
+    some_rate = full_rate = None
+    if before is not None:
+        some = counter_delta(before[2], some_total)
+        some_rate = some / elapsed if some is not None else None
+        if full_total is not None and before[3] is not None:
+            full = counter_delta(before[3], full_total)
+            full_rate = full / elapsed if full is not None else None
+    return Pressure(
+        some_avg10=some_avg,
+        full_avg10=full_avg,
+        some_stall_us_per_s=some_rate if some_rate is not None else 0.0,
+        full_stall_us_per_s=full_rate if full_total is not None else None,
+    )
+
+
+class CpuRates:
+    """Per-core and total CPU busy percentages, keeping what the finer sources need between readings.
+
+    /proc/stat advances in USER_HZ (10 ms) ticks, so at 100 Hz a core reads 0 % or 100 %. Finer sources:
+    - schedstat: nanoseconds each CPU spent running tasks; busy = delta / elapsed.
+    - cpuidle: microseconds each CPU spent in idle states. The kernel adds an idle period's length when the CPU
+      *leaves* it, so an interval spent entirely inside one long idle period shows no idle time at all and
+      would read as 100 % busy. When no idle time was added in an interval, the coarse /proc/stat counters
+      (which do include an idle period in progress, fs/proc/stat.c get_idle_time) say whether the CPU was
+      idle or busy; idle we credit in advance is subtracted from the residency that arrives when the period ends.
+    Mode shares (user, system, iowait, steal) come from /proc/stat; over an interval with no tick they keep the
+    last split, scaled to the current busy figure.
+    """
+
+    __slots__ = ("_credit", "_last_busy", "_last_split", "_last_state")
+
+    def __init__(self) -> None:
+        self._credit: dict[int, float] = {}
+        self._last_state: dict[int, bool] = {}  # cpu -> was idle during the last interval with no residency
+        self._last_busy: dict[int, float] = {}
+        self._last_split = (0.0, 0.0, 0.0)
+
+    def compute(self, prev: RawCounters, cur: RawCounters, elapsed: float) -> CpuSample:
+        fine_kind = cur.fine_kind if cur.fine_kind == prev.fine_kind else None
+        per_core: list[float] = []
+        ticks_total = ticks_user = ticks_system = ticks_iowait = ticks_steal = 0.0
+        for cpu, now in cur.cpu.items():
+            before = prev.cpu.get(cpu)
+            if before is None:
+                continue  # came online since the last reading
+            d = [max(0.0, n - b) for n, b in zip(now, before, strict=True)]
+            total = sum(d)
+            idle_coarse = d[3] + d[4]
+            ticks_total += total
+            ticks_user += d[0] + d[1]
+            ticks_system += d[2] + d[5] + d[6]
+            ticks_iowait += d[4]
+            ticks_steal += d[7]
+            if fine_kind == "cpuidle" and cur.fine is not None and prev.fine is not None:
+                busy = self._from_cpuidle(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
+            elif fine_kind == "schedstat" and cur.fine is not None and prev.fine is not None:
+                run_now, run_before = cur.fine.get(cpu), prev.fine.get(cpu)
+                busy = (
+                    min(1.0, max(0.0, (run_now[0] - run_before[0]) / elapsed))
+                    if run_now is not None and run_before is not None
+                    else None
+                )
+            else:
+                busy = (total - idle_coarse) / total if total > 0 else None
+            if busy is None:
+                busy = self._last_busy.get(cpu, 0.0)
+            self._last_busy[cpu] = busy
+            per_core.append(round(busy * 100.0, 2))
+        percent = sum(per_core) / len(per_core) if per_core else 0.0
+        busy_ticks = ticks_user + ticks_system + ticks_steal
+        if busy_ticks > 0:
+            self._last_split = (ticks_user / busy_ticks, ticks_system / busy_ticks, ticks_steal / busy_ticks)
+        # The busy figure (fine or coarse) is spread over the modes in the proportions the ticks show.
+        user, system, steal = (percent * share for share in self._last_split)
+        iowait = 100.0 * ticks_iowait / ticks_total if ticks_total > 0 else 0.0
+        return CpuSample(
+            percent=round(percent, 2),
+            per_core=per_core,
+            user_percent=round(user, 2),
+            system_percent=round(system, 2),
+            iowait_percent=round(iowait, 2),
+            steal_percent=round(steal, 2),
+            source=fine_kind or "proc_stat",
+        )
+
+    def _from_cpuidle(
+        self,
+        cpu: int,
+        now: tuple[float, int] | None,
+        before: tuple[float, int] | None,
+        elapsed: float,
+        ticks: float,
+        idle_ticks: float,
+    ) -> float | None:
+        if now is None or before is None:
+            return None
+        residency = now[0] - before[0]
+        credit = self._credit.get(cpu, 0.0)
+        if residency > 0:
+            # An idle period ended in this interval; the part of it already reported as idle is not counted twice.
+            idle = max(0.0, residency - credit)
+            self._credit[cpu] = 0.0
+            return 1.0 - min(1.0, idle / elapsed)
+        # No idle period ended: busy throughout, or inside one idle period that is still going on.
+        if ticks > 0:
+            idle_now = idle_ticks >= ticks - idle_ticks
+            self._last_state[cpu] = idle_now
+        else:
+            idle_now = self._last_state.get(cpu, False)
+        if idle_now:
+            self._credit[cpu] = credit + elapsed
+            return 0.0
+        return 1.0

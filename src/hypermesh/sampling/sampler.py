@@ -1,0 +1,169 @@
+"""Sampler: rates since the previous reading, on demand or on a drift-free schedule."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from hypermesh.errors import InvalidInput
+from hypermesh.model import (
+    Counters,
+    CpuTimes,
+    DiskCounters,
+    LoadAverage,
+    MemorySample,
+    NetworkCounters,
+    PressureTotals,
+    Sample,
+)
+from hypermesh.sampling import counters as rates
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from hypermesh.platform.base import Backend, RawCounters
+
+
+class Sampler:
+    """Turns the backend's counters into a Sample of rates since the previous reading.
+
+    >>> s = Sampler()
+    >>> s.sample().cpu.percent          # first call: baseline, waits min_interval, reads again
+    >>> for sample in s.stream(0.01, count=100): ...   # 100 Hz on a deadline schedule
+
+    One Sampler may be shared between threads: readings and the rate state are taken under one lock, so each
+    caller gets the rates since whichever reading came just before its own.
+    """
+
+    def __init__(self, min_interval: float = 0.1, backend: Backend | None = None) -> None:
+        if not min_interval > 0:
+            raise InvalidInput(f"min_interval must be a positive number of seconds, got {min_interval!r}")
+        if backend is None:
+            from hypermesh.platform import backend as default_backend
+
+            backend = default_backend()
+        self.min_interval = float(min_interval)
+        self.backend = backend
+        self._reader = backend.counter_reader()
+        self._lock = threading.Lock()
+        self._prev: RawCounters | None = None
+        self._cpu = rates.CpuRates()
+        self.missed_deadlines = 0
+
+    def close(self) -> None:
+        """Release the files the reader keeps open. The Sampler cannot be used afterwards."""
+        with self._lock:
+            self._reader.close()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def sample(self) -> Sample:
+        """Rates since the previous reading; the first call takes a baseline and waits ``min_interval``."""
+        with self._lock:
+            prev = self._prev
+            if prev is None:
+                prev = self._reader.read()
+                time.sleep(self.min_interval)
+            cur = self._reader.read()
+            elapsed = cur.monotonic - prev.monotonic
+            if elapsed <= 0:  # two reads within the clock's resolution: nothing to divide by yet
+                time.sleep(1e-6)
+                cur = self._reader.read()
+                elapsed = max(cur.monotonic - prev.monotonic, 1e-9)
+            self._prev = cur
+            return self._build(prev, cur, elapsed)
+
+    def _build(self, prev: RawCounters, cur: RawCounters, elapsed: float) -> Sample:
+        total, available, cached, used, swap_used = cur.memory
+        return Sample(
+            timestamp=cur.wall,
+            interval_s=elapsed,
+            cpu=self._cpu.compute(prev, cur, elapsed),
+            memory=MemorySample(
+                total_bytes=total,
+                used_bytes=used,
+                available_bytes=available,
+                cached_bytes=cached,
+                swap_used_bytes=swap_used,
+                pressure=rates.pressure(prev, cur, elapsed),
+            ),
+            disks=rates.disk_rates(prev, cur, elapsed),
+            network=rates.network_rates(prev, cur, elapsed),
+            load=LoadAverage(*cur.load),
+        )
+
+    def stream(self, interval: float, count: int | None = None) -> Iterator[Sample]:
+        """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None).
+
+        Deadlines are ``start + k * interval``, so time spent by the consumer or the reading never accumulates
+        as drift. A consumer slower than the interval skips the deadlines it missed rather than bursting to
+        catch up; ``missed_deadlines`` counts them.
+        """
+        if not interval > 0:
+            raise InvalidInput(f"interval must be a positive number of seconds, got {interval!r}")
+        if count is not None and count < 1:
+            raise InvalidInput(f"count must be 1 or more, got {count!r}")
+        with self._lock:
+            if self._prev is None:
+                self._prev = self._reader.read()
+        start = time.monotonic()
+        k = 0
+        while count is None or k < count:
+            k += 1
+            deadline = start + k * interval
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif -delay >= interval:
+                skipped = int(-delay // interval)
+                self.missed_deadlines += skipped
+                start += skipped * interval
+            yield self.sample()
+
+    def counters(self) -> Counters:
+        """A fresh reading of the raw monotonic counters (what Prometheus wants), leaving the rate state alone."""
+        with self._lock:
+            raw = self._reader.read()
+        total, available, cached, used, swap_used = raw.memory
+        psi = raw.pressure
+        return Counters(
+            timestamp=raw.wall,
+            monotonic=raw.monotonic,
+            cpu=[CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())],
+            memory=MemorySample(
+                total_bytes=total,
+                used_bytes=used,
+                available_bytes=available,
+                cached_bytes=cached,
+                swap_used_bytes=swap_used,
+                pressure=None,
+            ),
+            pressure=None
+            if psi is None
+            else PressureTotals(
+                some_total_seconds=psi[2] / 1e6,
+                full_total_seconds=None if psi[3] is None else psi[3] / 1e6,
+                some_avg10=psi[0],
+                full_avg10=psi[1],
+            ),
+            disks=[
+                DiskCounters(
+                    name=name,
+                    read_ops=v[0],
+                    read_bytes=v[1],
+                    read_time_seconds=v[2] / 1000,
+                    write_ops=v[3],
+                    write_bytes=v[4],
+                    write_time_seconds=v[5] / 1000,
+                    busy_seconds=v[6] / 1000,
+                )
+                for name, v in sorted(raw.disks.items())
+            ],
+            network=[NetworkCounters(name, *values) for name, values in sorted(raw.network.items())],
+            load=LoadAverage(*raw.load),
+        )
