@@ -29,7 +29,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import psutil
 
@@ -46,6 +46,10 @@ from hypermesh.model import (
     SystemProfile,
 )
 from hypermesh.platform.base import CPU_MODES, RawCounters
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # loop and RAM disks are listed only when they back a mount (a loop device behind a snap): an idle loop0..7
 # is noise. The same rule as the Linux backend's, so both list the same disks on one machine.
@@ -64,14 +68,11 @@ def parent_disk(name: str) -> str:
     """
     base = name.rsplit("/", 1)[-1]
     if base.startswith(("nvme", "mmcblk", "nvd", "nda")):
-        # nvme0n1p2 / mmcblk0p1: the partition suffix is "p" + digits after a digit.
+        # nvme0n1p2 / mmcblk0p1 / nvd0p1: the partition suffix is "p" + digits right after a unit number
+        # (for Linux NVMe after the namespace "nN", so a controller name like "nvme0" is never split).
         head, sep, tail = base.rpartition("p")
-        if (
-            sep
-            and tail.isdigit()
-            and head[-1:].isdigit()
-            and (base.startswith(("nvd", "nda")) or "n" in head)
-        ):
+        namespaced = "n" in head[4:] or not base.startswith("nvme")
+        if sep and tail.isdigit() and head[-1:].isdigit() and namespaced:
             return head
         return base
     if base.startswith("disk") and "s" in base[4:]:  # macOS disk0s1
@@ -168,7 +169,8 @@ def prefix_length(netmask: str | None, family: int) -> int | None:
     return int.from_bytes(packed, "big").bit_count()
 
 
-def _addresses(entries: list[psutil._common.snicaddr]) -> tuple[str | None, list[str]]:
+def _addresses(entries: Iterable[Any]) -> tuple[str | None, list[str]]:
+    # Any: psutil's address tuple type moved between modules across versions (_common, _ntuples).
     mac: str | None = None
     addresses: list[str] = []
     for entry in entries:
