@@ -1,0 +1,454 @@
+"""The node agent's web application: one Sampler shared by every endpoint, served by Starlette.
+
+- A sampler thread takes a Sample every ``interval`` and keeps the last ones in a ring buffer,
+  already serialized to JSON: a sample is encoded once, not once per client, so 200 dashboards cost
+  200 byte copies. ``/v1/sample``, ``/v1/samples?since=`` and the ``/v1/stream`` SSE feed read it.
+- ``/metrics`` does a fresh read of the raw counters per scrape (``Sampler.counters()``), never the
+  rates: Prometheus computes rates from ``_total`` counters itself.
+- The profile and the eBPF status are read once at start (they describe the machine, not its load).
+- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from hypermesh.agent import metrics
+from hypermesh.agent.config import AgentConfig
+from hypermesh.agent.security import Credentials, Guard, Stats
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from typing import Any
+
+    from hypermesh.model import Counters, Sample, SystemProfile
+    from hypermesh.sampling.sampler import Sampler
+
+log = logging.getLogger("hypermesh.agent")
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+MAX_SAMPLES_PER_RESPONSE = 3600
+
+
+class AgentState:
+    """What every endpoint shares: the sampler, its history, the profile, the eBPF status, the stats."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        sampler: Sampler,
+        version: str,
+        profile_reader: Callable[[], SystemProfile] | None = None,
+        ebpf_reader: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.sampler = sampler
+        self.version = version
+        self.started = time.time()
+        self.stats = Stats()
+        self.samples_taken = 0
+        self.sampler_error: str | None = None
+        self._history: collections.deque[tuple[float, bytes]] = collections.deque(
+            maxlen=config.history_samples
+        )
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_sample: asyncio.Event | None = None
+        self._profile_reader = profile_reader
+        self._ebpf_reader = ebpf_reader or read_ebpf_status
+        self.profile: SystemProfile | None = None
+        self.profile_json = b"null"
+        self.profile_error: str | None = None
+        self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
+        self.collectors = metrics.default_collectors(version)
+        self.writer = metrics.TextWriter()
+        self._client_registry: metrics.ClientRegistry | None = None
+
+    # ------------------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Read the profile and eBPF status, then start sampling (call from the event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._new_sample = asyncio.Event()
+        reader = self._profile_reader
+        if reader is None:
+            from hypermesh import profile
+
+            reader = profile
+        try:
+            self.profile = reader()
+            self.profile_json = json.dumps(as_dict(self.profile)).encode()
+        except Exception as exc:  # the agent still serves samples and metrics without a profile
+            self.profile_error = f"{type(exc).__name__}: {exc}"
+            log.warning("profile unavailable: %s", self.profile_error)
+        self.ebpf_status = self._ebpf_reader()
+        self._thread = threading.Thread(target=self._run_sampler, name="hypermesh-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.interval_s + 2.0)
+        self.sampler.close()
+
+    def _run_sampler(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for sample in self.sampler.stream(self.config.interval_s):
+                    self._record(sample)
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:  # keep sampling: a transient read error must not kill the agent
+                self.sampler_error = f"{type(exc).__name__}: {exc}"
+                log.warning("sampler error (retrying): %s", self.sampler_error)
+                self._stop.wait(max(self.config.interval_s, 1.0))
+
+    def _record(self, sample: Sample) -> None:
+        data = json.dumps(as_dict(sample), separators=(",", ":")).encode()
+        with self._lock:
+            self._history.append((sample.timestamp, data))
+            self.samples_taken += 1
+        self.sampler_error = None
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # The loop may close between the check and the call (shutdown): nothing to wake then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        event = self._new_sample
+        self._new_sample = asyncio.Event()
+        if event is not None:
+            event.set()
+
+    # --------------------------------------------------------------------------------- reading
+
+    def latest(self) -> tuple[float, bytes] | None:
+        with self._lock:
+            return self._history[-1] if self._history else None
+
+    def since(self, since: float, limit: int) -> list[bytes]:
+        with self._lock:
+            items = list(self._history)
+        newer = [data for ts, data in items if ts > since]
+        return newer[-limit:]
+
+    async def next_sample(self, after: float, timeout: float) -> tuple[float, bytes] | None:
+        """The first sample newer than ``after``, waiting up to ``timeout`` seconds for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            latest = self.latest()
+            if latest is not None and latest[0] > after:
+                return latest
+            remaining = deadline - time.monotonic()
+            event = self._new_sample
+            if remaining <= 0 or event is None:
+                return None
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    def counters(self) -> Counters:
+        return self.sampler.counters()
+
+    def scrape(self) -> tuple[list[metrics.Family], list[str]]:
+        stats = self.stats
+        scrape = metrics.Scrape(
+            self.counters,
+            self.profile,
+            self.ebpf_status,
+            {
+                "samples": float(self.samples_taken),
+                "in_flight": float(stats.in_flight),
+                "rejected_in_flight": float(stats.rejected_in_flight),
+                "rejected_timeout": float(stats.rejected_timeout),
+                "rejected_unauthorized": float(stats.rejected_unauthorized),
+            },
+        )
+        return metrics.collect(self.collectors, scrape)
+
+    @property
+    def client_registry(self) -> metrics.ClientRegistry:
+        if self._client_registry is None:
+            self._client_registry = metrics.ClientRegistry([c.area for c in self.collectors])
+        return self._client_registry
+
+    def assets(self) -> dict[str, Any]:
+        return assets_from_profile(self.profile)
+
+
+def as_dict(record: object) -> Any:
+    """A model record as JSON builtins (``@record`` adds ``to_dict`` at run time, unseen by mypy)."""
+    return record.to_dict()  # type: ignore[attr-defined,unused-ignore]
+
+
+def read_ebpf_status() -> dict[str, Any]:
+    """``{"available", "reason", "probe"}``: eBPF is optional, so every failure becomes a reason."""
+    try:
+        from hypermesh import ebpf  # type: ignore[attr-defined,unused-ignore]
+
+        probe = ebpf.probe()
+        data = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
+    except ImportError as exc:
+        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
+    except Exception as exc:  # HypermeshError (Unsupported, PermissionDenied) or a broken probe
+        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
+    available = bool(data.get("supported", data.get("available", True)))
+    reason = data.get("reason") if not available else None
+    return {"available": available, "reason": reason, "probe": data}
+
+
+def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:
+    """Capacities from the system profile, until the assets module exists (documented in docs/agent.md)."""
+    if profile is None:
+        return {"source": "unavailable", "cpu": None, "memory": None, "storage": [], "network": [], "gpu": []}
+    return {
+        "source": "profile",
+        "cpu": {
+            "model": profile.cpu.model,
+            "logical_cores": profile.cpu.logical_cores,
+            "physical_cores": profile.cpu.physical_cores,
+        },
+        "memory": {
+            "total_bytes": profile.memory.total_bytes,
+            "swap_total_bytes": profile.memory.swap_total_bytes,
+        },
+        "storage": [
+            {"name": d.name, "kind": d.kind, "size_bytes": d.size_bytes, "model": d.model}
+            for d in profile.storage
+        ],
+        "network": [
+            {"name": n.name, "kind": n.kind, "up": n.up, "speed_mbps": n.speed_mbps, "mtu": n.mtu}
+            for n in profile.network
+        ],
+        "gpu": list(profile.gpus),
+    }
+
+
+# ---------------------------------------------------------------------------------- endpoints
+
+JSON_TYPE = "application/json"
+
+
+def _json_error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(state: AgentState) -> Guard:
+    async def metrics_endpoint(request: Request) -> Response:
+        families, failures = state.scrape()
+        for failure in failures:
+            log.warning("collector failed: %s", failure)
+        if metrics.wants_openmetrics(request.headers.get("accept", "")):
+            registry = state.client_registry
+            registry.load(families)
+            return Response(registry.render_openmetrics(), media_type=metrics.OPENMETRICS_TYPE)
+        return Response(state.writer.render(families), media_type=metrics.TEXT_TYPE)
+
+    async def profile_endpoint(request: Request) -> Response:
+        if state.profile is None:
+            return _json_error(503, f"profile unavailable: {state.profile_error}")
+        return Response(state.profile_json, media_type=JSON_TYPE)
+
+    async def sample_endpoint(request: Request) -> Response:
+        latest = state.latest()
+        if latest is None:
+            latest = await state.next_sample(0.0, min(state.config.interval_s * 2 + 1.0, 5.0))
+        if latest is None:
+            return _json_error(503, "no sample taken yet; retry in a second")
+        return Response(latest[1], media_type=JSON_TYPE)
+
+    async def samples_endpoint(request: Request) -> Response:
+        params = request.query_params
+        extra = sorted(set(params) - {"since", "limit"})
+        if extra:
+            return _json_error(400, f"unknown query parameter {extra[0]!r}; known: since, limit")
+        try:
+            since = float(params.get("since", "0"))
+        except ValueError:
+            return _json_error(400, "since must be a Unix time in seconds, e.g. since=1700000000.5")
+        if not math.isfinite(since):
+            return _json_error(400, "since must be a finite Unix time in seconds")
+        try:
+            limit = int(params.get("limit", str(MAX_SAMPLES_PER_RESPONSE)))
+        except ValueError:
+            return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
+        if not 1 <= limit <= MAX_SAMPLES_PER_RESPONSE:
+            return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
+        items = state.since(since, limit)
+        body = b'{"interval_s":%s,"samples":[%s]}' % (
+            repr(state.config.interval_s).encode(),
+            b",".join(items),
+        )
+        return Response(body, media_type=JSON_TYPE)
+
+    async def stream_endpoint(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            after = 0.0
+            latest = state.latest()
+            if latest is not None:
+                after = latest[0]
+                yield b"data: " + latest[1] + b"\n\n"
+            while True:
+                item = await state.next_sample(after, 15.0)
+                if item is None:
+                    yield b": keep-alive\n\n"  # lets proxies and the client see a live connection
+                    continue
+                after = item[0]
+                yield b"data: " + item[1] + b"\n\n"
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"cache-control": "no-store"}
+        )
+
+    async def assets_endpoint(request: Request) -> Response:
+        return JSONResponse(state.assets())
+
+    async def ebpf_endpoint(request: Request) -> Response:
+        return JSONResponse(state.ebpf_status)
+
+    async def health_endpoint(request: Request) -> Response:
+        latest = state.latest()
+        age = None if latest is None else round(time.time() - latest[0], 3)
+        healthy = state.sampler_error is None
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "version": state.version,
+            "uptime_s": round(time.time() - state.started, 3),
+            "samples_taken": state.samples_taken,
+            "last_sample_age_s": age,
+            "sampler_error": state.sampler_error,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def openapi_endpoint(request: Request) -> Response:
+        return JSONResponse(openapi_schema(state.version))
+
+    async def index_endpoint(request: Request) -> Response:
+        return FileResponse(f"{STATIC_DIR}/index.html", headers={"cache-control": "no-cache"})
+
+    get = ["GET"]  # Starlette adds HEAD to every GET route
+    routes = [
+        Route("/", index_endpoint, methods=get),
+        Route("/metrics", metrics_endpoint, methods=get),
+        Route("/healthz", health_endpoint, methods=get),
+        Route("/openapi.json", openapi_endpoint, methods=get),
+        Route("/v1/profile", profile_endpoint, methods=get),
+        Route("/v1/sample", sample_endpoint, methods=get),
+        Route("/v1/samples", samples_endpoint, methods=get),
+        Route("/v1/stream", stream_endpoint, methods=get),
+        Route("/v1/assets", assets_endpoint, methods=get),
+        Route("/v1/ebpf", ebpf_endpoint, methods=get),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(state.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    credentials = Credentials(state.config.basic_auth_users)
+    return Guard(app, state.config.max_in_flight, state.config.request_timeout_s, credentials, state.stats)
+
+
+# ------------------------------------------------------------------------------------- OpenAPI
+
+
+def openapi_schema(version: str) -> dict[str, Any]:
+    def get(
+        summary: str, content: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None
+    ) -> Any:
+        responses: dict[str, Any] = {
+            "200": {"description": summary, "content": {content: {"schema": schema}}}
+        }
+        if params:
+            responses["400"] = {
+                "description": "a query value is malformed",
+                "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        responses["503"] = {"description": "overloaded, timed out, or no data yet; retry"}
+        op: dict[str, Any] = {"summary": summary, "responses": responses}
+        if params:
+            op["parameters"] = params
+        return {"get": op}
+
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "hypermesh node agent",
+            "version": version,
+            "description": "Samples, profile, eBPF status and Prometheus metrics of one machine.",
+        },
+        "paths": {
+            "/healthz": get("liveness and sampler health", JSON_TYPE, obj),
+            "/metrics": get(
+                "Prometheus text format 0.0.4, or OpenMetrics 1.0 if asked", "text/plain", {"type": "string"}
+            ),
+            "/v1/profile": get("what this machine is (SystemProfile)", JSON_TYPE, obj),
+            "/v1/sample": get("the latest sample (rates over the last interval)", JSON_TYPE, obj),
+            "/v1/samples": get(
+                "samples newer than `since`, oldest first, at most `limit`",
+                JSON_TYPE,
+                {
+                    "type": "object",
+                    "required": ["interval_s", "samples"],
+                    "properties": {
+                        "interval_s": {"type": "number"},
+                        "samples": {"type": "array", "items": obj},
+                    },
+                },
+                [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "description": "Unix time in seconds; only samples taken after it",
+                        "schema": {"type": "number"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES_PER_RESPONSE},
+                    },
+                ],
+            ),
+            "/v1/assets": get("capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),
+            "/v1/ebpf": get("eBPF availability and feature probe", JSON_TYPE, obj),
+            "/openapi.json": get("this document", JSON_TYPE, obj),
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                }
+            }
+        },
+    }

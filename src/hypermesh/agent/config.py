@@ -1,0 +1,208 @@
+"""The agent's configuration: a TOML file, overridden by command-line flags.
+
+The security part follows the Prometheus exporters' web configuration (exporter-toolkit): TLS from a
+certificate and key file, and basic-auth users whose passwords are stored only as bcrypt hashes.
+TOML instead of YAML because Python reads it with the standard library (tomllib).
+
+    listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
+    interval = 1.0                # seconds between samples
+    history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
+    max_in_flight = 32            # requests served at once; more get 503 at once
+    request_timeout = 10.0        # seconds a request may take before it gets 503
+
+    [tls_server_config]
+    cert_file = "/etc/hypermesh/agent.crt"
+    key_file = "/etc/hypermesh/agent.key"
+
+    [basic_auth_users]
+    prometheus = "$2b$12$..."     # hypermesh agent --hash-password < password-file
+
+Every error names the file, the key and the problem, and never echoes a secret.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypermesh.errors import InvalidInput
+from hypermesh.model import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:9137"
+# Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
+MAX_HISTORY_SAMPLES = 3600
+
+
+@record
+class AgentConfig:
+    host: str
+    port: int
+    interval_s: float = 1.0
+    history_s: float = 600.0
+    max_in_flight: int = 32
+    request_timeout_s: float = 10.0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # user -> bcrypt hash; empty means no authentication.
+    basic_auth_users: dict[str, str] = {}  # noqa: RUF012 - records are immutable
+    access_log: bool = False
+    source: str | None = None
+
+    @property
+    def history_samples(self) -> int:
+        return max(2, min(MAX_HISTORY_SAMPLES, int(self.history_s / self.interval_s) + 1))
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
+
+
+def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 picks a free port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise InvalidInput(f"{where}: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9137 or [::1]:9137")
+    port = int(port_text)
+    if port > 65535:
+        raise InvalidInput(f"{where}: port {port} is out of range 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise InvalidInput(f"{where}: {text!r} has no host; use 0.0.0.0:{port} to listen on every address")
+    return host, port
+
+
+_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log"}
+_SECTIONS = {"tls_server_config", "basic_auth_users"}
+
+
+def load(path: str) -> dict[str, Any]:
+    """Read and check a config file; returns AgentConfig keyword arguments (only the keys it sets)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise InvalidInput(f"config {path}: no such file") from None
+    except PermissionError:
+        raise InvalidInput(f"config {path}: not readable by this user (permission denied)") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"config {path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config {path}: not valid TOML: {exc}") from None
+
+    def fail(key: str, problem: str) -> InvalidInput:
+        return InvalidInput(f"config {path}: {key}: {problem}")
+
+    unknown = sorted(set(data) - _TOP_KEYS - _SECTIONS)
+    if unknown:
+        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS | _SECTIONS))})")
+    out: dict[str, Any] = {"source": path}
+    if "listen" in data:
+        listen = data["listen"]
+        if not isinstance(listen, str):
+            raise fail("listen", "must be a string HOST:PORT")
+        out["host"], out["port"] = parse_listen(listen, f"config {path}: listen")
+    for key, field in (
+        ("interval", "interval_s"),
+        ("history", "history_s"),
+        ("request_timeout", "request_timeout_s"),
+    ):
+        if key in data:
+            out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
+    if "max_in_flight" in data:
+        value = data["max_in_flight"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise fail("max_in_flight", "must be a whole number of 1 or more")
+        out["max_in_flight"] = value
+    if "access_log" in data:
+        if not isinstance(data["access_log"], bool):
+            raise fail("access_log", "must be true or false")
+        out["access_log"] = data["access_log"]
+
+    tls = data.get("tls_server_config")
+    if tls is not None:
+        if not isinstance(tls, dict):
+            raise fail("tls_server_config", "must be a table with cert_file and key_file")
+        extra = sorted(set(tls) - {"cert_file", "key_file"})
+        if extra:
+            raise fail(f"tls_server_config.{extra[0]}", "unknown key (known: cert_file, key_file)")
+        for key in ("cert_file", "key_file"):
+            value = tls.get(key)
+            if not isinstance(value, str) or not value:
+                raise fail(f"tls_server_config.{key}", "missing; TLS needs both cert_file and key_file")
+            resolved = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+            if not os.path.isfile(resolved):
+                raise fail(f"tls_server_config.{key}", f"file {resolved} does not exist")
+            if not os.access(resolved, os.R_OK):
+                raise fail(f"tls_server_config.{key}", f"file {resolved} is not readable")
+            out[f"tls_{key}"] = resolved
+
+    users = data.get("basic_auth_users")
+    if users is not None:
+        if not isinstance(users, dict):
+            raise fail("basic_auth_users", "must be a table of user = bcrypt hash")
+        for user, hashed in users.items():
+            problem = bcrypt_problem(hashed)
+            if problem:
+                raise fail(f"basic_auth_users.{user}", problem)
+            if ":" in user:
+                raise fail(
+                    f"basic_auth_users.{user}", "a user name cannot contain ':' (basic auth separator)"
+                )
+        out["basic_auth_users"] = dict(users)
+    return out
+
+
+def bcrypt_problem(hashed: object) -> str | None:
+    """Why ``hashed`` is not a usable bcrypt hash, or None. Never quotes the value: it is a secret."""
+    if not isinstance(hashed, str):
+        return "must be a bcrypt hash string"
+    if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+        return (
+            "not a bcrypt hash (expected 60 characters starting with $2b$); "
+            "store a hash, never the password: hypermesh agent --hash-password"
+        )
+    cost = hashed[4:6]
+    if not cost.isdigit() or not 4 <= int(cost) <= 31:
+        return "bcrypt hash has an invalid cost field"
+    return None
+
+
+def _positive_seconds(value: object, fail: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail("must be a number of seconds, e.g. 1.0")
+    if not 0 < value < float("inf"):
+        raise fail(f"must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def build(
+    config_file: str | None,
+    *,
+    listen: str | None = None,
+    interval_s: float | None = None,
+    history_s: float | None = None,
+    max_in_flight: int | None = None,
+    request_timeout_s: float | None = None,
+    access_log: bool | None = None,
+) -> AgentConfig:
+    """File values, then flags given on the command line (None = not given) on top."""
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
+    if config_file is not None:
+        values.update(load(config_file))
+    if listen is not None:
+        values["host"], values["port"] = parse_listen(listen)
+    flags = {
+        "interval_s": interval_s,
+        "history_s": history_s,
+        "max_in_flight": max_in_flight,
+        "request_timeout_s": request_timeout_s,
+        "access_log": access_log,
+    }
+    values.update({key: value for key, value in flags.items() if value is not None})
+    return AgentConfig(**values)

@@ -1,0 +1,146 @@
+"""``hypermesh agent``: serve /metrics, the JSON API and the dashboard (docs/agent.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hypermesh.cli.main import positive_float, positive_int
+from hypermesh.errors import BackendError, InvalidInput
+
+DESCRIPTION = """\
+Serve this machine's samples: Prometheus metrics at /metrics, JSON at /v1/..., a live dashboard at /.
+Listens on loopback unless told otherwise. A TOML --config file adds TLS (tls_server_config.cert_file,
+key_file) and basic auth (basic_auth_users: user = bcrypt hash, made with --hash-password).
+Command-line flags override the file."""
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "agent",
+        parents=[common],
+        help="serve /metrics, the JSON API and the live dashboard",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:9137; port 0 = any free)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML config file (listen, interval, TLS, basic auth, limits)"
+    )
+    p.add_argument(
+        "--interval", type=positive_float, metavar="SECONDS", help="seconds between samples (default 1s)"
+    )
+    p.add_argument(
+        "--history", type=positive_float, metavar="SECONDS", help="seconds of samples kept (default 600)"
+    )
+    p.add_argument(
+        "--max-in-flight", type=positive_int, metavar="N", help="requests served at once (default 32)"
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="time limit per request (default 10s)",
+    )
+    p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password from stdin, print its bcrypt hash for basic_auth_users, and exit",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        return _hash_password()
+    from hypermesh.agent import config as config_module
+
+    config = config_module.build(
+        args.config,
+        listen=args.listen,
+        interval_s=args.interval,
+        history_s=args.history,
+        max_in_flight=args.max_in_flight,
+        request_timeout_s=args.request_timeout,
+        access_log=args.access_log,
+    )
+    if config.tls_cert_file is None and config.basic_auth_users:
+        print(
+            "hypermesh: warning: basic auth without TLS sends passwords in clear text; add tls_server_config",
+            file=sys.stderr,
+        )
+    return serve(config)
+
+
+def serve(config: object) -> int:
+    import logging
+    import socket
+
+    import uvicorn
+
+    import hypermesh
+    from hypermesh.agent.app import AgentState, build_app
+    from hypermesh.agent.config import AgentConfig
+
+    assert isinstance(config, AgentConfig)
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise BackendError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+
+    logging.basicConfig(level=logging.INFO, format="hypermesh agent: %(levelname)s: %(message)s")
+    state = AgentState(
+        config, hypermesh.Sampler(min_interval=min(0.1, config.interval_s)), hypermesh.__version__
+    )
+    app = build_app(state)
+    uv_config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=config.access_log,
+        ssl_certfile=config.tls_cert_file,
+        ssl_keyfile=config.tls_key_file,
+        timeout_keep_alive=5,
+        server_header=False,
+        h11_max_incomplete_event_size=16 * 1024,
+        lifespan="on",
+    )
+    try:
+        server = uvicorn.Server(uv_config)
+        uv_config.load()  # loads TLS files: a bad certificate is a config error, reported before serving
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise InvalidInput(
+            f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}"
+        ) from None
+    print(
+        f"hypermesh agent: serving {config.scheme}://{shown}:{port}/ (metrics at /metrics, every "
+        f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''})",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+def _hash_password() -> int:
+    import bcrypt
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidInput("--hash-password: no password on stdin (give it as one line)")
+    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=12)).decode())
+    return 0
