@@ -29,7 +29,12 @@ def counter_delta(prev: int, cur: int, bits: int = 64) -> int | None:
     return None
 
 
-def _deltas(prev: tuple[int, ...], cur: tuple[int, ...], widths: tuple[int, ...]) -> list[int] | None:
+_NO_CHANGE = (0,) * 8
+
+
+def _deltas(prev: tuple[int, ...], cur: tuple[int, ...], widths: tuple[int, ...]) -> tuple[int, ...] | list[int] | None:
+    if cur is prev:  # the reader reuses the parsed tuple of an unchanged line (procfs.LineMemo)
+        return _NO_CHANGE
     out = []
     for p, c, w in zip(prev, cur, widths, strict=True):
         if c >= p:
@@ -140,14 +145,18 @@ class CpuRates:
             before = prev.cpu.get(cpu)
             if before is None:
                 continue  # came online since the last reading
-            d = [max(0.0, n - b) for n, b in zip(now, before, strict=True)]
-            total = sum(d)
-            idle_coarse = d[3] + d[4]
-            ticks_total += total
-            ticks_user += d[0] + d[1]
-            ticks_system += d[2] + d[5] + d[6]
-            ticks_iowait += d[4]
-            ticks_steal += d[7]
+            if now is before:
+                total = idle_coarse = 0.0
+            else:
+                # Sums rather than per-mode deltas: cheaper, and a mode that steps back (iowait can, see
+                # Documentation/filesystems/proc.rst) cannot make a figure negative once clamped.
+                total = max(0.0, sum(now) - sum(before))
+                idle_coarse = max(0.0, now[3] + now[4] - before[3] - before[4])
+                ticks_total += total
+                ticks_user += max(0.0, now[0] + now[1] - before[0] - before[1])
+                ticks_system += max(0.0, now[2] + now[5] + now[6] - before[2] - before[5] - before[6])
+                ticks_iowait += max(0.0, now[4] - before[4])
+                ticks_steal += max(0.0, now[7] - before[7])
             if fine_kind == "cpuidle" and cur.fine is not None and prev.fine is not None:
                 busy = self._from_cpuidle(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
             elif fine_kind == "schedstat" and cur.fine is not None and prev.fine is not None:

@@ -165,6 +165,9 @@ class LinuxCounterReader:
             self._psi = None
         self._disk_lines = -1
         self._disk_names: frozenset[bytes] = frozenset()
+        self._disk_memo = procfs.LineMemo()
+        self._net_memo = procfs.LineMemo()
+        self._parse_meminfo = procfs.MeminfoSampleParser()
         # Finer than /proc/stat's 10 ms ticks: schedstat run time (ns) where the kernel has CONFIG_SCHEDSTATS,
         # else cpuidle residency (µs) where a cpuidle driver runs, else /proc/stat alone.
         self.fine_kind: str | None = None
@@ -201,7 +204,9 @@ class LinuxCounterReader:
             mountinfo = sysfs.read_str(f"{self._backend.proc}/self/mountinfo") or ""
             self._disk_names = block.sample_disk_names(self._backend.sys, mountinfo)
             self._disk_lines = lines
-        return procfs.parse_diskstats(data, self._disk_names)
+            self._disk_memo = procfs.LineMemo()
+        wanted = self._disk_names
+        return self._disk_memo.parse(data.split(b"\n"), lambda line: procfs.parse_diskstats_line(line, wanted))
 
     def _open(self, path: str, required: bool = False) -> int | None:
         try:
@@ -243,10 +248,12 @@ class LinuxCounterReader:
             cpu=cpu,
             fine_kind=self.fine_kind,
             fine=fine,
-            memory=procfs.parse_meminfo_sample(pread(self._meminfo)),
+            memory=self._parse_meminfo(pread(self._meminfo)),
             pressure=procfs.parse_pressure(pread(self._psi)) if self._psi is not None else None,
             disks=self._disks(),
-            network=procfs.parse_net_dev(pread(self._netdev)) if self._netdev is not None else {},
+            network=self._net_memo.parse(pread(self._netdev).split(b"\n"), procfs.parse_net_dev_line)
+            if self._netdev is not None
+            else {},
             load=procfs.parse_loadavg(pread(self._loadavg)),
         )
 

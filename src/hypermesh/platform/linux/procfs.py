@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # /proc/stat counts in USER_HZ (clock ticks visible to userspace), not CONFIG_HZ.
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size (block/genhd.c)
@@ -41,36 +45,53 @@ def parse_stat_btime(data: bytes) -> float | None:
     return float(data[start + 7 : data.index(b"\n", start + 7)])
 
 
-_MEMINFO_KEYS = (b"MemTotal:", b"MemAvailable:", b"Cached:", b"SwapTotal:", b"SwapFree:", b"MemFree:", b"Buffers:")
+_MEMINFO_SAMPLE_KEYS = (b"MemTotal:", b"MemAvailable:", b"Cached:", b"SwapTotal:", b"SwapFree:")
 
 
-def _meminfo_kib(data: bytes, key: bytes) -> int | None:
-    # Keys are matched at a line start: "Cached:" must not match "SwapCached:".
-    at = data.find(b"\n" + key)
-    if at < 0:
-        if not data.startswith(key):
-            return None
-        at = -1
-    start = at + 1 + len(key)
-    end = data.find(b"\n", start)
-    return int(data[start:end].split()[0]) * 1024 if end > 0 else int(data[start:].split()[0]) * 1024
+class MeminfoSampleParser:
+    """(total, available, cached, used, swap_used) bytes from /proc/meminfo (fs/proc/meminfo.c).
+
+    ``used`` is total - available: memory the kernel cannot hand out without swapping, the figure `free` shows
+    since procps 3.3.10. Kernels before 3.14 have no MemAvailable: it is estimated as MemFree + Buffers + Cached,
+    as procps does. The kernel prints the fields in a fixed order for a given build, so the line numbers found on
+    the first read are kept and only checked afterwards.
+    """
+
+    __slots__ = ("_index",)
+
+    def __init__(self) -> None:
+        self._index: list[int] = []
+
+    def __call__(self, data: bytes) -> tuple[int, int, int, int, int]:
+        lines = data.split(b"\n")
+        index = self._index
+        if len(index) != 5 or not all(lines[i].startswith(k) for i, k in zip(index, _MEMINFO_SAMPLE_KEYS, strict=True)):
+            found = {line.split(b":", 1)[0] + b":": n for n, line in enumerate(lines)}
+            if any(k not in found for k in _MEMINFO_SAMPLE_KEYS):
+                return self._without_index(lines)
+            index = self._index = [found[k] for k in _MEMINFO_SAMPLE_KEYS]
+        total, available, cached, swap_total, swap_free = (int(lines[i].split()[1]) * 1024 for i in index)
+        return total, available, cached, total - available, swap_total - swap_free
+
+    @staticmethod
+    def _without_index(lines: list[bytes]) -> tuple[int, int, int, int, int]:
+        kib = {}
+        for line in lines:
+            key, _, rest = line.partition(b":")
+            if rest.split():
+                kib[key] = int(rest.split()[0]) * 1024
+        total = kib.get(b"MemTotal", 0)
+        cached = kib.get(b"Cached", 0)
+        available = kib.get(b"MemAvailable")
+        if available is None:
+            available = kib.get(b"MemFree", 0) + kib.get(b"Buffers", 0) + cached
+        swap_used = kib.get(b"SwapTotal", 0) - kib.get(b"SwapFree", 0)
+        return total, available, cached, total - available, swap_used
 
 
 def parse_meminfo_sample(data: bytes) -> tuple[int, int, int, int, int]:
-    """(total, available, cached, used, swap_used) in bytes (fs/proc/meminfo.c).
-
-    ``used`` is total - available: memory the kernel cannot hand out without swapping, the figure `free` shows
-    since procps 3.3.10. Kernels before 3.14 have no MemAvailable: we estimate it as MemFree + Buffers + Cached,
-    as procps does.
-    """
-    total = _meminfo_kib(data, b"MemTotal:") or 0
-    available = _meminfo_kib(data, b"MemAvailable:")
-    cached = _meminfo_kib(data, b"Cached:") or 0
-    if available is None:
-        available = (_meminfo_kib(data, b"MemFree:") or 0) + (_meminfo_kib(data, b"Buffers:") or 0) + cached
-    swap_total = _meminfo_kib(data, b"SwapTotal:") or 0
-    swap_free = _meminfo_kib(data, b"SwapFree:") or 0
-    return total, available, cached, total - available, swap_total - swap_free
+    """One-off form of MeminfoSampleParser."""
+    return MeminfoSampleParser()(data)
 
 
 def parse_meminfo(data: bytes) -> dict[str, int]:
@@ -86,53 +107,85 @@ def parse_meminfo(data: bytes) -> dict[str, int]:
     return out
 
 
-def parse_diskstats(data: bytes, wanted: frozenset[bytes] | None = None) -> dict[str, tuple[int, ...]]:
-    """{device: (read_ops, read_bytes, read_ms, write_ops, write_bytes, write_ms, busy_ms)} (block/genhd.c).
+def parse_diskstats_line(line: bytes, wanted: frozenset[bytes] | None = None) -> tuple[str, tuple[int, ...]] | None:
+    """(device, (read_ops, read_bytes, read_ms, write_ops, write_bytes, write_ms, busy_ms)) (block/genhd.c).
 
     Columns after the name: reads, reads merged, sectors read, ms reading, writes, writes merged, sectors written,
     ms writing, in flight, ms doing I/O (io_ticks), weighted ms; discard (4.18+) and flush (5.5+) columns follow
     and are ignored. ``wanted`` limits parsing to those device names.
     """
-    out: dict[str, tuple[int, ...]] = {}
-    for line in data.split(b"\n"):
-        parts = line.split()
-        if len(parts) < 14 or (wanted is not None and parts[2] not in wanted):
-            continue
-        out[parts[2].decode()] = (
-            int(parts[3]),
-            int(parts[5]) * SECTOR_BYTES,
-            int(parts[6]),
-            int(parts[7]),
-            int(parts[9]) * SECTOR_BYTES,
-            int(parts[10]),
-            int(parts[12]),
-        )
-    return out
+    parts = line.split()
+    if len(parts) < 14 or (wanted is not None and parts[2] not in wanted):
+        return None
+    return parts[2].decode(), (
+        int(parts[3]),
+        int(parts[5]) * SECTOR_BYTES,
+        int(parts[6]),
+        int(parts[7]),
+        int(parts[9]) * SECTOR_BYTES,
+        int(parts[10]),
+        int(parts[12]),
+    )
+
+
+def parse_diskstats(data: bytes, wanted: frozenset[bytes] | None = None) -> dict[str, tuple[int, ...]]:
+    """Every (wanted) line of /proc/diskstats: see parse_diskstats_line."""
+    return dict(p for line in data.split(b"\n") if (p := parse_diskstats_line(line, wanted)) is not None)
+
+
+def parse_net_dev_line(line: bytes) -> tuple[str, tuple[int, ...]] | None:
+    """(interface, (rx_bytes, rx_packets, rx_errors, rx_drops, tx_bytes, tx_packets, tx_errors, tx_drops)).
+
+    net/core/net-procfs.c: "name: 8 receive columns 8 transmit columns". The name may be glued to the first
+    number when the counter is wide ("eth0:123"), so split on the colon first. Header lines give None.
+    """
+    name, sep, rest = line.partition(b":")
+    if not sep:
+        return None
+    f = rest.split()
+    if len(f) < 16:
+        return None
+    return name.strip().decode(), (
+        int(f[0]),
+        int(f[1]),
+        int(f[2]),
+        int(f[3]),
+        int(f[8]),
+        int(f[9]),
+        int(f[10]),
+        int(f[11]),
+    )
 
 
 def parse_net_dev(data: bytes) -> dict[str, tuple[int, ...]]:
-    """{interface: (rx_bytes, rx_packets, rx_errors, rx_drops, tx_bytes, tx_packets, tx_errors, tx_drops)}.
+    """Every interface of /proc/net/dev: see parse_net_dev_line."""
+    return dict(p for line in data.split(b"\n")[2:] if (p := parse_net_dev_line(line)) is not None)
 
-    net/core/net-procfs.c: two header lines, then "name: 8 receive columns 8 transmit columns". The name may be
-    glued to the first number when the counter is wide ("eth0:123"), so split on the colon first.
+
+class LineMemo:
+    """Parses only the lines that changed since the last read of a file.
+
+    On a quiet machine most lines of /proc/net/dev and /proc/diskstats are byte-identical between two samples;
+    their parsed value is reused, and since it is the very same tuple, the rate code can tell "no change" by
+    identity. The memo holds only the lines of the latest read, so it never grows.
     """
-    out: dict[str, tuple[int, ...]] = {}
-    for line in data.split(b"\n")[2:]:
-        name, sep, rest = line.partition(b":")
-        if not sep:
-            continue
-        f = rest.split()
-        out[name.strip().decode()] = (
-            int(f[0]),
-            int(f[1]),
-            int(f[2]),
-            int(f[3]),
-            int(f[8]),
-            int(f[9]),
-            int(f[10]),
-            int(f[11]),
-        )
-    return out
+
+    __slots__ = ("_lines",)
+
+    def __init__(self) -> None:
+        self._lines: dict[bytes, tuple[str, tuple[int, ...]] | None] = {}
+
+    def parse(self, lines: list[bytes], parse_line: Callable[[bytes], tuple[str, tuple[int, ...]] | None]) -> dict[str, tuple[int, ...]]:
+        old = self._lines
+        new: dict[bytes, tuple[str, tuple[int, ...]] | None] = {}
+        out: dict[str, tuple[int, ...]] = {}
+        for line in lines:
+            hit = old[line] if line in old else parse_line(line)
+            new[line] = hit
+            if hit is not None:
+                out[hit[0]] = hit[1]
+        self._lines = new
+        return out
 
 
 def parse_loadavg(data: bytes) -> tuple[float, float, float]:

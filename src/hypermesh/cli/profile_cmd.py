@@ -1,0 +1,37 @@
+"""``hypermesh profile``: what this machine is."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "profile",
+        parents=[common],
+        help="what this machine is: OS, CPU, memory, storage, network, GPUs, cgroup limits",
+        description="Print this machine's profile: OS and kernel, CPU model/topology/caches/NUMA/frequencies, "
+        "memory, storage devices and mounts, network interfaces, GPUs and the cgroup limits that bind "
+        "this process. --json prints the same record as hypermesh.profile().to_dict().",
+        epilog="examples:\n  hypermesh profile\n  hypermesh profile --json | jq .cpu.caches",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import hypermesh
+
+    profile = hypermesh.profile()
+    if args.json:
+        import json
+
+        json.dump(profile.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from hypermesh.cli.render import render_profile
+
+    render_profile(profile)
+    return 0

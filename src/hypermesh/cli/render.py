@@ -1,0 +1,152 @@
+"""Human output for the CLI: rich tables for the profile and a live, redrawn-in-place sample view."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from hypermesh.model import Sample, SystemProfile
+
+
+def human_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def human_rate(value: float) -> str:
+    return f"{human_bytes(value)}/s"
+
+
+def _cpus(cpus: list[int]) -> str:
+    """[0,1,2,3,8] -> '0-3,8': the kernel's own cpulist notation."""
+    parts: list[str] = []
+    start = prev = None
+    for cpu in [*cpus, None]:
+        if start is not None and (cpu is None or prev is None or cpu != prev + 1):
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = None
+        if cpu is not None and start is None:
+            start = cpu
+        prev = cpu
+    return ",".join(parts)
+
+
+def _kv(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+def render_profile(profile: SystemProfile, console: Console | None = None) -> None:
+    console = console or Console()
+    o, c, m, lim = profile.os, profile.cpu, profile.memory, profile.limits
+    f = c.frequency_mhz
+    console.print(
+        _kv(
+            "System",
+            [
+                ("host", o.hostname),
+                ("os", f"{o.distribution or o.system} ({o.architecture})"),
+                ("kernel", o.release),
+                ("cpu", f"{c.model or '?'} — {c.logical_cores} logical, {c.physical_cores} physical, {c.sockets} socket(s)"),
+                ("frequency", " / ".join(f"{k} {v:.0f} MHz" for k, v in (("min", f.min), ("max", f.max), ("now", f.current)) if v)),
+                ("core types", ", ".join(f"{t.kind} {_cpus(t.cpus)}" for t in c.core_types)),
+                ("numa", ", ".join(f"node{n.id}: cpus {_cpus(n.cpus)}, {human_bytes(n.memory_total_bytes)}" for n in c.numa_nodes)),
+                ("memory", f"{human_bytes(m.total_bytes)} (swap {human_bytes(m.swap_total_bytes)}, hugepage {human_bytes(m.hugepage_size_bytes)})"),
+                (
+                    "limits",
+                    f"cgroup v{lim.cgroup_version or '-'}: cpu "
+                    f"{f'{lim.cpu_quota_cores:g} cores' if lim.cpu_quota_cores else 'unlimited'}, memory "
+                    f"{human_bytes(lim.memory_limit_bytes) if lim.memory_limit_bytes else 'unlimited'}, pids {lim.pids_max or 'unlimited'}",
+                ),
+                ("gpus", ", ".join(str(g.get("name", g)) for g in profile.gpus) or "none"),
+            ],
+        )
+    )
+    caches = Table(title="CPU caches", title_justify="left")
+    for col in ("level", "type", "size", "shared by cpus"):
+        caches.add_column(col)
+    for cache in c.caches:
+        caches.add_row(f"L{cache.level}", cache.type, human_bytes(cache.size_bytes), _cpus(cache.shared_cpu_list))
+    storage = Table(title="Storage", title_justify="left")
+    for col in ("device", "kind", "size", "model", "mounts"):
+        storage.add_column(col)
+    for d in profile.storage:
+        mounts = ", ".join(f"{mt.mountpoint} ({mt.fstype}, {human_bytes(mt.free_bytes)} free)" for mt in d.mounts)
+        storage.add_row(d.name, d.kind, human_bytes(d.size_bytes), d.model or "-", mounts or "-")
+    network = Table(title="Network", title_justify="left")
+    for col in ("interface", "kind", "state", "mtu", "speed", "mac", "addresses"):
+        network.add_column(col)
+    for n in profile.network:
+        network.add_row(
+            n.name,
+            n.kind,
+            "up" if n.up else "down",
+            str(n.mtu or "-"),
+            f"{n.speed_mbps} Mb/s" if n.speed_mbps else "-",
+            n.mac or "-",
+            ", ".join(n.addresses) or "-",
+        )
+    console.print(caches, storage, network)
+    console.print(Text(f"profiled in {profile.timings_ms.get('total', 0):.2f} ms", style="dim"))
+
+
+def _bar(percent: float, width: int = 30) -> Text:
+    filled = round(percent / 100 * width)
+    style = "green" if percent < 60 else "yellow" if percent < 85 else "red"
+    return Text("█" * filled, style=style) + Text("·" * (width - filled), style="dim")
+
+
+def sample_view(sample: Sample) -> Group:
+    cpu, mem = sample.cpu, sample.memory
+    cores = Table(title=f"CPU {cpu.percent:5.1f} %  (source: {cpu.source})", title_justify="left", box=None)
+    cores.add_column("core")
+    cores.add_column("busy", justify="right")
+    cores.add_column("")
+    for n, pct in enumerate(cpu.per_core):
+        cores.add_row(f"cpu{n}", f"{pct:5.1f} %", _bar(pct))
+    psi = mem.pressure
+    used_pct = 100.0 * mem.used_bytes / mem.total_bytes if mem.total_bytes else 0.0
+    summary = _kv(
+        "Memory and load",
+        [
+            ("modes", f"user {cpu.user_percent:.1f} %  system {cpu.system_percent:.1f} %  iowait {cpu.iowait_percent:.1f} %  steal {cpu.steal_percent:.1f} %"),
+            ("memory", f"{human_bytes(mem.used_bytes)} used of {human_bytes(mem.total_bytes)} ({used_pct:.1f} %), {human_bytes(mem.available_bytes)} available"),
+            ("pressure", f"some {psi.some_avg10:.2f} %  full {psi.full_avg10 or 0:.2f} % (avg10)" if psi else "PSI not available on this kernel"),
+            ("load", f"{sample.load.avg1:.2f} {sample.load.avg5:.2f} {sample.load.avg15:.2f}"),
+        ],
+    )
+    io = Table(title="Disks and network", title_justify="left")
+    for col in ("device", "read / rx", "write / tx", "ops or packets /s", "busy or errors"):
+        io.add_column(col, justify="right" if col != "device" else "left")
+    for d in sample.disks:
+        io.add_row(d.name, human_rate(d.read_bytes_per_s), human_rate(d.write_bytes_per_s), f"{d.read_ops_per_s + d.write_ops_per_s:.0f}", f"{d.busy_percent:.1f} %")
+    for n in sample.network:
+        io.add_row(n.name, human_rate(n.rx_bytes_per_s), human_rate(n.tx_bytes_per_s), f"{n.rx_packets_per_s + n.tx_packets_per_s:.0f}", f"{n.errors_per_s:.0f} err/s")
+    return Group(cores, summary, io, Text(f"interval {sample.interval_s * 1000:.1f} ms — Ctrl-C to stop", style="dim"))
+
+
+def live_samples(samples: Iterable[Sample], interval: float) -> None:
+    from rich.live import Live
+
+    console = Console()
+    # Redraw at most ~10 times a second however fast we sample: a terminal cannot show 100 Hz anyway.
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        last = 0.0
+        for sample in samples:
+            if sample.timestamp - last >= min(interval, 0.1) or last == 0.0:
+                live.update(sample_view(sample), refresh=True)
+                last = sample.timestamp
