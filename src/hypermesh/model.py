@@ -28,6 +28,17 @@ else:
         return lambda f: f
 
 
+class Record:
+    """Base of every record: what type checkers see of the methods ``record`` generates."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready builtins: nested records become dicts, lists stay lists."""
+        raise NotImplementedError  # replaced by the @record decorator
+
+
 def _plain(value: Any) -> Any:
     """Records and containers of records as JSON-ready builtins."""
     to_dict = getattr(value, "to_dict", None)
@@ -56,7 +67,7 @@ def record(cls: type[T]) -> type[T]:
     body = "\n".join(f"    _set(self, {n!r}, {n})" for n in fields) or "    pass"
     namespace: dict[str, Any] = {"_set": object.__setattr__}
     namespace.update({f"_d_{n}": v for n, v in defaults.items()})
-    exec(f"def __init__(self, {params}):\n{body}", namespace)  # noqa: S102 - generated from annotations only
+    exec(f"def __init__(self, {params}):\n{body}", namespace)
 
     # Fields holding only scalars serialize without the recursive walk: it is the hot path of --json.
     plain = ", ".join(f"{n!r}: self.{n}" for n in fields)
@@ -121,7 +132,7 @@ def _freeze(value: Any) -> Any:
 
 
 @record
-class OsInfo:
+class OsInfo(Record):
     system: str
     release: str
     kernel: str
@@ -132,14 +143,14 @@ class OsInfo:
 
 
 @record
-class CpuFrequency:
+class CpuFrequency(Record):
     min: float | None
     max: float | None
     current: float | None
 
 
 @record
-class CpuCache:
+class CpuCache(Record):
     level: int
     type: str
     size_bytes: int | None
@@ -147,14 +158,14 @@ class CpuCache:
 
 
 @record
-class NumaNode:
+class NumaNode(Record):
     id: int
     cpus: list[int]
     memory_total_bytes: int | None
 
 
 @record
-class CoreType:
+class CoreType(Record):
     """A class of cores: ``performance``/``efficiency`` on hybrid CPUs, else one ``standard`` type."""
 
     kind: str
@@ -162,7 +173,7 @@ class CoreType:
 
 
 @record
-class CpuInfo:
+class CpuInfo(Record):
     vendor: str | None
     model: str | None
     architecture: str
@@ -178,14 +189,14 @@ class CpuInfo:
 
 
 @record
-class MemoryInfo:
+class MemoryInfo(Record):
     total_bytes: int
     swap_total_bytes: int | None
     hugepage_size_bytes: int | None
 
 
 @record
-class Mount:
+class Mount(Record):
     mountpoint: str
     fstype: str
     total_bytes: int | None
@@ -193,7 +204,7 @@ class Mount:
 
 
 @record
-class StorageDevice:
+class StorageDevice(Record):
     name: str
     model: str | None
     size_bytes: int | None
@@ -204,7 +215,7 @@ class StorageDevice:
 
 
 @record
-class NetworkInterface:
+class NetworkInterface(Record):
     name: str
     mac: str | None
     mtu: int | None
@@ -215,7 +226,7 @@ class NetworkInterface:
 
 
 @record
-class Limits:
+class Limits(Record):
     cgroup_version: int | None
     cpu_quota_cores: float | None
     memory_limit_bytes: int | None
@@ -223,7 +234,7 @@ class Limits:
 
 
 @record
-class SystemProfile:
+class SystemProfile(Record):
     os: OsInfo
     cpu: CpuInfo
     memory: MemoryInfo
@@ -238,7 +249,7 @@ class SystemProfile:
 
 
 @record
-class CpuSample:
+class CpuSample(Record):
     percent: float
     per_core: list[float]
     user_percent: float
@@ -249,7 +260,7 @@ class CpuSample:
 
 
 @record
-class Pressure:
+class Pressure(Record):
     some_avg10: float
     full_avg10: float | None
     some_stall_us_per_s: float
@@ -257,7 +268,7 @@ class Pressure:
 
 
 @record
-class MemorySample:
+class MemorySample(Record):
     total_bytes: int
     used_bytes: int
     available_bytes: int
@@ -267,7 +278,7 @@ class MemorySample:
 
 
 @record
-class DiskRates:
+class DiskRates(Record):
     name: str
     read_bytes_per_s: float
     write_bytes_per_s: float
@@ -277,7 +288,7 @@ class DiskRates:
 
 
 @record
-class NetworkRates:
+class NetworkRates(Record):
     name: str
     rx_bytes_per_s: float
     tx_bytes_per_s: float
@@ -288,14 +299,14 @@ class NetworkRates:
 
 
 @record
-class LoadAverage:
+class LoadAverage(Record):
     avg1: float
     avg5: float
     avg15: float
 
 
 @record
-class Sample:
+class Sample(Record):
     timestamp: float
     interval_s: float
     cpu: CpuSample
@@ -311,7 +322,7 @@ class Sample:
 
 
 @record
-class CpuTimes:
+class CpuTimes(Record):
     """Seconds one CPU spent in each mode since boot (/proc/stat, USER_HZ ticks converted)."""
 
     cpu: int
@@ -326,7 +337,7 @@ class CpuTimes:
 
 
 @record
-class PressureTotals:
+class PressureTotals(Record):
     """Memory pressure stall (PSI): cumulative stalled time and the kernel's 10 s averages."""
 
     some_total_seconds: float
@@ -336,7 +347,7 @@ class PressureTotals:
 
 
 @record
-class DiskCounters:
+class DiskCounters(Record):
     name: str
     read_ops: int
     read_bytes: int
@@ -348,7 +359,7 @@ class DiskCounters:
 
 
 @record
-class NetworkCounters:
+class NetworkCounters(Record):
     name: str
     rx_bytes: int
     rx_packets: int
@@ -361,7 +372,7 @@ class NetworkCounters:
 
 
 @record
-class Counters:
+class Counters(Record):
     """One read of every counter; ``monotonic`` is time.monotonic() at the read, ``timestamp`` wall time."""
 
     timestamp: float

@@ -61,11 +61,27 @@ def render_profile(profile: SystemProfile, console: Console | None = None) -> No
                 ("host", o.hostname),
                 ("os", f"{o.distribution or o.system} ({o.architecture})"),
                 ("kernel", o.release),
-                ("cpu", f"{c.model or '?'} — {c.logical_cores} logical, {c.physical_cores} physical, {c.sockets} socket(s)"),
-                ("frequency", " / ".join(f"{k} {v:.0f} MHz" for k, v in (("min", f.min), ("max", f.max), ("now", f.current)) if v)),
+                (
+                    "cpu",
+                    f"{c.model or '?'} — {c.logical_cores} logical, {c.physical_cores} physical, {c.sockets} socket(s)",
+                ),
+                (
+                    "frequency",
+                    " / ".join(
+                        f"{k} {v:.0f} MHz" for k, v in (("min", f.min), ("max", f.max), ("now", f.current)) if v
+                    ),
+                ),
                 ("core types", ", ".join(f"{t.kind} {_cpus(t.cpus)}" for t in c.core_types)),
-                ("numa", ", ".join(f"node{n.id}: cpus {_cpus(n.cpus)}, {human_bytes(n.memory_total_bytes)}" for n in c.numa_nodes)),
-                ("memory", f"{human_bytes(m.total_bytes)} (swap {human_bytes(m.swap_total_bytes)}, hugepage {human_bytes(m.hugepage_size_bytes)})"),
+                (
+                    "numa",
+                    ", ".join(
+                        f"node{n.id}: cpus {_cpus(n.cpus)}, {human_bytes(n.memory_total_bytes)}" for n in c.numa_nodes
+                    ),
+                ),
+                (
+                    "memory",
+                    f"{human_bytes(m.total_bytes)} (swap {human_bytes(m.swap_total_bytes)}, hugepage {human_bytes(m.hugepage_size_bytes)})",
+                ),
                 (
                     "limits",
                     f"cgroup v{lim.cgroup_version or '-'}: cpu "
@@ -116,16 +132,27 @@ def sample_view(sample: Sample) -> Group:
     cores.add_column("core")
     cores.add_column("busy", justify="right")
     cores.add_column("")
-    for n, pct in enumerate(cpu.per_core):
-        cores.add_row(f"cpu{n}", f"{pct:5.1f} %", _bar(pct))
+    for core, pct in enumerate(cpu.per_core):
+        cores.add_row(f"cpu{core}", f"{pct:5.1f} %", _bar(pct))
     psi = mem.pressure
     used_pct = 100.0 * mem.used_bytes / mem.total_bytes if mem.total_bytes else 0.0
     summary = _kv(
         "Memory and load",
         [
-            ("modes", f"user {cpu.user_percent:.1f} %  system {cpu.system_percent:.1f} %  iowait {cpu.iowait_percent:.1f} %  steal {cpu.steal_percent:.1f} %"),
-            ("memory", f"{human_bytes(mem.used_bytes)} used of {human_bytes(mem.total_bytes)} ({used_pct:.1f} %), {human_bytes(mem.available_bytes)} available"),
-            ("pressure", f"some {psi.some_avg10:.2f} %  full {psi.full_avg10 or 0:.2f} % (avg10)" if psi else "PSI not available on this kernel"),
+            (
+                "modes",
+                f"user {cpu.user_percent:.1f} %  system {cpu.system_percent:.1f} %  iowait {cpu.iowait_percent:.1f} %  steal {cpu.steal_percent:.1f} %",
+            ),
+            (
+                "memory",
+                f"{human_bytes(mem.used_bytes)} used of {human_bytes(mem.total_bytes)} ({used_pct:.1f} %), {human_bytes(mem.available_bytes)} available",
+            ),
+            (
+                "pressure",
+                f"some {psi.some_avg10:.2f} %  full {psi.full_avg10 or 0:.2f} % (avg10)"
+                if psi
+                else "PSI not available on this kernel",
+            ),
             ("load", f"{sample.load.avg1:.2f} {sample.load.avg5:.2f} {sample.load.avg15:.2f}"),
         ],
     )
@@ -133,9 +160,21 @@ def sample_view(sample: Sample) -> Group:
     for col in ("device", "read / rx", "write / tx", "ops or packets /s", "busy or errors"):
         io.add_column(col, justify="right" if col != "device" else "left")
     for d in sample.disks:
-        io.add_row(d.name, human_rate(d.read_bytes_per_s), human_rate(d.write_bytes_per_s), f"{d.read_ops_per_s + d.write_ops_per_s:.0f}", f"{d.busy_percent:.1f} %")
+        io.add_row(
+            d.name,
+            human_rate(d.read_bytes_per_s),
+            human_rate(d.write_bytes_per_s),
+            f"{d.read_ops_per_s + d.write_ops_per_s:.0f}",
+            f"{d.busy_percent:.1f} %",
+        )
     for n in sample.network:
-        io.add_row(n.name, human_rate(n.rx_bytes_per_s), human_rate(n.tx_bytes_per_s), f"{n.rx_packets_per_s + n.tx_packets_per_s:.0f}", f"{n.errors_per_s:.0f} err/s")
+        io.add_row(
+            n.name,
+            human_rate(n.rx_bytes_per_s),
+            human_rate(n.tx_bytes_per_s),
+            f"{n.rx_packets_per_s + n.tx_packets_per_s:.0f}",
+            f"{n.errors_per_s:.0f} err/s",
+        )
     return Group(cores, summary, io, Text(f"interval {sample.interval_s * 1000:.1f} ms — Ctrl-C to stop", style="dim"))
 
 

@@ -20,8 +20,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "  hypermesh sample --interval 0.01 --count 500 --json > samples.jsonl   100 Hz, JSON lines",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--interval", type=positive_float, default=1.0, metavar="S", help="seconds between samples (default 1)")
-    p.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N samples (default: run until Ctrl-C)")
+    p.add_argument(
+        "--interval",
+        type=positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between samples (default 1)",
+    )
+    p.add_argument(
+        "--count",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N samples (default: run until Ctrl-C)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per sample (JSON lines)")
     p.set_defaults(handler=run)
 

@@ -33,7 +33,16 @@ if TYPE_CHECKING:
 # Positions inside the tuples of RawCounters (documented once, used by sampling and the portable backend).
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 DISK_FIELDS = ("read_ops", "read_bytes", "read_ms", "write_ops", "write_bytes", "write_ms", "busy_ms")
-NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_drops", "tx_bytes", "tx_packets", "tx_errors", "tx_drops")
+NET_FIELDS = (
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_drops",
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_drops",
+)
 
 # Bit widths of counters the kernel keeps narrower than 64 bits on 64-bit machines.
 # /proc/diskstats io_ticks and the time fields are `unsigned int` milliseconds (block/genhd.c).
@@ -54,7 +63,18 @@ class RawCounters:
     - ``load``: (avg1, avg5, avg15).
     """
 
-    __slots__ = ("cpu", "disks", "fine", "fine_kind", "load", "memory", "monotonic", "network", "pressure", "wall")
+    __slots__ = (
+        "cpu",
+        "disks",
+        "fine",
+        "fine_kind",
+        "load",
+        "memory",
+        "monotonic",
+        "network",
+        "pressure",
+        "wall",
+    )
 
     def __init__(
         self,

@@ -154,9 +154,9 @@ class LinuxCounterReader:
         self._backend = backend
         self._fds: list[int] = []
         proc = backend.proc
-        self._stat = self._open(f"{proc}/stat", required=True)
-        self._meminfo = self._open(f"{proc}/meminfo", required=True)
-        self._loadavg = self._open(f"{proc}/loadavg", required=True)
+        self._stat = self._open_required(f"{proc}/stat")
+        self._meminfo = self._open_required(f"{proc}/meminfo")
+        self._loadavg = self._open_required(f"{proc}/loadavg")
         self._diskstats = self._open(f"{proc}/diskstats")
         self._netdev = self._open(f"{proc}/net/dev")
         # PSI exists since 4.20 and can be disabled at boot (psi=0): the file is then absent or unreadable.
@@ -208,14 +208,18 @@ class LinuxCounterReader:
         wanted = self._disk_names
         return self._disk_memo.parse(data.split(b"\n"), lambda line: procfs.parse_diskstats_line(line, wanted))
 
-    def _open(self, path: str, required: bool = False) -> int | None:
+    def _open(self, path: str) -> int | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            if required:
-                raise BackendError(f"cannot read {path}: {exc.strerror}; is procfs mounted?") from exc
+        except OSError:
             return None
         self._fds.append(fd)
+        return fd
+
+    def _open_required(self, path: str) -> int:
+        fd = self._open(path)
+        if fd is None:
+            raise BackendError(f"cannot read {path}; is procfs mounted and readable?")
         return fd
 
     @staticmethod

@@ -40,22 +40,18 @@ def whole_disks(sys_root: str) -> dict[str, list[tuple[int, int]]]:
     for name in sorted(listdir(f"{sys_root}/block")):
         d = f"{sys_root}/block/{name}"
         ids = [dev] if (dev := _dev(d)) else []
-        for child in listdir(d):
-            if child.startswith(name) and (part := _dev(f"{d}/{child}")) is not None:
-                ids.append(part)
+        ids.extend(p for child in listdir(d) if child.startswith(name) and (p := _dev(f"{d}/{child}")) is not None)
         disks[name] = ids
     return disks
 
 
-def storage_devices(
-    sys_root: str, mountinfo: str, statvfs_root: str | None, mounts_wanted: bool = True
-) -> list[StorageDevice]:
+def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> list[StorageDevice]:
     """Whole block devices with their mounts.
 
     ``statvfs_root`` prefixes mountpoints for os.statvfs ("" on a live system); None skips sizes (fixture trees).
     """
     by_dev: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    for major, minor, mountpoint, fstype, _source in parse_mountinfo(mountinfo) if mounts_wanted else []:
+    for major, minor, mountpoint, fstype, _source in parse_mountinfo(mountinfo):
         if major != 0:  # 0 is the anonymous major: tmpfs, proc, overlay...
             by_dev.setdefault((major, minor), []).append((mountpoint, fstype))
 

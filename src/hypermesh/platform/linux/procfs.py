@@ -175,7 +175,9 @@ class LineMemo:
     def __init__(self) -> None:
         self._lines: dict[bytes, tuple[str, tuple[int, ...]] | None] = {}
 
-    def parse(self, lines: list[bytes], parse_line: Callable[[bytes], tuple[str, tuple[int, ...]] | None]) -> dict[str, tuple[int, ...]]:
+    def parse(
+        self, lines: list[bytes], parse_line: Callable[[bytes], tuple[str, tuple[int, ...]] | None]
+    ) -> dict[str, tuple[int, ...]]:
         old = self._lines
         new: dict[bytes, tuple[str, tuple[int, ...]] | None] = {}
         out: dict[str, tuple[int, ...]] = {}

@@ -136,7 +136,13 @@ def numa_nodes(sys_root: str) -> list[NumaNode]:
             # "Node 0 MemTotal:  123 kB": drop the "Node N" prefix, then it is /proc/meminfo's format.
             lines = b"\n".join(line.split(None, 2)[2] for line in meminfo.splitlines() if line.count(b" ") > 2)
             total = parse_meminfo(lines).get("MemTotal")
-        nodes.append(NumaNode(id=node, cpus=parse_cpulist(read_str(f"{base}/node{node}/cpulist") or ""), memory_total_bytes=total))
+        nodes.append(
+            NumaNode(
+                id=node,
+                cpus=parse_cpulist(read_str(f"{base}/node{node}/cpulist") or ""),
+                memory_total_bytes=total,
+            )
+        )
     return nodes
 
 
