@@ -43,6 +43,12 @@ log = logging.getLogger("hypermesh.agent")
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 MAX_SAMPLES_PER_RESPONSE = 3600
+# The page loads only its own files: no inline script, no third party, not framable.
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
 
 
 class AgentState:
@@ -63,9 +69,7 @@ class AgentState:
         self.stats = Stats()
         self.samples_taken = 0
         self.sampler_error: str | None = None
-        self._history: collections.deque[tuple[float, bytes]] = collections.deque(
-            maxlen=config.history_samples
-        )
+        self._history: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=config.history_samples)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,8 +236,7 @@ def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:
             "swap_total_bytes": profile.memory.swap_total_bytes,
         },
         "storage": [
-            {"name": d.name, "kind": d.kind, "size_bytes": d.size_bytes, "model": d.model}
-            for d in profile.storage
+            {"name": d.name, "kind": d.kind, "size_bytes": d.size_bytes, "model": d.model} for d in profile.storage
         ],
         "network": [
             {"name": n.name, "kind": n.kind, "up": n.up, "speed_mbps": n.speed_mbps, "mtu": n.mtu}
@@ -315,9 +318,7 @@ def build_app(state: AgentState) -> Guard:
                 after = item[0]
                 yield b"data: " + item[1] + b"\n\n"
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"cache-control": "no-store"}
-        )
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
     async def assets_endpoint(request: Request) -> Response:
         return JSONResponse(state.assets())
@@ -343,7 +344,7 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(openapi_schema(state.version))
 
     async def index_endpoint(request: Request) -> Response:
-        return FileResponse(f"{STATIC_DIR}/index.html", headers={"cache-control": "no-cache"})
+        return FileResponse(f"{STATIC_DIR}/index.html", headers=PAGE_HEADERS)
 
     get = ["GET"]  # Starlette adds HEAD to every GET route
     routes = [
@@ -379,12 +380,8 @@ def build_app(state: AgentState) -> Guard:
 
 
 def openapi_schema(version: str) -> dict[str, Any]:
-    def get(
-        summary: str, content: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None
-    ) -> Any:
-        responses: dict[str, Any] = {
-            "200": {"description": summary, "content": {content: {"schema": schema}}}
-        }
+    def get(summary: str, content: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None) -> Any:
+        responses: dict[str, Any] = {"200": {"description": summary, "content": {content: {"schema": schema}}}}
         if params:
             responses["400"] = {
                 "description": "a query value is malformed",

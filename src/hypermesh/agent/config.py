@@ -151,9 +151,7 @@ def load(path: str) -> dict[str, Any]:
             if problem:
                 raise fail(f"basic_auth_users.{user}", problem)
             if ":" in user:
-                raise fail(
-                    f"basic_auth_users.{user}", "a user name cannot contain ':' (basic auth separator)"
-                )
+                raise fail(f"basic_auth_users.{user}", "a user name cannot contain ':' (basic auth separator)")
         out["basic_auth_users"] = dict(users)
     return out
 

@@ -239,9 +239,7 @@ class NetworkCollector:
         return _per_device(scrape.counters.network, _NET_COLUMNS, "interface")
 
 
-def _per_device(
-    rows: Sequence[Any], columns: Sequence[tuple[str, str, str, str]], label: str
-) -> list[Family]:
+def _per_device(rows: Sequence[Any], columns: Sequence[tuple[str, str, str, str]], label: str) -> list[Family]:
     families = []
     for name, field, text, unit in columns:
         family = Family(name, "counter", text, unit)
@@ -322,9 +320,7 @@ class AssetsCollector:
             physical = Family("hypermesh_cpu_physical_cores", "gauge", "Physical CPU cores.")
             physical.samples.append(((), float(profile.cpu.physical_cores)))
             families.append(physical)
-        storage = Family(
-            "hypermesh_storage_device_size_bytes", "gauge", "Capacity of each block device.", "bytes"
-        )
+        storage = Family("hypermesh_storage_device_size_bytes", "gauge", "Capacity of each block device.", "bytes")
         for device in profile.storage:
             if device.size_bytes is not None:
                 storage.add(float(device.size_bytes), device=device.name)

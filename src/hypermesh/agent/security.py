@@ -134,9 +134,7 @@ class Guard:
         stats = self.stats
         if stats.in_flight >= self.max_in_flight:
             stats.rejected_in_flight += 1
-            await _send_plain(
-                send, 503, "too many requests in flight; retry shortly", [(b"retry-after", b"1")]
-            )
+            await _send_plain(send, 503, "too many requests in flight; retry shortly", [(b"retry-after", b"1")])
             return
         stats.in_flight += 1
         try:
@@ -148,9 +146,7 @@ class Guard:
                         break
                 if not await self.credentials.check(header):
                     stats.rejected_unauthorized += 1
-                    await _send_plain(
-                        send, 401, "unauthorized", [(b"www-authenticate", b'Basic realm="hypermesh"')]
-                    )
+                    await _send_plain(send, 401, "unauthorized", [(b"www-authenticate", b'Basic realm="hypermesh"')])
                     return
             await self._call_with_timeout(scope, receive, send)
         finally:

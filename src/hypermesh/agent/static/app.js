@@ -1,0 +1,328 @@
+// hypermesh dashboard: plain JavaScript, no libraries, no network beyond this agent.
+// Data: /v1/profile, /v1/assets, /v1/ebpf once; /v1/samples for history; then the /v1/stream
+// server-sent events (one JSON sample per event), falling back to polling /v1/samples?since=.
+"use strict";
+
+const WINDOW_S = 300; // seconds of history shown by each chart
+const PALETTE = ["#3fb8af", "#f0b429", "#8e7cc3", "#ef5b5b", "#5aa9e6", "#7bc96f", "#e88bd1", "#c9a66b"];
+
+const state = {
+  samplesReceived: 0,
+  lastTimestamp: 0,
+  intervalS: 1,
+  transport: "none",
+  errors: [],
+};
+window.hypermeshDashboard = state; // read by the end-to-end test and handy in the console
+
+// ----------------------------------------------------------------------------------- formatting
+
+function fmtBytes(v) {
+  if (v == null || !isFinite(v)) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return (i === 0 ? v.toFixed(0) : v.toFixed(v >= 100 ? 0 : 1)) + " " + units[i];
+}
+const fmtRate = (v) => fmtBytes(v) + "/s";
+const fmtPct = (v) => (v == null ? "–" : v.toFixed(1) + " %");
+const fmtNum = (v) => (v == null ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(v >= 10 ? 1 : 2));
+
+function el(id) { return document.getElementById(id); }
+function text(id, value) { const node = el(id); if (node) node.textContent = value; }
+
+// ------------------------------------------------------------------------------------------ chart
+
+class Chart {
+  constructor(name, format, fixedMax) {
+    this.name = name;
+    this.canvas = el("chart-" + name);
+    this.legend = el("legend-" + name);
+    this.format = format;
+    this.fixedMax = fixedMax;
+    this.series = new Map(); // label -> {color, points: [[t, v], ...], valueNode}
+    this.dirty = true;
+    this.draws = 0;
+  }
+
+  push(label, t, value) {
+    let s = this.series.get(label);
+    if (!s) {
+      s = { color: PALETTE[this.series.size % PALETTE.length], points: [], valueNode: null };
+      this.series.set(label, s);
+      this.renderLegend();
+    }
+    s.points.push([t, value]);
+    const cutoff = t - WINDOW_S;
+    while (s.points.length && s.points[0][0] < cutoff) s.points.shift();
+    if (s.valueNode) s.valueNode.textContent = this.format(value);
+    this.dirty = true;
+  }
+
+  renderLegend() {
+    if (!this.legend) return;
+    this.legend.textContent = "";
+    for (const [label, s] of this.series) {
+      const item = document.createElement("span");
+      const swatch = document.createElement("i");
+      swatch.style.background = s.color;
+      const value = document.createElement("b");
+      item.append(swatch, document.createTextNode(label), value);
+      s.valueNode = value;
+      this.legend.append(item);
+    }
+  }
+
+  draw(now) {
+    if (!this.dirty || !this.canvas) return;
+    this.dirty = false;
+    this.draws++;
+    const ratio = window.devicePixelRatio || 1;
+    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    if (this.canvas.width !== Math.round(w * ratio)) this.canvas.width = Math.round(w * ratio);
+    if (this.canvas.height !== Math.round(h * ratio)) this.canvas.height = Math.round(h * ratio);
+    const ctx = this.canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+
+    let max = this.fixedMax || 0;
+    if (!this.fixedMax) for (const s of this.series.values()) for (const p of s.points) max = Math.max(max, p[1]);
+    if (!(max > 0)) max = 1;
+    max = niceCeil(max);
+    const left = 70, right = 8, top = 8, bottom = 18;
+    const pw = w - left - right, ph = h - top - bottom;
+    const x = (t) => left + pw * (1 - (now - t) / WINDOW_S);
+    const y = (v) => top + ph * (1 - v / max);
+
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = "#8b9bab";
+    ctx.strokeStyle = "#263240";
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const v = (max * i) / 4, yy = Math.round(y(v)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w - right, yy); ctx.stroke();
+      ctx.fillText(this.format(v), left - 6, yy);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (let s = 0; s <= WINDOW_S; s += 60) {
+      ctx.textAlign = s === 0 ? "right" : s === WINDOW_S ? "left" : "center";
+      ctx.fillText(s === 0 ? "now" : "-" + s / 60 + "m", x(now - s), h - bottom + 4);
+    }
+
+    for (const s of this.series.values()) {
+      if (!s.points.length) continue;
+      ctx.strokeStyle = s.color;
+      ctx.lineWidth = 1.6;
+      ctx.beginPath();
+      s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
+      ctx.stroke();
+    }
+  }
+}
+
+function niceCeil(v) {
+  const exp = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * exp) return m * exp;
+  return 10 * exp;
+}
+
+const charts = {
+  cpu: new Chart("cpu", (v) => v.toFixed(0) + " %", 100),
+  memory: new Chart("memory", fmtBytes),
+  pressure: new Chart("pressure", fmtNum),
+  disk: new Chart("disk", fmtRate),
+  network: new Chart("network", fmtRate),
+};
+
+// ---------------------------------------------------------------------------------------- samples
+
+function sum(list, key) { return list.reduce((acc, item) => acc + (item[key] || 0), 0); }
+
+function ingest(sample) {
+  if (!sample || sample.timestamp <= state.lastTimestamp) return;
+  state.lastTimestamp = sample.timestamp;
+  state.samplesReceived++;
+  const t = sample.timestamp;
+  const cpu = sample.cpu, mem = sample.memory;
+
+  charts.cpu.push("all", t, cpu.percent);
+  cpu.per_core.forEach((v, i) => charts.cpu.push("cpu" + i, t, v));
+  charts.memory.push("used", t, mem.used_bytes);
+  charts.memory.push("cached", t, mem.cached_bytes);
+  charts.memory.push("swap used", t, mem.swap_used_bytes);
+  if (mem.pressure) {
+    charts.pressure.push("some", t, mem.pressure.some_stall_us_per_s);
+    if (mem.pressure.full_stall_us_per_s != null) charts.pressure.push("full", t, mem.pressure.full_stall_us_per_s);
+  }
+  for (const d of sample.disks) {
+    charts.disk.push(d.name + " read", t, d.read_bytes_per_s);
+    charts.disk.push(d.name + " write", t, d.write_bytes_per_s);
+  }
+  for (const n of sample.network) {
+    charts.network.push(n.name + " rx", t, n.rx_bytes_per_s);
+    charts.network.push(n.name + " tx", t, n.tx_bytes_per_s);
+  }
+  updateSummary(sample);
+}
+
+function updateSummary(sample) {
+  const cpu = sample.cpu, mem = sample.memory;
+  text("stat-cpu", fmtPct(cpu.percent));
+  text("stat-cpu-sub", `user ${cpu.user_percent.toFixed(0)} · sys ${cpu.system_percent.toFixed(0)} · iowait ${cpu.iowait_percent.toFixed(0)}`);
+  text("stat-mem", fmtBytes(mem.used_bytes));
+  text("stat-mem-sub", `of ${fmtBytes(mem.total_bytes)} · ${fmtBytes(mem.available_bytes)} available`);
+  text("stat-psi", mem.pressure ? fmtPct(mem.pressure.some_avg10) : "n/a");
+  text("stat-load", fmtNum(sample.load.avg1));
+  text("stat-load-sub", `5m ${fmtNum(sample.load.avg5)} · 15m ${fmtNum(sample.load.avg15)}`);
+  text("stat-disk", fmtRate(sum(sample.disks, "read_bytes_per_s") + sum(sample.disks, "write_bytes_per_s")));
+  text("stat-net", fmtRate(sum(sample.network, "rx_bytes_per_s") + sum(sample.network, "tx_bytes_per_s")));
+
+  const cores = el("cores");
+  cpu.per_core.forEach((v, i) => {
+    let node = document.getElementById("core-" + i);
+    if (!node) {
+      node = document.createElement("div");
+      node.className = "core";
+      node.id = "core-" + i;
+      node.innerHTML = `<span></span><div class="bar"><div></div></div>`;
+      cores.append(node);
+    }
+    node.firstChild.textContent = `cpu${i}  ${v.toFixed(0)} %`;
+    node.querySelector(".bar div").style.width = Math.min(100, v).toFixed(1) + "%";
+  });
+}
+
+// ---------------------------------------------------------------------------------------- transport
+
+async function getJSON(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function loadHistory() {
+  const since = state.lastTimestamp || Date.now() / 1000 - WINDOW_S;
+  const data = await getJSON(`/v1/samples?since=${since}`);
+  state.intervalS = data.interval_s;
+  data.samples.forEach(ingest);
+}
+
+function startStream() {
+  if (!window.EventSource) return startPolling();
+  const source = new EventSource("/v1/stream");
+  state.transport = "sse";
+  source.onmessage = (event) => ingest(JSON.parse(event.data));
+  source.onerror = () => {
+    // The agent restarted, refused (503 when busy) or the network blinked: poll until the stream is back.
+    source.close();
+    startPolling();
+  };
+}
+
+let polling = false;
+function startPolling() {
+  if (polling) return;
+  polling = true;
+  state.transport = "polling";
+  let failures = 0, polls = 0;
+  const tick = async () => {
+    try {
+      await loadHistory();
+      failures = 0;
+      if (++polls % 30 === 0 && window.EventSource) {
+        polling = false;
+        return startStream(); // try the push channel again now and then
+      }
+    } catch (err) {
+      failures++;
+    }
+    setTimeout(tick, Math.min(10000, Math.max(1000, state.intervalS * 1000) * (1 + failures)));
+  };
+  setTimeout(tick, 1000);
+}
+
+function updateLiveness() {
+  const age = Date.now() / 1000 - state.lastTimestamp;
+  const dot = el("live-dot");
+  const limit = Math.max(3, state.intervalS * 3);
+  dot.className = "dot " + (state.lastTimestamp === 0 ? "" : age < limit ? "live" : age < 30 ? "stale" : "down");
+  text(
+    "live-text",
+    state.lastTimestamp === 0 ? "waiting for the first sample…" :
+      `live · every ${state.intervalS}s · ${state.transport} · last ${age.toFixed(1)}s ago`,
+  );
+}
+
+function frame() {
+  const now = Date.now() / 1000;
+  for (const chart of Object.values(charts)) chart.draw(now);
+  requestAnimationFrame(frame);
+}
+
+// ------------------------------------------------------------------------------------ static cards
+
+function kv(container, rows) {
+  container.textContent = "";
+  container.classList.remove("muted");
+  for (const [key, value, cls] of rows) {
+    const k = document.createElement("div");
+    k.className = "k";
+    k.textContent = key;
+    const v = document.createElement("div");
+    v.className = "v" + (cls ? " " + cls : "");
+    v.textContent = value;
+    container.append(k, v);
+  }
+}
+
+function showProfile(profile) {
+  const os = profile.os, cpu = profile.cpu;
+  text("hostname", os.hostname);
+  text("host-detail", `${os.distribution || os.system} · kernel ${os.release} · ${cpu.model || cpu.architecture} · ` +
+    `${cpu.logical_cores} CPUs · ${fmtBytes(profile.memory.total_bytes)} RAM`);
+  document.title = `${os.hostname} · hypermesh`;
+}
+
+function showEbpf(status) {
+  const rows = [["status", status.available ? "available" : "unavailable", status.available ? "ok" : "no"]];
+  if (status.reason) rows.push(["reason", status.reason]);
+  const probe = status.probe || {};
+  for (const [key, value] of Object.entries(probe)) {
+    if (typeof value === "boolean") rows.push([key, value ? "yes" : "no", value ? "ok" : "no"]);
+    else if (typeof value === "string" || typeof value === "number") rows.push([key, String(value)]);
+  }
+  kv(el("ebpf"), rows);
+}
+
+function showAssets(assets) {
+  const rows = [];
+  if (assets.cpu) rows.push(["cpu", `${assets.cpu.logical_cores} logical / ${assets.cpu.physical_cores ?? "?"} physical`]);
+  if (assets.memory) rows.push(["memory", fmtBytes(assets.memory.total_bytes)]);
+  for (const d of assets.storage) rows.push([d.name, `${d.kind} · ${fmtBytes(d.size_bytes)}`]);
+  for (const n of assets.network) {
+    rows.push([n.name, `${n.kind} · ${n.up ? "up" : "down"}${n.speed_mbps ? " · " + n.speed_mbps + " Mb/s" : ""}`]);
+  }
+  rows.push(["gpu", assets.gpu.length ? `${assets.gpu.length}` : "none"]);
+  kv(el("assets"), rows);
+}
+
+async function main() {
+  requestAnimationFrame(frame);
+  setInterval(updateLiveness, 500);
+  const optional = (promise, show) => promise.then(show).catch((err) => state.errors.push(String(err)));
+  optional(getJSON("/v1/profile"), showProfile);
+  optional(getJSON("/v1/ebpf"), showEbpf);
+  optional(getJSON("/v1/assets"), showAssets);
+  optional(getJSON("/healthz"), (h) => text("footer-version", "agent " + h.version));
+  try {
+    await loadHistory();
+  } catch (err) {
+    state.errors.push(String(err));
+  }
+  startStream();
+}
+
+main();
