@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -207,8 +208,8 @@ def as_dict(record: object) -> Any:
 def read_ebpf_status() -> dict[str, Any]:
     """``{"available", "reason", "probe"}``: eBPF is optional, so every failure becomes a reason."""
     try:
-        from hypermesh import ebpf  # type: ignore[attr-defined,unused-ignore]
-
+        # Imported by name: eBPF is an optional pillar, built in parallel and absent on some builds.
+        ebpf = importlib.import_module("hypermesh.ebpf")
         probe = ebpf.probe()
         data = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
     except ImportError as exc:
