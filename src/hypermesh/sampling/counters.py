@@ -167,7 +167,7 @@ class CpuRates:
                     else None
                 )
             else:
-                busy = (total - idle_coarse) / total if total > 0 else None
+                busy = min(1.0, max(0.0, (total - idle_coarse) / total)) if total > 0 else None
             if busy is None:
                 busy = self._last_busy.get(cpu, 0.0)
             self._last_busy[cpu] = busy
@@ -178,7 +178,7 @@ class CpuRates:
             self._last_split = (ticks_user / busy_ticks, ticks_system / busy_ticks, ticks_steal / busy_ticks)
         # The busy figure (fine or coarse) is spread over the modes in the proportions the ticks show.
         user, system, steal = (percent * share for share in self._last_split)
-        iowait = 100.0 * ticks_iowait / ticks_total if ticks_total > 0 else 0.0
+        iowait = min(100.0, 100.0 * ticks_iowait / ticks_total) if ticks_total > 0 else 0.0
         return CpuSample(
             percent=round(percent, 2),
             per_core=per_core,

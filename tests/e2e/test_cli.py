@@ -1,0 +1,148 @@
+"""The CLI as a user runs it: a real process, its stdout, stderr and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HYPERMESH = str(Path(sys.executable).with_name("hypermesh"))
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HYPERMESH, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def test_profile_json_is_the_documented_record() -> None:
+    r = run("profile", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert set(data) == {"os", "cpu", "memory", "storage", "network", "gpus", "limits", "timings_ms"}
+    assert set(data["os"]) == {"system", "release", "kernel", "distribution", "architecture", "hostname", "boot_time"}
+    assert set(data["cpu"]) >= {"vendor", "model", "logical_cores", "physical_cores", "sockets", "threads_per_core"}
+    assert set(data["cpu"]["frequency_mhz"]) == {"min", "max", "current"}
+    assert set(data["limits"]) == {"cgroup_version", "cpu_quota_cores", "memory_limit_bytes", "pids_max"}
+    assert data["cpu"]["logical_cores"] == os.cpu_count()
+    for device in data["storage"]:
+        assert device["kind"] in ("nvme", "ssd", "hdd", "virtual")
+    for iface in data["network"]:
+        assert iface["kind"] in ("physical", "virtual", "loopback")
+
+
+def test_profile_tables_name_the_machine() -> None:
+    r = run("profile")
+    assert r.returncode == 0, r.stderr
+    assert os.uname().nodename in r.stdout and "CPU caches" in r.stdout and "Network" in r.stdout
+
+
+def test_sample_json_lines() -> None:
+    r = run("sample", "--json", "--count", "3", "--interval", "0.05")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 3
+    for s in lines:
+        assert set(s) == {"timestamp", "interval_s", "cpu", "memory", "disks", "network", "load"}
+        assert set(s["cpu"]) == {
+            "percent",
+            "per_core",
+            "user_percent",
+            "system_percent",
+            "iowait_percent",
+            "steal_percent",
+            "source",
+        }
+        assert len(s["cpu"]["per_core"]) == os.cpu_count()
+        assert 0.03 <= s["interval_s"] <= 0.5
+    assert lines[0]["timestamp"] < lines[1]["timestamp"] < lines[2]["timestamp"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["sample", "--interval", "0"], "--interval"),
+        (["sample", "--interval", "-1"], "--interval"),
+        (["sample", "--interval", "abc"], "--interval"),
+        (["sample", "--count", "0"], "--count"),
+        (["sample", "--count", "x"], "--count"),
+        (["frobnicate"], "frobnicate"),
+        (["profile", "--nope"], "--nope"),
+        ([], "COMMAND"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    r = run(*args)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_unknown_backend_is_a_clear_error() -> None:
+    r = run("profile", "--json", env={"HYPERMESH_BACKEND": "bogus"})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "HYPERMESH_BACKEND" in r.stderr and "portable" in r.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    r = run("profile", "--debug", env={"HYPERMESH_BACKEND": "bogus"})
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_help_teaches() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    for word in ("profile", "sample", "exit codes", "HYPERMESH_BACKEND"):
+        assert word in r.stdout
+    r = run("sample", "--help")
+    assert "--interval" in r.stdout and "examples" in r.stdout
+
+
+@pytest.mark.parametrize("mode", [["--json"], []])
+def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
+    proc = subprocess.Popen(
+        [HYPERMESH, "sample", "--interval", "0.05", *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    if mode:
+        assert len(out.splitlines()) >= 5
+        json.loads(out.splitlines()[0])
+    else:
+        assert "CPU" in out
+
+
+def test_portable_backend_cli() -> None:
+    r = run("profile", "--json", env={"HYPERMESH_BACKEND": "portable"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cpu"]["logical_cores"] == os.cpu_count()
+
+
+def test_import_stays_light() -> None:
+    """`import hypermesh` loads neither the CLI/web stack nor psutil on Linux (its cost is in `make bench`)."""
+    code = "import sys, hypermesh; print(' '.join(sorted(sys.modules)))"
+    mods = set(subprocess.check_output([sys.executable, "-c", code], text=True).split())
+    heavy = {
+        "psutil",
+        "rich",
+        "starlette",
+        "uvicorn",
+        "prometheus_client",
+        "argparse",
+        "typing",
+        "dataclasses",
+        "ctypes",
+    }
+    assert not (mods & heavy), mods & heavy
+    assert "hypermesh.ebpf" not in mods and "hypermesh.agent" not in mods

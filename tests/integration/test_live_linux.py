@@ -1,0 +1,198 @@
+"""The Linux backend on this live machine, cross-checked against the kernel's own files, psutil and iproute2,
+and against workloads the tests generate themselves."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import hypermesh
+from hypermesh.platform.linux import LinuxBackend
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
+
+
+def meminfo_kib(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.fixture(scope="module")
+def profile() -> hypermesh.SystemProfile:
+    return LinuxBackend().profile()
+
+
+def test_profile_totals_match_the_kernel_and_psutil(profile: hypermesh.SystemProfile) -> None:
+    assert profile.memory.total_bytes == meminfo_kib("MemTotal") * 1024 == psutil.virtual_memory().total
+    assert profile.memory.swap_total_bytes == meminfo_kib("SwapTotal") * 1024
+    assert profile.cpu.logical_cores == len(os.sched_getaffinity(0)) == psutil.cpu_count()
+    assert profile.cpu.physical_cores == psutil.cpu_count(logical=False)
+    assert profile.os.release == os.uname().release
+    assert profile.os.hostname == socket.gethostname()
+    assert abs((profile.os.boot_time or 0) - psutil.boot_time()) < 2
+    assert sorted(c for t in profile.cpu.core_types for c in t.cpus) == list(range(profile.cpu.logical_cores))
+    assert profile.gpus == []  # headless: an empty list, never an error
+
+
+def test_profile_storage_matches_statvfs_and_lsblk(profile: hypermesh.SystemProfile) -> None:
+    lsblk = json.loads(subprocess.check_output(["lsblk", "-J", "-b", "-d", "-o", "NAME,SIZE,ROTA,TYPE"]))
+    sizes = {d["name"]: int(d["size"]) for d in lsblk["blockdevices"] if d["type"] == "disk"}
+    listed = {d.name: d for d in profile.storage}
+    for name, size in sizes.items():
+        assert listed[name].size_bytes == size
+    root = next(m for d in profile.storage for m in d.mounts if m.mountpoint == "/")
+    usage = psutil.disk_usage("/")
+    assert root.total_bytes == usage.total
+    assert root.free_bytes is not None and abs(root.free_bytes - usage.free) < 64 * 1024**2
+    # loop devices that back no mount are noise and must not be listed
+    mounted = {p.device.removeprefix("/dev/") for p in psutil.disk_partitions(all=True)}
+    for d in profile.storage:
+        if d.name.startswith("loop"):
+            assert d.name in mounted or any(p.startswith(d.name) for p in mounted)
+
+
+def test_profile_network_matches_iproute2(profile: hypermesh.SystemProfile) -> None:
+    ip = json.loads(subprocess.check_output(["ip", "-j", "addr", "show"]))
+    expected = {
+        link["ifname"]: sorted(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])) for link in ip
+    }
+    ours = {n.name: n for n in profile.network}
+    assert set(ours) == set(expected)
+    for name, addresses in expected.items():
+        assert sorted(ours[name].addresses) == addresses, name
+    stats = psutil.net_if_stats()
+    for name, iface in ours.items():
+        assert iface.mtu == stats[name].mtu
+        assert iface.up == stats[name].isup
+    assert ours["lo"].kind == "loopback"
+
+
+def test_profile_caches_and_numa_match_sysfs(profile: hypermesh.SystemProfile) -> None:
+    lscpu = {e["field"].rstrip(":"): e["data"] for e in json.loads(subprocess.check_output(["lscpu", "-J"]))["lscpu"]}
+    assert profile.cpu.model == lscpu.get("Model name")
+    assert profile.cpu.sockets == int(lscpu.get("Socket(s)", "1"))
+    nodes = int(lscpu.get("NUMA node(s)", "1"))
+    assert len(profile.cpu.numa_nodes) == nodes
+    assert sum(len(n.cpus) for n in profile.cpu.numa_nodes) == profile.cpu.logical_cores
+    levels = {c.level for c in profile.cpu.caches}
+    assert 1 in levels
+
+
+def test_limits_match_this_process_cgroup(profile: hypermesh.SystemProfile) -> None:
+    with open("/proc/self/cgroup") as f:
+        lines = f.read().splitlines()
+    v1 = any(line.split(":")[1] for line in lines)
+    assert profile.limits.cgroup_version == (1 if v1 else 2)
+
+
+def busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def pinned_busy_child(cpu: int, seconds: float) -> multiprocessing.Process:
+    def run() -> None:
+        os.sched_setaffinity(0, {cpu})
+        busy(seconds)
+
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=run, daemon=True)
+    proc.start()
+    return proc
+
+
+def test_pinned_busy_loop_shows_near_100_percent_on_its_core() -> None:
+    cpu = max(os.sched_getaffinity(0))
+    child = pinned_busy_child(cpu, 3.0)
+    try:
+        time.sleep(0.3)
+        sampler = hypermesh.Sampler()
+        psutil.cpu_percent(percpu=True)
+        first = sampler.sample()  # the first sample already covers a real interval
+        time.sleep(0.5)
+        s = sampler.sample()
+        ps = psutil.cpu_percent(percpu=True)
+    finally:
+        child.kill()
+        child.join()
+    index = sorted(os.sched_getaffinity(0)).index(cpu)
+    assert first.cpu.per_core[index] >= 85.0, first.cpu
+    assert s.cpu.per_core[index] >= 90.0, s.cpu
+    assert abs(s.cpu.per_core[index] - ps[index]) <= 12.0, (s.cpu.per_core, ps)
+    assert s.cpu.source in ("cpuidle", "schedstat", "proc_stat")
+    assert s.cpu.percent >= 100.0 / len(s.cpu.per_core) * 0.85
+
+
+def test_loopback_rates_under_a_known_udp_volume() -> None:
+    count, size = 2000, 1000
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sampler = hypermesh.Sampler()
+    sampler.sample()
+    payload = b"x" * size
+    for _ in range(count):
+        sender.sendto(payload, receiver.getsockname())
+    s = sampler.sample()
+    sender.close()
+    receiver.close()
+    lo = next(n for n in s.network if n.name == "lo")
+    rx_bytes = lo.rx_bytes_per_s * s.interval_s
+    rx_packets = lo.rx_packets_per_s * s.interval_s
+    # loopback_xmit counts skb->len after eth_type_trans pulled the Ethernet header: payload + 20 IPv4 + 8 UDP.
+    expected = count * (size + 28)
+    assert expected <= round(rx_bytes) <= expected + 200_000  # other loopback talk may add a little
+    assert count <= round(rx_packets) <= count + 500
+
+
+def test_disk_rates_under_a_write_and_fsync(tmp_path: pytest.TempPathFactory) -> None:
+    sampler = hypermesh.Sampler()
+    sampler.sample()
+    path = os.path.join(str(tmp_path), "blob")
+    with open(path, "wb") as f:
+        f.write(os.urandom(8 * 1024 * 1024))
+        f.flush()
+        os.fsync(f.fileno())
+    s = sampler.sample()
+    written = sum(d.write_bytes_per_s * s.interval_s for d in s.disks)
+    assert written >= 8 * 1024 * 1024 * 0.95, s.disks
+
+
+def test_memory_sample_matches_meminfo() -> None:
+    s = hypermesh.Sampler().sample()
+    assert s.memory.total_bytes == meminfo_kib("MemTotal") * 1024
+    available = meminfo_kib("MemAvailable") * 1024
+    assert abs(s.memory.available_bytes - available) < 256 * 1024**2
+    assert s.memory.used_bytes == s.memory.total_bytes - s.memory.available_bytes
+    has_psi = os.path.exists("/proc/pressure/memory")
+    assert (s.memory.pressure is not None) == has_psi
+    with open("/proc/loadavg") as f:
+        load1 = float(f.read().split()[0])
+    assert abs(s.load.avg1 - load1) < 0.5
+
+
+def test_counters_are_monotonic_and_match_proc() -> None:
+    sampler = hypermesh.Sampler()
+    a = sampler.counters()
+    busy(0.05)
+    b = sampler.counters()
+    assert b.monotonic > a.monotonic
+    for x, y in zip(a.cpu, b.cpu, strict=True):
+        assert y.user_seconds + y.system_seconds + y.idle_seconds >= x.user_seconds + x.system_seconds + x.idle_seconds
+    with open("/proc/stat") as f:
+        cpu0 = next(line for line in f if line.startswith("cpu0 ")).split()
+    assert abs(b.cpu[0].user_seconds - int(cpu0[1]) / os.sysconf("SC_CLK_TCK")) < 1.0
+    assert {d.name for d in b.disks} == {d.name for d in hypermesh.profile().storage}

@@ -1,0 +1,110 @@
+"""The Sampler under the loads the issue names: threads, 100 Hz for 10 s, 1000 readings, hot-plug."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import psutil
+import pytest
+
+import hypermesh
+from hypermesh.errors import InvalidInput
+
+
+def test_first_sample_covers_a_real_interval() -> None:
+    sampler = hypermesh.Sampler(min_interval=0.2)
+    s = sampler.sample()
+    assert 0.2 <= s.interval_s < 1.0
+    sampler.close()
+
+
+def test_one_sampler_shared_by_ten_threads() -> None:
+    sampler = hypermesh.Sampler(min_interval=0.01)
+    sampler.sample()
+    results: list[hypermesh.Sample] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                s = sampler.sample()
+                with lock:
+                    results.append(s)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    elapsed = time.monotonic() - start
+    assert not errors
+    assert len(results) == 500
+    # Each sample covers the time since the reading just before it: together they tile the run, no overlap.
+    stamps = sorted(s.timestamp for s in results)
+    assert len(set(stamps)) == 500
+    assert sum(s.interval_s for s in results) == pytest.approx(stamps[-1] - stamps[0] + results[0].interval_s, rel=0.05)
+    assert sum(s.interval_s for s in results) <= elapsed + 0.05
+    for s in results:
+        assert s.interval_s > 0
+        assert all(0 <= p <= 100 for p in s.cpu.per_core)
+    sampler.close()
+
+
+@pytest.mark.slow
+def test_100_hz_for_10_seconds() -> None:
+    """Count exact; schedule error bounded by 20 ms p99 (the original's bound): a wide, documented margin for a
+    noisy shared CI machine. The real figure (p99 ≤ 2 ms goal) is measured by `make bench`."""
+    sampler = hypermesh.Sampler()
+    start = time.monotonic()
+    errors = []
+    n = 0
+    for n, _s in enumerate(sampler.stream(0.01, count=1000), start=1):
+        errors.append(abs(time.monotonic() - (start + n * 0.01)))
+    total = time.monotonic() - start
+    errors.sort()
+    assert n == 1000
+    assert 9.9 <= total <= 10.5
+    assert errors[int(0.99 * len(errors))] <= 0.020 + 0.01 * sampler.missed_deadlines
+
+
+def test_thousand_samples_and_profiles_keep_rss_bounded() -> None:
+    process = psutil.Process()
+    sampler = hypermesh.Sampler(min_interval=0.001)
+    for _ in range(200):  # warm up caches and allocator pools first
+        sampler.sample()
+        hypermesh.profile()
+    gc.collect()
+    before = process.memory_info().rss
+    for _ in range(1000):
+        sampler.sample()
+        hypermesh.profile()
+    gc.collect()
+    growth = process.memory_info().rss - before
+    assert growth <= 4 * 1024**2, f"RSS grew {growth / 1024**2:.1f} MiB over 1000 samples and profiles"
+    sampler.close()
+
+
+def test_sampler_keeps_no_file_descriptors_after_close() -> None:
+    process = psutil.Process()
+    before = process.num_fds()
+    for _ in range(50):
+        with hypermesh.Sampler(min_interval=0.001) as s:
+            s.sample()
+    assert process.num_fds() == before
+
+
+def test_bad_arguments_are_invalid_input() -> None:
+    with pytest.raises(InvalidInput):
+        hypermesh.Sampler(min_interval=0)
+    sampler = hypermesh.Sampler()
+    with pytest.raises(InvalidInput):
+        next(sampler.stream(0))
+    with pytest.raises(InvalidInput):
+        next(sampler.stream(0.1, count=0))
+    sampler.close()

@@ -1,0 +1,175 @@
+"""Counter math under hypothesis: wraparound at 2**32 and 2**64, resets, devices that come and go."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hypermesh.model import Sample
+from hypermesh.platform.base import DISK_WIDTHS, RawCounters
+from hypermesh.sampling.counters import CpuRates, counter_delta, disk_rates, network_rates, pressure
+
+
+@given(bits=st.sampled_from([32, 64]), data=st.data())
+def test_wrap_gives_the_true_increment(bits: int, data: st.DataObject) -> None:
+    prev = data.draw(st.integers(0, 2**bits - 1))
+    inc = data.draw(st.integers(0, 2 ** (bits - 1) - 1))
+    cur = (prev + inc) % 2**bits
+    assert counter_delta(prev, cur, bits) == inc
+
+
+@given(bits=st.sampled_from([32, 64]), data=st.data())
+def test_backwards_from_lower_half_is_a_reset(bits: int, data: st.DataObject) -> None:
+    prev = data.draw(st.integers(1, 2 ** (bits - 1) - 1))
+    cur = data.draw(st.integers(0, prev - 1))
+    assert counter_delta(prev, cur, bits) is None
+
+
+def test_wrap_at_exact_boundaries() -> None:
+    assert counter_delta(2**32 - 1, 0, 32) == 1
+    assert counter_delta(2**64 - 1, 0, 64) == 1
+    assert counter_delta(2**32 - 10, 5, 32) == 15
+    assert counter_delta(5, 5, 32) == 0
+
+
+def raw(
+    mono: float,
+    disks: dict[str, tuple[int, ...]] | None = None,
+    net: dict[str, tuple[int, ...]] | None = None,
+    cpu: dict[int, tuple[float, ...]] | None = None,
+    psi: tuple[float, float | None, int, int | None] | None = None,
+) -> RawCounters:
+    return RawCounters(
+        monotonic=mono,
+        wall=1e9 + mono,
+        cpu=cpu or {},
+        fine_kind=None,
+        fine=None,
+        memory=(100, 50, 10, 50, 0),
+        pressure=psi,
+        disks=disks or {},
+        network=net or {},
+        load=(0.0, 0.0, 0.0),
+    )
+
+
+counter64 = st.integers(0, 2**64 - 1)
+counter32 = st.integers(0, 2**32 - 1)
+disk_values = st.tuples(counter64, counter64, counter32, counter64, counter64, counter32, counter32)
+net_values = st.tuples(*([counter64] * 8))
+names = st.sampled_from(["sda", "sdb", "nvme0n1", "vda", "eth0", "lo", "veth1"])
+
+
+@settings(max_examples=300)
+@given(
+    before=st.dictionaries(names, disk_values, max_size=5),
+    after=st.dictionaries(names, disk_values, max_size=5),
+    nb=st.dictionaries(names, net_values, max_size=5),
+    na=st.dictionaries(names, net_values, max_size=5),
+    elapsed=st.floats(1e-4, 100),
+)
+def test_rates_are_never_negative_and_only_for_devices_in_both_readings(
+    before: dict[str, tuple[int, ...]],
+    after: dict[str, tuple[int, ...]],
+    nb: dict[str, tuple[int, ...]],
+    na: dict[str, tuple[int, ...]],
+    elapsed: float,
+) -> None:
+    prev, cur = raw(0.0, before, nb), raw(elapsed, after, na)
+    disks = disk_rates(prev, cur, elapsed)
+    nets = network_rates(prev, cur, elapsed)
+    assert {d.name for d in disks} <= before.keys() & after.keys()
+    assert {n.name for n in nets} <= nb.keys() & na.keys()
+    for d in disks:
+        assert min(d.read_bytes_per_s, d.write_bytes_per_s, d.read_ops_per_s, d.write_ops_per_s) >= 0
+        assert 0 <= d.busy_percent <= 100
+    for n in nets:
+        assert min(n.rx_bytes_per_s, n.tx_bytes_per_s, n.rx_packets_per_s, n.errors_per_s, n.drops_per_s) >= 0
+
+
+@given(start=st.integers(2**32 - 5000, 2**32 - 1), inc=st.integers(0, 10_000))
+def test_disk_busy_time_wraps_as_the_32_bit_counter_it_is(start: int, inc: int) -> None:
+    assert DISK_WIDTHS[6] == 32  # io_ticks is an unsigned int in the kernel
+    before = {"sda": (0, 0, 0, 0, 0, 0, start)}
+    after = {"sda": (0, 0, 0, 0, 0, 0, (start + inc) % 2**32)}
+    (rate,) = disk_rates(raw(0.0, before), raw(100.0, after), 100.0)
+    assert abs(rate.busy_percent - min(100.0, inc / 1000 / 100 * 100)) < 1e-9
+
+
+def test_reset_device_is_left_out_for_one_interval_then_returns() -> None:
+    a = raw(0.0, net={"eth0": (10_000_000,) * 8})
+    b = raw(1.0, net={"eth0": (100,) * 8})  # driver reloaded: counters restart near zero
+    c = raw(2.0, net={"eth0": (1100,) * 8})
+    assert network_rates(a, b, 1.0) == []
+    (rate,) = network_rates(b, c, 1.0)
+    assert rate.rx_bytes_per_s == 1000.0
+
+
+def test_unchanged_parsed_line_short_circuits_to_zero() -> None:
+    same = (5, 6, 7, 8, 9, 10, 11, 12)
+    (rate,) = network_rates(raw(0.0, net={"lo": same}), raw(1.0, net={"lo": same}), 1.0)
+    assert rate.rx_bytes_per_s == rate.tx_packets_per_s == 0.0
+
+
+cpu_times = st.tuples(*([st.floats(0, 1e6, allow_nan=False)] * 8))
+
+
+@settings(max_examples=300)
+@given(seq=st.lists(st.dictionaries(st.integers(0, 7), cpu_times, min_size=1, max_size=8), min_size=2, max_size=6))
+def test_cpu_percentages_stay_in_range_whatever_the_counters_do(seq: list[dict[int, tuple[float, ...]]]) -> None:
+    rates = CpuRates()
+    readings = [raw(float(i), cpu=c) for i, c in enumerate(seq)]
+    for prev, cur in zip(readings, readings[1:], strict=False):
+        s = rates.compute(prev, cur, 1.0)
+        assert all(0.0 <= p <= 100.0 for p in s.per_core)
+        assert 0.0 <= s.percent <= 100.0
+        for v in (s.user_percent, s.system_percent, s.iowait_percent, s.steal_percent):
+            assert 0.0 <= v <= 100.0 + 1e-6
+
+
+def test_cpu_percent_from_ticks_is_exact() -> None:
+    # cpu0: 30 busy (user) + 70 idle seconds-worth of ticks; cpu1: fully idle.
+    a = raw(0.0, cpu={0: (0.0,) * 8, 1: (0.0,) * 8})
+    b = raw(1.0, cpu={0: (0.3, 0, 0, 0.7, 0, 0, 0, 0), 1: (0, 0, 0, 1.0, 0, 0, 0, 0)})
+    s = CpuRates().compute(a, b, 1.0)
+    assert s.per_core == [30.0, 0.0]
+    assert s.percent == 15.0
+    assert s.user_percent == 15.0
+    assert s.source == "proc_stat"
+
+
+def test_cpuidle_long_idle_period_is_not_reported_busy() -> None:
+    """An interval inside one long idle period adds no residency; the ticks say idle, so it reads idle."""
+    rates = CpuRates()
+
+    def r(mono: float, idle_ticks: float, busy_ticks: float, residency: float) -> RawCounters:
+        x = raw(mono, cpu={0: (busy_ticks, 0, 0, idle_ticks, 0, 0, 0, 0)})
+        x.fine_kind, x.fine = "cpuidle", {0: (residency, 0)}
+        return x
+
+    a = r(0.0, 0.0, 0.0, 0.0)
+    b = r(1.0, 1.0, 0.0, 0.0)  # idle all second, the idle period still going on: no residency yet
+    c = r(2.0, 2.0, 0.0, 2.0)  # the period ends: 2 s of residency arrive at once
+    first = rates.compute(a, b, 1.0)
+    second = rates.compute(b, c, 1.0)
+    assert first.per_core == [0.0] and first.source == "cpuidle"
+    assert second.per_core == [0.0]  # the second already credited is not counted twice, nor pushed below 0
+
+
+def test_pressure_stall_rate() -> None:
+    a = raw(0.0, psi=(1.0, 0.5, 1_000_000, 400_000))
+    b = raw(2.0, psi=(2.0, 1.0, 1_500_000, 500_000))
+    p = pressure(a, b, 2.0)
+    assert p is not None
+    assert p.some_stall_us_per_s == 250_000.0 and p.full_stall_us_per_s == 50_000.0
+    assert pressure(a, raw(2.0), 2.0) is None
+
+
+def test_sample_record_is_immutable() -> None:
+    import pytest
+
+    fields = Sample._fields
+    assert fields == ("timestamp", "interval_s", "cpu", "memory", "disks", "network", "load")
+    s = CpuRates().compute(raw(0.0, cpu={0: (0.0,) * 8}), raw(1.0, cpu={0: (0.0,) * 8}), 1.0)
+    with pytest.raises(AttributeError):
+        s.percent = 5.0  # type: ignore[misc]
