@@ -34,7 +34,7 @@ def test_one_sampler_shared_by_ten_threads() -> None:
                 s = sampler.sample()
                 with lock:
                     results.append(s)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(10)]

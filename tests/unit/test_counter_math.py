@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,7 +121,7 @@ cpu_times = st.tuples(*([st.floats(0, 1e6, allow_nan=False)] * 8))
 def test_cpu_percentages_stay_in_range_whatever_the_counters_do(seq: list[dict[int, tuple[float, ...]]]) -> None:
     rates = CpuRates()
     readings = [raw(float(i), cpu=c) for i, c in enumerate(seq)]
-    for prev, cur in zip(readings, readings[1:], strict=False):
+    for prev, cur in itertools.pairwise(readings):
         s = rates.compute(prev, cur, 1.0)
         assert all(0.0 <= p <= 100.0 for p in s.per_core)
         assert 0.0 <= s.percent <= 100.0
