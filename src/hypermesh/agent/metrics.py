@@ -390,8 +390,15 @@ def default_collectors(version: str) -> list[AreaCollector]:
 # ------------------------------------------------------------------------------------------ scrape
 
 
-def collect(collectors: Sequence[AreaCollector], scrape: Scrape) -> tuple[list[Family], list[str]]:
-    """Run every collector; returns the families (scrape meta-metrics last) and the failures."""
+def collect(
+    collectors: Sequence[AreaCollector],
+    scrape: Scrape,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[Family], list[str]]:
+    """Run every collector; returns the families (scrape meta-metrics last) and the failures.
+
+    ``clock`` times each collector; the golden-file test passes a constant one.
+    """
     families: list[Family] = []
     failures: list[str] = []
     success = Family(
@@ -403,7 +410,6 @@ def collect(collectors: Sequence[AreaCollector], scrape: Scrape) -> tuple[list[F
         "Seconds the collector took in this scrape.",
         "seconds",
     )
-    clock = time.perf_counter
     for collector in collectors:
         label = (("collector", collector.area),)
         start = clock()

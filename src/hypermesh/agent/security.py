@@ -4,11 +4,12 @@ Order matters and is deliberate:
 
 1. In-flight cap first: past ``max_in_flight`` a request gets 503 with ``Retry-After`` at once, before
    any work (not even a bcrypt check), so an overload cannot queue up and hang clients.
-2. Basic auth (when users are configured): bcrypt is slow by design (~0.2 s at cost 12), so it runs
+2. A header block over MAX_HEADER_BYTES gets 431.
+3. Basic auth (when users are configured): bcrypt is slow by design (~0.2 s at cost 12), so it runs
    in a worker thread, and a verified (user, password) pair is remembered by its SHA-256 for the
    process lifetime, as exporter-toolkit does; Prometheus then costs one dict lookup per scrape.
    ``/healthz`` stays open so a supervisor can probe liveness without credentials; it reveals nothing.
-3. A timeout bounds the time until the response starts: a stuck handler gets 503, not a hang.
+4. A timeout bounds the time until the response starts: a stuck handler gets 503, not a hang.
    Streams (SSE) start their response at once and then live as long as their client.
 
 Nothing here logs a header or a credential.
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/healthz"})
+# Total size of request header names and values we accept (Go's net/http default is 1 MiB; our clients
+# are Prometheus and browsers, whose headers are a few hundred bytes). uvicorn's h11 parser separately
+# refuses an incomplete header block past 128 KiB.
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class Stats:
@@ -138,6 +143,9 @@ class Guard:
             return
         stats.in_flight += 1
         try:
+            if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+                await _send_plain(send, 431, f"request headers exceed {MAX_HEADER_BYTES} bytes", [])
+                return
             if self.credentials.enabled and scope["path"] not in OPEN_PATHS:
                 header = None
                 for name, value in scope["headers"]:

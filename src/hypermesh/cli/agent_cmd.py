@@ -15,9 +15,7 @@ key_file) and basic auth (basic_auth_users: user = bcrypt hash, made with --hash
 Command-line flags override the file."""
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "agent",
         parents=[common],
@@ -30,18 +28,10 @@ def register(
         metavar="HOST:PORT",
         help="address to serve on (default 127.0.0.1:9137; port 0 = any free)",
     )
-    p.add_argument(
-        "--config", metavar="FILE", help="TOML config file (listen, interval, TLS, basic auth, limits)"
-    )
-    p.add_argument(
-        "--interval", type=positive_float, metavar="SECONDS", help="seconds between samples (default 1s)"
-    )
-    p.add_argument(
-        "--history", type=positive_float, metavar="SECONDS", help="seconds of samples kept (default 600)"
-    )
-    p.add_argument(
-        "--max-in-flight", type=positive_int, metavar="N", help="requests served at once (default 32)"
-    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (listen, interval, TLS, basic auth, limits)")
+    p.add_argument("--interval", type=positive_float, metavar="SECONDS", help="seconds between samples (default 1s)")
+    p.add_argument("--history", type=positive_float, metavar="SECONDS", help="seconds of samples kept (default 600)")
+    p.add_argument("--max-in-flight", type=positive_int, metavar="N", help="requests served at once (default 32)")
     p.add_argument(
         "--request-timeout",
         type=positive_float,
@@ -103,9 +93,7 @@ def serve(config: object) -> int:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
 
     logging.basicConfig(level=logging.INFO, format="hypermesh agent: %(levelname)s: %(message)s")
-    state = AgentState(
-        config, hypermesh.Sampler(min_interval=min(0.1, config.interval_s)), hypermesh.__version__
-    )
+    state = AgentState(config, hypermesh.Sampler(min_interval=min(0.1, config.interval_s)), hypermesh.__version__)
     app = build_app(state)
     uv_config = uvicorn.Config(
         app,
@@ -115,7 +103,7 @@ def serve(config: object) -> int:
         ssl_keyfile=config.tls_key_file,
         timeout_keep_alive=5,
         server_header=False,
-        h11_max_incomplete_event_size=16 * 1024,
+        h11_max_incomplete_event_size=128 * 1024,
         lifespan="on",
     )
     try:
@@ -123,9 +111,7 @@ def serve(config: object) -> int:
         uv_config.load()  # loads TLS files: a bad certificate is a config error, reported before serving
     except (OSError, ValueError) as exc:
         sock.close()
-        raise InvalidInput(
-            f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}"
-        ) from None
+        raise InvalidInput(f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}") from None
     print(
         f"hypermesh agent: serving {config.scheme}://{shown}:{port}/ (metrics at /metrics, every "
         f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''})",

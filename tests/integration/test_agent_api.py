@@ -1,0 +1,232 @@
+"""The agent's HTTP API, served by real uvicorn on 127.0.0.1, checked against the kernel's own files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from tests.conftest import require_binary
+from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+
+USER_HZ = os.sysconf("SC_CLK_TCK")
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+DATA_PATHS = ["/metrics", "/v1/profile", "/v1/sample", "/v1/samples", "/v1/assets", "/v1/ebpf", "/healthz"]
+
+
+@pytest.fixture(scope="module")
+def agent():
+    with AgentProcess("--interval", "0.2") as process:
+        client = httpx.Client(base_url=process.url, timeout=10)
+        assert wait_until(lambda: client.get("/healthz").json()["samples_taken"] >= 3, 10)
+        yield client
+        client.close()
+
+
+def proc_stat_cpu_seconds() -> dict[tuple[str, str], float]:
+    modes = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    out = {}
+    with open("/proc/stat") as file:
+        for line in file:
+            if line.startswith("cpu") and line[3].isdigit():
+                fields = line.split()
+                cpu = fields[0][3:]
+                for mode, value in zip(modes, fields[1:9], strict=True):
+                    out[(cpu, mode)] = int(value) / USER_HZ
+    return out
+
+
+def meminfo_bytes(key: str) -> int:
+    with open("/proc/meminfo") as file:
+        for line in file:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def read_file(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def samples_by_name(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for family in parse_text(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def test_metrics_cpu_seconds_lie_between_two_reads_of_proc_stat(agent):
+    before = proc_stat_cpu_seconds()
+    response = agent.get("/metrics")
+    after = proc_stat_cpu_seconds()
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    series = samples_by_name(response.text)["hypermesh_cpu_seconds_total"]
+    assert {(s.labels["cpu"], s.labels["mode"]) for s in series} == set(before)
+    for s in series:
+        key = (s.labels["cpu"], s.labels["mode"])
+        assert before[key] - 1e-6 <= s.value <= after[key] + 1e-6, key
+
+
+def test_metrics_memory_and_network_match_the_kernel(agent):
+    rx_before = int(read_file("/sys/class/net/lo/statistics/rx_bytes"))
+    text = agent.get("/metrics").text
+    rx_after = int(read_file("/sys/class/net/lo/statistics/rx_bytes"))
+    by_name = samples_by_name(text)
+    assert by_name["hypermesh_memory_total_bytes"][0].value == meminfo_bytes("MemTotal")
+    lo = [s for s in by_name["hypermesh_network_receive_bytes_total"] if s.labels["interface"] == "lo"]
+    assert len(lo) == 1
+    assert rx_before <= lo[0].value <= rx_after
+    # Every collector that can work on this machine did; each reported a duration.
+    success = {s.labels["collector"]: s.value for s in by_name["hypermesh_scrape_collector_success"]}
+    assert set(success) == {"cpu", "memory", "pressure", "disk", "network", "ebpf", "assets", "agent"}
+    assert all(v == 1.0 for v in success.values()), success
+    durations = by_name["hypermesh_scrape_collector_duration_seconds"]
+    assert len(durations) == 8
+    assert all(0 <= s.value < 5 for s in durations)
+
+
+def test_metrics_follow_prometheus_conventions(agent):
+    families = list(parse_text(agent.get("/metrics").text))
+    assert len(families) > 20
+    for family in families:
+        assert family.documentation, f"{family.name} has no help text"
+        assert family.name.startswith("hypermesh_")
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") for s in family.samples), family.name
+    names = {s.name for f in families for s in f.samples}
+    # Counters are exported as counters, not pre-computed rates.
+    assert not any(n.endswith(("_per_s", "_per_second", "_percent")) for n in names)
+
+
+def test_promtool_check_metrics_finds_nothing(agent):
+    promtool = require_binary("promtool")
+    scrape = agent.get("/metrics").text
+    result = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(agent):
+    response = agent.get("/metrics", headers={"accept": PROMETHEUS_ACCEPT})
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(response.text)}
+    assert families["hypermesh_cpu_seconds"].type == "counter"
+    assert families["hypermesh_cpu_seconds"].unit == "seconds"
+    # And plain text when asked for text only.
+    plain = agent.get("/metrics", headers={"accept": "text/plain;version=0.0.4"})
+    assert plain.headers["content-type"].startswith("text/plain")
+
+
+def test_sample_is_a_fresh_rate_record(agent):
+    sample = agent.get("/v1/sample").json()
+    assert set(sample) == {"timestamp", "interval_s", "cpu", "memory", "disks", "network", "load"}
+    assert abs(sample["timestamp"] - time.time()) < 5
+    assert 0.1 < sample["interval_s"] < 1.0
+    assert len(sample["cpu"]["per_core"]) == os.cpu_count()
+    assert 0 <= sample["cpu"]["percent"] <= 100
+    assert sample["memory"]["total_bytes"] == meminfo_bytes("MemTotal")
+    loadavg = [float(v) for v in read_file("/proc/loadavg").split()[:3]]
+    assert abs(sample["load"]["avg15"] - loadavg[2]) < 1.0
+
+
+def test_samples_since_returns_only_newer_samples_in_order(agent):
+    history = agent.get("/v1/samples").json()
+    stamps = [s["timestamp"] for s in history["samples"]]
+    assert history["interval_s"] == 0.2
+    assert len(stamps) >= 3
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    middle = stamps[len(stamps) // 2]
+    newer = agent.get("/v1/samples", params={"since": middle}).json()["samples"]
+    assert newer and all(s["timestamp"] > middle for s in newer)
+    assert len(agent.get("/v1/samples", params={"since": 0, "limit": 1}).json()["samples"]) == 1
+    assert agent.get("/v1/samples", params={"since": time.time() + 3600}).json()["samples"] == []
+
+
+def test_profile_assets_and_ebpf_describe_this_machine(agent):
+    profile = agent.get("/v1/profile").json()
+    assert profile["os"]["hostname"] == socket.gethostname()
+    assert profile["cpu"]["logical_cores"] == os.cpu_count()
+    assets = agent.get("/v1/assets").json()
+    assert assets["source"] == "profile"
+    assert assets["memory"]["total_bytes"] == meminfo_bytes("MemTotal")
+    assert {n["name"] for n in assets["network"]} == set(os.listdir("/sys/class/net"))
+    ebpf = agent.get("/v1/ebpf").json()
+    assert set(ebpf) >= {"available", "reason", "probe"}
+    assert isinstance(ebpf["available"], bool)
+    assert ebpf["available"] or ebpf["reason"]
+
+
+def test_stream_pushes_each_new_sample(agent):
+    stamps = []
+    with agent.stream("GET", "/v1/stream") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                stamps.append(json.loads(line[6:])["timestamp"])
+            if len(stamps) == 3:
+                break
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_data_endpoints_answer_get_and_head_only(agent, path, method):
+    assert agent.request(method, path).status_code == 405
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_head_has_headers_and_no_body(agent, path):
+    response = agent.head(path)
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=abc", "since=nan", "since=inf", "limit=0", "limit=x", "limit=100000", "color=blue"],
+)
+def test_bad_query_values_get_400_with_a_reason(agent, query):
+    response = agent.get(f"/v1/samples?{query}")
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_oversized_headers_get_4xx_not_a_hang(agent):
+    response = agent.get("/v1/sample", headers={"x-filler": "a" * 64 * 1024})
+    assert 400 <= response.status_code < 500
+
+
+def test_unknown_path_is_404(agent):
+    assert agent.get("/v2/nothing").status_code == 404
+
+
+def test_openapi_lists_every_endpoint(agent):
+    schema = agent.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    assert set(schema["paths"]) >= set(DATA_PATHS)
+
+
+def test_dashboard_page_and_its_files_are_served_locally(agent):
+    page = agent.get("/")
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        assert agent.get(asset).status_code == 200
+    # No third-party origin anywhere: the dashboard must work without internet.
+    for body in (page.text, agent.get("/static/app.js").text, agent.get("/static/style.css").text):
+        assert "http://" not in body and "https://" not in body
