@@ -165,8 +165,9 @@ class LinuxCounterReader:
             self._psi = None
         self._disk_lines = -1
         self._disk_names: frozenset[bytes] = frozenset()
-        self._disk_memo = procfs.LineMemo()
-        self._net_memo = procfs.LineMemo()
+        self._disk_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
+        self._net_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
+        self._cpu_memo: procfs.LineMemo[int, tuple[float, ...]] = procfs.LineMemo()
         self._parse_meminfo = procfs.MeminfoSampleParser()
         # Finer than /proc/stat's 10 ms ticks: schedstat run time (ns) where the kernel has CONFIG_SCHEDSTATS,
         # else cpuidle residency (µs) where a cpuidle driver runs, else /proc/stat alone.
@@ -237,8 +238,7 @@ class LinuxCounterReader:
         pread = self._pread
         mono = time.monotonic()
         wall = time.time()
-        stat = pread(self._stat)
-        cpu = procfs.parse_stat_cpus(stat)
+        cpu = self._cpu_memo.parse(procfs.stat_cpu_lines(pread(self._stat)), procfs.parse_stat_cpu_line)
         fine: dict[int, tuple[float, int]] | None = None
         if self.fine_kind == "cpuidle":
             if len(cpu) != len(self._idle_fds):
