@@ -1,0 +1,73 @@
+"""eBPF on Linux through libbpf: compiled CO-RE programs, a clean lifecycle, honest errors.
+
+Import it explicitly (``import hypermesh.ebpf``); ``import hypermesh`` does not, to stay cheap.
+
+    import hypermesh.ebpf
+    print(hypermesh.ebpf.probe().to_dict())
+    with hypermesh.ebpf.load("syscalls", pid=1234) as prog:
+        prog.attach()
+        ...
+        print(prog.read().to_dict())
+
+Built-in programs (``PROGRAMS``): ``xdp`` (per-protocol packet/byte counts on an interface), ``syscalls``
+(counts per syscall and per process), ``biolatency`` (block I/O latency histograms), ``execsnoop``
+(exec events through a ring buffer). ``BpfObject`` opens any user ``.bpf.o``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hypermesh.ebpf.probe import Feature, ProbeReport, probe
+from hypermesh.ebpf.program import (
+    PIN_ROOT,
+    BpfObject,
+    Link,
+    ObjectInfo,
+    PinnedObject,
+    PinnedProgram,
+    Program,
+    close_all,
+    detach_pinned,
+    pinned,
+)
+from hypermesh.errors import NotFound
+
+__all__ = [
+    "PIN_ROOT",
+    "PROGRAMS",
+    "BpfObject",
+    "Feature",
+    "Link",
+    "ObjectInfo",
+    "PinnedObject",
+    "PinnedProgram",
+    "ProbeReport",
+    "Program",
+    "close_all",
+    "detach_pinned",
+    "load",
+    "pinned",
+    "probe",
+    "program_class",
+]
+
+PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop")
+
+
+def program_class(name: str) -> type[Program]:
+    if name not in PROGRAMS:
+        raise NotFound(f"no built-in eBPF program {name!r}", list(PROGRAMS))
+    module = importlib.import_module(f"hypermesh.ebpf.programs.{name}")
+    cls: type[Program] = module.PROGRAM
+    return cls
+
+
+def load(name: str, **options: object) -> Program:
+    """Load the built-in program ``name`` (one of PROGRAMS) into the kernel, not yet attached.
+
+    Options are the program's own (``xdp``: interface, mode; ``syscalls``: pid, attach; ...). The
+    result is a context manager: leaving the ``with`` block detaches and unloads it.
+    """
+    prog = program_class(name)(**options)
+    return prog.load()

@@ -1,0 +1,265 @@
+"""The one module that touches libbpf.so.1, through ctypes.
+
+Only the libbpf 1.x ABI is used (Debian ``libbpf1`` >= 1.1): functions returning a pointer return NULL
+and set errno, functions returning int return ``-errno``. Struct layouts below mirror
+``/usr/include/bpf/{libbpf,bpf}.h`` of libbpf 1.1; every ``*_opts`` struct starts with its size, so
+newer libbpf versions accept them unchanged.
+
+libbpf reports details (CO-RE failures, the verifier log) only through its print callback. We install
+one callback per process that appends warnings to a per-thread capture list while hypermesh is inside
+a libbpf call that may fail, so an error can carry exactly the lines that explain it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    c_bool,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+
+from hypermesh.errors import Unsupported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
+    from typing import Any
+
+__all__ = ["LIBBPF_PACKAGE", "Lib", "capture", "lib", "strerror"]
+
+LIBBPF_PACKAGE = "libbpf1 (Debian/Ubuntu: apt install libbpf1; Fedora/Arch: the libbpf package)"
+
+# enum libbpf_print_level
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+# uapi enum bpf_prog_type / bpf_map_type / bpf_attach_type values we use
+PROG_TYPE_KPROBE = 2
+PROG_TYPE_TRACEPOINT = 5
+PROG_TYPE_XDP = 6
+PROG_TYPE_RAW_TRACEPOINT = 17
+PROG_TYPE_TRACING = 26
+MAP_TYPE_HASH = 1
+MAP_TYPE_PERCPU_HASH = 5
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_PERCPU_HASH = 10
+MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
+MAP_TYPE_RINGBUF = 27
+ATTACH_XDP = 37
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+
+PERCPU_MAP_TYPES = frozenset(
+    {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_CGROUP_STORAGE}
+)
+
+
+class ObjectOpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts (libbpf 1.1)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_char_p),
+        ("relaxed_maps", c_bool),
+        ("pin_root_path", c_char_p),
+        ("_removed_attach_prog_fd", c_uint32),
+        ("kconfig", c_char_p),
+        ("btf_custom_path", c_char_p),
+        ("kernel_log_buf", c_char_p),
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_uint32),
+    ]
+
+
+class LinkCreateOpts(ctypes.Structure):
+    """struct bpf_link_create_opts (libbpf 1.1); the union is kept zeroed."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("flags", c_uint32),
+        ("iter_info", c_void_p),
+        ("iter_info_len", c_uint32),
+        ("target_btf_id", c_uint32),
+        ("_union", c_uint8 * 32),
+    ]
+
+
+class MapBatchOpts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RINGBUF_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+# name: (restype, argtypes)
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "libbpf_major_version": (c_uint32, []),
+    "libbpf_minor_version": (c_uint32, []),
+    "libbpf_set_print": (c_void_p, [PRINT_FN]),
+    "libbpf_strerror": (c_int, [c_int, c_char_p, c_size_t]),
+    "libbpf_num_possible_cpus": (c_int, []),
+    "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p]),
+    "libbpf_probe_bpf_map_type": (c_int, [c_int, c_void_p]),
+    "bpf_object__open_file": (c_void_p, [c_char_p, POINTER(ObjectOpenOpts)]),
+    "bpf_object__load": (c_int, [c_void_p]),
+    "bpf_object__close": (None, [c_void_p]),
+    "bpf_object__name": (c_char_p, [c_void_p]),
+    "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_program__name": (c_char_p, [c_void_p]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
+    "bpf_program__fd": (c_int, [c_void_p]),
+    "bpf_program__type": (c_int, [c_void_p]),
+    "bpf_program__insn_cnt": (c_size_t, [c_void_p]),
+    "bpf_program__set_autoload": (c_int, [c_void_p, c_bool]),
+    "bpf_program__autoload": (c_bool, [c_void_p]),
+    "bpf_program__attach": (c_void_p, [c_void_p]),
+    "bpf_program__attach_tracepoint": (c_void_p, [c_void_p, c_char_p, c_char_p]),
+    "bpf_program__attach_kprobe": (c_void_p, [c_void_p, c_bool, c_char_p]),
+    "bpf_link__destroy": (c_int, [c_void_p]),
+    "bpf_link__fd": (c_int, [c_void_p]),
+    "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
+    "bpf_link_create": (c_int, [c_int, c_int, c_int, POINTER(LinkCreateOpts)]),
+    "bpf_map__name": (c_char_p, [c_void_p]),
+    "bpf_map__fd": (c_int, [c_void_p]),
+    "bpf_map__type": (c_int, [c_void_p]),
+    "bpf_map__key_size": (c_uint32, [c_void_p]),
+    "bpf_map__value_size": (c_uint32, [c_void_p]),
+    "bpf_map__max_entries": (c_uint32, [c_void_p]),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_lookup_batch": (
+        c_int,
+        [c_int, c_void_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32), POINTER(MapBatchOpts)],
+    ),
+    "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
+    "ring_buffer__new": (c_void_p, [c_int, RINGBUF_SAMPLE_FN, c_void_p, c_void_p]),
+    "ring_buffer__poll": (c_int, [c_void_p, c_int]),
+    "ring_buffer__consume": (c_int, [c_void_p]),
+    "ring_buffer__free": (None, [c_void_p]),
+}
+
+
+class Lib:
+    """libbpf.so.1 with typed functions as attributes (``lib.bpf_object__load(obj)``)."""
+
+    def __init__(self, cdll: ctypes.CDLL) -> None:
+        self.cdll = cdll
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(cdll, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+            setattr(self, name, fn)
+        self.version = (int(cdll.libbpf_major_version()), int(cdll.libbpf_minor_version()))
+        self.possible_cpus = int(cdll.libbpf_num_possible_cpus())
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.vsnprintf.restype = c_int
+        self._libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+        # The verifier log arrives in one message; 1 MiB holds libbpf's largest default log.
+        self._print_buf = ctypes.create_string_buffer(1 << 20)
+        self._print_lock = threading.Lock()
+        self._print_fn = PRINT_FN(self._on_print)  # kept referenced: libbpf holds the pointer
+        cdll.libbpf_set_print(self._print_fn)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:  # pragma: no cover - typing aid only
+        raise AttributeError(name)
+
+    def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
+        messages: list[str] | None = getattr(_capture_state, "messages", None)
+        if messages is None or level == LIBBPF_DEBUG or fmt is None:
+            return 0
+        with self._print_lock:
+            n = self._libc.vsnprintf(self._print_buf, len(self._print_buf), fmt, args)
+            if n > 0:
+                messages.append(self._print_buf.value.decode("utf-8", "replace"))
+        return 0
+
+
+_capture_state = threading.local()
+
+
+class _Capture:
+    """Collects libbpf's warnings printed by this thread inside the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._outer: list[str] | None = None
+
+    def __enter__(self) -> _Capture:
+        self._outer = getattr(_capture_state, "messages", None)
+        _capture_state.messages = self.messages
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _capture_state.messages = self._outer
+
+    @property
+    def text(self) -> str:
+        return "".join(self.messages)
+
+    def lines(self) -> Iterator[str]:
+        for message in self.messages:
+            yield from message.splitlines()
+
+
+def capture() -> AbstractContextManager[_Capture]:
+    return _Capture()
+
+
+_lib: Lib | None = None
+_lib_lock = threading.Lock()
+
+
+def lib() -> Lib:
+    """The bound libbpf, loaded once per process; Unsupported naming the package if it is missing."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lib_lock:
+        if _lib is None:
+            _lib = Lib(_open_cdll())
+    return _lib
+
+
+def _open_cdll() -> ctypes.CDLL:
+    candidates = [os.environ.get("HYPERMESH_LIBBPF"), "libbpf.so.1", ctypes.util.find_library("bpf")]
+    errors = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            cdll = ctypes.CDLL(candidate, use_errno=True)
+        except OSError as exc:
+            errors.append(str(exc))
+            continue
+        if not hasattr(cdll, "bpf_object__next_program"):  # added in 0.7; 1.x is what we bind
+            errors.append(f"{candidate} is older than libbpf 1.0")
+            continue
+        return cdll
+    detail = "; ".join(errors) or "libbpf.so.1 not found"
+    raise Unsupported("eBPF", f"libbpf >= 1.1 is needed: install {LIBBPF_PACKAGE} ({detail})")
+
+
+def strerror(err: int) -> str:
+    """libbpf's text for an error code (positive or negative), which knows libbpf's own codes."""
+    buf = ctypes.create_string_buffer(256)
+    lib().libbpf_strerror(abs(err), buf, len(buf))
+    return buf.value.decode("utf-8", "replace") or os.strerror(abs(err))
+
+
+def get_errno() -> int:
+    return ctypes.get_errno()

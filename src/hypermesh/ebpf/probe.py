@@ -1,0 +1,198 @@
+"""Feature and privilege probes, cached per process: each answers "supported" or "unsupported because".
+
+Program types and map types are probed by libbpf loading a trivial program/creating a tiny map in the
+running kernel (``libbpf_probe_bpf_prog_type``), so the answer is the kernel's, not a version guess.
+Attach points that exist independently of the program type are checked where the kernel exposes them:
+kprobes need the ``kprobe`` perf PMU (absent when CONFIG_KPROBES is off, even though kprobe *programs*
+still load), tracepoints need tracefs to resolve their ids, fentry needs vmlinux BTF.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+
+from hypermesh.errors import PermissionDenied
+from hypermesh.model import record
+
+__all__ = ["Feature", "ProbeReport", "check_capabilities", "missing_capabilities", "probe"]
+
+CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+BPFFS = "/sys/fs/bpf"
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
+
+
+@record
+class Feature:
+    name: str
+    supported: bool
+    reason: str  # why not (or a note when supported)
+
+
+@record
+class ProbeReport:
+    kernel_release: str
+    libbpf_version: str | None
+    btf_present: bool
+    bpffs_mounted: bool
+    tracefs_mounted: bool
+    tracefs_path: str | None
+    capabilities: dict[str, bool]
+    unprivileged_bpf_disabled: int | None
+    features: list[Feature]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def effective_capabilities() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def held_capabilities() -> dict[str, bool]:
+    eff = effective_capabilities()
+    return {name: bool(eff >> bit & 1) for name, bit in CAPABILITIES.items()}
+
+
+def missing_capabilities(needed: tuple[str, ...]) -> list[str]:
+    """Capabilities of ``needed`` this process lacks. CAP_SYS_ADMIN stands in for all of them
+    (kernels before 5.8, which have no CAP_BPF/CAP_PERFMON, require it)."""
+    held = held_capabilities()
+    if held["CAP_SYS_ADMIN"]:
+        return []
+    return [cap for cap in needed if not held.get(cap, False)]
+
+
+def check_capabilities(needed: tuple[str, ...], what: str) -> None:
+    missing = missing_capabilities(needed)
+    if missing:
+        raise PermissionDenied(
+            f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: run as root, or grant them "
+            "to the interpreter: setcap cap_bpf,cap_perfmon,cap_net_admin+ep <python executable>",
+            capability=missing[0],
+        )
+
+
+def tracefs_path() -> str | None:
+    for path in TRACEFS:
+        if os.path.exists(os.path.join(path, "events")):
+            return path
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kernel_config(option: str) -> str | None:
+    """The value of CONFIG_<option> from /boot/config-<release>, or None when the file is absent."""
+    try:
+        with open(f"/boot/config-{platform.release()}") as f:
+            for line in f:
+                if line.startswith(f"CONFIG_{option}="):
+                    return line.split("=", 1)[1].strip()
+                if line.startswith(f"# CONFIG_{option} is not set"):
+                    return "n"
+    except OSError:
+        return None
+    return "n"
+
+
+_cache: ProbeReport | None = None
+_cache_lock = threading.Lock()
+
+
+def probe(refresh: bool = False) -> ProbeReport:
+    """What this kernel and process can do with eBPF; computed once per process."""
+    global _cache
+    with _cache_lock:
+        if _cache is None or refresh:
+            _cache = _probe()
+        return _cache
+
+
+def _probe() -> ProbeReport:
+    from hypermesh.ebpf import libbpf
+    from hypermesh.errors import Unsupported
+
+    caps = held_capabilities()
+    btf = os.path.exists(BTF_PATH)
+    bpffs = os.path.ismount(BPFFS)
+    tracefs = tracefs_path()
+    lib: libbpf.Lib | None
+    try:
+        lib = libbpf.lib()
+        lib_reason = ""
+    except Unsupported as exc:
+        lib, lib_reason = None, exc.reason
+    can_bpf = caps["CAP_BPF"] or caps["CAP_SYS_ADMIN"]
+
+    def prog_type(ptype: int) -> tuple[bool, str]:
+        if lib is None:
+            return False, lib_reason
+        if not can_bpf:
+            return False, "cannot probe without CAP_BPF (run as root)"
+        rc = lib.libbpf_probe_bpf_prog_type(ptype, None)
+        if rc == 1:
+            return True, ""
+        if rc == 0:
+            return False, "the kernel rejects this program type (too old, or disabled in its config)"
+        return False, f"probe failed: {libbpf.strerror(rc)}"
+
+    features: list[Feature] = []
+    ok, why = prog_type(libbpf.PROG_TYPE_XDP)
+    features.append(Feature("xdp_generic", ok, why or "works on every interface (skb mode)"))
+    features.append(
+        Feature("xdp_native", ok, why or "decided per interface by its driver; the attach reports the mode used")
+    )
+    ok, why = prog_type(libbpf.PROG_TYPE_TRACEPOINT)
+    if ok and tracefs is None:
+        ok, why = False, "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
+    features.append(Feature("tracepoint", ok, why))
+    ok, why = prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT)
+    features.append(Feature("raw_tp", ok, why))
+    ok, why = prog_type(libbpf.PROG_TYPE_TRACING)
+    if ok and not btf:
+        ok, why = False, f"needs kernel BTF ({BTF_PATH} is absent: CONFIG_DEBUG_INFO_BTF is off)"
+    features.append(Feature("fentry", ok, why))
+    ok, why = prog_type(libbpf.PROG_TYPE_KPROBE)
+    if ok and not os.path.exists(KPROBE_PMU):
+        config = _kernel_config("KPROBES")
+        how = "CONFIG_KPROBES is off" if config in ("n", None) else f"CONFIG_KPROBES={config} but"
+        ok, why = False, f"{how}: the kernel has no kprobe perf PMU ({os.path.dirname(KPROBE_PMU)} is absent)"
+    features.append(Feature("kprobe", ok, why))
+    if lib is None:
+        ok, why = False, lib_reason
+    elif not can_bpf:
+        ok, why = False, "cannot probe without CAP_BPF (run as root)"
+    else:
+        rc = lib.libbpf_probe_bpf_map_type(libbpf.MAP_TYPE_RINGBUF, None)
+        ok = rc == 1
+        why = "" if ok else "BPF ring buffers need Linux >= 5.8"
+    features.append(Feature("ringbuf", ok, why))
+
+    return ProbeReport(
+        kernel_release=platform.release(),
+        libbpf_version=None if lib is None else "{}.{}".format(*lib.version),
+        btf_present=btf,
+        bpffs_mounted=bpffs,
+        tracefs_mounted=tracefs is not None,
+        tracefs_path=tracefs,
+        capabilities=caps,
+        unprivileged_bpf_disabled=_read_int("/proc/sys/kernel/unprivileged_bpf_disabled"),
+        features=features,
+    )

@@ -1,0 +1,88 @@
+"""``biolatency``: block I/O latency, issue to completion, as a log2 histogram of microseconds per device.
+
+Uses the block:block_rq_issue and block:block_rq_complete tracepoints; a request issued before the
+program attached has no start time and is not counted.
+"""
+
+from __future__ import annotations
+
+from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.model import record
+
+
+@record
+class LatencyBucket:
+    low_us: int
+    high_us: int
+    count: int
+
+
+@record
+class DeviceLatency:
+    device: str  # "major:minor"
+    name: str | None  # "vda", from /sys/dev/block
+    total: int
+    buckets: list[LatencyBucket]
+
+
+@record
+class BioLatency:
+    devices: list[DeviceLatency]
+
+
+def device_name(major: int, minor: int) -> str | None:
+    try:
+        with open(f"/sys/dev/block/{major}:{minor}/uevent") as f:
+            for line in f:
+                if line.startswith("DEVNAME="):
+                    return line.split("=", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+class BioLatencyProgram(Program):
+    name = "biolatency"
+
+    def _after_load(self, obj: BpfObject) -> None:
+        self._hist = obj.map("latency_hist")
+
+    def _attach(self, obj: BpfObject) -> list[Link]:
+        # Completion first: a request is only timed once both are attached, so no half-measured entries.
+        complete = obj.attach_tracepoint("on_complete", "block", "block_rq_complete")
+        try:
+            issue = obj.attach_tracepoint("on_issue", "block", "block_rq_issue")
+        except BaseException:
+            complete.destroy()
+            raise
+        return [complete, issue]
+
+    def read(self) -> BioLatency:
+        self._require_loaded()
+        with self._read_lock:
+            items = self._hist.items()
+        per_device: dict[int, dict[int, int]] = {}
+        for key, value in items:
+            dev, slot = int.from_bytes(key[:4], "little"), int.from_bytes(key[4:8], "little")
+            slots = per_device.setdefault(dev, {})
+            slots[slot] = slots.get(slot, 0) + int.from_bytes(value[:8], "little")
+        devices = []
+        for dev in sorted(per_device):
+            major, minor = dev >> 20, dev & ((1 << 20) - 1)  # the kernel's dev_t, not the user one
+            slots = per_device[dev]
+            buckets = [
+                LatencyBucket(low_us=0 if s == 0 else 1 << s, high_us=(1 << (s + 1)) - 1, count=slots.get(s, 0))
+                for s in range(max(slots) + 1)
+            ]
+            devices.append(
+                DeviceLatency(
+                    device=f"{major}:{minor}",
+                    name=device_name(major, minor),
+                    total=sum(slots.values()),
+                    buckets=buckets,
+                )
+            )
+        return BioLatency(devices=devices)
+
+
+PROGRAM = BioLatencyProgram

@@ -1,0 +1,155 @@
+"""``execsnoop``: exec events (pid, ppid, uid, comm, filename) streamed through a BPF ring buffer.
+
+The parent pid is read from task_struct with CO-RE. libbpf needs the kernel's BTF to relocate it;
+parsing the whole of /sys/kernel/btf/vmlinux costs ~10 ms per load, so the first load in a boot writes
+a minimised BTF (only the types this object touches, via ``bpftool gen min_core_btf``) to a cache
+keyed by the kernel build, and later loads use it. Without bpftool the full BTF is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import struct
+import subprocess
+import threading
+
+from hypermesh.ebpf import libbpf
+from hypermesh.ebpf.probe import BTF_PATH
+from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.errors import Unsupported
+from hypermesh.model import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_EVENT = struct.Struct("<IIII16s256s")
+BTF_CACHE_DIR = os.environ.get("HYPERMESH_BTF_CACHE", "/run/hypermesh/btf")
+
+
+@record
+class ExecEvent:
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    filename: str
+
+
+@record
+class ExecEvents:
+    events: list[ExecEvent]
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+_btf_lock = threading.Lock()
+
+
+def minimised_btf(object_path: str) -> str | None:
+    """Path of a BTF holding only the kernel types ``object_path`` relocates against, made once per
+    kernel build and object; None (use the full vmlinux BTF) when it cannot be made."""
+    if not os.path.exists(BTF_PATH):
+        return None
+    try:
+        st = os.stat(BTF_PATH)
+        with open(object_path, "rb") as f:
+            obj_digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        return None
+    kernel = hashlib.sha256(f"{platform.release()} {platform.version()} {st.st_size}".encode()).hexdigest()[:16]
+    path = os.path.join(BTF_CACHE_DIR, f"{kernel}-{obj_digest}.btf")
+    if os.path.exists(path):
+        return path
+    with _btf_lock:
+        if os.path.exists(path):
+            return path
+        bpftool = next((p for p in ("/usr/sbin/bpftool", "/usr/bin/bpftool") if os.access(p, os.X_OK)), None)
+        if bpftool is None:
+            return None
+        try:
+            os.makedirs(BTF_CACHE_DIR, mode=0o755, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            subprocess.run(
+                [bpftool, "gen", "min_core_btf", BTF_PATH, tmp, object_path],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            os.replace(tmp, path)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return path
+
+
+class ExecsnoopProgram(Program):
+    name = "execsnoop"
+
+    def __init__(self, minimise_btf: bool = True) -> None:
+        super().__init__()
+        self.minimise_btf = minimise_btf
+        self._pending: list[ExecEvent] = []
+        self._ring: int | None = None
+
+    def _btf_custom_path(self) -> str | None:
+        return minimised_btf(self.object_path) if self.minimise_btf else None
+
+    def _after_load(self, obj: BpfObject) -> None:
+        lib = libbpf.lib()
+        self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
+        ring = lib.ring_buffer__new(obj.map("events").fd, self._callback, None, None)
+        if not ring:
+            raise Unsupported(
+                "execsnoop", f"cannot create the ring buffer reader: {libbpf.strerror(libbpf.get_errno())}"
+            )
+        self._ring = ring
+
+    def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
+        if data is None or size < _EVENT.size:
+            return 0
+        pid, ppid, uid, _pad, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+        self._pending.append(ExecEvent(pid=pid, ppid=ppid, uid=uid, comm=_text(comm), filename=_text(filename)))
+        return 0
+
+    def _attach(self, obj: BpfObject) -> list[Link]:
+        return [obj.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
+
+    def poll(self, timeout: float) -> list[ExecEvent]:
+        """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""
+        self._require_loaded()
+        with self._read_lock:
+            if self._ring is None:
+                return []
+            rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))
+            events, self._pending = self._pending, []
+        if rc < 0 and rc != -4:  # -EINTR: a signal (Ctrl-C) woke us; the caller decides
+            raise OSError(-rc, f"polling the exec ring buffer: {libbpf.strerror(rc)}")
+        return events
+
+    def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[ExecEvent]:
+        """Events as they come; ends after ``timeout`` seconds (never when None)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            yield from self.poll(left)
+
+    def read(self) -> ExecEvents:
+        """Events that arrived since the last read (without waiting)."""
+        return ExecEvents(events=self.poll(0))
+
+    def close(self, wait: bool = True) -> threading.Event:
+        ring, self._ring = self._ring, None
+        if ring is not None:
+            with self._read_lock:
+                libbpf.lib().ring_buffer__free(ring)
+        return super().close(wait)
+
+
+PROGRAM = ExecsnoopProgram

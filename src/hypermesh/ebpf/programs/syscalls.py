@@ -1,0 +1,146 @@
+"""``syscalls``: counts per syscall name and per process, with the pid filter applied in the kernel.
+
+Two hooks fill the same maps: ``tracepoint`` (raw_syscalls:sys_enter, every kernel with ftrace
+syscalls) and ``kprobe`` (on x64_sys_call, x86-64 kernels with CONFIG_KPROBES). ``auto`` takes the
+kprobe where the kernel has kprobes and the tracepoint otherwise; ``attach_type`` says which.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import platform
+import struct
+
+from hypermesh.ebpf.probe import probe
+from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.ebpf.syscall_names import syscall_name
+from hypermesh.errors import InvalidInput, NotFound, Unsupported
+from hypermesh.model import record
+
+ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
+KPROBE_FUNCTION = "x64_sys_call"
+_PROC_COUNT = struct.Struct("<Q16s")
+
+
+@record
+class ProcessCount:
+    pid: int
+    comm: str
+    count: int
+
+
+@record
+class SyscallCounts:
+    attach_type: str
+    pid_filter: int | None
+    total: int
+    syscalls: dict[str, int]
+    processes: list[ProcessCount]
+
+
+def _has_kallsyms_symbol(name: str) -> bool:
+    suffix = f" {name}\n"
+    try:
+        with open("/proc/kallsyms") as f:
+            return any(line.endswith(suffix) for line in f)
+    except OSError:
+        return False
+
+
+class SyscallsProgram(Program):
+    name = "syscalls"
+
+    def __init__(self, pid: int | None = None, attach: str = "auto", top: int | None = None) -> None:
+        super().__init__()
+        if attach not in ATTACH_TYPES:
+            raise InvalidInput(f"--attach must be one of {', '.join(ATTACH_TYPES)}, got {attach!r}")
+        if pid is not None and not os.path.exists(f"/proc/{pid}"):
+            raise NotFound(f"no process with pid {pid}")
+        self.pid = pid
+        self.top = top
+        self.requested_attach = attach
+        self.attach_type = self._choose(attach)
+
+    @staticmethod
+    def _choose(attach: str) -> str:
+        if attach == "tracepoint":
+            return "tracepoint"
+        kprobe = probe().feature("kprobe")
+        usable = kprobe.supported and platform.machine() == "x86_64" and _has_kallsyms_symbol(KPROBE_FUNCTION)
+        if attach == "kprobe":
+            if not kprobe.supported:
+                raise Unsupported("kprobe attach", kprobe.reason)
+            if not usable:
+                raise Unsupported(
+                    "kprobe attach", f"the kernel has no {KPROBE_FUNCTION} (x86-64 >= 6.9 or 6.1/6.6 stable)"
+                )
+            return "kprobe"
+        return "kprobe" if usable else "tracepoint"
+
+    def _configure(self, obj: BpfObject) -> None:
+        obj.set_autoload("on_x64_sys_call", self.attach_type == "kprobe")
+        obj.set_autoload("on_sys_enter", self.attach_type == "tracepoint")
+
+    def _after_load(self, obj: BpfObject) -> None:
+        obj.map("config").update(struct.pack("<I", 0), struct.pack("<I", self.pid or 0))
+        self._syscalls = obj.map("syscall_counts")
+        self._processes = obj.map("process_counts")
+        self._syscall_keys = self._syscalls.max_entries
+        self._cpus = self._syscalls.cpus
+
+    def _attach(self, obj: BpfObject) -> list[Link]:
+        if self.attach_type == "kprobe":
+            return [obj.attach_kprobe("on_x64_sys_call", KPROBE_FUNCTION)]
+        return [obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")]
+
+    def read(self) -> SyscallCounts:
+        self._require_loaded()
+        with self._read_lock:
+            syscalls = self._read_syscalls()
+            processes = self._read_processes()
+        processes.sort(key=lambda p: (-p.count, p.pid))
+        ordered = dict(sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0])))
+        if self.top is not None:
+            ordered = dict(list(ordered.items())[: self.top])
+            processes = processes[: self.top]
+        return SyscallCounts(
+            attach_type=self.attach_type,
+            pid_filter=self.pid,
+            total=sum(syscalls.values()),
+            syscalls=ordered,
+            processes=processes,
+        )
+
+    def _read_syscalls(self) -> dict[str, int]:
+        got = self._syscalls.lookup_batch()
+        if got is None:  # kernel < 5.6: one lookup per key
+            pairs = self._syscalls.items()
+            keys = b"".join(k for k, _ in pairs)
+            values = b"".join(v for _, v in pairs)
+        else:
+            keys, values, _ = got
+        # values: for each key, one u64 per possible CPU; sum the CPUs column by column.
+        cpus = self._cpus
+        words = memoryview(values).cast("Q")
+        totals = list(words[0::cpus])
+        for cpu in range(1, cpus):
+            totals = list(map(operator.add, totals, words[cpu::cpus]))
+        numbers = memoryview(keys).cast("I")
+        return {syscall_name(numbers[i]): count for i, count in enumerate(totals) if count}
+
+    def _read_processes(self) -> list[ProcessCount]:
+        out = []
+        for key, value in self._processes.items():
+            count, comm = _PROC_COUNT.unpack_from(value)
+            out.append(
+                ProcessCount(
+                    pid=int.from_bytes(key, "little"),
+                    comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                    count=count,
+                )
+            )
+        return out
+
+
+PROGRAM = SyscallsProgram
