@@ -97,7 +97,7 @@ def serve(config: object) -> int:
     app = build_app(state)
     uv_config = uvicorn.Config(
         app,
-        log_level="warning",
+        log_level="info" if config.access_log else "warning",
         access_log=config.access_log,
         ssl_certfile=config.tls_cert_file,
         ssl_keyfile=config.tls_key_file,

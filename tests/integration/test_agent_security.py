@@ -1,0 +1,249 @@
+"""TLS, basic auth, the in-flight cap, timeouts and config errors of the real agent on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from hypermesh.agent.security import Credentials, Guard, Stats
+from tests.conftest import require_binary
+from tests.fixtures.agent.agent_process import AgentProcess
+
+PASSWORD = "correct horse battery staple"
+# Cost 4 keeps the test fast; the agent accepts any bcrypt cost from 4 to 31.
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hypermesh.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    openssl = require_binary("openssl")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "agent.crt", directory / "agent.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def secured_agent(tmp_path_factory, tls_files):
+    cert, key = tls_files
+    config = tmp_path_factory.mktemp("config") / "agent.toml"
+    config.write_text(
+        f'[tls_server_config]\ncert_file = "{cert}"\nkey_file = "{key}"\n\n[basic_auth_users]\nprometheus = "{HASH}"\n'
+    )
+    with AgentProcess("--config", str(config), "--interval", "0.5", "--access-log") as process:
+        assert process.url.startswith("https://127.0.0.1:")
+        yield process, ssl.create_default_context(cafile=str(cert))
+
+
+# ----------------------------------------------------------------------------------- auth and TLS
+
+
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [(None, 401), (("prometheus", "wrong"), 401), (("nobody", PASSWORD), 401), (("prometheus", PASSWORD), 200)],
+)
+def test_basic_auth_matrix_over_tls(secured_agent, auth, status):
+    process, context = secured_agent
+    response = httpx.get(f"{process.url}/metrics", verify=context, auth=auth, timeout=10)
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["www-authenticate"] == 'Basic realm="hypermesh"'
+    else:
+        assert "hypermesh_cpu_seconds_total" in response.text
+
+
+def test_malformed_authorization_headers_are_401(secured_agent):
+    process, context = secured_agent
+    for header in ("Basic !!!notbase64", "Bearer abc", "Basic " + "cHJvbWV0aGV1cw==", ""):
+        response = httpx.get(f"{process.url}/v1/sample", verify=context, headers={"authorization": header}, timeout=10)
+        assert response.status_code == 401, header
+
+
+def test_healthz_is_open_without_credentials(secured_agent):
+    process, context = secured_agent
+    assert httpx.get(f"{process.url}/healthz", verify=context, timeout=10).status_code == 200
+
+
+def test_plain_http_to_the_tls_port_fails_fast(secured_agent):
+    process, _ = secured_agent
+    url = process.url.replace("https://", "http://")
+    start = time.monotonic()
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=5)
+    except httpx.HTTPError:
+        pass  # the TLS server hangs up on a non-TLS client: also a refusal
+    else:
+        assert response.status_code >= 400
+    assert time.monotonic() - start < 5
+
+
+def test_an_untrusted_client_cannot_complete_the_handshake(secured_agent):
+    process, _ = secured_agent
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{process.url}/healthz", timeout=5)  # default trust store does not know our cert
+
+
+def test_secrets_never_reach_the_log(secured_agent):
+    process, context = secured_agent
+    httpx.get(f"{process.url}/metrics", verify=context, auth=("prometheus", PASSWORD), timeout=10)
+    httpx.get(f"{process.url}/metrics", verify=context, auth=("prometheus", "wrong-secret"), timeout=10)
+    time.sleep(0.2)
+    log = process.log()
+    assert '"GET /metrics HTTP/1.1" 200' in log  # the access log is on and shows requests...
+    for secret in (PASSWORD, "wrong-secret", HASH, "Basic "):
+        assert secret not in log  # ...but never a credential
+
+
+def test_hash_password_prints_a_hash_that_verifies():
+    result = run_cli("agent", "--hash-password", stdin="s3cret phrase\n")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert bcrypt.checkpw(b"s3cret phrase", hashed.encode())
+    assert not bcrypt.checkpw(b"s3cret phrasE", hashed.encode())
+
+
+# --------------------------------------------------------------------------------------- limits
+
+
+def test_in_flight_cap_answers_503_at_once_and_recovers():
+    with AgentProcess("--interval", "0.2", "--max-in-flight", "2") as process, httpx.Client(timeout=10) as client:
+        with client.stream("GET", f"{process.url}/v1/stream"), client.stream("GET", f"{process.url}/v1/stream"):
+            start = time.monotonic()
+            refused = httpx.get(f"{process.url}/healthz", timeout=5)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert time.monotonic() - start < 2  # at once, not after a queue
+        # Both streams closed: the agent serves again, and counted the refusal.
+        deadline = time.monotonic() + 5
+        while (response := httpx.get(f"{process.url}/metrics", timeout=5)).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert 'hypermesh_agent_http_rejected_total{reason="in_flight"} 1.0' in response.text
+
+
+def test_a_handler_that_overruns_the_timeout_gets_503():
+    async def slow_app(scope, receive, send):
+        await asyncio.sleep(5)
+
+    async def started_app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.3)  # past the timeout, but the response has started: a stream lives on
+        await send({"type": "http.response.body", "body": b"done"})
+
+    async def main():
+        results = []
+        for app in (slow_app, started_app):
+            stats = Stats()
+            guard = Guard(app, max_in_flight=4, timeout_s=0.1, credentials=Credentials({}), stats=stats)
+            transport = httpx.ASGITransport(app=guard)
+            async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+                start = time.monotonic()
+                response = await client.get("/anything")
+                results.append((response.status_code, response.text, time.monotonic() - start, stats))
+        return results
+
+    (slow_status, _, slow_elapsed, slow_stats), (ok_status, ok_body, _, _) = asyncio.run(main())
+    assert slow_status == 503 and slow_elapsed < 2 and slow_stats.rejected_timeout == 1
+    assert slow_stats.in_flight == 0
+    assert ok_status == 200 and ok_body == "done"
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hypermesh: error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "problem"),
+    [
+        ("listne = '127.0.0.1:1'\n", "listne", "unknown key"),
+        ("listen = 'nohost'\n", "listen", "HOST:PORT"),
+        ("interval = 'fast'\n", "interval", "number of seconds"),
+        ("interval = -1\n", "interval", "positive"),
+        ("max_in_flight = 0\n", "max_in_flight", "1 or more"),
+        ("[basic_auth_users]\nalice = 'plaintext-password'\n", "basic_auth_users.alice", "not a bcrypt hash"),
+        ("[tls_server_config]\ncert_file = 'missing.crt'\nkey_file = 'missing.key'\n", "tls_server_config.cert_file", "does not exist"),
+        ("[tls_server_config]\ncert_file = 'x'\n[tls_server_config.y]\n", "tls_server_config.y", "unknown key"),
+        ("listen = \n", "", "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_file_the_key_and_the_problem(tmp_path, content, key, problem):
+    config = tmp_path / "agent.toml"
+    config.write_text(content)
+    result = run_cli("agent", "--config", str(config))
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert str(config) in line and key in line and problem in line
+    assert "plaintext-password" not in result.stderr  # a misplaced secret is not echoed back
+
+
+def test_missing_config_file(tmp_path):
+    result = run_cli("agent", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "nope.toml: no such file" in _one_line_error(result)
+
+
+def test_garbage_certificate_is_a_config_error(tmp_path):
+    (tmp_path / "bad.crt").write_text("not a certificate")
+    (tmp_path / "bad.key").write_text("not a key")
+    config = tmp_path / "agent.toml"
+    config.write_text("listen = '127.0.0.1:0'\n[tls_server_config]\ncert_file = 'bad.crt'\nkey_file = 'bad.key'\n")
+    result = run_cli("agent", "--config", str(config))
+    assert result.returncode == 2
+    assert "bad.crt" in _one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "text"),
+    [
+        (["--listen", "127.0.0.1:99999"], 2, "out of range"),
+        (["--listen", "localhost"], 2, "HOST:PORT"),
+        (["--interval", "0"], 2, "positive"),
+        (["--max-in-flight", "-3"], 2, "1 or more"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(flags, code, text):
+    result = run_cli("agent", *flags)
+    assert result.returncode == code
+    assert text in _one_line_error(result)
+
+
+def test_port_in_use_is_a_runtime_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("agent", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in _one_line_error(result)
