@@ -196,3 +196,42 @@ def test_counters_are_monotonic_and_match_proc() -> None:
         cpu0 = next(line for line in f if line.startswith("cpu0 ")).split()
     assert abs(b.cpu[0].user_seconds - int(cpu0[1]) / os.sysconf("SC_CLK_TCK")) < 1.0
     assert {d.name for d in b.disks} == {d.name for d in hypermesh.profile().storage}
+
+
+def duty_cycle_child(cpu: int, seconds: float) -> multiprocessing.Process:
+    """Busy 2 ms, sleep 2 ms, pinned to ``cpu``: a 50 % load whose phases are shorter than a /proc/stat tick."""
+
+    def run() -> None:
+        os.sched_setaffinity(0, {cpu})
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            busy(0.002)
+            time.sleep(0.002)
+
+    proc = multiprocessing.get_context("fork").Process(target=run, daemon=True)
+    proc.start()
+    return proc
+
+
+@pytest.mark.slow
+def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
+    """At 100 Hz /proc/stat can only say 0 % or 100 % per core; the finer source must see the 50 % load."""
+    cpu = max(os.sched_getaffinity(0))
+    index = sorted(os.sched_getaffinity(0)).index(cpu)
+    child = duty_cycle_child(cpu, 4.0)
+    try:
+        time.sleep(0.3)
+        sampler = hypermesh.Sampler()
+        samples = list(sampler.stream(0.01, count=200))
+    finally:
+        child.kill()
+        child.join()
+    values = [s.cpu.per_core[index] for s in samples]
+    has_cpuidle = os.path.exists(f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state0/time")
+    assert samples[-1].cpu.source != "proc_stat" or not has_cpuidle, "a finer source exists and must be used"
+    mean = sum(values) / len(values)
+    extremes = sum(v in (0.0, 100.0) for v in values)
+    # Busy half the time (plus the child's own sleep/wake overhead): the mean sits near 50 %, and most
+    # individual 10 ms readings are neither 0 nor 100 as tick counting would make them.
+    assert 30.0 <= mean <= 80.0, values
+    assert extremes <= len(values) * 0.2, values
