@@ -64,10 +64,7 @@ def _net_dev() -> dict[str, list[int]]:
 
 
 def _diskstats() -> dict[str, list[int]]:
-    return {
-        f[2]: [int(v) for v in f[3:]]
-        for f in (line.split() for line in _read("/proc/diskstats").splitlines())
-    }
+    return {f[2]: [int(v) for v in f[3:]] for f in (line.split() for line in _read("/proc/diskstats").splitlines())}
 
 
 # ------------------------------------------------------------------------------------------- profile
@@ -103,9 +100,7 @@ def test_os_facts_match_proc_sys_kernel(profile) -> None:  # type: ignore[no-unt
     assert profile.os.kernel == _read("/proc/sys/kernel/version").strip()
     assert profile.os.hostname == _read("/proc/sys/kernel/hostname").strip()
     assert profile.os.architecture == os.uname().machine
-    btime = next(
-        int(line.split()[1]) for line in _read("/proc/stat").splitlines() if line.startswith("btime")
-    )
+    btime = next(int(line.split()[1]) for line in _read("/proc/stat").splitlines() if line.startswith("btime"))
     assert profile.os.boot_time is not None
     assert abs(profile.os.boot_time - btime) <= 1.0
     pretty = next(
@@ -151,9 +146,7 @@ def test_addresses_match_iproute2(profile) -> None:  # type: ignore[no-untyped-d
 
 def test_root_mount_is_on_the_disk_sysfs_names(profile) -> None:  # type: ignore[no-untyped-def]
     # Which device holds "/": major:minor from mountinfo, then the /sys/block entry with that dev number.
-    root_dev = next(
-        line.split()[2] for line in _read("/proc/self/mountinfo").splitlines() if line.split()[4] == "/"
-    )
+    root_dev = next(line.split()[2] for line in _read("/proc/self/mountinfo").splitlines() if line.split()[4] == "/")
     disk = None
     for name in os.listdir("/sys/block"):
         base = f"/sys/block/{name}"

@@ -119,9 +119,7 @@ def _mounts_by_disk() -> dict[str, list[Mount]]:
             free: int | None = int(usage.free)
         except OSError:  # unreadable or vanished mount point
             total = free = None
-        mount = Mount(
-            mountpoint=partition.mountpoint, fstype=partition.fstype, total_bytes=total, free_bytes=free
-        )
+        mount = Mount(mountpoint=partition.mountpoint, fstype=partition.fstype, total_bytes=total, free_bytes=free)
         # /dev/mapper/vg-root and /dev/disk/by-* are symlinks on Linux; elsewhere realpath changes nothing.
         mounts.setdefault(parent_disk(os.path.realpath(partition.device)), []).append(mount)
     return mounts
