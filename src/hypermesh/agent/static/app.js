@@ -9,6 +9,7 @@ const PALETTE = ["#3fb8af", "#f0b429", "#8e7cc3", "#ef5b5b", "#5aa9e6", "#7bc96f
 const state = {
   samplesReceived: 0,
   lastTimestamp: 0,
+  firstTimestamp: 0,
   intervalS: 1,
   transport: "none",
   errors: [],
@@ -91,7 +92,9 @@ class Chart {
     max = niceCeil(max);
     const left = 70, right = 8, top = 8, bottom = 18;
     const pw = w - left - right, ph = h - top - bottom;
-    const x = (t) => left + pw * (1 - (now - t) / WINDOW_S);
+    // Show the last 5 minutes, or less while the agent has less history: a new agent fills the chart.
+    const span = Math.min(WINDOW_S, Math.max(60, now - (state.firstTimestamp || now)));
+    const x = (t) => left + pw * (1 - (now - t) / span);
     const y = (v) => top + ph * (1 - v / max);
 
     ctx.font = "11px system-ui, sans-serif";
@@ -107,10 +110,16 @@ class Chart {
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (let s = 0; s <= WINDOW_S; s += 60) {
-      ctx.textAlign = s === 0 ? "right" : s === WINDOW_S ? "left" : "center";
-      ctx.fillText(s === 0 ? "now" : "-" + s / 60 + "m", x(now - s), h - bottom + 4);
+    for (let i = 0; i <= 5; i++) {
+      const s = (span * i) / 5;
+      ctx.textAlign = i === 0 ? "right" : i === 5 ? "left" : "center";
+      const label = s >= 120 ? (s / 60).toFixed(1).replace(/\.0$/, "") + "m" : s.toFixed(0) + "s";
+      ctx.fillText(i === 0 ? "now" : "-" + label, x(now - s), h - bottom + 4);
     }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, pw, ph);
+    ctx.clip();
 
     for (const s of this.series.values()) {
       if (!s.points.length) continue;
@@ -120,6 +129,7 @@ class Chart {
       s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
       ctx.stroke();
     }
+    ctx.restore();
   }
 }
 
@@ -144,6 +154,7 @@ function sum(list, key) { return list.reduce((acc, item) => acc + (item[key] || 
 function ingest(sample) {
   if (!sample || sample.timestamp <= state.lastTimestamp) return;
   state.lastTimestamp = sample.timestamp;
+  if (!state.firstTimestamp) state.firstTimestamp = sample.timestamp;
   state.samplesReceived++;
   const t = sample.timestamp;
   const cpu = sample.cpu, mem = sample.memory;
@@ -166,6 +177,7 @@ function ingest(sample) {
     charts.network.push(n.name + " tx", t, n.tx_bytes_per_s);
   }
   updateSummary(sample);
+  updateLiveness();
 }
 
 function updateSummary(sample) {

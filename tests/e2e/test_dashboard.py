@@ -1,0 +1,116 @@
+"""Debian's Chromium, driven by Playwright, loads the live dashboard from the real agent."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require, require_binary
+from tests.fixtures.agent.agent_process import AgentProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).parent.parent / "artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    chromium = require_binary("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "playwright is not installed: make venv")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with AgentProcess("--interval", "0.5") as agent, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1100},
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        problems: list[str] = []
+        requests: list[str] = []
+        page.on(
+            "console",
+            lambda m: problems.append(f"console {m.type}: {m.text} at {m.location}") if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(agent.url + "/", wait_until="load")
+        try:
+            yield page, problems, requests, agent.url
+        finally:
+            context.close()
+
+
+def wait_for(page, expression: str, timeout_s: float = 15.0) -> None:
+    """Poll a JavaScript expression. Not page.wait_for_function: that compiles its predicate with
+    ``new Function`` inside the page, which our Content-Security-Policy (rightly) refuses."""
+    for _ in range(int(timeout_s * 10)):
+        if page.evaluate(expression):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"still false after {timeout_s}s: {expression}")
+
+
+def canvas_pixels(page, chart: str) -> str:
+    return page.evaluate(f"document.getElementById('chart-{chart}').toDataURL()")
+
+
+def test_dashboard_renders_the_host_and_live_numbers(browser_page):
+    page, problems, _, _ = browser_page
+    wait_for(page, "window.hypermeshDashboard && window.hypermeshDashboard.samplesReceived >= 2")
+    assert page.inner_text("#hostname") == socket.gethostname()
+    assert page.title().startswith(socket.gethostname())
+    assert re.fullmatch(r"\d+\.\d %", page.inner_text("#stat-cpu"))
+    assert re.search(r"\d", page.inner_text("#stat-mem"))
+    assert page.locator(".core").count() == os.cpu_count()
+    assert "memory" in page.inner_text("#assets")
+    assert page.inner_text("#ebpf").startswith("status")
+    assert "live" in page.inner_text("#live-text")
+    assert problems == []
+
+
+def test_charts_change_as_new_samples_arrive(browser_page):
+    page, problems, _, _ = browser_page
+    wait_for(page, "window.hypermeshDashboard.samplesReceived >= 2")
+    before_count = page.evaluate("window.hypermeshDashboard.samplesReceived")
+    before = {chart: canvas_pixels(page, chart) for chart in ("cpu", "memory", "network")}
+    wait_for(page, f"window.hypermeshDashboard.samplesReceived >= {before_count + 3}")
+    page.wait_for_timeout(300)  # one more animation frame draws the new points
+    after = {chart: canvas_pixels(page, chart) for chart in ("cpu", "memory", "network")}
+    for chart, pixels in before.items():
+        assert pixels != after[chart], f"the {chart} chart did not change with new samples"
+    # The samples came by push (server-sent events), not by reloading.
+    assert page.evaluate("window.hypermeshDashboard.transport") == "sse"
+    assert page.evaluate("window.hypermeshDashboard.errors") == []
+    assert problems == []
+
+
+def test_dashboard_uses_only_the_agent_and_keeps_a_screenshot(browser_page):
+    page, problems, requests, url = browser_page
+    wait_for(page, "window.hypermeshDashboard.samplesReceived >= 4")
+    foreign = [r for r in requests if not (r.startswith(url) or r.startswith("data:"))]
+    assert foreign == [], "the dashboard must work without internet"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    assert problems == []
