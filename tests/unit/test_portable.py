@@ -297,3 +297,48 @@ def test_backend_env_var_selects_portable(monkeypatch) -> None:  # type: ignore[
     chosen = create()
     assert type(chosen).__name__ == "PortableBackend"
     assert chosen.name == "portable"
+
+
+def test_portable_and_linux_backends_describe_this_machine_alike(profile) -> None:  # type: ignore[no-untyped-def]
+    # Two independent implementations (psutil vs our own procfs/sysfs/netlink readers) must agree on what
+    # both can see; fields psutil cannot know (disk model, size, rotation, caches, limits) are not compared.
+    from hypermesh.platform.linux import LinuxBackend
+
+    native = LinuxBackend().profile()
+    assert profile.memory.total_bytes == native.memory.total_bytes
+    assert profile.memory.swap_total_bytes == native.memory.swap_total_bytes
+    assert (profile.cpu.logical_cores, profile.cpu.physical_cores) == (
+        native.cpu.logical_cores,
+        native.cpu.physical_cores,
+    )
+    assert (profile.os.release, profile.os.kernel, profile.os.hostname, profile.os.distribution) == (
+        native.os.release,
+        native.os.kernel,
+        native.os.hostname,
+        native.os.distribution,
+    )
+
+    def disks(p):  # type: ignore[no-untyped-def]
+        return {d.name: (d.kind, sorted((m.mountpoint, m.fstype, m.total_bytes) for m in d.mounts)) for d in p.storage}
+
+    assert disks(profile) == disks(native)
+
+    def nics(p):  # type: ignore[no-untyped-def]
+        return {n.name: (n.mac, n.mtu, n.speed_mbps, n.up, n.kind, sorted(n.addresses)) for n in p.network}
+
+    assert nics(profile) == nics(native)
+
+
+def test_portable_and_linux_counters_name_the_same_devices(backend) -> None:  # type: ignore[no-untyped-def]
+    from hypermesh.platform.linux import LinuxBackend
+
+    ours, native = backend.counter_reader(), LinuxBackend().counter_reader()
+    try:
+        a, b = ours.read(), native.read()
+    finally:
+        ours.close()
+        native.close()
+    assert sorted(a.cpu) == sorted(b.cpu)
+    assert sorted(a.disks) == sorted(b.disks)
+    assert sorted(a.network) == sorted(b.network)
+    assert a.memory[0] == b.memory[0]  # total

@@ -51,6 +51,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+# psutil's field for each of CPU_MODES. Windows names its kernel-interrupt times "interrupt" and "dpc"
+# (deferred procedure calls, the counterpart of softirq); other OSes lack some modes, which read as 0.0.
+_CPU_FIELDS = tuple(
+    {"irq": "interrupt", "softirq": "dpc"}.get(mode, mode) if sys.platform == "win32" else mode for mode in CPU_MODES
+)
+
 # loop and RAM disks are listed only when they back a mount (a loop device behind a snap): an idle loop0..7
 # is noise. The same rule as the Linux backend's, so both list the same disks on one machine.
 _ON_DEMAND_DISK_PREFIXES = ("loop", "ram")
@@ -107,18 +113,20 @@ def disk_kind(name: str) -> tuple[str, bool | None]:
     return "ssd", None
 
 
-def _mounts_by_disk() -> dict[str, list[Mount]]:
-    """{whole disk: its mounts} for mounts psutil can tie to a /dev node; sizes from disk_usage."""
+def _mounts_by_disk(sizes: bool = True) -> dict[str, list[Mount]]:
+    """{whole disk: its mounts} for mounts psutil can tie to a /dev node; sizes from disk_usage when asked."""
     mounts: dict[str, list[Mount]] = {}
     for partition in psutil.disk_partitions(all=False):
         if not partition.device.startswith("/dev/"):
             continue  # Windows drive letters, network shares: psutil cannot tie them to a disk
-        try:
-            usage = psutil.disk_usage(partition.mountpoint)
-            total: int | None = int(usage.total)
-            free: int | None = int(usage.free)
-        except OSError:  # unreadable or vanished mount point
-            total = free = None
+        total: int | None = None
+        free: int | None = None
+        if sizes:
+            try:
+                usage = psutil.disk_usage(partition.mountpoint)
+                total, free = int(usage.total), int(usage.free)
+            except OSError:  # unreadable or vanished mount point
+                pass
         mount = Mount(mountpoint=partition.mountpoint, fstype=partition.fstype, total_bytes=total, free_bytes=free)
         # /dev/mapper/vg-root and /dev/disk/by-* are symlinks on Linux; elsewhere realpath changes nothing.
         mounts.setdefault(parent_disk(os.path.realpath(partition.device)), []).append(mount)
@@ -210,13 +218,13 @@ class PortableCounterReader:
     def __init__(self) -> None:
         self._closed = False
         # Which loop/RAM disks back a mount, decided once per reader as the Linux backend does.
-        self._mounted = frozenset(_mounts_by_disk())
+        self._mounted = frozenset(_mounts_by_disk(sizes=False))
 
     def read(self) -> RawCounters:
         monotonic = time.monotonic()
         wall = time.time()
         cpu = {
-            index: tuple(float(getattr(times, mode, 0.0)) for mode in CPU_MODES)
+            index: tuple(float(getattr(times, field, 0.0)) for field in _CPU_FIELDS)
             for index, times in enumerate(psutil.cpu_times(percpu=True))
         }
         virtual = psutil.virtual_memory()
