@@ -14,7 +14,7 @@ import platform
 import threading
 
 from hypermesh.errors import PermissionDenied
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 __all__ = ["Feature", "ProbeReport", "check_capabilities", "missing_capabilities", "probe"]
 
@@ -26,14 +26,14 @@ KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
 
 
 @record
-class Feature:
+class Feature(Record):
     name: str
     supported: bool
     reason: str  # why not (or a note when supported)
 
 
 @record
-class ProbeReport:
+class ProbeReport(Record):
     kernel_release: str
     libbpf_version: str | None
     btf_present: bool

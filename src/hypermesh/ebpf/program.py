@@ -21,7 +21,7 @@ import weakref
 from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.probe import check_capabilities, missing_capabilities
 from hypermesh.errors import BackendError, InvalidInput, NotFound, PermissionDenied, Unsupported, VerifierError
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ MAP_TYPE_NAMES = {
 
 
 @record
-class ProgramInfo:
+class ProgramInfo(Record):
     name: str
     section: str
     type: str
@@ -78,7 +78,7 @@ class ProgramInfo:
 
 
 @record
-class MapInfo:
+class MapInfo(Record):
     name: str
     type: str
     key_size: int
@@ -87,7 +87,7 @@ class MapInfo:
 
 
 @record
-class ObjectInfo:
+class ObjectInfo(Record):
     path: str
     programs: list[ProgramInfo]
     maps: list[MapInfo]
@@ -95,14 +95,14 @@ class ObjectInfo:
 
 
 @record
-class PinnedObject:
+class PinnedObject(Record):
     path: str
     kind: str  # "link" | "map" | "prog"
     id: int | None
 
 
 @record
-class PinnedProgram:
+class PinnedProgram(Record):
     name: str
     path: str
     objects: list[PinnedObject]
@@ -374,7 +374,11 @@ class BpfObject:
         log = _verifier_log(text)
         name = os.path.basename(self.path)
         if log:
-            raise VerifierError(f"the kernel's verifier rejected a program in {name}", log=log)
+            lines = [line for line in log.splitlines() if line.strip() and not line.startswith("processed ")]
+            why = f": {lines[-1].strip()}" if lines else ""
+            prog = next((m.split("'")[1] for m in messages if m.startswith("libbpf: prog '")), None)
+            where = f"program {prog!r} in {name}" if prog else f"a program in {name}"
+            raise VerifierError(f"the kernel's verifier rejected {where}{why}", log=log)
         if rc in (-errno.EPERM, -errno.EACCES):
             missing = missing_capabilities(("CAP_BPF",))
             raise PermissionDenied(
@@ -579,7 +583,7 @@ class Program:
             for i, link in enumerate(self.links):
                 link.pin(os.path.join(path, f"link-{i}-{link.kind}"))
             for name, m in obj.maps.items():
-                if name.startswith("."):
+                if "." in name:  # internal .rodata/.bss maps; bpffs refuses dots in names anyway
                     continue
                 rc = libbpf.lib().bpf_obj_pin(m.fd, os.path.join(path, f"map-{name}").encode())
                 if rc != 0:
@@ -604,7 +608,7 @@ class Program:
     def _attach(self, obj: BpfObject) -> list[Link]:
         raise NotImplementedError
 
-    def read(self) -> object:
+    def read(self) -> Record:
         raise NotImplementedError
 
     def _require_loaded(self) -> BpfObject:

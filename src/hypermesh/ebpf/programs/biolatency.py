@@ -7,18 +7,18 @@ program attached has no start time and is not counted.
 from __future__ import annotations
 
 from hypermesh.ebpf.program import BpfObject, Link, Program
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 
 @record
-class LatencyBucket:
+class LatencyBucket(Record):
     low_us: int
     high_us: int
     count: int
 
 
 @record
-class DeviceLatency:
+class DeviceLatency(Record):
     device: str  # "major:minor"
     name: str | None  # "vda", from /sys/dev/block
     total: int
@@ -26,7 +26,7 @@ class DeviceLatency:
 
 
 @record
-class BioLatency:
+class BioLatency(Record):
     devices: list[DeviceLatency]
 
 

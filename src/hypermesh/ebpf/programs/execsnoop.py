@@ -20,7 +20,7 @@ from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.probe import BTF_PATH
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.errors import Unsupported
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ BTF_CACHE_DIR = os.environ.get("HYPERMESH_BTF_CACHE", "/run/hypermesh/btf")
 
 
 @record
-class ExecEvent:
+class ExecEvent(Record):
     pid: int
     ppid: int
     uid: int
@@ -40,7 +40,7 @@ class ExecEvent:
 
 
 @record
-class ExecEvents:
+class ExecEvents(Record):
     events: list[ExecEvent]
 
 

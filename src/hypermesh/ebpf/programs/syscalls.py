@@ -16,7 +16,7 @@ from hypermesh.ebpf.probe import probe
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
 KPROBE_FUNCTION = "x64_sys_call"
@@ -24,14 +24,14 @@ _PROC_COUNT = struct.Struct("<Q16s")
 
 
 @record
-class ProcessCount:
+class ProcessCount(Record):
     pid: int
     comm: str
     count: int
 
 
 @record
-class SyscallCounts:
+class SyscallCounts(Record):
     attach_type: str
     pid_filter: int | None
     total: int

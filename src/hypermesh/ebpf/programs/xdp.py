@@ -11,7 +11,7 @@ import socket
 
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.errors import InvalidInput, NotFound
-from hypermesh.model import record
+from hypermesh.model import Record, record
 
 # Slot order of xdp.bpf.c's enum.
 PROTOCOLS = (
@@ -24,7 +24,7 @@ MODES = ("auto", "native", "generic")
 
 
 @record
-class XdpCounts:
+class XdpCounts(Record):
     interface: str
     mode: str
     packets: dict[str, int]

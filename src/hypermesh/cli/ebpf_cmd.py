@@ -1,0 +1,322 @@
+"""``hypermesh ebpf``: probe the kernel, run the built-in programs, load a user's object, manage pins.
+
+Every ``run`` prints one line on stderr once the program is attached, then waits for ``--duration`` or
+Ctrl-C (SIGINT) or SIGTERM; either way it reads the maps, prints the result and detaches. Exit codes are
+the usual ones: 0 ok, 1 runtime error (and a verifier rejection), 2 bad input, 3 permission denied,
+4 unsupported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hypermesh.cli.main import positive_float, positive_int
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hypermesh.ebpf import Program
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "ebpf",
+        parents=[common],
+        help="what the kernel sees: eBPF probes and built-in programs (Linux, root or CAP_BPF)",
+        description="eBPF through libbpf: probe the kernel, run the built-in programs, load an object "
+        "file, list and remove pins. Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for xdp).",
+    )
+    p.set_defaults(handler=lambda _args: _usage(p))
+    ebpf_sub = p.add_subparsers(title="ebpf commands", metavar="COMMAND")
+
+    q = ebpf_sub.add_parser(
+        "probe",
+        parents=[common],
+        help="kernel, BTF, mounts, capabilities and each program/attach type: supported or why not",
+    )
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(handler=_probe)
+
+    run = ebpf_sub.add_parser("run", parents=[common], help="run a built-in program and print what it saw")
+    run.set_defaults(handler=lambda _args: _usage(run))
+    run_sub = run.add_subparsers(title="programs", metavar="PROGRAM")
+    timing = argparse.ArgumentParser(add_help=False)
+    timing.add_argument("--duration", type=positive_float, default=None, help="seconds to run (default: until Ctrl-C)")
+    timing.add_argument("--json", action="store_true", help="print JSON")
+    timing.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin links and maps under /sys/fs/bpf/hypermesh/NAME: the program stays attached after exit "
+        "until 'hypermesh ebpf detach NAME'",
+    )
+
+    x = run_sub.add_parser(
+        "xdp", parents=[common, timing], help="packet and byte counts by protocol on an interface (XDP_PASS)"
+    )
+    x.add_argument("--interface", "-i", required=True, help="network interface, e.g. eth0")
+    x.add_argument(
+        "--mode", choices=("auto", "native", "generic"), default="auto", help="XDP mode (auto: native, else generic)"
+    )
+    x.set_defaults(handler=_run, program="xdp")
+
+    s = run_sub.add_parser("syscalls", parents=[common, timing], help="syscall counts per name and per process")
+    s.add_argument("--pid", type=positive_int, default=None, help="count only this process (filtered in the kernel)")
+    s.add_argument("--top", type=positive_int, default=None, help="show only the N largest counts")
+    s.add_argument(
+        "--attach",
+        choices=("auto", "kprobe", "tracepoint"),
+        default="auto",
+        help="hook: auto takes a kprobe where the kernel has kprobes, raw_syscalls tracepoints otherwise",
+    )
+    s.set_defaults(handler=_run, program="syscalls")
+
+    b = run_sub.add_parser(
+        "biolatency", parents=[common, timing], help="block I/O latency as a log2 histogram per device"
+    )
+    b.set_defaults(handler=_run, program="biolatency")
+
+    e = run_sub.add_parser(
+        "execsnoop", parents=[common, timing], help="exec events as they happen (--json: one JSON object a line)"
+    )
+    e.set_defaults(handler=_run, program="execsnoop")
+
+    ld = ebpf_sub.add_parser(
+        "load",
+        parents=[common],
+        help="open a .bpf.o, list its programs and maps, load it into the kernel and unload it",
+    )
+    ld.add_argument("file", metavar="FILE.bpf.o")
+    ld.add_argument("--json", action="store_true", help="print JSON")
+    ld.set_defaults(handler=_load)
+
+    st = ebpf_sub.add_parser("status", parents=[common], help="what hypermesh pinned under /sys/fs/bpf/hypermesh")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(handler=_status)
+
+    d = ebpf_sub.add_parser("detach", parents=[common], help="remove the pins of NAME (detaches it)")
+    d.add_argument("name", metavar="NAME")
+    d.set_defaults(handler=_detach)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    from hypermesh.errors import InvalidInput
+
+    raise InvalidInput(f"{parser.prog}: a command is required (see '{parser.prog} --help')")
+
+
+# ---------------------------------------------------------------------------------------- probe
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import hypermesh.ebpf
+
+    report = hypermesh.ebpf.probe()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    yes = {True: "yes", False: "no"}
+    print(f"kernel            {report.kernel_release}")
+    print(f"libbpf            {report.libbpf_version or 'not installed'}")
+    print(f"BTF               {yes[report.btf_present]}")
+    print(f"bpffs mounted     {yes[report.bpffs_mounted]}")
+    print(f"tracefs mounted   {yes[report.tracefs_mounted]}")
+    held = [name for name, ok in report.capabilities.items() if ok]
+    print(f"capabilities      {', '.join(held) or 'none'}")
+    print(f"unprivileged_bpf_disabled {report.unprivileged_bpf_disabled}")
+    print()
+    for f in report.features:
+        state = "supported" if f.supported else f"unsupported because {f.reason}"
+        note = f" ({f.reason})" if f.supported and f.reason else ""
+        print(f"{f.name:<12} {state}{note}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so the same clean path as Ctrl-C runs."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    import hypermesh.ebpf
+
+    options: dict[str, object] = {}
+    if args.program == "xdp":
+        options = {"interface": args.interface, "mode": args.mode}
+    elif args.program == "syscalls":
+        options = {"pid": args.pid, "attach": args.attach, "top": args.top}
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    prog: Program | None = None
+    try:
+        prog = hypermesh.ebpf.load(args.program, **options)
+        prog.attach()
+        pinned_at = prog.pin() if args.pin else None
+        print(f"hypermesh: {_attached_line(prog)}{'' if pinned_at is None else f', pinned at {pinned_at}'}; "
+              f"{'running ' + format(args.duration, 'g') + ' s' if args.duration else 'Ctrl-C to stop'}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        started = time.monotonic()
+        try:
+            if args.program == "execsnoop":
+                _stream_exec(prog, args)
+            else:
+                time.sleep(args.duration) if args.duration else _wait_forever()
+        except (KeyboardInterrupt, _Stop):
+            elapsed = time.monotonic() - started
+            print(f"hypermesh: stopped after {elapsed:.2f} s", file=sys.stderr, flush=True)
+        if args.program != "execsnoop":
+            _print_result(args, prog)
+        if pinned_at is not None:
+            print(
+                f"hypermesh: {args.program} stays attached; 'hypermesh ebpf detach {args.program}' removes it",
+                file=sys.stderr,
+            )
+        return 0
+    finally:
+        # A second Ctrl-C or SIGTERM while detaching must not cut close() short: the kernel's RCU wait
+        # (up to ~90 ms) is all that is left.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if prog is not None:
+                prog.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def _wait_forever() -> None:
+    import threading
+
+    threading.Event().wait()
+
+
+def _attached_line(prog: Program) -> str:
+    from hypermesh.ebpf.programs.syscalls import SyscallsProgram
+    from hypermesh.ebpf.programs.xdp import XdpProgram
+
+    if isinstance(prog, XdpProgram):
+        fallback = (
+            " (native not supported by the driver: fell back)"
+            if prog.mode == "auto" and prog.attached_mode == "generic"
+            else ""
+        )
+        return f"xdp attached to {prog.interface} in {prog.attached_mode} mode{fallback}"
+    if isinstance(prog, SyscallsProgram):
+        why = "" if prog.requested_attach != "auto" else (
+            " (auto: the kernel has kprobes)" if prog.attach_type == "kprobe" else " (auto: no kprobes in this kernel)"
+        )  # fmt: skip
+        target = "kprobe x64_sys_call" if prog.attach_type == "kprobe" else "tracepoint raw_syscalls:sys_enter"
+        pid = f", pid {prog.pid}" if prog.pid else ""
+        return f"syscalls attached to {target}{why}{pid}"
+    targets = ", ".join(f"{link.kind} {link.target}" for link in prog.links)
+    return f"{prog.name} attached to {targets}"
+
+
+def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
+    from hypermesh.ebpf.programs.execsnoop import ExecsnoopProgram
+
+    assert isinstance(prog, ExecsnoopProgram)
+    if not args.json:
+        print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
+    for event in prog.stream(timeout=args.duration):
+        if args.json:
+            print(json.dumps(event.to_dict()), flush=True)
+        else:
+            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True)
+
+
+def _print_result(args: argparse.Namespace, prog: Program) -> None:
+    result = prog.read()
+    if args.json:
+        print(json.dumps(result.to_dict()), flush=True)
+        return
+    from hypermesh.ebpf.programs.biolatency import BioLatency
+    from hypermesh.ebpf.programs.syscalls import SyscallCounts
+    from hypermesh.ebpf.programs.xdp import XdpCounts
+
+    if isinstance(result, XdpCounts):
+        print(f"{'PROTOCOL':<12} {'PACKETS':>12} {'BYTES':>14}")
+        for proto, packets in result.packets.items():
+            print(f"{proto:<12} {packets:>12} {result.bytes[proto]:>14}")
+        print(f"{'total':<12} {result.total_packets:>12} {result.total_bytes:>14}")
+    elif isinstance(result, SyscallCounts):
+        print(f"{'SYSCALL':<24} {'COUNT':>10}")
+        for name, count in result.syscalls.items():
+            print(f"{name:<24} {count:>10}")
+        print(f"\n{'PID':>7} {'COMM':<16} {'COUNT':>10}")
+        for p in result.processes:
+            print(f"{p.pid:>7} {p.comm:<16} {p.count:>10}")
+        print(f"\ntotal {result.total} syscalls ({result.attach_type})")
+    elif isinstance(result, BioLatency):
+        if not result.devices:
+            print("no block I/O completed while attached")
+        for dev in result.devices:
+            print(f"device {dev.name or '?'} ({dev.device}): {dev.total} requests")
+            print(f"{'usecs':>22} : {'count':<8} distribution")
+            peak = max(b.count for b in dev.buckets) or 1
+            for bucket in dev.buckets:
+                bar = "*" * round(40 * bucket.count / peak)
+                print(f"{bucket.low_us:>10} -> {bucket.high_us:<9} : {bucket.count:<8} |{bar:<40}|")
+
+
+# ---------------------------------------------------------------------------------- load, pins
+
+
+def _load(args: argparse.Namespace) -> int:
+    from hypermesh.ebpf import BpfObject
+    from hypermesh.ebpf.probe import check_capabilities
+    from hypermesh.errors import VerifierError
+
+    with BpfObject(args.file) as obj:
+        before = obj.info()
+        check_capabilities(("CAP_BPF",), what=f"loading {args.file}")
+        try:
+            obj.load()
+        except VerifierError as exc:
+            print(exc.log_tail(20), file=sys.stderr)
+            raise
+        info = obj.info()
+    if args.json:
+        print(json.dumps({**info.to_dict(), "loaded": True, "unloaded": True}, indent=2))
+        return 0
+    print(f"{args.file}: {len(before.programs)} programs, {len(before.maps)} maps; loaded and unloaded")
+    for p in info.programs:
+        print(f"  program {p.name:<24} section {p.section:<32} type {p.type:<14} {p.instructions} insns")
+    for m in info.maps:
+        print(f"  map     {m.name:<24} type {m.type:<16} key {m.key_size} B, value {m.value_size} B, "
+              f"max {m.max_entries}")  # fmt: skip
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import hypermesh.ebpf
+
+    entries = hypermesh.ebpf.pinned()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print(f"nothing pinned under {hypermesh.ebpf.PIN_ROOT}")
+    for e in entries:
+        print(f"{e.name}  {e.path}")
+        for o in e.objects:
+            print(f"  {o.kind:<5} id {o.id if o.id is not None else '?':<6} {o.path}")
+    return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    import hypermesh.ebpf
+
+    entry = hypermesh.ebpf.detach_pinned(args.name)
+    print(f"detached {entry.name}: removed {len(entry.objects)} pins from {entry.path}")
+    return 0

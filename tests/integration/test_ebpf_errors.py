@@ -1,0 +1,145 @@
+"""Errors a user can act on: dropped capabilities, a verifier rejection, a file that is not BPF,
+kprobes asked for on a kernel without them. Each is one stderr line (plus the verifier log's tail)
+and the documented exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hypermesh.ebpf
+from hypermesh.ebpf import BpfObject
+from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
+from tests.conftest import require_binary
+from tests.integration.test_ebpf_support import HYPERMESH, REPO, require_ebpf, run_cli
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.root]
+
+INVALID = str(REPO / "tests" / "fixtures" / "bpf" / "invalid.bpf.o")
+
+
+def _without_caps(*args: str, keep: str = "") -> tuple[int, str, str]:
+    """Run the CLI as root with every capability (or all but ``keep``) removed from its bounding set:
+    after exec it holds none of them, like an unprivileged user."""
+    setpriv = require_binary("setpriv")
+    bounding = "-all" + "".join(f",+{cap}" for cap in keep.split(",") if cap)
+    result = subprocess.run(
+        [setpriv, "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={bounding}", "--", *HYPERMESH, *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_no_capabilities_is_permission_denied_exit_3() -> None:
+    require_ebpf()
+    for args in (
+        ("ebpf", "run", "syscalls", "--duration", "0.1"),
+        ("ebpf", "run", "xdp", "--interface", "lo", "--duration", "0.1"),
+        ("ebpf", "load", INVALID),
+    ):
+        code, _out, err = _without_caps(*args)
+        assert code == 3, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert "CAP_BPF" in lines[0]
+        assert "setcap cap_bpf,cap_perfmon,cap_net_admin+ep" in lines[0]
+        assert "Traceback" not in err
+
+
+def test_xdp_without_net_admin_names_it() -> None:
+    require_ebpf()
+    code, _, err = _without_caps("ebpf", "run", "xdp", "--interface", "lo", "--duration", "0.1", keep="bpf,perfmon")
+    assert code == 3, err
+    assert "missing CAP_NET_ADMIN" in err
+
+
+def test_kernel_refuses_without_capabilities_too() -> None:
+    """Our capability pre-check is not the only guard: a raw load through BpfObject (no pre-check)
+    is refused by the kernel itself, and the loader maps that to the same PermissionDenied."""
+    require_ebpf()
+    path = os.path.join(os.path.dirname(hypermesh.ebpf.__file__), "programs", "xdp.bpf.o")
+    code = (
+        "import sys\n"
+        "from hypermesh.ebpf import BpfObject\n"
+        "from hypermesh.errors import PermissionDenied\n"
+        f"obj = BpfObject({path!r})\n"
+        "try:\n"
+        "    obj.load()\n"
+        "except PermissionDenied as exc:\n"
+        "    print(exc.capability, exc.exit_code, exc)\n"
+        "    sys.exit(0)\n"
+        "sys.exit('loaded without capabilities')\n"
+    )
+    setpriv = require_binary("setpriv")
+    result = subprocess.run(
+        [setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CAP_BPF 3 ")
+    assert "setcap" in result.stdout
+
+
+def test_verifier_error_carries_the_log() -> None:
+    require_ebpf()
+    with BpfObject(INVALID) as obj, pytest.raises(VerifierError) as info:
+        obj.load()
+    err = info.value
+    assert "map_value_or_null" in err.log
+    assert "missing_null_check" in str(err)
+    assert "invalid mem access" in err.log_tail(3)
+    assert err.exit_code == 1
+    result = run_cli("ebpf", "load", INVALID)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("hypermesh: error: the kernel's verifier rejected")
+    assert "map_value_or_null" in result.stderr  # the tail of the log is printed
+
+
+def test_not_a_bpf_object_is_invalid_input(tmp_path: object) -> None:
+    require_ebpf()
+    text = os.path.join(str(tmp_path), "notes.bpf.o")
+    with open(text, "w") as f:
+        f.write("not an ELF file at all\n")
+    for path in (text, "/bin/true"):
+        with pytest.raises(InvalidInput):
+            BpfObject(path)
+        result = run_cli("ebpf", "load", path)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "not a BPF ELF object" in result.stderr or "not BPF" in result.stderr
+    with pytest.raises(NotFound):
+        BpfObject("/nonexistent/x.bpf.o")
+
+
+def test_user_object_lists_programs_and_maps() -> None:
+    require_ebpf()
+    path = os.path.join(os.path.dirname(hypermesh.ebpf.__file__), "programs", "syscalls.bpf.o")
+    result = run_cli("ebpf", "load", path, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {p["name"] for p in data["programs"]} == {"on_sys_enter", "on_x64_sys_call"}
+    assert {"config", "syscall_counts", "process_counts"} <= {m["name"] for m in data["maps"]}
+
+
+def test_kprobe_attach_follows_kernel_support() -> None:
+    """Without kprobes (this machine's kernel): Unsupported with the reason, exit 4. With kprobes (the
+    6.1 kernel in tests/vm): the kprobe is what gets attached."""
+    require_ebpf()
+    kprobe = hypermesh.ebpf.probe().feature("kprobe")
+    if kprobe.supported:
+        with hypermesh.ebpf.load("syscalls", attach="kprobe") as prog:
+            prog.attach()
+            assert prog.attach_type == "kprobe"
+            assert prog.links[0].kind == "kprobe"
+        return
+    with pytest.raises(Unsupported) as info:
+        hypermesh.ebpf.load("syscalls", attach="kprobe")
+    assert "CONFIG_KPROBES" in info.value.reason
+    result = run_cli("ebpf", "run", "syscalls", "--attach", "kprobe", "--duration", "0.1")
+    assert result.returncode == 4
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "kprobe" in result.stderr and "CONFIG_KPROBES" in result.stderr

@@ -1,0 +1,176 @@
+"""XDP counts against packets we send ourselves through a veth pair into a fresh network namespace.
+
+Host side ``hmx<pid>a`` (10.201.x.1) stays in the test's namespace with the program attached; its peer
+``hmx<pid>b`` (10.201.x.2) lives in a namespace the test creates and removes. IPv6 is disabled on both
+ends so router solicitations and DAD cannot add packets we did not send.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import hypermesh.ebpf
+from hypermesh.errors import NotFound
+from tests.conftest import require_binary
+from tests.integration.test_ebpf_support import require_ebpf, run_cli
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.netns]
+
+PAYLOAD = 100
+UDP_FRAME = 14 + 20 + 8 + PAYLOAD  # ethernet + IPv4 + UDP headers + payload, as XDP sees it
+
+
+class Veth:
+    def __init__(self) -> None:
+        tag = os.getpid() % 10000
+        self.netns = f"hm-xdp-{tag}"
+        self.host_if, self.peer_if = f"hmx{tag}a", f"hmx{tag}b"
+        octet = tag % 250 + 1
+        self.host_ip, self.peer_ip = f"10.201.{octet}.1", f"10.201.{octet}.2"
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def up(self) -> None:
+        self.down()
+        self.ip("netns", "add", self.netns)
+        self.ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if, "netns", self.netns)
+        for ns, name, addr in ((None, self.host_if, self.host_ip), (self.netns, self.peer_if, self.peer_ip)):
+            pre = ["-n", ns] if ns else []
+            in_ns = ["ip", "netns", "exec", ns] if ns else []
+            sysctl = [*in_ns, "sysctl", "-qw", f"net.ipv6.conf.{name}.disable_ipv6=1"]
+            subprocess.run(sysctl, check=True, capture_output=True, timeout=10)
+            self.ip(*pre, "addr", "add", f"{addr}/24", "dev", name)
+            self.ip(*pre, "link", "set", name, "up")
+        self.ip("-n", self.netns, "link", "set", "lo", "up")
+
+    def down(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=10, check=False)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=10, check=False)
+
+    def in_peer(self, code: str) -> None:
+        subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", code], check=True, timeout=30)
+
+    def rx_packets(self) -> int:
+        with open(f"/sys/class/net/{self.host_if}/statistics/rx_packets") as f:
+            return int(f.read())
+
+
+@pytest.fixture
+def veth() -> Iterator[Veth]:
+    require_ebpf()
+    require_binary("ip")
+    pair = Veth()
+    pair.up()
+    try:
+        yield pair
+    finally:
+        pair.down()
+
+
+def _wait_for(predicate: object, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():  # type: ignore[operator]
+        time.sleep(0.02)
+    time.sleep(0.1)  # let any straggler land, so "exactly" means exactly
+
+
+def _send(veth: Veth, udp: int, tcp_bytes: int) -> None:
+    """From the peer namespace: ``udp`` datagrams to the host side, then one TCP exchange."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((veth.host_ip, 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((veth.host_ip, port))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            got = 0
+            while got < tcp_bytes:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+            conn.sendall(b"ok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    veth.in_peer(
+        "import socket\n"
+        f"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range({udp}): u.sendto(b'x' * {PAYLOAD}, ('{veth.host_ip}', {port}))\n"
+        f"t = socket.create_connection(('{veth.host_ip}', {port}), timeout=10)\n"
+        f"t.sendall(b'y' * {tcp_bytes}); assert t.recv(2) == b'ok'; t.close()\n"
+    )
+    thread.join(10)
+    server.close()
+    sink.close()
+
+
+@pytest.mark.parametrize("mode", ["auto", "generic"])
+def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
+    n_udp = 137
+    with hypermesh.ebpf.load("xdp", interface=veth.host_if, mode=mode) as prog:
+        prog.attach()
+        assert prog.attached_mode == ("native" if mode == "auto" else "generic")  # veth has native XDP
+        rx_before = veth.rx_packets()
+        _send(veth, n_udp, tcp_bytes=20000)
+        _wait_for(lambda: prog.read().packets["ipv4_udp"] >= n_udp)
+        counts = prog.read()
+        rx_after = veth.rx_packets()
+    assert counts.mode == prog.attached_mode
+    assert counts.packets["ipv4_udp"] == n_udp
+    assert counts.bytes["ipv4_udp"] == n_udp * UDP_FRAME
+    assert counts.packets["ipv4_tcp"] >= 4  # SYN, ACK, data..., FIN at least
+    assert counts.packets["ipv6_icmp"] == counts.packets["ipv6_udp"] == counts.packets["ipv6_tcp"] == 0
+    # Independent count: every frame XDP saw, the interface's own rx counter saw too.
+    assert counts.total_packets == rx_after - rx_before
+    assert counts.total_packets == sum(counts.packets.values())
+
+
+def test_cli_xdp_reports_mode_and_counts(veth: Veth) -> None:
+    n_udp = 50
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "xdp", "--interface", veth.host_if, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert f"xdp attached to {veth.host_if} in native mode" in line
+        _send(veth, n_udp, tcp_bytes=1000)
+        time.sleep(0.3)
+        proc.send_signal(2)  # Ctrl-C: must still print the result
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["interface"] == veth.host_if
+    assert data["mode"] == "native"
+    assert data["packets"]["ipv4_udp"] == n_udp
+    assert data["bytes"]["ipv4_udp"] == n_udp * UDP_FRAME
+
+
+def test_unknown_interface_lists_existing_ones() -> None:
+    require_ebpf()
+    with pytest.raises(NotFound) as info:
+        hypermesh.ebpf.load("xdp", interface="nosuch0")
+    assert "nosuch0" in str(info.value)
+    assert "lo" in info.value.available
+    result = run_cli("ebpf", "run", "xdp", "--interface", "nosuch0", "--duration", "0.1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "nosuch0" in lines[0] and "available:" in lines[0] and "lo" in lines[0]
