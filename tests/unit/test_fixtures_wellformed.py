@@ -21,7 +21,16 @@ SNAPSHOTS = [(t, s) for t in TREES for s in ("", "later/") if (FIXTURES / t / s 
 
 
 def test_every_tree_is_checked() -> None:
-    expected = {"this-machine", "numa-2node", "hybrid-pe", "nvme-hdd", "cgroup-v1", "cgroup-v2", "no-psi"}
+    expected = {
+        "this-machine",
+        "numa-2node",
+        "hybrid-pe",
+        "nvme-hdd",
+        "cgroup-v1",
+        "cgroup-v1-mountroot",
+        "cgroup-v2",
+        "no-psi",
+    }
     assert expected <= set(TREES)
     assert {t for t, s in SNAPSHOTS if s} == {"this-machine", "nvme-hdd"}
 
