@@ -6,7 +6,7 @@ set -euo pipefail
 
 declare -A GROUP=(
   [base]="iproute2 util-linux libcap2-bin procps"
-  [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev"
+  [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace"
   [prom]="prometheus prometheus-node-exporter"
   [browser]="chromium"
   [vm]="qemu-system-x86 busybox-static linux-image-amd64"
