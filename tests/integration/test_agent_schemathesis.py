@@ -1,0 +1,33 @@
+"""schemathesis fuzzes the running agent from its own /openapi.json: no 5xx, responses match the schema."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tests.fixtures.agent.agent_process import AgentProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_schemathesis_finds_no_server_errors_and_no_schema_violations(tmp_path):
+    binary = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+    require(Path(binary).exists(), "schemathesis is not installed: make venv")
+    with AgentProcess("--interval", "0.5") as agent:
+        result = subprocess.run(
+            [binary, "run", f"{agent.url}/openapi.json", "--checks", "all", "--phases", "coverage,fuzzing",
+             "--max-examples", "40", "--max-time", "15", "--seed", "1", "--request-timeout", "10"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "No issues found" in output
+    assert "7 selected / 7 total" in output
