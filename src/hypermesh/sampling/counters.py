@@ -207,13 +207,13 @@ class CpuRates:
             idle = max(0.0, residency - credit)
             self._credit[cpu] = 0.0
             return 1.0 - min(1.0, idle / elapsed)
-        # No idle period ended: busy throughout, or inside one idle period that is still going on.
+        # No idle period ended: busy throughout, or inside an idle period that is still going on. The ticks
+        # (which count an idle period in progress) say which; within a single tick, the last verdict stands.
         if ticks > 0:
-            idle_now = idle_ticks >= ticks - idle_ticks
-            self._last_state[cpu] = idle_now
+            idle_share = idle_ticks / ticks
+            self._last_state[cpu] = idle_share >= 0.5
         else:
-            idle_now = self._last_state.get(cpu, False)
-        if idle_now:
-            self._credit[cpu] = credit + elapsed
-            return 0.0
-        return 1.0
+            idle_share = 1.0 if self._last_state.get(cpu, False) else 0.0
+        if idle_share > 0:
+            self._credit[cpu] = credit + idle_share * elapsed
+        return 1.0 - idle_share

@@ -19,12 +19,13 @@ from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
 class LinuxBackend:
     name = "linux"
 
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", *, proc: str | None = None, sys: str | None = None) -> None:
+        """``root`` prefixes /proc, /sys and /etc; ``proc``/``sys`` point one of them elsewhere (a later snapshot)."""
         root = root.rstrip("/")
         self.root = root
-        self.live = root == ""
-        self.proc = f"{root}/proc"
-        self.sys = f"{root}/sys"
+        self.live = root == "" and proc is None and sys is None
+        self.proc = proc or f"{root}/proc"
+        self.sys = sys or f"{root}/sys"
         self.etc = f"{root}/etc"
 
     def __repr__(self) -> str:

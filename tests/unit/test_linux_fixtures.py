@@ -1,0 +1,133 @@
+"""The Linux backend on recorded and hand-made trees (tests/fixtures/linux/*/README.md says what each is).
+
+Each tree's expected.json was written from the files themselves (by hand or by record.py), not by this backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypermesh.platform.linux import LinuxBackend
+from hypermesh.sampling import counters
+
+TREES = Path(__file__).resolve().parent.parent / "fixtures" / "linux"
+NAMES = sorted(p.name for p in TREES.iterdir() if (p / "expected.json").exists())
+
+
+def expected(name: str) -> dict[str, Any]:
+    return json.loads((TREES / name / "expected.json").read_text())
+
+
+@pytest.fixture(params=NAMES)
+def tree(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_all_trees_are_present() -> None:
+    assert {"this-machine", "numa-2node", "hybrid-pe", "nvme-hdd", "cgroup-v1", "cgroup-v2", "no-psi"} <= set(NAMES)
+
+
+def test_profile_matches_the_tree(tree: str) -> None:
+    want = expected(tree)
+    got = LinuxBackend(root=str(TREES / tree)).profile().to_dict()
+    assert got["os"] == want["os"]
+    assert got["memory"] == want["memory"]
+    assert got["limits"] == want["limits"]
+    cpu_want = want["cpu"]
+    for key, value in cpu_want.items():
+        if key == "fine_source":
+            continue
+        assert got["cpu"][key] == value, key
+    assert got["gpus"] == []
+
+    def comparable(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Mounts are listed by mountpoint; the trees have no statvfs, so sizes are left out.
+        return [
+            {
+                **d,
+                "mounts": sorted(
+                    ({"mountpoint": m["mountpoint"], "fstype": m["fstype"]} for m in d["mounts"]), key=str
+                ),
+            }
+            for d in devices
+        ]
+
+    assert comparable(got["storage"]) == comparable(want["storage"])
+    for d in got["storage"]:
+        assert [m["mountpoint"] for m in d["mounts"]] == sorted(m["mountpoint"] for m in d["mounts"])
+    assert got["network"] == want["network"]
+    assert set(got["timings_ms"]) >= {"os", "cpu", "memory", "storage", "network", "limits", "total"}
+
+
+def test_fine_cpu_source_and_pressure_are_detected(tree: str) -> None:
+    want = expected(tree)
+    reader = LinuxBackend(root=str(TREES / tree)).counter_reader()
+    try:
+        raw = reader.read()
+    finally:
+        reader.close()
+    assert raw.fine_kind == want["cpu"]["fine_source"]
+    assert (raw.pressure is not None) == want["pressure"]
+    assert sorted(raw.cpu) == sorted(c for t in want["cpu"]["core_types"] for c in t["cpus"])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "later" in expected(n)])
+def test_rates_between_two_snapshots_are_exact(name: str) -> None:
+    """proc/ and later/proc/ differ by documented increments; over 1 s they give documented rates."""
+    root = TREES / name
+    want = expected(name)["later"]
+    first = LinuxBackend(root=str(root)).counter_reader()
+    second = LinuxBackend(root=str(root), proc=str(root / "later" / "proc")).counter_reader()
+    a, b = first.read(), second.read()
+    first.close()
+    second.close()
+    elapsed = float(want["interval_s"])
+    b.monotonic = a.monotonic + elapsed
+    rates = want.get("rates_at_interval") or {}
+
+    cpu = counters.CpuRates().compute(a, b, elapsed)
+    if "cpu_percent" in rates:
+        per_cpu = {k: v for k, v in rates["cpu_percent"].items() if k != "all"}
+        assert cpu.per_core == [per_cpu[f"cpu{i}"] for i in sorted(a.cpu)]
+        assert cpu.percent == pytest.approx(rates["cpu_percent"]["all"], abs=0.01)
+    else:  # this-machine: state the per-CPU busy share from the documented tick increments
+        per_cpu_ticks = [v for k, v in want["cpu_ticks"].items() if k[3:].isdigit()]
+        for i, ticks in enumerate(per_cpu_ticks):
+            total = sum(ticks.values())
+            busy = total - ticks.get("idle", 0) - ticks.get("iowait", 0)
+            assert cpu.per_core[i] == pytest.approx(100.0 * busy / total, abs=0.01)
+
+    disks = {d.name: d for d in counters.disk_rates(a, b, elapsed)}
+    nets = {n.name: n for n in counters.network_rates(a, b, elapsed)}
+    for device, figures in rates.items():
+        if device in ("cpu_percent", "memory_pressure"):
+            continue
+        record = disks.get(device) or nets[device]
+        for field, value in figures.items():
+            assert getattr(record, field) == pytest.approx(value), (device, field)
+    # partitions are folded into their disk: never sampled twice
+    assert not any(name[-1].isdigit() and name[:-1] in disks for name in disks if not name.startswith(("nvme", "loop")))
+    for name_, increments in want.get("net_dev", {}).items():
+        assert nets[name_].rx_bytes_per_s == increments.get("rx_bytes", 0) / elapsed
+    if "memory_pressure" in rates:
+        p = counters.pressure(a, b, elapsed)
+        assert p is not None
+        assert p.some_stall_us_per_s == rates["memory_pressure"]["some_stall_us_per_s"]
+        assert p.full_stall_us_per_s == rates["memory_pressure"]["full_stall_us_per_s"]
+    if "meminfo_kib" in want:
+        assert b.memory[1] - a.memory[1] == want["meminfo_kib"].get("MemAvailable", 0) * 1024
+
+
+def test_no_psi_kernel_gives_null_pressure_not_an_error() -> None:
+    from hypermesh.sampling.sampler import Sampler
+
+    sampler = Sampler(min_interval=0.001, backend=LinuxBackend(root=str(TREES / "no-psi")))
+    s = sampler.sample()
+    sampler.close()
+    assert s.memory.pressure is None
+    assert s.cpu.source == "proc_stat"
+    assert s.to_dict()["memory"]["pressure"] is None
