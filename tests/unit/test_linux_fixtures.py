@@ -131,3 +131,13 @@ def test_no_psi_kernel_gives_null_pressure_not_an_error() -> None:
     assert s.memory.pressure is None
     assert s.cpu.source == "proc_stat"
     assert s.to_dict()["memory"]["pressure"] is None
+
+
+def test_hybrid_cpu_reports_the_most_threads_any_core_runs() -> None:
+    # hybrid-pe: P-cores 0-7 as 4 SMT pairs, E-cores 8-15 single-threaded (README of the tree).
+    cpu = LinuxBackend(root=str(TREES / "hybrid-pe")).profile().cpu
+    assert (cpu.logical_cores, cpu.physical_cores, cpu.threads_per_core) == (16, 12, 2)
+    assert [(t.kind, t.cpus) for t in cpu.core_types] == [
+        ("performance", list(range(8))),
+        ("efficiency", list(range(8, 16))),
+    ]

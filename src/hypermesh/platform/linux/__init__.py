@@ -99,7 +99,7 @@ class LinuxBackend:
         if not cpus:
             raise BackendError(f"no CPUs found under {self.sys}/devices/system/cpu: is sysfs mounted?")
         info = procfs.parse_cpuinfo(sysfs.read_str(f"{self.proc}/cpuinfo") or "")
-        physical, sockets = sysfs.topology(self.sys, cpus)
+        physical, sockets, threads_per_core = sysfs.topology(self.sys, cpus)
         fmin, fmax, fcur = sysfs.frequency_khz(self.sys, cpus[0])
         current = fcur / 1000 if fcur else _float(info.get("cpu MHz"))
         return CpuInfo(
@@ -110,7 +110,7 @@ class LinuxBackend:
             logical_cores=len(cpus),
             physical_cores=physical,
             sockets=sockets,
-            threads_per_core=len(cpus) // physical if physical else None,
+            threads_per_core=threads_per_core,
             frequency_mhz=CpuFrequency(
                 min=fmin / 1000 if fmin else None, max=fmax / 1000 if fmax else None, current=current
             ),

@@ -61,9 +61,13 @@ def online_cpus(sys_root: str) -> list[int]:
     return sorted(int(n[3:]) for n in listdir(cpu_dir(sys_root)) if n.startswith("cpu") and n[3:].isdigit())
 
 
-def topology(sys_root: str, cpus: list[int]) -> tuple[int | None, int | None]:
-    """(physical cores, sockets): distinct (package, die, core) and package ids among online CPUs."""
-    cores: set[tuple[int | None, int | None, int | None]] = set()
+def topology(sys_root: str, cpus: list[int]) -> tuple[int | None, int | None, int | None]:
+    """(physical cores, sockets, threads per core) from distinct (package, die, core) ids of online CPUs.
+
+    On hybrid CPUs P-cores run 2 threads and E-cores 1: threads per core is then the most any core runs,
+    as lscpu reports it.
+    """
+    threads: dict[tuple[int | None, int | None, int | None], int] = {}
     packages: set[int | None] = set()
     base = cpu_dir(sys_root)
     for cpu in cpus:
@@ -71,10 +75,11 @@ def topology(sys_root: str, cpus: list[int]) -> tuple[int | None, int | None]:
         package = read_int(f"{top}/physical_package_id")
         core = read_int(f"{top}/core_id")
         if package is None and core is None:
-            return None, None  # no topology directory (some VMs, containers with a masked /sys)
-        cores.add((package, read_int(f"{top}/die_id"), core))
+            return None, None, None  # no topology directory (some VMs, containers with a masked /sys)
+        key = (package, read_int(f"{top}/die_id"), core)
+        threads[key] = threads.get(key, 0) + 1
         packages.add(package)
-    return len(cores), len(packages)
+    return len(threads), len(packages), max(threads.values(), default=None)
 
 
 def _size_bytes(text: str | None) -> int | None:
