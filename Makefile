@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:9137
 PYTEST_ARGS ?=
+# This machine's pip config names local package folders that may not exist; pip warns once per package.
+PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
 .PHONY: help deps venv run test lint fmt bench bpf clean
 
@@ -17,8 +19,8 @@ deps:  ## system packages (apt-get as root, only what is missing)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[agent,dev]'
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | $(PIP_QUIET)
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[agent,dev]' 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 venv: $(STAMP)  ## the project's virtualenv with every Python dependency
