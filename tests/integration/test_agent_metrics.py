@@ -84,6 +84,9 @@ def test_fast_writer_is_byte_identical_to_prometheus_client():
     writer = metrics.TextWriter()
     assert writer.render(families) == reference
     assert writer.render(families) == reference  # second time from the cache
+    reference_om = registry.render_openmetrics()
+    assert writer.render(families, openmetrics=True) == reference_om
+    assert writer.render(families, openmetrics=True) == reference_om
 
 
 def test_fast_writer_escapes_and_formats_like_prometheus_client():
@@ -101,17 +104,35 @@ def test_fast_writer_escapes_and_formats_like_prometheus_client():
     registry = metrics.ClientRegistry(["test"])
     registry.load([family, counter])
     assert metrics.TextWriter().render([family, counter]) == registry.render_text()
+    assert metrics.TextWriter().render([family, counter], openmetrics=True) == registry.render_openmetrics()
 
 
 def test_openmetrics_output_parses_with_units_and_eof():
-    registry = metrics.ClientRegistry([c.area for c in metrics.default_collectors("x")])
-    registry.load(fixture_families())
-    text = registry.render_openmetrics().decode()
+    text = metrics.TextWriter().render(fixture_families(), openmetrics=True).decode()
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in parse_openmetrics(text)}
     assert families["hypermesh_disk_read_bytes"].type == "counter"
     assert families["hypermesh_disk_read_bytes"].unit == "bytes"
     assert families["hypermesh_memory_total_bytes"].unit == "bytes"
+
+
+def normalized(text: str) -> str:
+    """Drop what differs between two scrapes of the same root: timings, the agent's own counters, the live
+    eBPF probe (not part of the fixture) and the version label."""
+    volatile = ("hypermesh_scrape_collector_duration_seconds", "hypermesh_agent_", "hypermesh_ebpf_")
+    lines = [line for line in text.splitlines() if not any(v in line for v in volatile)]
+    return re.sub(r'version="[^"]*"', 'version="V"', "\n".join(lines))
+
+
+def test_the_running_agent_serves_the_golden_metrics_of_a_fixture_root():
+    import httpx
+
+    from tests.fixtures.agent.agent_process import AgentProcess
+
+    with AgentProcess("--root", str(ROOT), "--interval", "0.5") as agent:
+        served = httpx.get(f"{agent.url}/metrics", timeout=10).text
+    assert normalized(served) == normalized(GOLDEN.read_text())
+    assert "hypermesh_cpu_seconds_total" in normalized(served)
 
 
 def test_promtool_accepts_the_golden_file():

@@ -231,6 +231,8 @@ def test_garbage_certificate_is_a_config_error(tmp_path):
         (["--listen", "localhost"], 2, "HOST:PORT"),
         (["--interval", "0"], 2, "positive"),
         (["--max-in-flight", "-3"], 2, "1 or more"),
+        (["--root", "/nonexistent-root"], 2, "not a directory"),
+        (["--root", "/etc"], 2, "has no proc/stat"),
     ],
 )
 def test_bad_flags_are_one_line_errors(flags, code, text):

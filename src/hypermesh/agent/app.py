@@ -84,7 +84,6 @@ class AgentState:
         self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
         self.collectors = metrics.default_collectors(version)
         self.writer = metrics.TextWriter()
-        self._client_registry: metrics.ClientRegistry | None = None
 
     # ------------------------------------------------------------------------------ life cycle
 
@@ -190,12 +189,6 @@ class AgentState:
         )
         return metrics.collect(self.collectors, scrape)
 
-    @property
-    def client_registry(self) -> metrics.ClientRegistry:
-        if self._client_registry is None:
-            self._client_registry = metrics.ClientRegistry([c.area for c in self.collectors])
-        return self._client_registry
-
     def assets(self) -> dict[str, Any]:
         return assets_from_profile(self.profile)
 
@@ -262,9 +255,7 @@ def build_app(state: AgentState) -> Guard:
         for failure in failures:
             log.warning("collector failed: %s", failure)
         if metrics.wants_openmetrics(request.headers.get("accept", "")):
-            registry = state.client_registry
-            registry.load(families)
-            return Response(registry.render_openmetrics(), media_type=metrics.OPENMETRICS_TYPE)
+            return Response(state.writer.render(families, openmetrics=True), media_type=metrics.OPENMETRICS_TYPE)
         return Response(state.writer.render(families), media_type=metrics.TEXT_TYPE)
 
     async def profile_endpoint(request: Request) -> Response:

@@ -49,6 +49,8 @@ class AgentConfig:
     # user -> bcrypt hash; empty means no authentication.
     basic_auth_users: dict[str, str] = {}  # noqa: RUF012 - records are immutable
     access_log: bool = False
+    # Read <root>/proc, <root>/sys, <root>/etc instead of the host's (node_exporter's --path.rootfs).
+    root: str | None = None
     source: str | None = None
 
     @property
@@ -75,7 +77,7 @@ def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
     return host, port
 
 
-_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log"}
+_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log", "root"}
 _SECTIONS = {"tls_server_config", "basic_auth_users"}
 
 
@@ -124,6 +126,11 @@ def load(path: str) -> dict[str, Any]:
             raise fail("access_log", "must be true or false")
         out["access_log"] = data["access_log"]
 
+    if "root" in data:
+        if not isinstance(data["root"], str) or not data["root"]:
+            raise fail("root", "must be a directory path")
+        out["root"] = check_root(data["root"], f"config {path}: root")
+
     tls = data.get("tls_server_config")
     if tls is not None:
         if not isinstance(tls, dict):
@@ -154,6 +161,15 @@ def load(path: str) -> dict[str, Any]:
                 raise fail(f"basic_auth_users.{user}", "a user name cannot contain ':' (basic auth separator)")
         out["basic_auth_users"] = dict(users)
     return out
+
+
+def check_root(root: str, where: str = "--root") -> str:
+    """A root directory to read proc/sys/etc under: it must hold at least a readable proc/stat."""
+    if not os.path.isdir(root):
+        raise InvalidInput(f"{where}: {root} is not a directory")
+    if not os.path.isfile(os.path.join(root, "proc", "stat")):
+        raise InvalidInput(f"{where}: {root} has no proc/stat; point it at a directory holding proc/ and sys/")
+    return os.path.abspath(root)
 
 
 def bcrypt_problem(hashed: object) -> str | None:
@@ -188,6 +204,7 @@ def build(
     max_in_flight: int | None = None,
     request_timeout_s: float | None = None,
     access_log: bool | None = None,
+    root: str | None = None,
 ) -> AgentConfig:
     """File values, then flags given on the command line (None = not given) on top."""
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
@@ -201,6 +218,7 @@ def build(
         "max_in_flight": max_in_flight,
         "request_timeout_s": request_timeout_s,
         "access_log": access_log,
+        "root": None if root is None else check_root(root),
     }
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         metavar="SECONDS",
         help="time limit per request (default 10s)",
     )
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        help="read DIR/proc, DIR/sys and DIR/etc instead of the host's (e.g. a container with the host at /host)",
+    )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
         "--hash-password",
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         request_timeout_s=args.request_timeout,
         access_log=args.access_log,
+        root=args.root,
     )
     if config.tls_cert_file is None and config.basic_auth_users:
         print(
@@ -81,7 +87,10 @@ def serve(config: object) -> int:
 
     assert isinstance(config, AgentConfig)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every keep-alive response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((config.host, config.port))
@@ -93,7 +102,15 @@ def serve(config: object) -> int:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
 
     logging.basicConfig(level=logging.INFO, format="hypermesh agent: %(levelname)s: %(message)s")
-    state = AgentState(config, hypermesh.Sampler(min_interval=min(0.1, config.interval_s)), hypermesh.__version__)
+    min_interval = min(0.1, config.interval_s)
+    if config.root is None:
+        state = AgentState(config, hypermesh.Sampler(min_interval=min_interval), hypermesh.__version__)
+    else:
+        from hypermesh.platform.linux import LinuxBackend
+
+        backend = LinuxBackend(root=config.root)
+        sampler = hypermesh.Sampler(min_interval=min_interval, backend=backend)
+        state = AgentState(config, sampler, hypermesh.__version__, profile_reader=backend.profile)
     app = build_app(state)
     uv_config = uvicorn.Config(
         app,
