@@ -90,9 +90,11 @@ def test_syscalls_without_filter_sees_other_processes() -> None:
     pids = {p.pid for p in counts.processes}
     assert child.pid in pids and os.getpid() in pids
     assert counts.syscalls["getppid"] >= n
-    # The two maps are read one after the other, so syscalls made in between (our own bpf() read
-    # among them) can reach the per-process map only.
-    assert counts.total <= sum(p.count for p in counts.processes) <= counts.total + 20
+    # The two maps are read one after the other, so syscalls made in between (by any process on a
+    # busy machine, our own bpf() read among them) can reach the per-process map only.
+    assert counts.total <= sum(p.count for p in counts.processes)
+    child_count = next(p.count for p in counts.processes if p.pid == child.pid)
+    assert child_count >= n
 
 
 def test_cli_syscalls_pid_filter_and_attach_line() -> None:

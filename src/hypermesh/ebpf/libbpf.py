@@ -173,10 +173,28 @@ class Lib:
         self._print_buf = ctypes.create_string_buffer(1 << 20)
         self._print_lock = threading.Lock()
         self._print_fn = PRINT_FN(self._on_print)  # kept referenced: libbpf holds the pointer
-        cdll.libbpf_set_print(self._print_fn)
+        # libbpf calls the print function ~60 times per load (mostly debug lines): through ctypes that
+        # is ~0.1 ms, a third of a whole load. So none is installed on the fast path (libbpf then
+        # prints nothing), and a failed call is replayed inside capture() to collect the explanation.
+        self._captures = 0
+        self._capture_lock = threading.Lock()
+        self._no_print = PRINT_FN()  # a NULL function pointer: libbpf prints nothing
+        cdll.libbpf_set_print(self._no_print)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:  # pragma: no cover - typing aid only
         raise AttributeError(name)
+
+    def _capture_begin(self) -> None:
+        with self._capture_lock:
+            if self._captures == 0:
+                self.cdll.libbpf_set_print(self._print_fn)
+            self._captures += 1
+
+    def _capture_end(self) -> None:
+        with self._capture_lock:
+            self._captures -= 1
+            if self._captures == 0:
+                self.cdll.libbpf_set_print(self._no_print)
 
     def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
         messages: list[str] | None = getattr(_capture_state, "messages", None)
@@ -200,12 +218,14 @@ class _Capture:
         self._outer: list[str] | None = None
 
     def __enter__(self) -> _Capture:
+        lib()._capture_begin()
         self._outer = getattr(_capture_state, "messages", None)
         _capture_state.messages = self.messages
         return self
 
     def __exit__(self, *exc: object) -> None:
         _capture_state.messages = self._outer
+        lib()._capture_end()
 
     @property
     def text(self) -> str:

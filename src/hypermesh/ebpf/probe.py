@@ -52,11 +52,12 @@ class ProbeReport(Record):
 
 
 def effective_capabilities() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
+    with open("/proc/self/status", "rb") as f:
+        status = f.read()
+    start = status.find(b"\nCapEff:")
+    if start < 0:
+        return 0
+    return int(status[start + 8 : status.index(b"\n", start + 1)].strip(), 16)
 
 
 def held_capabilities() -> dict[str, bool]:

@@ -25,7 +25,7 @@ from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
     from typing import Self
 
@@ -304,13 +304,15 @@ class BpfObject:
         _check_elf(path)
         self.path = path
         lib = libbpf.lib()
-        opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
-        if btf_custom_path:
-            opts.btf_custom_path = btf_custom_path.encode()
-        with libbpf.capture() as cap:
-            ptr = lib.bpf_object__open_file(path.encode(), ctypes.byref(opts))
+        self.btf_custom_path = btf_custom_path
+        self._autoload: dict[str, bool] = {}
+        ptr = self._open()
         if not ptr:
             err = libbpf.get_errno()
+            with libbpf.capture() as cap:  # replay to collect libbpf's explanation
+                replay = self._open()
+            if replay:
+                lib.bpf_object__close(replay)
             detail = _libbpf_detail(cap.messages) or libbpf.strerror(err)
             raise InvalidInput(f"{path} is not a loadable BPF object: {detail}")
         self._ptr: int | None = ptr
@@ -326,6 +328,13 @@ class BpfObject:
         while m:
             self._map_ptrs[lib.bpf_map__name(m).decode()] = m
             m = lib.bpf_object__next_map(ptr, m)
+
+    def _open(self) -> int | None:
+        opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
+        if self.btf_custom_path:
+            opts.btf_custom_path = self.btf_custom_path.encode()
+        ptr: int | None = libbpf.lib().bpf_object__open_file(self.path.encode(), ctypes.byref(opts))
+        return ptr
 
     def __enter__(self) -> Self:
         return self
@@ -358,16 +367,36 @@ class BpfObject:
 
     def set_autoload(self, program: str, autoload: bool) -> None:
         libbpf.lib().bpf_program__set_autoload(self._program(program), autoload)
+        self._autoload[program] = autoload
 
     def load(self) -> None:
         """Load every autoload program and create the maps; errors say what the kernel objected to."""
         lib = libbpf.lib()
-        with libbpf.capture() as cap:
-            rc = lib.bpf_object__load(self._require_open())
+        rc = lib.bpf_object__load(self._require_open())
         if rc != 0:
-            self._raise_load_error(rc, cap.messages)
+            self._raise_load_error(rc, self._replay_load())
         self.loaded = True
         self.maps = {name: BpfMap(m) for name, m in self._map_ptrs.items()}
+
+    def _replay_load(self) -> list[str]:
+        """Load a fresh copy of the object with libbpf's messages captured (the verifier log among
+        them). libbpf marks a failed object as loaded, so it cannot simply be retried; a failed load
+        leaves nothing in the kernel, so the replay is free of side effects."""
+        lib = libbpf.lib()
+        with libbpf.capture() as cap:
+            replay = self._open()
+            if replay:
+                try:
+                    prog = lib.bpf_object__next_program(replay, None)
+                    while prog:
+                        autoload = self._autoload.get(lib.bpf_program__name(prog).decode())
+                        if autoload is not None:
+                            lib.bpf_program__set_autoload(prog, autoload)
+                        prog = lib.bpf_object__next_program(replay, prog)
+                    lib.bpf_object__load(replay)
+                finally:
+                    lib.bpf_object__close(replay)
+        return cap.messages
 
     def _raise_load_error(self, rc: int, messages: list[str]) -> None:
         text = "".join(messages)
@@ -411,18 +440,31 @@ class BpfObject:
 
     def attach_tracepoint(self, program: str, category: str, event: str) -> Link:
         lib = libbpf.lib()
-        with libbpf.capture() as cap:
-            ptr = lib.bpf_program__attach_tracepoint(self._program(program), category.encode(), event.encode())
+        prog, args = self._program(program), (category.encode(), event.encode())
+        ptr = lib.bpf_program__attach_tracepoint(prog, *args)
         if not ptr:
-            self._raise_attach_error(f"tracepoint {category}:{event}", libbpf.get_errno(), cap.messages)
+            err = libbpf.get_errno()
+            messages = self._replay_attach(lib.bpf_program__attach_tracepoint, prog, *args)
+            self._raise_attach_error(f"tracepoint {category}:{event}", err, messages)
         return Link("tracepoint", f"{category}:{event}", ptr=ptr)
+
+    @staticmethod
+    def _replay_attach(fn: Callable[..., int | None], *args: object) -> list[str]:
+        """Attach again with libbpf's messages captured, to explain a failure (a success is undone)."""
+        with libbpf.capture() as cap:
+            ptr = fn(*args)
+            if ptr:
+                libbpf.lib().bpf_link__destroy(ptr)
+        return cap.messages
 
     def attach_kprobe(self, program: str, function: str) -> Link:
         lib = libbpf.lib()
-        with libbpf.capture() as cap:
-            ptr = lib.bpf_program__attach_kprobe(self._program(program), False, function.encode())
+        prog = self._program(program)
+        ptr = lib.bpf_program__attach_kprobe(prog, False, function.encode())
         if not ptr:
-            self._raise_attach_error(f"kprobe {function}", libbpf.get_errno(), cap.messages)
+            err = libbpf.get_errno()
+            messages = self._replay_attach(lib.bpf_program__attach_kprobe, prog, False, function.encode())
+            self._raise_attach_error(f"kprobe {function}", err, messages)
         return Link("kprobe", function, ptr=ptr)
 
     def attach_xdp(self, program: str, ifindex: int, interface: str, mode: str = "auto") -> Link:

@@ -39,13 +39,19 @@ class SyscallCounts(Record):
     processes: list[ProcessCount]
 
 
+_kallsyms_cache: dict[str, bool] = {}
+
+
 def _has_kallsyms_symbol(name: str) -> bool:
-    suffix = f" {name}\n"
-    try:
-        with open("/proc/kallsyms") as f:
-            return any(line.endswith(suffix) for line in f)
-    except OSError:
-        return False
+    """Whether the running kernel has the function ``name`` (cached: /proc/kallsyms is ~10 MB)."""
+    if name not in _kallsyms_cache:
+        needle = f" {name}\n".encode()
+        try:
+            with open("/proc/kallsyms", "rb") as f:
+                _kallsyms_cache[name] = needle in f.read()
+        except OSError:
+            _kallsyms_cache[name] = False
+    return _kallsyms_cache[name]
 
 
 class SyscallsProgram(Program):
