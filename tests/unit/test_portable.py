@@ -181,7 +181,7 @@ def test_profile_is_json_and_has_timings(profile) -> None:  # type: ignore[no-un
         "pids_max": None,
     }
     assert data["gpus"] == []
-    assert set(data["timings_ms"]) == {"os", "cpu", "memory", "storage", "network"}
+    assert set(data["timings_ms"]) == {"os", "cpu", "memory", "storage", "network", "total"}
     assert all(v >= 0 for v in data["timings_ms"].values())
 
 

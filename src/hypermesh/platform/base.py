@@ -11,6 +11,8 @@ public ``hypermesh.model.Counters`` record when someone asks.
 
 from __future__ import annotations
 
+import time
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
@@ -99,3 +101,25 @@ class RawCounters:
         self.disks = disks
         self.network = network
         self.load = load
+
+
+class Stopwatch:
+    """Per-part timings of a profile in milliseconds, as SystemProfile.timings_ms reports them.
+
+    >>> watch = Stopwatch(); os_info = read_os(); watch.lap("os"); ...; watch.timings_ms()
+    """
+
+    __slots__ = ("_last", "_start", "_timings")
+
+    def __init__(self) -> None:
+        self._timings: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self._timings[part] = round((now - self._last) * 1000.0, 3)
+        self._last = now
+
+    def timings_ms(self) -> dict[str, float]:
+        """The laps so far plus ``total``."""
+        return {**self._timings, "total": round((self._last - self._start) * 1000.0, 3)}

@@ -45,7 +45,7 @@ from hypermesh.model import (
     StorageDevice,
     SystemProfile,
 )
-from hypermesh.platform.base import CPU_MODES, RawCounters
+from hypermesh.platform.base import CPU_MODES, RawCounters, Stopwatch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -291,26 +291,21 @@ class PortableBackend:
         return PortableCounterReader()
 
     def profile(self) -> SystemProfile:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+        watch = Stopwatch()
         os_info = self._os()
-        timings["os"] = _elapsed_ms(started)
-        started = time.perf_counter()
+        watch.lap("os")
         cpu = self._cpu()
-        timings["cpu"] = _elapsed_ms(started)
-        started = time.perf_counter()
+        watch.lap("cpu")
         memory = MemoryInfo(
             total_bytes=int(psutil.virtual_memory().total),
             swap_total_bytes=int(psutil.swap_memory().total),
             hugepage_size_bytes=None,
         )
-        timings["memory"] = _elapsed_ms(started)
-        started = time.perf_counter()
+        watch.lap("memory")
         storage = self._storage()
-        timings["storage"] = _elapsed_ms(started)
-        started = time.perf_counter()
+        watch.lap("storage")
         network = self._network()
-        timings["network"] = _elapsed_ms(started)
+        watch.lap("network")
         return SystemProfile(
             os=os_info,
             cpu=cpu,
@@ -319,7 +314,7 @@ class PortableBackend:
             network=network,
             gpus=[],
             limits=Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None),
-            timings_ms=timings,
+            timings_ms=watch.timings_ms(),
         )
 
     @staticmethod
@@ -412,7 +407,3 @@ class PortableBackend:
                 )
             )
         return interfaces
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)

@@ -17,6 +17,8 @@ from hypermesh.platform.base import DISK_WIDTHS, NET_WIDTHS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from hypermesh.platform.base import RawCounters
 
 
@@ -47,52 +49,44 @@ def _deltas(prev: tuple[int, ...], cur: tuple[int, ...], widths: tuple[int, ...]
     return out
 
 
-def disk_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[DiskRates]:
-    rates = []
-    before = prev.disks
-    for name, values in cur.disks.items():
+def _changed(
+    before: dict[str, tuple[int, ...]], after: dict[str, tuple[int, ...]], widths: tuple[int, ...]
+) -> Iterator[tuple[str, tuple[int, ...] | list[int]]]:
+    """(device, deltas) for each device in both readings whose counters did not reset in between."""
+    for name, values in after.items():
         old = before.get(name)
-        if old is None:
-            continue
-        d = _deltas(old, values, DISK_WIDTHS)
-        if d is None:
-            continue
-        rates.append(
-            DiskRates(
-                name=name,
-                read_bytes_per_s=d[1] / elapsed,
-                write_bytes_per_s=d[4] / elapsed,
-                read_ops_per_s=d[0] / elapsed,
-                write_ops_per_s=d[3] / elapsed,
-                # io_ticks is ms with a request in flight; merged requests can push it a hair past wall time.
-                busy_percent=min(100.0, d[6] / 10.0 / elapsed),
-            )
+        if old is not None and (d := _deltas(old, values, widths)) is not None:
+            yield name, d
+
+
+def disk_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[DiskRates]:
+    return [
+        DiskRates(
+            name=name,
+            read_bytes_per_s=d[1] / elapsed,
+            write_bytes_per_s=d[4] / elapsed,
+            read_ops_per_s=d[0] / elapsed,
+            write_ops_per_s=d[3] / elapsed,
+            # io_ticks is ms with a request in flight; merged requests can push it a hair past wall time.
+            busy_percent=min(100.0, d[6] / 10.0 / elapsed),
         )
-    return rates
+        for name, d in _changed(prev.disks, cur.disks, DISK_WIDTHS)
+    ]
 
 
 def network_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[NetworkRates]:
-    rates = []
-    before = prev.network
-    for name, values in cur.network.items():
-        old = before.get(name)
-        if old is None:
-            continue
-        d = _deltas(old, values, NET_WIDTHS)
-        if d is None:
-            continue
-        rates.append(
-            NetworkRates(
-                name=name,
-                rx_bytes_per_s=d[0] / elapsed,
-                tx_bytes_per_s=d[4] / elapsed,
-                rx_packets_per_s=d[1] / elapsed,
-                tx_packets_per_s=d[5] / elapsed,
-                errors_per_s=(d[2] + d[6]) / elapsed,
-                drops_per_s=(d[3] + d[7]) / elapsed,
-            )
+    return [
+        NetworkRates(
+            name=name,
+            rx_bytes_per_s=d[0] / elapsed,
+            tx_bytes_per_s=d[4] / elapsed,
+            rx_packets_per_s=d[1] / elapsed,
+            tx_packets_per_s=d[5] / elapsed,
+            errors_per_s=(d[2] + d[6]) / elapsed,
+            drops_per_s=(d[3] + d[7]) / elapsed,
         )
-    return rates
+        for name, d in _changed(prev.network, cur.network, NET_WIDTHS)
+    ]
 
 
 def pressure(prev: RawCounters, cur: RawCounters, elapsed: float) -> Pressure | None:

@@ -13,6 +13,7 @@ from hypermesh.model import (
     LoadAverage,
     MemorySample,
     NetworkCounters,
+    Pressure,
     PressureTotals,
     Sample,
 )
@@ -79,19 +80,11 @@ class Sampler:
             return self._build(prev, cur, elapsed)
 
     def _build(self, prev: RawCounters, cur: RawCounters, elapsed: float) -> Sample:
-        total, available, cached, used, swap_used = cur.memory
         return Sample(
             timestamp=cur.wall,
             interval_s=elapsed,
             cpu=self._cpu.compute(prev, cur, elapsed),
-            memory=MemorySample(
-                total_bytes=total,
-                used_bytes=used,
-                available_bytes=available,
-                cached_bytes=cached,
-                swap_used_bytes=swap_used,
-                pressure=rates.pressure(prev, cur, elapsed),
-            ),
+            memory=_memory(cur, rates.pressure(prev, cur, elapsed)),
             disks=rates.disk_rates(prev, cur, elapsed),
             network=rates.network_rates(prev, cur, elapsed),
             load=LoadAverage(*cur.load),
@@ -129,20 +122,12 @@ class Sampler:
         """A fresh reading of the raw monotonic counters (what Prometheus wants), leaving the rate state alone."""
         with self._lock:
             raw = self._reader.read()
-        total, available, cached, used, swap_used = raw.memory
         psi = raw.pressure
         return Counters(
             timestamp=raw.wall,
             monotonic=raw.monotonic,
             cpu=[CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())],
-            memory=MemorySample(
-                total_bytes=total,
-                used_bytes=used,
-                available_bytes=available,
-                cached_bytes=cached,
-                swap_used_bytes=swap_used,
-                pressure=None,
-            ),
+            memory=_memory(raw, None),
             pressure=None
             if psi is None
             else PressureTotals(
@@ -167,3 +152,15 @@ class Sampler:
             network=[NetworkCounters(name, *values) for name, values in sorted(raw.network.items())],
             load=LoadAverage(*raw.load),
         )
+
+
+def _memory(raw: RawCounters, pressure: Pressure | None) -> MemorySample:
+    total, available, cached, used, swap_used = raw.memory
+    return MemorySample(
+        total_bytes=total,
+        used_bytes=used,
+        available_bytes=available,
+        cached_bytes=cached,
+        swap_used_bytes=swap_used,
+        pressure=pressure,
+    )

@@ -12,7 +12,7 @@ import time
 
 from hypermesh.errors import BackendError
 from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, OsInfo, SystemProfile
-from hypermesh.platform.base import RawCounters
+from hypermesh.platform.base import RawCounters, Stopwatch
 from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
 
 
@@ -34,35 +34,21 @@ class LinuxBackend:
     # ------------------------------------------------------------------------------------ profile
 
     def profile(self) -> SystemProfile:
-        timings: dict[str, float] = {}
-        clock = time.perf_counter
-
-        t0 = clock()
+        watch = Stopwatch()
         os_info = self._os()
-        t1 = clock()
+        watch.lap("os")
         cpu = self._cpu()
-        t2 = clock()
+        watch.lap("cpu")
         memory = self._memory()
-        t3 = clock()
+        watch.lap("memory")
         mountinfo = sysfs.read_str(f"{self.proc}/self/mountinfo") or ""
         storage = block.storage_devices(self.sys, mountinfo, "" if self.live else None)
-        t4 = clock()
+        watch.lap("storage")
         network = net.interfaces(self.sys, self.live)
-        t5 = clock()
+        watch.lap("network")
         limits = cgroup.limits(self.proc, self.sys)
-        t6 = clock()
-        for name, start, end in (
-            ("os", t0, t1),
-            ("cpu", t1, t2),
-            ("memory", t2, t3),
-            ("storage", t3, t4),
-            ("network", t4, t5),
-            ("limits", t5, t6),
-        ):
-            timings[name] = round((end - start) * 1000, 3)
-        timings["gpus"] = 0.0
-        timings["total"] = round((t6 - t0) * 1000, 3)
-        # GPUs are detected by the assets layer (NVML, DRM); a headless host has none, never an error.
+        watch.lap("limits")
+        watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM); a headless host has none, never an error
         return SystemProfile(
             os=os_info,
             cpu=cpu,
@@ -71,7 +57,7 @@ class LinuxBackend:
             network=network,
             gpus=[],
             limits=limits,
-            timings_ms=timings,
+            timings_ms=watch.timings_ms(),
         )
 
     def _os(self) -> OsInfo:
