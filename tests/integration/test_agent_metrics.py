@@ -26,7 +26,12 @@ DOCS = Path(__file__).parent.parent.parent / "docs" / "metrics.md"
 EBPF_STATUS = {
     "available": True,
     "reason": None,
-    "probe": {"bpf_syscall": True, "btf": True, "kprobes": False, "program_types": {"xdp": True}},
+    "probe": {
+        "bpf_syscall": True,
+        "btf": True,
+        "program_types": {"xdp": True},
+        "features": [{"name": "tracepoint", "supported": True}, {"name": "kprobe", "supported": False}],
+    },
 }
 STATS = {"samples": 42.0, "in_flight": 1.0, "rejected_in_flight": 3.0, "rejected_timeout": 0.0}
 

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from hypermesh.agent import metrics
 from hypermesh.agent.config import AgentConfig
+from hypermesh.agent.programs import AgentPrograms
 from hypermesh.agent.security import Credentials, Guard, Stats
 
 TYPE_CHECKING = False
@@ -82,6 +83,7 @@ class AgentState:
         self.profile_json = b"null"
         self.profile_error: str | None = None
         self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
+        self.programs = AgentPrograms(config.ebpf_programs)
         self.collectors = metrics.default_collectors(version)
         self.writer = metrics.TextWriter()
 
@@ -103,6 +105,7 @@ class AgentState:
             self.profile_error = f"{type(exc).__name__}: {exc}"
             log.warning("profile unavailable: %s", self.profile_error)
         self.ebpf_status = self._ebpf_reader()
+        self.programs.start()
         self._thread = threading.Thread(target=self._run_sampler, name="hypermesh-sampler", daemon=True)
         self._thread.start()
 
@@ -110,6 +113,7 @@ class AgentState:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.interval_s + 2.0)
+        self.programs.close()
         self.sampler.close()
 
     def _run_sampler(self) -> None:
@@ -186,6 +190,7 @@ class AgentState:
                 "rejected_timeout": float(stats.rejected_timeout),
                 "rejected_unauthorized": float(stats.rejected_unauthorized),
             },
+            self.programs.readings,
         )
         return metrics.collect(self.collectors, scrape)
 
@@ -316,7 +321,7 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(state.assets())
 
     async def ebpf_endpoint(request: Request) -> Response:
-        return JSONResponse(state.ebpf_status)
+        return JSONResponse(dict(state.ebpf_status, programs=state.programs.summary()))
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()

@@ -6,6 +6,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
 
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
+    ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once; more get 503 at once
     request_timeout = 10.0        # seconds a request may take before it gets 503
@@ -51,6 +52,8 @@ class AgentConfig:
     access_log: bool = False
     # Read <root>/proc, <root>/sys, <root>/etc instead of the host's (node_exporter's --path.rootfs).
     root: str | None = None
+    # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
+    ebpf_programs: list[str] = []  # noqa: RUF012 - records are immutable
     source: str | None = None
 
     @property
@@ -77,7 +80,7 @@ def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
     return host, port
 
 
-_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log", "root"}
+_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log", "root", "ebpf"}
 _SECTIONS = {"tls_server_config", "basic_auth_users"}
 
 
@@ -131,6 +134,12 @@ def load(path: str) -> dict[str, Any]:
             raise fail("root", "must be a directory path")
         out["root"] = check_root(data["root"], f"config {path}: root")
 
+    if "ebpf" in data:
+        names = data["ebpf"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail("ebpf", 'must be a list of program names, e.g. ["syscalls"]')
+        out["ebpf_programs"] = check_programs(names, f"config {path}: ebpf")
+
     tls = data.get("tls_server_config")
     if tls is not None:
         if not isinstance(tls, dict):
@@ -172,6 +181,17 @@ def check_root(root: str, where: str = "--root") -> str:
     return os.path.abspath(root)
 
 
+def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:
+    from hypermesh.agent.programs import AGENT_PROGRAMS
+
+    for name in names:
+        if name not in AGENT_PROGRAMS:
+            raise InvalidInput(
+                f"{where}: {name!r} is not a program the agent runs (choose from: {', '.join(AGENT_PROGRAMS)})"
+            )
+    return list(dict.fromkeys(names))
+
+
 def bcrypt_problem(hashed: object) -> str | None:
     """Why ``hashed`` is not a usable bcrypt hash, or None. Never quotes the value: it is a secret."""
     if not isinstance(hashed, str):
@@ -205,6 +225,7 @@ def build(
     request_timeout_s: float | None = None,
     access_log: bool | None = None,
     root: str | None = None,
+    ebpf_programs: list[str] | None = None,
 ) -> AgentConfig:
     """File values, then flags given on the command line (None = not given) on top."""
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
@@ -219,6 +240,7 @@ def build(
         "request_timeout_s": request_timeout_s,
         "access_log": access_log,
         "root": None if root is None else check_root(root),
+        "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
     }
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)

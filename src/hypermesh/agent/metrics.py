@@ -65,7 +65,7 @@ class Family:
 class Scrape:
     """Everything one scrape reads, read at most once: the counters, the profile, the eBPF status."""
 
-    __slots__ = ("_counters", "_read_counters", "ebpf_status", "profile", "stats")
+    __slots__ = ("_counters", "_read_counters", "_read_programs", "ebpf_status", "profile", "stats")
 
     def __init__(
         self,
@@ -73,12 +73,18 @@ class Scrape:
         profile: SystemProfile | None,
         ebpf_status: dict[str, Any],
         stats: dict[str, float],
+        read_programs: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self._read_counters = read_counters
         self._counters: Counters | None = None
+        self._read_programs = read_programs
         self.profile = profile
         self.ebpf_status = ebpf_status
         self.stats = stats
+
+    def programs(self) -> dict[str, dict[str, Any]]:
+        """Readings of the eBPF programs the agent keeps loaded: {name: {loaded, error, reading}}."""
+        return self._read_programs() if self._read_programs is not None else {}
 
     @property
     def counters(self) -> Counters:
@@ -273,6 +279,26 @@ class EbpfCollector:
             for name, value in sorted(features.items()):
                 feature.samples.append(((("feature", name),), 1.0 if value else 0.0))
             families.append(feature)
+        programs = scrape.programs()
+        if programs:
+            loaded = Family(
+                "hypermesh_ebpf_program_loaded",
+                "gauge",
+                "1 if the agent has this eBPF program loaded and attached, else 0 (/v1/ebpf says why).",
+            )
+            for name, entry in sorted(programs.items()):
+                loaded.samples.append(((("program", name),), 1.0 if entry["loaded"] else 0.0))
+            families.append(loaded)
+            reading = (programs.get("syscalls") or {}).get("reading")
+            if reading:
+                calls = Family(
+                    "hypermesh_ebpf_syscalls_total",
+                    "counter",
+                    "System calls entered on this machine since the agent loaded its syscalls program, by name.",
+                )
+                for name, count in sorted(reading["syscalls"].items()):
+                    calls.samples.append(((("syscall", name),), float(count)))
+                families.append(calls)
         return families
 
 
@@ -285,6 +311,10 @@ def _boolean_features(probe: dict[str, Any], prefix: str = "") -> dict[str, bool
             flat[name] = value
         elif isinstance(value, dict):
             flat.update(_boolean_features(value, f"{name}."))
+        elif isinstance(value, list):  # [{"name": ..., "supported": bool, "reason": ...}, ...]
+            for item in value:
+                if isinstance(item, dict) and isinstance(item.get("supported"), bool) and "name" in item:
+                    flat[f"{prefix}{item['name']}"] = item["supported"]
     return flat
 
 

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         metavar="DIR",
         help="read DIR/proc, DIR/sys and DIR/etc instead of the host's (e.g. a container with the host at /host)",
     )
+    p.add_argument(
+        "--ebpf",
+        action="append",
+        metavar="PROGRAM",
+        help="keep this built-in eBPF program loaded and export it (syscalls); repeatable; needs CAP_BPF",
+    )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
         "--hash-password",
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         access_log=args.access_log,
         root=args.root,
+        ebpf_programs=args.ebpf,
     )
     if config.tls_cert_file is None and config.basic_auth_users:
         print(

@@ -305,8 +305,35 @@ function showEbpf(status) {
   for (const [key, value] of Object.entries(probe)) {
     if (typeof value === "boolean") rows.push([key, value ? "yes" : "no", value ? "ok" : "no"]);
     else if (typeof value === "string" || typeof value === "number") rows.push([key, String(value)]);
+    else if (Array.isArray(value)) {
+      const supported = value.filter((f) => f && f.supported).map((f) => f.name);
+      const missing = value.filter((f) => f && f.supported === false).map((f) => f.name);
+      if (supported.length) rows.push(["supported", supported.join(", "), "ok"]);
+      if (missing.length) rows.push(["not supported", missing.join(", "), "no"]);
+    }
+  }
+  for (const [name, entry] of Object.entries(status.programs || {})) {
+    if (!entry.loaded) {
+      rows.push([name, entry.error || "not loaded", "no"]);
+      continue;
+    }
+    const reading = entry.reading || {};
+    if (reading.syscalls) {
+      const top = Object.entries(reading.syscalls).sort((a, b) => b[1] - a[1]).slice(0, 5);
+      rows.push([name, `${reading.total.toLocaleString()} calls · top: ` + top.map(([k, v]) => `${k} ${v.toLocaleString()}`).join(", "), "ok"]);
+    } else {
+      rows.push([name, "loaded", "ok"]);
+    }
   }
   kv(el("ebpf"), rows);
+}
+
+async function refreshEbpf() {
+  try {
+    showEbpf(await getJSON("/v1/ebpf"));
+  } catch (err) {
+    state.errors.push(String(err));
+  }
 }
 
 function showAssets(assets) {
@@ -326,7 +353,8 @@ async function main() {
   setInterval(updateLiveness, 500);
   const optional = (promise, show) => promise.then(show).catch((err) => state.errors.push(String(err)));
   optional(getJSON("/v1/profile"), showProfile);
-  optional(getJSON("/v1/ebpf"), showEbpf);
+  refreshEbpf();
+  setInterval(refreshEbpf, 10000); // program readings change; the probe does not
   optional(getJSON("/v1/assets"), showAssets);
   optional(getJSON("/healthz"), (h) => text("footer-version", "agent " + h.version));
   try {

@@ -1,0 +1,68 @@
+"""The agent keeps the syscalls eBPF program loaded: its counts match a loop making exactly N syscalls,
+and nothing stays loaded in the kernel after the agent exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import require, require_binary, require_root
+from tests.fixtures.agent.agent_process import AgentProcess
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.root]
+
+CALLS = 20_000
+
+
+def syscall_count(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hypermesh_ebpf_syscalls_total" and sample.labels["syscall"] == name:
+                return sample.value
+    return 0.0
+
+
+# The syscalls program's entry points (tracepoint, or kprobe on x86-64 kernels that have it).
+PROGRAM_NAMES = {"on_sys_enter", "on_x64_sys_call"}
+
+
+def bpf_program_ids(bpftool: str) -> set[int]:
+    """IDs of loaded syscalls programs. By name: other tests may load other programs meanwhile."""
+    out = subprocess.run([bpftool, "-j", "prog", "list"], capture_output=True, text=True, timeout=30, check=True)
+    return {prog["id"] for prog in json.loads(out.stdout or "[]") if prog.get("name") in PROGRAM_NAMES}
+
+
+def test_syscalls_program_counts_what_a_loop_does_and_unloads_on_exit():
+    require_root()
+    require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel BTF (/sys/kernel/btf/vmlinux) is missing")
+    bpftool = require_binary("bpftool")
+    before_ids = bpf_program_ids(bpftool)
+    with AgentProcess("--interval", "0.5", "--ebpf", "syscalls") as agent:
+        status = httpx.get(f"{agent.url}/v1/ebpf", timeout=10).json()
+        entry = status["programs"]["syscalls"]
+        assert entry["loaded"], entry["error"]
+        ours = bpf_program_ids(bpftool) - before_ids
+        assert ours, "the agent's program is not in the kernel"
+
+        start = syscall_count(agent.url, "getppid")
+        time.sleep(1.1)  # readings are cached for 1 s
+        start = syscall_count(agent.url, "getppid")
+        for _ in range(CALLS):
+            os.getppid()  # one getppid(2) each: glibc does not cache it
+        time.sleep(1.1)
+        delta = syscall_count(agent.url, "getppid") - start
+        # Other processes may call getppid too (rarely): a small allowance above, none below.
+        assert CALLS <= delta <= CALLS + 500, delta
+        metrics = httpx.get(f"{agent.url}/metrics", timeout=10).text
+        assert 'hypermesh_ebpf_program_loaded{program="syscalls"} 1.0' in metrics
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: the conventional exit of a service.
+    assert agent.proc.returncode in (0, -15)
+    assert "Traceback" not in agent.log()
+    assert ours & bpf_program_ids(bpftool) == set()  # closed on shutdown: no leaked programs
