@@ -31,12 +31,14 @@ def _snapshot() -> tuple[int, set[int], set[int], list[str]]:
 
 
 def _settled(before: tuple[int, set[int], set[int], list[str]], fds: bool = True) -> bool:
-    """Whether the state is back to ``before``. Dropping the last reference to a link or program can
-    free it from a kernel work item (after an RCU grace period), so allow up to 5 s for that."""
+    """Whether nothing is left over since ``before``: the same fds and pins, and no program or link of
+    ours that was not there before (one that was there and is gone now is fine: dropping the last
+    reference frees it from a kernel work item, after an RCU grace period, so allow up to 5 s)."""
     deadline = time.monotonic() + 5
     while True:
         now = _snapshot()
-        if (now if fds else now[1:]) == (before if fds else before[1:]):
+        clean = now[1] <= before[1] and now[2] <= before[2] and now[3] == before[3]
+        if clean and (not fds or now[0] == before[0]):
             return True
         if time.monotonic() > deadline:
             assert now == before  # shows the difference

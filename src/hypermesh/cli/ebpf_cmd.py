@@ -135,8 +135,9 @@ def _probe(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ run
 
 
-class _Stop(Exception):
-    """SIGTERM, turned into an exception so the same clean path as Ctrl-C runs."""
+class _Stop(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the same clean path as Ctrl-C runs (and, before the
+    program is attached, the same exit as an interrupted command: 130, no traceback)."""
 
 
 def _on_sigterm(_signum: int, _frame: object) -> None:
@@ -161,16 +162,19 @@ def _run(args: argparse.Namespace) -> int:
         prog = hypermesh.ebpf.load(args.program, **options)
         prog.attach()
         pinned_at = prog.pin() if args.pin else None
-        print(f"hypermesh: {_attached_line(prog)}{'' if pinned_at is None else f', pinned at {pinned_at}'}; "
-              f"{'running ' + format(args.duration, 'g') + ' s' if args.duration else 'Ctrl-C to stop'}",
-              file=sys.stderr, flush=True)  # fmt: skip
         started = time.monotonic()
         try:
+            # Announced inside the try: a signal sent the moment the line is read must end the run cleanly.
+            how_long = f"running {args.duration:g} s" if args.duration else "Ctrl-C to stop"
+            pinned = "" if pinned_at is None else f", pinned at {pinned_at}"
+            print(f"hypermesh: {_attached_line(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
             if args.program == "execsnoop":
                 _stream_exec(prog, args)
+            elif args.duration:
+                time.sleep(args.duration)
             else:
-                time.sleep(args.duration) if args.duration else _wait_forever()
-        except (KeyboardInterrupt, _Stop):
+                _wait_forever()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as _Stop
             elapsed = time.monotonic() - started
             print(f"hypermesh: stopped after {elapsed:.2f} s", file=sys.stderr, flush=True)
         if args.program != "execsnoop":

@@ -16,6 +16,10 @@ import threading
 from hypermesh.errors import PermissionDenied
 from hypermesh.model import Record, record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hypermesh.ebpf.libbpf import Lib
+
 __all__ = ["Feature", "ProbeReport", "check_capabilities", "missing_capabilities", "probe"]
 
 CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -126,6 +130,27 @@ def probe(refresh: bool = False) -> ProbeReport:
         return _cache
 
 
+def _probe_fentry(lib: Lib) -> tuple[bool, str]:
+    """Load (not attach) a real fentry program on vfs_read: libbpf's generic type probe cannot answer
+    for tracing programs, which need an attach target in the kernel's BTF to load at all."""
+    import ctypes
+
+    from hypermesh.ebpf import libbpf
+
+    path = os.path.join(os.path.dirname(__file__), "programs", "probe_fentry.bpf.o")
+    opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
+    obj = lib.bpf_object__open_file(path.encode(), ctypes.byref(opts))
+    if not obj:
+        return False, f"cannot open {path}: {libbpf.strerror(libbpf.get_errno())}"
+    try:
+        rc = lib.bpf_object__load(obj)
+    finally:
+        lib.bpf_object__close(obj)
+    if rc == 0:
+        return True, ""
+    return False, f"the kernel refuses to load an fentry program on vfs_read ({libbpf.strerror(rc)})"
+
+
 def _probe() -> ProbeReport:
     from hypermesh.ebpf import libbpf
     from hypermesh.errors import Unsupported
@@ -166,9 +191,14 @@ def _probe() -> ProbeReport:
     features.append(Feature("tracepoint", ok, why))
     ok, why = prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT)
     features.append(Feature("raw_tp", ok, why))
-    ok, why = prog_type(libbpf.PROG_TYPE_TRACING)
-    if ok and not btf:
+    if lib is None:
+        ok, why = False, lib_reason
+    elif not btf:
         ok, why = False, f"needs kernel BTF ({BTF_PATH} is absent: CONFIG_DEBUG_INFO_BTF is off)"
+    elif not can_bpf:
+        ok, why = False, "cannot probe without CAP_BPF (run as root)"
+    else:
+        ok, why = _probe_fentry(lib)
     features.append(Feature("fentry", ok, why))
     ok, why = prog_type(libbpf.PROG_TYPE_KPROBE)
     if ok and not os.path.exists(KPROBE_PMU):

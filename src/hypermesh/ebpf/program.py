@@ -409,11 +409,15 @@ class BpfObject:
             where = f"program {prog!r} in {name}" if prog else f"a program in {name}"
             raise VerifierError(f"the kernel's verifier rejected {where}{why}", log=log)
         if rc in (-errno.EPERM, -errno.EACCES):
-            missing = missing_capabilities(("CAP_BPF",))
+            missing = missing_capabilities(("CAP_BPF", "CAP_PERFMON"))
+            if missing:
+                raise PermissionDenied(
+                    f"loading {name} was refused ({libbpf.strerror(rc)}): " + _capability_fix(missing),
+                    capability=missing[0],
+                )
             raise PermissionDenied(
-                f"loading {name} was refused ({libbpf.strerror(rc)}): "
-                + _capability_fix(missing or ["CAP_BPF", "CAP_PERFMON"]),
-                capability=(missing or ["CAP_BPF"])[0],
+                f"loading {name} was refused ({libbpf.strerror(rc)}) although this process holds CAP_BPF "
+                "and CAP_PERFMON: kernel lockdown, an LSM policy or the kernel's configuration forbids it"
             )
         detail = _libbpf_detail(messages) or libbpf.strerror(rc)
         raise BackendError(f"loading {name} failed: {detail}")
@@ -492,9 +496,13 @@ class BpfObject:
         if err in (errno.EPERM, errno.EACCES):
             needed = ("CAP_NET_ADMIN",) if what.startswith("XDP") else ("CAP_PERFMON",)
             missing = missing_capabilities(("CAP_BPF", *needed))
+            if missing:
+                raise PermissionDenied(
+                    f"attaching to {what} was refused: " + _capability_fix(missing), capability=missing[0]
+                )
             raise PermissionDenied(
-                f"attaching to {what} was refused: " + _capability_fix(missing or list(needed)),
-                capability=(missing or list(needed))[0],
+                f"attaching to {what} was refused although this process holds CAP_BPF and {needed[0]}: "
+                "kernel lockdown or an LSM policy forbids it"
             )
         if err in (errno.EBUSY, errno.EEXIST):
             raise BackendError(f"attaching to {what}: another XDP program is already attached there")
