@@ -249,3 +249,17 @@ def test_port_in_use_is_a_runtime_error():
         result = run_cli("agent", "--listen", f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in _one_line_error(result)
+
+
+def test_sigterm_with_an_open_stream_shuts_down_promptly():
+    agent = AgentProcess("--interval", "0.5").start()
+    try:
+        with httpx.Client(timeout=10) as client, client.stream("GET", f"{agent.url}/v1/stream") as stream:
+            next(stream.iter_lines())  # the stream is live
+            start = time.monotonic()
+            agent.proc.terminate()
+            agent.proc.wait(15)
+        assert time.monotonic() - start < 8  # not held open by the stream until a timeout
+        assert "Traceback" not in agent.log()
+    finally:
+        agent.cleanup()

@@ -84,6 +84,8 @@ class AgentState:
         self.profile_error: str | None = None
         self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
         self.programs = AgentPrograms(config.ebpf_programs)
+        # Set by the server: true once it is shutting down (streams end then).
+        self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
         self.writer = metrics.TextWriter()
 
@@ -307,12 +309,17 @@ def build_app(state: AgentState) -> Guard:
             if latest is not None:
                 after = latest[0]
                 yield b"data: " + latest[1] + b"\n\n"
-            while True:
-                item = await state.next_sample(after, 15.0)
+            quiet_since = time.monotonic()
+            # Checked every second: an open stream must not hold up the server's graceful shutdown.
+            while not state.closing():
+                item = await state.next_sample(after, 1.0)
                 if item is None:
-                    yield b": keep-alive\n\n"  # lets proxies and the client see a live connection
+                    if time.monotonic() - quiet_since > 15.0:
+                        quiet_since = time.monotonic()
+                        yield b": keep-alive\n\n"  # lets proxies and the client see a live connection
                     continue
                 after = item[0]
+                quiet_since = time.monotonic()
                 yield b"data: " + item[1] + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})

@@ -129,9 +129,11 @@ def serve(config: object) -> int:
         server_header=False,
         h11_max_incomplete_event_size=128 * 1024,
         lifespan="on",
+        timeout_graceful_shutdown=5,
     )
     try:
         server = uvicorn.Server(uv_config)
+        state.closing = lambda: bool(server.should_exit)
         uv_config.load()  # loads TLS files: a bad certificate is a config error, reported before serving
     except (OSError, ValueError) as exc:
         sock.close()
