@@ -42,6 +42,7 @@ def _second_kernel() -> str | None:
     return None
 
 
+@pytest.mark.timeout(BOOT_TIMEOUT_S + 60)
 def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
     require_root()
     bindir = os.path.dirname(sys.executable)

@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import queue
+import sys
 import threading
 import weakref
 
@@ -609,7 +610,10 @@ class Program:
         self.close()
 
     def __del__(self) -> None:
-        # Last resort for a Program dropped without close(): the kernel would free it with the fds anyway.
+        # Last resort for a Program dropped without close(). At interpreter exit the modules it needs
+        # may be gone, and the kernel frees everything with the process's fds anyway.
+        if sys.is_finalizing():
+            return
         if getattr(self, "obj", None) is not None or getattr(self, "links", None):
             self.close()
 
