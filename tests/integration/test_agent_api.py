@@ -230,3 +230,14 @@ def test_dashboard_page_and_its_files_are_served_locally(agent):
     # No third-party origin anywhere: the dashboard must work without internet.
     for body in (page.text, agent.get("/static/app.js").text, agent.get("/static/style.css").text):
         assert "http://" not in body and "https://" not in body
+
+
+def test_history_is_a_bounded_ring_buffer():
+    # 1 s of history at 0.1 s: at most 11 samples kept, the newest ones, however long the agent runs.
+    with AgentProcess("--interval", "0.1", "--history", "1") as process, httpx.Client(timeout=10) as client:
+        assert wait_until(lambda: client.get(f"{process.url}/healthz").json()["samples_taken"] >= 25, 15)
+        samples = client.get(f"{process.url}/v1/samples").json()["samples"]
+        taken = client.get(f"{process.url}/healthz").json()["samples_taken"]
+    assert 2 <= len(samples) <= 11
+    assert taken >= 25
+    assert time.time() - samples[-1]["timestamp"] < 2
