@@ -582,8 +582,9 @@ class Program:
     def close(self, wait: bool = True) -> threading.Event:
         """Detach and unload. ``wait=False`` returns at once and detaches in a background thread
         (the returned Event is set when done): use it from an event loop or a signal path."""
-        links, self.links = self.links, []
-        obj, self.obj = self.obj, None
+        with self._read_lock:  # a read() in another thread finishes before the maps' fds go
+            links, self.links = self.links, []
+            obj, self.obj = self.obj, None
         _live.discard(self)
         if not wait and (links or obj is not None):
             return _reaper.submit(links, obj)

@@ -58,8 +58,8 @@ class BioLatencyProgram(Program):
         return [complete, issue]
 
     def read(self) -> BioLatency:
-        self._require_loaded()
         with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
             items = self._hist.items()
         per_device: dict[int, dict[int, int]] = {}
         for key, value in items:

@@ -121,8 +121,8 @@ class ExecsnoopProgram(Program):
 
     def poll(self, timeout: float) -> list[ExecEvent]:
         """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""
-        self._require_loaded()
         with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
             if self._ring is None:
                 return []
             rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))

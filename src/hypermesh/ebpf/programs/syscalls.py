@@ -101,8 +101,8 @@ class SyscallsProgram(Program):
         return [obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")]
 
     def read(self) -> SyscallCounts:
-        self._require_loaded()
         with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
             syscalls = self._read_syscalls()
             processes = self._read_processes()
         processes.sort(key=lambda p: (-p.count, p.pid))

@@ -69,8 +69,8 @@ class XdpProgram(Program):
 
     def read(self) -> XdpCounts:
         """Sum of every CPU's counters: one bpf() lookup returns all protocols for all CPUs."""
-        self._require_loaded()
         with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
             self._stats.lookup_into(self._key, self._value)
             words = memoryview(self._value).cast("B").cast("Q")
             stride = self._stride
