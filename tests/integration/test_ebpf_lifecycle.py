@@ -13,7 +13,7 @@ import time
 import pytest
 
 import hypermesh.ebpf
-from hypermesh.errors import NotFound
+from hypermesh.errors import InvalidInput, NotFound
 from tests.integration.test_ebpf_support import (
     REPO,
     open_fds,
@@ -125,6 +125,38 @@ def test_reads_from_many_threads() -> None:
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_close_while_other_threads_read() -> None:
+    """A reader racing close() gets counts or a clear 'not loaded', never a read of a closed fd."""
+    require_ebpf()
+    before = _snapshot()
+    prog = hypermesh.ebpf.load("xdp", interface="lo").attach()
+    outcomes: list[str] = []
+    started = threading.Barrier(3)
+
+    def reader() -> None:
+        started.wait()
+        while True:
+            try:
+                prog.read()
+            except InvalidInput:
+                outcomes.append("closed")
+                return
+            except BaseException as exc:  # pragma: no cover - the failure being tested for
+                outcomes.append(repr(exc))
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.01)
+    prog.close()
+    for t in threads:
+        t.join(10)
+    assert outcomes == ["closed", "closed"]
+    assert _settled(before)
 
 
 def test_cli_killed_with_sigterm_leaves_nothing() -> None:
