@@ -136,7 +136,14 @@ def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
     assert counts.packets["ipv6_icmp"] == counts.packets["ipv6_udp"] == counts.packets["ipv6_tcp"] == 0
     # Independent count: every frame XDP saw, the interface's own rx counter saw too.
     assert counts.total_packets == rx_after - rx_before
-    assert counts.total_packets == sum(counts.packets.values())
+    assert counts.total_packets == sum(counts.packets.values()) == sum(counts.cpu_packets)
+    assert len(counts.cpu_packets) == _possible_cpus()  # one slot per possible CPU, as the kernel lays out
+
+
+def _possible_cpus() -> int:
+    with open("/sys/devices/system/cpu/possible") as f:
+        spans = [part.split("-") for part in f.read().strip().split(",")]
+    return sum(int(span[-1]) - int(span[0]) + 1 for span in spans)
 
 
 def test_cli_xdp_reports_mode_and_counts(veth: Veth) -> None:

@@ -31,6 +31,7 @@ class XdpCounts(Record):
     bytes: dict[str, int]
     total_packets: int
     total_bytes: int
+    cpu_packets: list[int]  # packets per possible CPU (the kernel counts per CPU, without atomics)
 
 
 def interface_index(interface: str) -> int:
@@ -75,6 +76,7 @@ class XdpProgram(Program):
             words = memoryview(self._value).cast("B").cast("Q")
             stride = self._stride
             totals = [sum(words[i::stride]) for i in range(2 * _N)]
+            cpu_packets = [sum(words[c * stride : c * stride + _N]) for c in range(len(words) // stride)]
         packets = dict(zip(PROTOCOLS, totals[:_N], strict=True))
         byte_counts = dict(zip(PROTOCOLS, totals[_N:], strict=True))
         return XdpCounts(
@@ -84,6 +86,7 @@ class XdpProgram(Program):
             bytes=byte_counts,
             total_packets=sum(totals[:_N]),
             total_bytes=sum(totals[_N:]),
+            cpu_packets=cpu_packets,
         )
 
 
