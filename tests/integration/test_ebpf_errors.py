@@ -143,3 +143,17 @@ def test_kprobe_attach_follows_kernel_support() -> None:
     assert result.returncode == 4
     assert len(result.stderr.strip().splitlines()) == 1
     assert "kprobe" in result.stderr and "CONFIG_KPROBES" in result.stderr
+
+
+def test_missing_libbpf_is_unsupported_naming_the_package() -> None:
+    require_ebpf()
+    env = {**os.environ, "HYPERMESH_LIBBPF": "/nonexistent/libbpf.so.1"}
+    result = run_cli("ebpf", "run", "syscalls", "--duration", "0.1", env=env)
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "libbpf1" in result.stderr and "apt install" in result.stderr
+    probe = run_cli("ebpf", "probe", "--json", env=env)
+    assert probe.returncode == 0
+    data = json.loads(probe.stdout)
+    assert data["libbpf_version"] is None
+    assert not any(f["supported"] for f in data["features"])

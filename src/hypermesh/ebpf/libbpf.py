@@ -256,7 +256,9 @@ def lib() -> Lib:
 
 
 def _open_cdll() -> ctypes.CDLL:
-    candidates = [os.environ.get("HYPERMESH_LIBBPF"), "libbpf.so.1", ctypes.util.find_library("bpf")]
+    # HYPERMESH_LIBBPF names the one library to use (no fall back): for a libbpf built elsewhere.
+    override = os.environ.get("HYPERMESH_LIBBPF")
+    candidates = [override] if override else ["libbpf.so.1", ctypes.util.find_library("bpf")]
     errors = []
     for candidate in candidates:
         if not candidate:
@@ -266,7 +268,8 @@ def _open_cdll() -> ctypes.CDLL:
         except OSError as exc:
             errors.append(str(exc))
             continue
-        if not hasattr(cdll, "bpf_object__next_program"):  # added in 0.7; 1.x is what we bind
+        # 1.0 made NULL + errno / -errno the only error convention, which this binding relies on.
+        if not hasattr(cdll, "libbpf_major_version") or cdll.libbpf_major_version() < 1:
             errors.append(f"{candidate} is older than libbpf 1.0")
             continue
         return cdll
