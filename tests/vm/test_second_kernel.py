@@ -31,6 +31,7 @@ GUEST_TESTS = [
     "tests/integration/test_ebpf_errors.py::test_kprobe_attach_follows_kernel_support",
     "tests/integration/test_ebpf_errors.py::test_verifier_error_carries_the_log",
     "tests/integration/test_ebpf_lifecycle.py::test_several_programs_at_once",
+    "tests/integration/test_ebpf_xdp.py::test_xdp_counts_match_what_was_sent",
 ]
 
 
