@@ -28,7 +28,6 @@ PROGRAMS = ROOT / "src" / "hypermesh" / "ebpf" / "programs"
 CYCLES = 120  # >= 100 measured iterations per figure, after warm-up
 TRACE_CYCLES = 100
 WHOLE_PROCESS_RUNS = 7
-ROUNDS = 4  # ours and plain libbpf alternate in this many rounds
 JITTER_S = 0.008  # random pause before each attach, as in the C program (JITTER_US)
 
 PLAIN_C = r"""
@@ -100,6 +99,31 @@ int main(int argc, char **argv) {
             printf("%s[%lld,%lld]", i ? "," : "", t1 - t0, now_ns() - t1);
         }
         printf("]\n");
+        bpf_object__close(obj);
+    } else if (!strcmp(mode, "serve-tp") || !strcmp(mode, "serve-xdp")) {
+        /* serve-tp PATH 0 PROG CATEGORY EVENT SKIP | serve-xdp PATH 0 PROG IFINDEX FLAGS:
+         * one attach + detach per line read on stdin, so the caller can alternate it with its own. */
+        int xdp = !strcmp(mode, "serve-xdp");
+        struct bpf_object *obj = open_load(path, xdp ? NULL : argv[7]);
+        struct bpf_program *prog = bpf_object__find_program_by_name(obj, argv[4]);
+        LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = xdp ? atoi(argv[6]) : 0);
+        char line[16];
+        while (fgets(line, sizeof(line), stdin)) {
+            long long t0 = now_ns(), t1;
+            if (xdp) {
+                int fd = bpf_link_create(bpf_program__fd(prog), atoi(argv[5]), BPF_XDP, &opts);
+                if (fd < 0) { perror("link_create"); exit(1); }
+                t1 = now_ns();
+                close(fd);
+            } else {
+                struct bpf_link *link = bpf_program__attach_tracepoint(prog, argv[5], argv[6]);
+                if (!link) { perror("attach"); exit(1); }
+                t1 = now_ns();
+                bpf_link__destroy(link);
+            }
+            printf("%lld %lld\n", t1 - t0, now_ns() - t1);
+            fflush(stdout);
+        }
         bpf_object__close(obj);
     } else if (!strcmp(mode, "lookup")) {    /* lookup PATH N MAP */
         struct bpf_object *obj = open_load(path, NULL);
@@ -189,51 +213,89 @@ def _ours_load(name: str, options: dict[str, object]) -> list[float]:
     return times
 
 
-def _ours_tracepoint(n: int, handoffs: int = 5) -> tuple[list[float], list[float], list[float]]:
-    """Attach/detach of syscalls' tracepoint; plus the caller-side cost of close(wait=False)."""
+class _PlainServer:
+    """The C program in a serve mode: one plain-libbpf attach + detach per request."""
+
+    def __init__(self, exe: str, *args: object) -> None:
+        self.proc = subprocess.Popen(
+            [exe, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def cycle(self) -> tuple[float, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        attach_ns, detach_ns = self.proc.stdout.readline().split()
+        return int(attach_ns) / 1e9, int(detach_ns) / 1e9
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        self.proc.stdout.close()
+
+
+def _attach_detach_interleaved(kind: str, n: int, plain: str | None, interface: str = "") -> dict[str, list[float]]:
+    """n attach + detach cycles through hypermesh and n through plain libbpf, alternating one by one
+    with a random pause before each: attach and detach wait for RCU grace periods that tick at
+    CONFIG_HZ, so back-to-back loops phase-lock and would split one fixed cost unevenly."""
     import hypermesh.ebpf
 
-    attach, detach, handoff = [], [], []
-    prog = hypermesh.ebpf.load("syscalls", attach="tracepoint")
+    out: dict[str, list[float]] = {"attach": [], "detach": [], "plain_attach": [], "plain_detach": []}
+    if kind == "xdp":
+        prog = hypermesh.ebpf.load("xdp", interface=interface)
+        ifindex = socket.if_nametoindex(interface)
+        server = (
+            _PlainServer(plain, "serve-xdp", PROGRAMS / "xdp.bpf.o", 0, "count_packets", ifindex, 4) if plain else None
+        )
+    else:
+        prog = hypermesh.ebpf.load("syscalls", attach="tracepoint")
+        server = (
+            _PlainServer(
+                plain, "serve-tp", PROGRAMS / "syscalls.bpf.o", 0, "on_sys_enter", "raw_syscalls", "sys_enter",
+                "on_x64_sys_call",
+            )
+            if plain
+            else None
+        )  # fmt: skip
     obj = prog.obj
     assert obj is not None
+    try:
+        for _ in range(n):
+            time.sleep(random.uniform(0, JITTER_S))
+            t0 = time.perf_counter()
+            if kind == "xdp":
+                link = obj.attach_xdp("count_packets", ifindex, interface, "native")
+            else:
+                link = obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")
+            t1 = time.perf_counter()
+            link.destroy()
+            out["detach"].append(time.perf_counter() - t1)
+            out["attach"].append(t1 - t0)
+            if server is not None:
+                time.sleep(random.uniform(0, JITTER_S))
+                a, d = server.cycle()
+                out["plain_attach"].append(a)
+                out["plain_detach"].append(d)
+    finally:
+        if server is not None:
+            server.close()
+        prog.close()
+    return out
+
+
+def _close_nowait_handoff(n: int) -> list[float]:
+    """What the caller of close(wait=False) waits, with a tracepoint link still to destroy."""
+    import hypermesh.ebpf
+
+    handoff = []
     for _ in range(n):
-        time.sleep(random.uniform(0, JITTER_S))
-        t0 = time.perf_counter()
-        link = obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")
-        t1 = time.perf_counter()
-        link.destroy()
-        detach.append(time.perf_counter() - t1)
-        attach.append(t1 - t0)
-    prog.close()
-    for _ in range(handoffs):
         p = hypermesh.ebpf.load("syscalls", attach="tracepoint").attach()
         t0 = time.perf_counter()
         done = p.close(wait=False)
         handoff.append(time.perf_counter() - t0)
         done.wait()
-    return attach, detach, handoff
-
-
-def _ours_xdp(interface: str, n: int) -> tuple[list[float], list[float], str]:
-    import hypermesh.ebpf
-
-    attach, detach = [], []
-    prog = hypermesh.ebpf.load("xdp", interface=interface)
-    obj = prog.obj
-    assert obj is not None
-    mode = ""
-    for _ in range(n):
-        time.sleep(random.uniform(0, JITTER_S))
-        t0 = time.perf_counter()
-        link = obj.attach_xdp("count_packets", socket.if_nametoindex(interface), interface, "native")
-        t1 = time.perf_counter()
-        mode = link.mode
-        link.destroy()
-        detach.append(time.perf_counter() - t1)
-        attach.append(t1 - t0)
-    prog.close()
-    return attach, detach, mode
+    return handoff
 
 
 def _ours_reads(interface: str) -> dict[str, float]:
@@ -322,54 +384,28 @@ def run() -> dict[str, object]:
         figures["goal_load_p95_le_1ms_met"] = built_in_p95 <= 1.0
         figures["goal_co_re_load_p95_le_5ms_met"] = float(figures["load_execsnoop_p95_ms"]) <= 5.0  # type: ignore[arg-type]
 
-        # -- tracepoint attach / detach, then XDP (native, veth): ours and plain interleaved in rounds, so
-        # both see the same phase of the kernel's RCU grace periods and the same machine load.
-        attach, detach, handoff, plain_rows = [], [], [], []
-        for _ in range(ROUNDS):
-            a, d, h = _ours_tracepoint(TRACE_CYCLES // ROUNDS)
-            attach += a
-            detach += d
-            handoff += h
-            if plain:
-                plain_rows += _plain(
-                    plain, "tp", PROGRAMS / "syscalls.bpf.o", TRACE_CYCLES // ROUNDS, "on_sys_enter", "raw_syscalls",
-                    "sys_enter", "on_x64_sys_call",
-                )  # fmt: skip
-        figures.update(_pct(attach, 1e3, "ms", "attach_tracepoint"))
-        figures.update(_pct(detach, 1e3, "ms", "detach_tracepoint"))
-        figures.update(_pct(handoff, 1e3, "ms", "close_nowait_caller_tracepoint"))
+        # -- attach / detach: tracepoint, then XDP (native, on the veth)
+        tp = _attach_detach_interleaved("tracepoint", TRACE_CYCLES, plain)
+        figures.update(_pct(tp["attach"], 1e3, "ms", "attach_tracepoint"))
+        figures.update(_pct(tp["detach"], 1e3, "ms", "detach_tracepoint"))
+        figures.update(_pct(_close_nowait_handoff(20), 1e3, "ms", "close_nowait_caller_tracepoint"))
         figures["goal_tracepoint_attach_p95_le_1ms_met"] = float(figures["attach_tracepoint_p95_ms"]) <= 1.0  # type: ignore[arg-type]
-        if plain_rows:
-            figures.update(_pct([r[0] for r in plain_rows], 1e3, "ms", "plain_libbpf_attach_tracepoint"))
-            figures.update(_pct([r[1] for r in plain_rows], 1e3, "ms", "plain_libbpf_detach_tracepoint"))
-            ratio = statistics.median(detach) / statistics.median(r[1] for r in plain_rows)
-            figures["detach_tracepoint_vs_plain_p50_ratio"] = round(ratio, 3)
-            figures["goal_detach_tracepoint_within_1_1x_met"] = ratio <= 1.1
-
-        attach, detach, plain_rows, mode = [], [], [], ""
-        for _ in range(ROUNDS):
-            a, d, mode = _ours_xdp(veth.host, TRACE_CYCLES // ROUNDS)
-            attach += a
-            detach += d
-            if plain:
-                plain_rows += _plain(
-                    plain, "xdp", PROGRAMS / "xdp.bpf.o", TRACE_CYCLES // ROUNDS, "count_packets", veth.ifindex, 4
-                )
-        figures["xdp_mode"] = mode
-        figures.update(_pct(attach, 1e3, "ms", "attach_xdp"))
-        figures.update(_pct(detach, 1e3, "ms", "detach_xdp"))
-        if plain_rows:
-            figures.update(_pct([r[0] for r in plain_rows], 1e3, "ms", "plain_libbpf_attach_xdp"))
-            figures.update(_pct([r[1] for r in plain_rows], 1e3, "ms", "plain_libbpf_detach_xdp"))
-            a_ratio = statistics.median(attach) / statistics.median(r[0] for r in plain_rows)
-            d_ratio = statistics.median(detach) / statistics.median(r[1] for r in plain_rows)
-            cycle = statistics.median(x + y for x, y in zip(attach, detach, strict=True)) / statistics.median(
-                r[0] + r[1] for r in plain_rows
+        xdp = _attach_detach_interleaved("xdp", TRACE_CYCLES, plain, veth.host)
+        figures["xdp_mode"] = "native"
+        figures.update(_pct(xdp["attach"], 1e3, "ms", "attach_xdp"))
+        figures.update(_pct(xdp["detach"], 1e3, "ms", "detach_xdp"))
+        if plain:
+            ratios = {}
+            for kind, data in (("tracepoint", tp), ("xdp", xdp)):
+                for op in ("attach", "detach"):
+                    figures.update(_pct(data[f"plain_{op}"], 1e3, "ms", f"plain_libbpf_{op}_{kind}"))
+                    ratio = statistics.median(data[op]) / statistics.median(data[f"plain_{op}"])
+                    ratios[f"{op}_{kind}"] = ratio
+                    figures[f"{op}_{kind}_vs_plain_p50_ratio"] = round(ratio, 3)
+            figures["goal_detach_tracepoint_within_1_1x_met"] = ratios["detach_tracepoint"] <= 1.1
+            figures["goal_xdp_attach_detach_within_1_1x_met"] = (
+                ratios["attach_xdp"] <= 1.1 and ratios["detach_xdp"] <= 1.1
             )
-            figures["attach_xdp_vs_plain_p50_ratio"] = round(a_ratio, 3)
-            figures["detach_xdp_vs_plain_p50_ratio"] = round(d_ratio, 3)
-            figures["attach_plus_detach_xdp_vs_plain_p50_ratio"] = round(cycle, 3)
-            figures["goal_xdp_attach_detach_within_1_1x_met"] = a_ratio <= 1.1 and d_ratio <= 1.1
 
         # -- reads
         figures.update(_ours_reads(veth.host))
