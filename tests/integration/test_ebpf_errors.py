@@ -157,3 +157,25 @@ def test_missing_libbpf_is_unsupported_naming_the_package() -> None:
     data = json.loads(probe.stdout)
     assert data["libbpf_version"] is None
     assert not any(f["supported"] for f in data["features"])
+
+
+@pytest.mark.parametrize(
+    ("mountpoint", "args", "expected"),
+    [
+        ("/sys/kernel/tracing", ("ebpf", "run", "syscalls", "--duration", "0.1"), "tracefs is not mounted"),
+        ("/sys/fs/bpf", ("ebpf", "run", "syscalls", "--duration", "0.1", "--pin"), "bpffs is not mounted"),
+    ],
+)
+def test_missing_mounts_are_unsupported_with_the_fix(mountpoint: str, args: tuple[str, ...], expected: str) -> None:
+    """In a private mount namespace (the host's mounts are untouched) without tracefs or bpffs."""
+    require_ebpf()
+    unshare = require_binary("unshare")
+    script = f"umount {mountpoint} && exec {' '.join(HYPERMESH)} {' '.join(args)}"
+    result = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert expected in result.stderr and "mount -t" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert os.path.ismount(mountpoint)  # the host still has it

@@ -20,7 +20,7 @@ import threading
 import weakref
 
 from hypermesh.ebpf import libbpf
-from hypermesh.ebpf.probe import check_capabilities, missing_capabilities
+from hypermesh.ebpf.probe import check_capabilities, missing_capabilities, tracefs_path
 from hypermesh.errors import BackendError, InvalidInput, NotFound, PermissionDenied, Unsupported, VerifierError
 from hypermesh.model import Record, record
 
@@ -449,6 +449,11 @@ class BpfObject:
         ptr = lib.bpf_program__attach_tracepoint(prog, *args)
         if not ptr:
             err = libbpf.get_errno()
+            if tracefs_path() is None:  # libbpf resolves a tracepoint's id through tracefs
+                raise Unsupported(
+                    f"tracepoint {category}:{event}",
+                    "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing",
+                )
             messages = self._replay_attach(lib.bpf_program__attach_tracepoint, prog, *args)
             self._raise_attach_error(f"tracepoint {category}:{event}", err, messages)
         return Link("tracepoint", f"{category}:{event}", ptr=ptr)
