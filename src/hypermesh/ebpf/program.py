@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
-    from typing import Self
+    from typing import NoReturn, Self
 
 __all__ = [
     "PIN_ROOT",
@@ -399,7 +399,7 @@ class BpfObject:
                     lib.bpf_object__close(replay)
         return cap.messages
 
-    def _raise_load_error(self, rc: int, messages: list[str]) -> None:
+    def _raise_load_error(self, rc: int, messages: list[str]) -> NoReturn:
         text = "".join(messages)
         log = _verifier_log(text)
         name = os.path.basename(self.path)
@@ -495,9 +495,8 @@ class BpfObject:
             if rc in (-errno.EPERM, -errno.EACCES, -errno.EBUSY, -errno.EEXIST):
                 break  # not a driver limitation: generic mode would fail the same way
         self._raise_attach_error(f"XDP on {interface}", -rc, [])
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_attach_error(self, what: str, err: int, messages: list[str]) -> None:
+    def _raise_attach_error(self, what: str, err: int, messages: list[str]) -> NoReturn:
         err = abs(err)
         if err in (errno.EPERM, errno.EACCES):
             needed = ("CAP_NET_ADMIN",) if what.startswith("XDP") else ("CAP_PERFMON",)
