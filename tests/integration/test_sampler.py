@@ -108,3 +108,23 @@ def test_bad_arguments_are_invalid_input() -> None:
     with pytest.raises(InvalidInput):
         next(sampler.stream(0.1, count=0))
     sampler.close()
+
+
+def test_stream_ends_promptly_when_stop_is_set() -> None:
+    sampler = hypermesh.Sampler()
+    stop = threading.Event()
+    got: list[hypermesh.Sample] = []
+
+    def consume() -> None:
+        got.extend(sampler.stream(5.0, stop=stop))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.2)
+    began = time.monotonic()
+    stop.set()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert time.monotonic() - began < 1.0  # not the 5 s interval
+    assert got == []  # stopped before the first deadline: no sample, and certainly no fake one
+    sampler.close()

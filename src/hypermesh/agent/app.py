@@ -121,7 +121,7 @@ class AgentState:
     def _run_sampler(self) -> None:
         while not self._stop.is_set():
             try:
-                for sample in self.sampler.stream(self.config.interval_s):
+                for sample in self.sampler.stream(self.config.interval_s, stop=self._stop):
                     self._record(sample)
                     if self._stop.is_set():
                         return

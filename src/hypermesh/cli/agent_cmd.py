@@ -144,6 +144,12 @@ def serve(config: object) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found and raises the signal
+    # again. Handlers that do nothing make that a normal return: a clean stop is exit 0 (Ctrl-C, systemd stop).
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     return 0
 

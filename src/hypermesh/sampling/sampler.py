@@ -90,8 +90,10 @@ class Sampler:
             load=LoadAverage(*cur.load),
         )
 
-    def stream(self, interval: float, count: int | None = None) -> Iterator[Sample]:
-        """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None).
+    def stream(
+        self, interval: float, count: int | None = None, stop: threading.Event | None = None
+    ) -> Iterator[Sample]:
+        """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None) or until ``stop`` is set.
 
         Deadlines are ``start + k * interval``, so time spent by the consumer or the reading never accumulates
         as drift. A consumer slower than the interval skips the deadlines it missed rather than bursting to
@@ -106,12 +108,15 @@ class Sampler:
                 self._prev = self._reader.read()
         start = time.monotonic()
         k = 0
-        while count is None or k < count:
+        while (count is None or k < count) and not (stop is not None and stop.is_set()):
             k += 1
             deadline = start + k * interval
             delay = deadline - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                if stop is None:
+                    time.sleep(delay)
+                elif stop.wait(delay):
+                    return  # set while waiting: a server shutting down need not wait out the interval
             elif -delay >= interval:
                 skipped = int(-delay // interval)
                 self.missed_deadlines += skipped
