@@ -138,18 +138,22 @@ def serve(config: object) -> int:
     except (OSError, ValueError) as exc:
         sock.close()
         raise InvalidInput(f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}") from None
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found and raises the signal again.
+    # Ours ask for the same graceful stop, so that re-raise is a normal return (a clean stop is exit 0) and a
+    # signal arriving before uvicorn installs its own handlers is not lost.
+    import signal
+
+    def stop(_sig: int, _frame: object) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     print(
         f"hypermesh agent: serving {config.scheme}://{shown}:{port}/ (metrics at /metrics, every "
         f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''})",
         file=sys.stderr,
         flush=True,
     )
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found and raises the signal
-    # again. Handlers that do nothing make that a normal return: a clean stop is exit 0 (Ctrl-C, systemd stop).
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     return 0
 
