@@ -153,12 +153,17 @@ def test_agent_stops_cleanly_on_ctrl_c_and_sigterm(sig: signal.Signals) -> None:
     proc = subprocess.Popen(
         [HYPERMESH, "agent", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "serving http://127.0.0.1:" in line, line
-    began = time.monotonic()
-    proc.send_signal(sig)
-    _out, err = proc.communicate(timeout=15)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "serving http://127.0.0.1:" in line, line
+        began = time.monotonic()
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:  # never leave an agent behind, whatever failed above
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert time.monotonic() - began < 5.0
     assert "Traceback" not in err
