@@ -111,9 +111,14 @@ def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
     proc = subprocess.Popen(
         [HYPERMESH, "sample", "--interval", "0.05", *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    try:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     if mode:
