@@ -1,7 +1,7 @@
 """XDP counts against packets we send ourselves through a veth pair into a fresh network namespace.
 
-Host side ``hmx<pid>a`` (10.201.x.1) stays in the test's namespace with the program attached; its peer
-``hmx<pid>b`` (10.201.x.2) lives in a namespace the test creates and removes. IPv6 is disabled on both
+Host side ``hmx<pid>a`` (198.18.x.1, RFC 2544 benchmarking range) stays in the test's namespace with the program attached; its peer
+``hmx<pid>b`` (198.18.x.2) lives in a namespace the test creates and removes. IPv6 is disabled on both
 ends so router solicitations and DAD cannot add packets we did not send.
 """
 
@@ -35,7 +35,7 @@ class Veth:
         self.netns = f"hm-xdp-{tag}"
         self.host_if, self.peer_if = f"hmx{tag}a", f"hmx{tag}b"
         octet = tag % 250 + 1
-        self.host_ip, self.peer_ip = f"10.201.{octet}.1", f"10.201.{octet}.2"
+        self.host_ip, self.peer_ip = f"198.18.{octet}.1", f"198.18.{octet}.2"
 
     def ip(self, *args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
