@@ -380,3 +380,89 @@ class Counters(Record):
     disks: list[DiskCounters]
     network: list[NetworkCounters]
     load: LoadAverage
+
+
+# ------------------------------------------------------------------------------------ node stats
+# Everything else the kernel says about the node, read on demand (the agent's /metrics, node_exporter's
+# ground) and never on the sampling hot path. Kernel names are kept where the kernel has them (meminfo,
+# vmstat and SNMP fields); values are in base units (bytes, seconds, Hz) unless the field is a count.
+
+
+@record
+class FilesystemStats(Record):
+    """statvfs(3) of one mounted filesystem; ``error`` is True when statvfs failed (e.g. a stale NFS mount)."""
+
+    device: str
+    mountpoint: str
+    fstype: str
+    size_bytes: int
+    free_bytes: int
+    available_bytes: int
+    files: int
+    files_free: int
+    readonly: bool
+    error: bool
+
+
+@record
+class CpuIdleState(Record):
+    """Residency of one cpuidle state on one CPU (/sys/devices/system/cpu/cpuN/cpuidle/stateK)."""
+
+    cpu: int
+    state: str
+    time_seconds: float
+    entries: int
+
+
+@record
+class InterfaceStats(Record):
+    """One network interface as sysfs describes it (/sys/class/net/<if>); None where the driver refuses."""
+
+    name: str
+    address: str
+    operstate: str
+    duplex: str
+    mtu: int | None
+    carrier: int | None
+    tx_queue_length: int | None
+    carrier_changes: int | None
+    carrier_up_changes: int | None
+    carrier_down_changes: int | None
+
+
+@record
+class NodeStats(Record):
+    """One read of the node's kernel statistics beyond the Sampler's counters.
+
+    - ``meminfo``: every /proc/meminfo field in bytes (HugePages_* are counts); ``vmstat``: every /proc/vmstat field.
+    - ``kernel``: context_switches, interrupts, forks, procs_running, procs_blocked, boot_time_seconds
+      (/proc/stat), file_handles_allocated/maximum, entropy_available_bits/pool_size_bits, conntrack_entries/limit.
+    - ``cpu_guest``: {cpu: [guest_seconds, guest_nice_seconds]}; ``softirqs``: {type: [count per CPU]};
+      ``softnet``: {cpu: [processed, dropped, time_squeeze]}.
+    - ``net_dev``: {interface: {column: value}} all 16 /proc/net/dev columns; ``diskstats``: {device: {column:
+      value}} in bytes/seconds for the devices the Sampler reports; ``snmp``: {protocol: {field: value}} from
+      /proc/net/snmp, snmp6 and netstat; ``sockstat``: {protocol: {field: value}} (memory in bytes).
+    - ``pressure``: {cpu|io|memory: {some_total_seconds, full_total_seconds, some_avg10, full_avg10}} (avg in %).
+    - ``cpu_frequency_hz``: {cpu: [current, min, max]}; ``arp_entries``: {interface: count}.
+    - ``uname`` and ``os_release``: the kernel's and /etc/os-release's identification strings.
+    """
+
+    timestamp: float
+    meminfo: dict[str, int]
+    vmstat: dict[str, int]
+    kernel: dict[str, float]
+    cpu_guest: dict[int, list[float]]
+    softirqs: dict[str, list[int]]
+    softnet: dict[int, list[int]]
+    net_dev: dict[str, dict[str, int]]
+    diskstats: dict[str, dict[str, float]]
+    snmp: dict[str, dict[str, int]]
+    sockstat: dict[str, dict[str, int]]
+    pressure: dict[str, dict[str, float]]
+    filesystems: list[FilesystemStats]
+    cpuidle: list[CpuIdleState]
+    cpu_frequency_hz: dict[int, list[float]]
+    interfaces: list[InterfaceStats]
+    arp_entries: dict[str, int]
+    uname: dict[str, str]
+    os_release: dict[str, str]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from hypermesh.agent import metrics
+from hypermesh.model import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
 from tests.conftest import require_binary
@@ -36,10 +38,22 @@ EBPF_STATUS = {
 STATS = {"samples": 42.0, "in_flight": 1.0, "rejected_in_flight": 3.0, "rejected_timeout": 0.0}
 
 
+def fixed_time(read: Callable[[], NodeStats]) -> Callable[[], NodeStats]:
+    """The node stats of a recorded root with the clock reading pinned (the only value not from its files)."""
+
+    def read_pinned() -> NodeStats:
+        stats = read()
+        return NodeStats(**{**{f: getattr(stats, f) for f in stats._fields}, "timestamp": 1795600000.0})
+
+    return read_pinned
+
+
 def fixture_families() -> list[metrics.Family]:
     backend = LinuxBackend(root=str(ROOT))
     sampler = Sampler(backend=backend)
-    scrape = metrics.Scrape(sampler.counters, backend.profile(), EBPF_STATUS, STATS)
+    scrape = metrics.Scrape(
+        sampler.counters, backend.profile(), EBPF_STATUS, STATS, read_node_stats=fixed_time(sampler.node_stats)
+    )
     families, failures = metrics.collect(metrics.default_collectors("0.0.0-golden"), scrape, clock=lambda: 0.0)
     assert failures == []
     return families
@@ -124,7 +138,7 @@ def test_openmetrics_output_parses_with_units_and_eof():
 def normalized(text: str) -> str:
     """Drop what differs between two scrapes of the same root: timings, the agent's own counters, the live
     eBPF probe (not part of the fixture) and the version label."""
-    volatile = ("hypermesh_scrape_collector_duration_seconds", "hypermesh_agent_", "hypermesh_ebpf_")
+    volatile = ("hypermesh_scrape_collector_duration_seconds", "hypermesh_agent_", "hypermesh_ebpf_", "hypermesh_time_")
     lines = [line for line in text.splitlines() if not any(v in line for v in volatile)]
     return re.sub(r'version="[^"]*"', 'version="V"', "\n".join(lines))
 

@@ -193,6 +193,7 @@ class AgentState:
                 "rejected_unauthorized": float(stats.rejected_unauthorized),
             },
             self.programs.readings,
+            self.sampler.node_stats,
         )
         return metrics.collect(self.collectors, scrape)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 
-from hypermesh.model import Counters, SystemProfile
+from hypermesh.model import Counters, NodeStats, SystemProfile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ Labels = tuple[tuple[str, str], ...]
 class Family:
     """One metric family: name (with ``_total`` for counters), type, help, unit and its samples."""
 
-    __slots__ = ("help", "kind", "name", "samples", "unit")
+    __slots__ = ("area", "help", "kind", "name", "samples", "unit")
 
     def __init__(self, name: str, kind: str, help: str, unit: str = "") -> None:
         if kind == "counter" and not name.endswith("_total"):
@@ -53,6 +53,7 @@ class Family:
         self.help = help
         self.unit = unit
         self.samples: list[tuple[Labels, float]] = []
+        self.area = ""  # the collector that produced it, set by collect()
 
     def add(self, value: float, **labels: str) -> None:
         self.samples.append((tuple(sorted(labels.items())), value))
@@ -65,7 +66,16 @@ class Family:
 class Scrape:
     """Everything one scrape reads, read at most once: the counters, the profile, the eBPF status."""
 
-    __slots__ = ("_counters", "_read_counters", "_read_programs", "ebpf_status", "profile", "stats")
+    __slots__ = (
+        "_counters",
+        "_node_stats",
+        "_read_counters",
+        "_read_node_stats",
+        "_read_programs",
+        "ebpf_status",
+        "profile",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -74,8 +84,11 @@ class Scrape:
         ebpf_status: dict[str, Any],
         stats: dict[str, float],
         read_programs: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        read_node_stats: Callable[[], NodeStats] | None = None,
     ) -> None:
         self._read_counters = read_counters
+        self._read_node_stats = read_node_stats
+        self._node_stats: NodeStats | None = None
         self._counters: Counters | None = None
         self._read_programs = read_programs
         self.profile = profile
@@ -85,6 +98,13 @@ class Scrape:
     def programs(self) -> dict[str, dict[str, Any]]:
         """Readings of the eBPF programs the agent keeps loaded: {name: {loaded, error, reading}}."""
         return self._read_programs() if self._read_programs is not None else {}
+
+    @property
+    def node_stats(self) -> NodeStats | None:
+        """The node's other kernel statistics, read once on first use; None when the scrape has no reader."""
+        if self._node_stats is None and self._read_node_stats is not None:
+            self._node_stats = self._read_node_stats()
+        return self._node_stats
 
     @property
     def counters(self) -> Counters:
@@ -404,6 +424,841 @@ class AgentCollector:
         return [samples, in_flight, rejected]
 
 
+# ------------------------------------------------------------------------- node stats (node_exporter's ground)
+# Read once per scrape through Scrape.node_stats (Sampler.node_stats(): its own files, never the sampling hot
+# path). The first of these collectors to run pays for the read, so its duration includes it.
+
+
+class NodeReadCollector:
+    """Reads the node stats every node collector below shares, so its duration is the reading's, theirs their own."""
+
+    area = "node_read"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        _ = scrape.node_stats
+        return []
+
+
+_MEMINFO_HELP = {
+    "MemTotal": "Usable physical memory.",
+    "MemFree": "Memory not used for anything.",
+    "MemAvailable": "Estimate of memory available for new work without swapping.",
+    "Buffers": "Block device buffers.",
+    "Cached": "Page cache (files), excluding swap cache.",
+    "SwapCached": "Swapped-out memory also still in RAM.",
+    "Active": "Memory used recently, not reclaimed unless needed.",
+    "Inactive": "Memory less recently used, first to be reclaimed.",
+    "Active(anon)": "Anonymous memory on the active LRU list.",
+    "Inactive(anon)": "Anonymous memory on the inactive LRU list (swap candidates).",
+    "Active(file)": "File-backed memory on the active LRU list.",
+    "Inactive(file)": "File-backed memory on the inactive LRU list (reclaim candidates).",
+    "Unevictable": "Memory that cannot be reclaimed (mlocked, ramfs...).",
+    "Mlocked": "Memory locked with mlock().",
+    "SwapTotal": "Swap space.",
+    "SwapFree": "Unused swap space.",
+    "Dirty": "Memory waiting to be written back to disk.",
+    "Writeback": "Memory being written back to disk now.",
+    "AnonPages": "Anonymous pages mapped into user page tables.",
+    "Mapped": "Files mapped into memory (mmap), such as libraries.",
+    "Shmem": "Shared memory and tmpfs.",
+    "KReclaimable": "Kernel allocations the kernel reclaims under pressure.",
+    "Slab": "Kernel slab allocator in-kernel data structures.",
+    "SReclaimable": "Reclaimable part of Slab (caches).",
+    "SUnreclaim": "Unreclaimable part of Slab.",
+    "KernelStack": "Kernel stacks of all tasks.",
+    "PageTables": "Page tables.",
+    "CommitLimit": "Total memory that can be committed under strict overcommit (vm.overcommit_memory=2).",
+    "Committed_AS": "Memory committed by all processes (could be needed if all used what they allocated).",
+    "VmallocTotal": "Size of the vmalloc address space.",
+    "VmallocUsed": "vmalloc area in use.",
+    "AnonHugePages": "Anonymous transparent huge pages.",
+    "HugePages_Total": "Huge pages in the pool (a count).",
+    "HugePages_Free": "Huge pages in the pool not yet allocated (a count).",
+    "HugePages_Rsvd": "Huge pages reserved but not yet faulted in (a count).",
+    "HugePages_Surp": "Surplus huge pages above vm.nr_hugepages (a count).",
+    "Hugepagesize": "Default huge page size.",
+    "Hugetlb": "Memory taken by huge pages of all sizes.",
+}
+
+# Where the mechanical snake_case would mislead (a leading "s_" reads as seconds; "_total" means a counter).
+_MEMINFO_NAMES = {
+    "SReclaimable": "slab_reclaimable",
+    "SUnreclaim": "slab_unreclaimable",
+    "SecPageTables": "secondary_page_tables",
+    "HugePages_Total": "huge_pages",
+}
+
+
+def _snake(kernel_name: str) -> str:
+    """A kernel field name as a snake_case metric name part: ``Active(anon)`` -> ``active_anon``,
+    ``SReclaimable`` -> ``s_reclaimable``, ``HugePages_Total`` -> ``huge_pages_total``, ``DirectMap4k`` ->
+    ``direct_map4k`` (promtool wants snake_case; the kernel's name stays in the help text)."""
+    out: list[str] = []
+    prev = ""
+    for i, char in enumerate(kernel_name):
+        nxt = kernel_name[i + 1] if i + 1 < len(kernel_name) else ""
+        ch = "_" if char in "()" else char
+        if ch == "_":
+            pass
+        elif ch.isupper() and prev and prev != "_" and not prev.isdigit() and (prev.islower() or nxt.islower()):
+            out.append("_")
+        out.append(ch.lower())
+        prev = ch
+    return "".join(out).strip("_").replace("__", "_")
+
+
+class MeminfoCollector:
+    """Every /proc/meminfo field under its kernel name: bytes, except the HugePages_* counts."""
+
+    area = "meminfo"
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[str, str, str]] = {}  # field -> (name, help, unit), built on first sight
+
+    def _row(self, field: str) -> tuple[str, str, str]:
+        text = f"{field} (/proc/meminfo): {_MEMINFO_HELP.get(field, 'see Documentation/filesystems/proc.rst.')}"
+        part = _MEMINFO_NAMES.get(field) or _snake(field)
+        if field.startswith("HugePages_"):
+            row = (f"hypermesh_meminfo_{part}", text, "")
+        else:
+            row = (f"hypermesh_meminfo_{part}_bytes", text, "bytes")
+        if len(self._rows) < 1000:  # a kernel has ~60 fields; the bound only guards against a broken file
+            self._rows[field] = row
+        return row
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        families = []
+        rows = self._rows
+        for field, value in stats.meminfo.items():
+            name, text, unit = rows.get(field) or self._row(field)
+            family = Family(name, "gauge", text, unit)
+            family.samples.append(((), float(value)))
+            families.append(family)
+        return families
+
+
+# vmstat event counters worth a dashboard or an alert (node_exporter exports the first seven by default).
+_VMSTAT_COUNTERS = {
+    "pgpgin": "KiB paged in from disk.",
+    "pgpgout": "KiB paged out to disk.",
+    "pswpin": "Pages swapped in.",
+    "pswpout": "Pages swapped out.",
+    "pgfault": "Page faults (minor and major).",
+    "pgmajfault": "Major page faults: a page had to be read from disk.",
+    "oom_kill": "Processes killed by the OOM killer.",
+    "pgfree": "Pages freed.",
+    "pgactivate": "Pages moved to the active LRU list.",
+    "pgdeactivate": "Pages moved to the inactive LRU list.",
+    "pgscan_kswapd": "Pages scanned by kswapd (background reclaim).",
+    "pgscan_direct": "Pages scanned by direct reclaim (an allocation had to wait).",
+    "pgsteal_kswapd": "Pages reclaimed by kswapd.",
+    "pgsteal_direct": "Pages reclaimed by direct reclaim.",
+    "allocstall_normal": "Allocations that entered direct reclaim (Normal zone).",
+    "allocstall_movable": "Allocations that entered direct reclaim (Movable zone).",
+    "workingset_refault_anon": "Anonymous pages faulted back soon after eviction (thrashing).",
+    "workingset_refault_file": "File pages faulted back soon after eviction (thrashing).",
+    "compact_stall": "Allocations that stalled for memory compaction.",
+    "compact_fail": "Compactions that failed.",
+    "compact_success": "Compactions that succeeded.",
+    "thp_fault_alloc": "Transparent huge pages allocated at page fault.",
+    "thp_fault_fallback": "Page faults that wanted a huge page and fell back to small pages.",
+    "numa_hit": "Allocations satisfied on the intended NUMA node.",
+    "numa_miss": "Allocations satisfied on another node than intended.",
+    "numa_foreign": "Allocations intended for this node satisfied elsewhere.",
+    "numa_local": "Allocations on the node of the running CPU.",
+    "numa_other": "Allocations on another node than the running CPU's.",
+    "pgmigrate_success": "Pages migrated (NUMA balancing, compaction).",
+    "slabs_scanned": "Slab objects scanned for reclaim.",
+    "drop_pagecache": "Writes to /proc/sys/vm/drop_caches dropping the page cache.",
+    "swap_ra": "Pages read ahead from swap.",
+}
+
+_VMSTAT_ROWS = tuple(
+    (field, f"hypermesh_vmstat_{field}_total", f"{field} (/proc/vmstat): {text}")
+    for field, text in _VMSTAT_COUNTERS.items()
+)
+
+
+class VmstatCollector:
+    """Selected /proc/vmstat event counters (mm/vmstat.c), under their kernel names."""
+
+    area = "vmstat"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        vmstat = stats.vmstat
+        families = []
+        for field, name, text in _VMSTAT_ROWS:
+            value = vmstat.get(field)
+            if value is not None:
+                family = Family(name, "counter", text)
+                family.samples.append(((), float(value)))
+                families.append(family)
+        return families
+
+
+_KERNEL_ROWS = (
+    (
+        "context_switches",
+        "hypermesh_context_switches_total",
+        "counter",
+        "Context switches since boot (/proc/stat ctxt).",
+        "",
+    ),
+    ("interrupts", "hypermesh_interrupts_total", "counter", "Interrupts serviced since boot (/proc/stat intr).", ""),
+    (
+        "forks",
+        "hypermesh_forks_total",
+        "counter",
+        "Processes and threads created since boot (/proc/stat processes).",
+        "",
+    ),
+    ("procs_running", "hypermesh_procs_running", "gauge", "Tasks runnable right now (/proc/stat procs_running).", ""),
+    (
+        "procs_blocked",
+        "hypermesh_procs_blocked",
+        "gauge",
+        "Tasks blocked on I/O right now (/proc/stat procs_blocked).",
+        "",
+    ),
+    (
+        "boot_time_seconds",
+        "hypermesh_boot_time_seconds",
+        "gauge",
+        "Unix time the node booted (/proc/stat btime).",
+        "seconds",
+    ),
+    (
+        "file_handles_allocated",
+        "hypermesh_file_handles_allocated",
+        "gauge",
+        "File handles allocated by the kernel (/proc/sys/fs/file-nr).",
+        "",
+    ),
+    (
+        "file_handles_maximum",
+        "hypermesh_file_handles_maximum",
+        "gauge",
+        "Most file handles the kernel will allocate (fs.file-max).",
+        "",
+    ),
+    (
+        "entropy_available_bits",
+        "hypermesh_entropy_available",
+        "gauge",
+        "Bits of entropy the kernel's random pool holds (/proc/sys/kernel/random/entropy_avail).",
+        "",
+    ),
+    (
+        "entropy_pool_size_bits",
+        "hypermesh_entropy_pool_size",
+        "gauge",
+        "Size of the kernel's random pool in bits (/proc/sys/kernel/random/poolsize).",
+        "",
+    ),
+    (
+        "conntrack_entries",
+        "hypermesh_nf_conntrack_entries",
+        "gauge",
+        "Connections tracked by netfilter (nf_conntrack_count).",
+        "",
+    ),
+    (
+        "conntrack_limit",
+        "hypermesh_nf_conntrack_entries_limit",
+        "gauge",
+        "Most connections netfilter will track (nf_conntrack_max); new ones are dropped past it.",
+        "",
+    ),
+)
+
+
+class KernelCollector:
+    """Kernel-wide activity: /proc/stat totals, file handles, entropy, conntrack, guest CPU time, the time."""
+
+    area = "kernel"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        kernel = stats.kernel
+        families = []
+        for key, name, kind, text, unit in _KERNEL_ROWS:
+            value = kernel.get(key)
+            if value is not None:
+                family = Family(name, kind, text, unit)
+                family.samples.append(((), value))
+                families.append(family)
+        now = Family("hypermesh_time_seconds", "gauge", "The node's clock: Unix time of this reading.", "seconds")
+        now.samples.append(((), stats.timestamp))
+        families.append(now)
+        if stats.cpu_guest:
+            guest = Family(
+                "hypermesh_cpu_guest_seconds_total",
+                "counter",
+                "Seconds each CPU ran virtual machines' vCPUs, by mode user/nice (/proc/stat; already in cpu user/nice).",
+                "seconds",
+            )
+            for cpu, (user, nice) in sorted(stats.cpu_guest.items()):
+                label = str(cpu)
+                guest.samples.append(((("cpu", label), ("mode", "user")), user))
+                guest.samples.append(((("cpu", label), ("mode", "nice")), nice))
+            families.append(guest)
+        return families
+
+
+class SoftirqsCollector:
+    """Softirqs handled per CPU and type (/proc/softirqs): NET_RX piling on one CPU shows an RSS imbalance."""
+
+    area = "softirqs"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.softirqs:
+            return []
+        family = Family(
+            "hypermesh_softirqs_total", "counter", "Softirqs handled since boot, by CPU and type (/proc/softirqs)."
+        )
+        for kind, counts in stats.softirqs.items():
+            for cpu, count in enumerate(counts):
+                family.samples.append(((("cpu", str(cpu)), ("type", kind)), float(count)))
+        return [family]
+
+
+class SoftnetCollector:
+    """Per-CPU packet processing (/proc/net/softnet_stat): drops and squeezes mean the CPU could not keep up."""
+
+    area = "softnet"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.softnet:
+            return []
+        rows = (
+            ("hypermesh_softnet_processed_total", "Packets processed by each CPU's network stack."),
+            ("hypermesh_softnet_dropped_total", "Packets dropped because the CPU's backlog queue was full."),
+            (
+                "hypermesh_softnet_times_squeezed_total",
+                "Times the CPU ran out of budget or time with packets still waiting (net.core.netdev_budget).",
+            ),
+        )
+        families = []
+        for column, (name, text) in enumerate(rows):
+            family = Family(name, "counter", text)
+            for cpu, values in sorted(stats.softnet.items()):
+                family.samples.append(((("cpu", str(cpu)),), float(values[column])))
+            families.append(family)
+        return families
+
+
+# /proc/net/dev columns the network collector (from the Sampler's counters) does not already export.
+_NETDEV_EXTRA = (
+    ("receive_fifo", "hypermesh_network_receive_fifo_total", "Receive FIFO (ring buffer) overruns."),
+    ("receive_frame", "hypermesh_network_receive_frame_total", "Received frames with framing or CRC errors."),
+    ("receive_compressed", "hypermesh_network_receive_compressed_total", "Compressed packets received."),
+    ("receive_multicast", "hypermesh_network_receive_multicast_total", "Multicast packets received."),
+    ("transmit_fifo", "hypermesh_network_transmit_fifo_total", "Transmit FIFO errors."),
+    ("transmit_collisions", "hypermesh_network_transmit_collisions_total", "Collisions while transmitting."),
+    ("transmit_carrier", "hypermesh_network_transmit_carrier_total", "Carrier losses while transmitting."),
+    ("transmit_compressed", "hypermesh_network_transmit_compressed_total", "Compressed packets sent."),
+)
+
+
+class NetdevCollector:
+    """The other half of /proc/net/dev's 16 columns, per interface."""
+
+    area = "netdev"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        families = []
+        interfaces = sorted(stats.net_dev.items())
+        for column, name, text in _NETDEV_EXTRA:
+            family = Family(name, "counter", f"{text} (/proc/net/dev)")
+            for interface, values in interfaces:
+                value = values.get(column)
+                if value is not None:
+                    family.samples.append(((("interface", interface),), float(value)))
+            if family.samples:
+                families.append(family)
+        return families
+
+
+# /proc/diskstats columns the disk collector (from the Sampler's counters) does not already export.
+_DISKSTATS_EXTRA = (
+    ("reads_merged", "hypermesh_disk_reads_merged_total", "counter", "Adjacent reads merged into one request.", ""),
+    ("writes_merged", "hypermesh_disk_writes_merged_total", "counter", "Adjacent writes merged into one request.", ""),
+    ("io_now", "hypermesh_disk_io_now", "gauge", "I/O requests in flight right now (queue depth).", ""),
+    (
+        "io_time_weighted_seconds",
+        "hypermesh_disk_io_time_weighted_seconds_total",
+        "counter",
+        "Seconds spent on I/O weighted by requests in flight; rate() of it is the average queue size.",
+        "seconds",
+    ),
+    ("discards_completed", "hypermesh_disk_discards_completed_total", "counter", "Discards (TRIM) completed.", ""),
+    ("discards_merged", "hypermesh_disk_discards_merged_total", "counter", "Adjacent discards merged.", ""),
+    ("discarded_bytes", "hypermesh_disk_discarded_bytes_total", "counter", "Bytes discarded.", "bytes"),
+    (
+        "discard_time_seconds",
+        "hypermesh_disk_discard_time_seconds_total",
+        "counter",
+        "Seconds spent by all discards.",
+        "seconds",
+    ),
+    ("flush_requests", "hypermesh_disk_flush_requests_total", "counter", "Cache flush requests completed.", ""),
+    (
+        "flush_time_seconds",
+        "hypermesh_disk_flush_requests_time_seconds_total",
+        "counter",
+        "Seconds spent by all flush requests.",
+        "seconds",
+    ),
+)
+
+
+class DiskstatsCollector:
+    """The rest of /proc/diskstats (merges, queue, discard 4.18+, flush 5.5+) for the Sampler's devices."""
+
+    area = "diskstats"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        devices = sorted(stats.diskstats.items())
+        families = []
+        for column, name, kind, text, unit in _DISKSTATS_EXTRA:
+            family = Family(name, kind, f"{text} (/proc/diskstats)", unit)
+            for device, values in devices:
+                value = values.get(column)
+                if value is not None:
+                    family.samples.append(((("device", device),), float(value)))
+            if family.samples:
+                families.append(family)
+        return families
+
+
+# SNMP counters, by protocol, exported as hypermesh_netstat_<Protocol>_<Field>_total (gauges without _total).
+# Sources: /proc/net/snmp (Ip, Icmp, Tcp, Udp, UdpLite), /proc/net/snmp6 (Ip6, Icmp6, Udp6, UdpLite6),
+# /proc/net/netstat (TcpExt, IpExt); names as in include/uapi/linux/snmp.h and the MIBs (RFC 4293, 4022, 4113).
+_NETSTAT_GAUGES = frozenset({("Ip", "Forwarding"), ("Ip", "DefaultTTL"), ("Tcp", "CurrEstab")})
+_NETSTAT_FIELDS = {
+    "Ip": "Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
+    "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails "
+    "FragCreates OutTransmits",
+    "Icmp": "InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InEchos InEchoReps OutMsgs OutErrors "
+    "OutRateLimitGlobal OutRateLimitHost OutDestUnreachs OutTimeExcds OutEchos OutEchoReps",
+    "Tcp": "ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts "
+    "InCsumErrors",
+    "Udp": "InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors",
+    "UdpLite": "InErrors",
+    "Ip6": "InReceives InHdrErrors InTooBigErrors InNoRoutes InAddrErrors InUnknownProtos InTruncatedPkts InDiscards "
+    "InDelivers OutForwDatagrams OutRequests OutDiscards OutNoRoutes ReasmFails FragFails InOctets OutOctets",
+    "Icmp6": "InMsgs InErrors OutMsgs OutErrors InCsumErrors InDestUnreachs OutDestUnreachs",
+    "Udp6": "InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors",
+    "UdpLite6": "InErrors",
+    "TcpExt": "SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts PruneCalled RcvPruned OfoPruned TW "
+    "TWKilled ListenOverflows ListenDrops TCPLostRetransmit TCPFastRetrans TCPSlowStartRetrans TCPTimeouts "
+    "TCPSynRetrans TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory TCPAbortOnTimeout TCPAbortOnLinger "
+    "TCPAbortFailed TCPMemoryPressures TCPBacklogDrop TCPRcvQDrop TCPOFOQueue TCPOFODrop TCPZeroWindowDrop "
+    "TCPRetransFail TCPReqQFullDrop TCPReqQFullDoCookies TCPKeepAlive TCPDSACKRecv TCPSackRecovery "
+    "TCPSpuriousRTOs TCPOrigDataSent DelayedACKs DelayedACKLost",
+    "IpExt": "InNoRoutes InTruncatedPkts InMcastPkts OutMcastPkts InBcastPkts OutBcastPkts InOctets OutOctets "
+    "InCsumErrors ReasmOverlaps",
+}
+_NETSTAT_SOURCE = {
+    "Ip6": "/proc/net/snmp6",
+    "Icmp6": "/proc/net/snmp6",
+    "Udp6": "/proc/net/snmp6",
+    "UdpLite6": "/proc/net/snmp6",
+    "TcpExt": "/proc/net/netstat",
+    "IpExt": "/proc/net/netstat",
+}
+_NETSTAT_GAUGE_NAMES = {
+    ("Ip", "Forwarding"): (
+        "hypermesh_netstat_ip_forwarding",
+        "1 if the node forwards IPv4 packets (a router), 2 if not (/proc/net/snmp Ip Forwarding).",
+    ),
+    ("Ip", "DefaultTTL"): (
+        "hypermesh_netstat_ip_default_ttl",
+        "Default time-to-live of outgoing IPv4 packets (/proc/net/snmp Ip DefaultTTL).",
+    ),
+    ("Tcp", "CurrEstab"): (
+        "hypermesh_netstat_tcp_current_established",
+        "TCP connections in ESTABLISHED or CLOSE-WAIT now (/proc/net/snmp Tcp CurrEstab).",
+    ),
+}
+# What the fields mean (docs/metrics.md lists them); the MIBs define the rest.
+_NETSTAT_HELP = {
+    "Forwarding": "1 if the node forwards IPv4 packets (a router), 2 if not.",
+    "DefaultTTL": "Default time-to-live of outgoing IPv4 packets.",
+    "InReceives": "Datagrams received, errors included.",
+    "InDelivers": "Datagrams delivered to upper-layer protocols.",
+    "OutRequests": "Datagrams handed down for transmission.",
+    "InDiscards": "Datagrams discarded for lack of resources.",
+    "OutNoRoutes": "Datagrams discarded for want of a route.",
+    "InOctets": "Bytes received.",
+    "OutOctets": "Bytes sent.",
+    "ActiveOpens": "Connections this node opened (SYN-SENT).",
+    "PassiveOpens": "Connections accepted (SYN-RCVD from LISTEN).",
+    "AttemptFails": "Connection attempts that failed.",
+    "EstabResets": "Established connections reset.",
+    "CurrEstab": "Connections ESTABLISHED or CLOSE-WAIT now.",
+    "InSegs": "Segments received.",
+    "OutSegs": "Segments sent, retransmissions excluded.",
+    "RetransSegs": "Segments retransmitted.",
+    "InErrs": "Segments received with errors.",
+    "OutRsts": "Segments sent with RST.",
+    "InDatagrams": "Datagrams delivered to sockets.",
+    "NoPorts": "Datagrams to a port nobody listens on.",
+    "InErrors": "Datagrams or messages received with errors (Udp: includes buffer errors).",
+    "OutDatagrams": "Datagrams sent.",
+    "RcvbufErrors": "Datagrams dropped: the socket's receive buffer was full.",
+    "SndbufErrors": "Datagrams dropped: the send buffer was full.",
+    "InMsgs": "Messages received.",
+    "OutMsgs": "Messages sent.",
+    "ListenOverflows": "Connections dropped: a listening socket's accept queue was full.",
+    "ListenDrops": "Connections dropped at a listening socket for any reason.",
+    "SyncookiesSent": "SYN cookies sent (the SYN queue overflowed).",
+    "SyncookiesRecv": "SYN cookies received back.",
+    "SyncookiesFailed": "Invalid SYN cookies received.",
+    "TCPTimeouts": "Retransmission timeouts.",
+    "TCPSynRetrans": "SYN and SYN-ACK retransmissions.",
+    "TCPBacklogDrop": "Segments dropped: the socket backlog was full.",
+    "TCPAbortOnMemory": "Connections aborted for lack of memory.",
+    "TCPMemoryPressures": "Times TCP entered memory pressure (net.ipv4.tcp_mem).",
+}
+
+
+class NetstatCollector:
+    """IP, ICMP, TCP and UDP counters of the kernel's SNMP MIBs (/proc/net/snmp, snmp6, netstat).
+
+    One counter family per protocol with the kernel's field name as the ``field`` label
+    (``rate(hypermesh_netstat_tcp_total{field="RetransSegs"}[5m])``); the three current values are gauges.
+    """
+
+    area = "netstat"
+
+    def __init__(self) -> None:
+        # protocol -> (family name, help, [(field, labels)]): built once, the strings stay the same objects.
+        self._rows: dict[str, tuple[str, str, list[tuple[str, Labels]]]] = {}
+        for protocol, fields in _NETSTAT_FIELDS.items():
+            source = _NETSTAT_SOURCE.get(protocol, "/proc/net/snmp")
+            names = [f for f in fields.split() if (protocol, f) not in _NETSTAT_GAUGES]
+            self._rows[protocol] = (
+                f"hypermesh_netstat_{_snake(protocol)}_total",
+                f"{protocol} counters from {source}, by the kernel's field name (include/uapi/linux/snmp.h).",
+                [(f, (("field", f),)) for f in names],
+            )
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        snmp = stats.snmp
+        families = []
+        for protocol, (name, text, fields) in self._rows.items():
+            values = snmp.get(protocol)
+            if not values:
+                continue
+            family = Family(name, "counter", text)
+            for field, labels in fields:
+                value = values.get(field)
+                if value is not None:
+                    family.samples.append((labels, float(value)))
+            families.append(family)
+        for (protocol, field), (name, text) in _NETSTAT_GAUGE_NAMES.items():
+            value = snmp.get(protocol, {}).get(field)
+            if value is not None:
+                family = Family(name, "gauge", text)
+                family.samples.append(((), float(value)))
+                families.append(family)
+        return families
+
+
+class SockstatCollector:
+    """Sockets in use by protocol and socket memory (/proc/net/sockstat and sockstat6)."""
+
+    area = "sockstat"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.sockstat:
+            return []
+        sockstat = stats.sockstat
+        families = []
+        used = sockstat.get("sockets", {}).get("used")
+        if used is not None:
+            family = Family(
+                "hypermesh_sockstat_sockets_used", "gauge", "Sockets of all kinds in use (/proc/net/sockstat)."
+            )
+            family.samples.append(((), float(used)))
+            families.append(family)
+        inuse = Family(
+            "hypermesh_sockstat_inuse", "gauge", "Sockets in use, by protocol (/proc/net/sockstat, sockstat6)."
+        )
+        memory = Family(
+            "hypermesh_sockstat_memory_bytes",
+            "gauge",
+            "Memory held by sockets' buffers, by protocol (TCP/UDP mem pages; FRAG reassembly memory).",
+            "bytes",
+        )
+        for protocol, fields in sorted(sockstat.items()):
+            if "inuse" in fields and protocol != "sockets":
+                inuse.samples.append(((("protocol", protocol),), float(fields["inuse"])))
+            mem = fields.get("mem_bytes", fields.get("memory"))
+            if mem is not None:
+                memory.samples.append(((("protocol", protocol),), float(mem)))
+        families.extend((inuse, memory))
+        tcp = sockstat.get("TCP", {})
+        for field, name, text in (
+            ("orphan", "hypermesh_sockstat_tcp_orphan", "TCP sockets no longer attached to a process."),
+            ("tw", "hypermesh_sockstat_tcp_time_wait", "TCP sockets in TIME-WAIT."),
+            ("alloc", "hypermesh_sockstat_tcp_allocated", "TCP sockets allocated (any state)."),
+        ):
+            if field in tcp:
+                family = Family(name, "gauge", f"{text} (/proc/net/sockstat)")
+                family.samples.append(((), float(tcp[field])))
+                families.append(family)
+        return families
+
+
+class PressureCpuIoCollector:
+    """CPU and I/O stall information (PSI, /proc/pressure/cpu and io); memory is the pressure collector's."""
+
+    area = "pressure_cpu_io"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        families = []
+        for resource, what in (("cpu", "a CPU"), ("io", "I/O")):
+            values = stats.pressure.get(resource)
+            if not values:
+                continue
+            waiting = Family(
+                f"hypermesh_pressure_{resource}_waiting_seconds_total",
+                "counter",
+                f"Seconds in which at least one task waited for {what} (PSI 'some').",
+                "seconds",
+            )
+            waiting.samples.append(((), values["some_total_seconds"]))
+            families.append(waiting)
+            # The system-wide cpu 'full' line (5.13+) is always 0: only cgroups can have every task stalled on CPU.
+            if resource == "io" and "full_total_seconds" in values:
+                stalled = Family(
+                    "hypermesh_pressure_io_stalled_seconds_total",
+                    "counter",
+                    "Seconds in which all non-idle tasks stalled on I/O at once (PSI 'full').",
+                    "seconds",
+                )
+                stalled.samples.append(((), values["full_total_seconds"]))
+                families.append(stalled)
+            avg = Family(
+                f"hypermesh_pressure_{resource}_avg10_ratio",
+                "gauge",
+                f"Share of the last 10 s in which tasks waited for {what}, 0..1 (PSI avg10), by kind some/full.",
+                "ratio",
+            )
+            avg.samples.append(((("kind", "some"),), values["some_avg10"] / 100.0))
+            if resource == "io" and "full_avg10" in values:
+                avg.samples.append(((("kind", "full"),), values["full_avg10"] / 100.0))
+            families.append(avg)
+        return families
+
+
+_FILESYSTEM_ROWS = (
+    ("size_bytes", "hypermesh_filesystem_size_bytes", "Size of the filesystem.", "bytes"),
+    ("free_bytes", "hypermesh_filesystem_free_bytes", "Free space, root's reserve included.", "bytes"),
+    (
+        "available_bytes",
+        "hypermesh_filesystem_avail_bytes",
+        "Space available to unprivileged users (what df calls Avail).",
+        "bytes",
+    ),
+    ("files", "hypermesh_filesystem_files", "Inodes of the filesystem.", ""),
+    ("files_free", "hypermesh_filesystem_files_free", "Free inodes.", ""),
+)
+
+
+class FilesystemCollector:
+    """statvfs of each real mounted filesystem (pseudo filesystems and /dev, /proc, /run, /sys... left out)."""
+
+    area = "filesystem"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        filesystems = sorted(stats.filesystems, key=lambda f: f.mountpoint)
+        labels = [(("device", f.device), ("fstype", f.fstype), ("mountpoint", f.mountpoint)) for f in filesystems]
+        families = []
+        for field, name, text, unit in _FILESYSTEM_ROWS:
+            family = Family(name, "gauge", f"{text} (statvfs)", unit)
+            for fs, label in zip(filesystems, labels, strict=True):
+                if not fs.error:
+                    family.samples.append((label, float(getattr(fs, field))))
+            families.append(family)
+        readonly = Family("hypermesh_filesystem_readonly", "gauge", "1 if the filesystem is mounted read-only.")
+        error = Family(
+            "hypermesh_filesystem_device_error", "gauge", "1 if statvfs failed on the mount (e.g. a stale NFS server)."
+        )
+        for fs, label in zip(filesystems, labels, strict=True):
+            readonly.samples.append((label, 1.0 if fs.readonly else 0.0))
+            error.samples.append((label, 1.0 if fs.error else 0.0))
+        families.extend((readonly, error))
+        return families
+
+
+class CpuidleCollector:
+    """Time and entries per cpuidle state and CPU (/sys/devices/system/cpu/cpuN/cpuidle): how deep CPUs sleep."""
+
+    area = "cpuidle"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.cpuidle:
+            return []
+        seconds = Family(
+            "hypermesh_cpu_idle_state_seconds_total",
+            "counter",
+            "Seconds each CPU spent in each idle state (cpuidle residency; added when the CPU wakes).",
+            "seconds",
+        )
+        entries = Family("hypermesh_cpu_idle_state_entries_total", "counter", "Times each CPU entered each idle state.")
+        for state in stats.cpuidle:
+            label = (("cpu", str(state.cpu)), ("state", state.state))
+            seconds.samples.append((label, state.time_seconds))
+            entries.samples.append((label, float(state.entries)))
+        return [seconds, entries]
+
+
+class CpufreqCollector:
+    """Current and limit frequency of each CPU where a cpufreq driver runs (none on most VMs)."""
+
+    area = "cpufreq"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.cpu_frequency_hz:
+            return []
+        families = []
+        for column, name, text in (
+            (0, "hypermesh_cpu_frequency_hertz", "Current frequency of each CPU (cpufreq scaling_cur_freq)."),
+            (1, "hypermesh_cpu_frequency_min_hertz", "Lowest frequency the CPU supports (cpuinfo_min_freq)."),
+            (2, "hypermesh_cpu_frequency_max_hertz", "Highest frequency the CPU supports (cpuinfo_max_freq)."),
+        ):
+            family = Family(name, "gauge", text, "hertz")
+            for cpu, values in sorted(stats.cpu_frequency_hz.items()):
+                family.samples.append(((("cpu", str(cpu)),), values[column]))
+            families.append(family)
+        return families
+
+
+class NetclassCollector:
+    """Each network interface's state from sysfs (/sys/class/net): up, carrier, MTU, queue, carrier flaps."""
+
+    area = "netclass"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None or not stats.interfaces:
+            return []
+        info = Family(
+            "hypermesh_network_info", "gauge", "Always 1; labels give each interface's MAC address, operstate, duplex."
+        )
+        up = Family("hypermesh_network_up", "gauge", "1 if the interface's operstate is up.")
+        carrier = Family(
+            "hypermesh_network_carrier", "gauge", "1 if the link has a carrier (cable, peer); absent while down."
+        )
+        mtu = Family("hypermesh_network_mtu_bytes", "gauge", "Maximum transmission unit.", "bytes")
+        queue = Family(
+            "hypermesh_network_transmit_queue_length", "gauge", "Transmit queue length (txqueuelen), packets."
+        )
+        changes = Family("hypermesh_network_carrier_changes_total", "counter", "Times the link went up or down.")
+        ups = Family("hypermesh_network_carrier_up_changes_total", "counter", "Times the link came up.")
+        downs = Family("hypermesh_network_carrier_down_changes_total", "counter", "Times the link went down.")
+        for iface in stats.interfaces:
+            label = (("interface", iface.name),)
+            info.samples.append(
+                (
+                    (
+                        ("address", iface.address),
+                        ("duplex", iface.duplex),
+                        ("interface", iface.name),
+                        ("operstate", iface.operstate),
+                    ),
+                    1.0,
+                )
+            )
+            up.samples.append((label, 1.0 if iface.operstate == "up" else 0.0))
+            for family, value in (
+                (carrier, iface.carrier),
+                (mtu, iface.mtu),
+                (queue, iface.tx_queue_length),
+                (changes, iface.carrier_changes),
+                (ups, iface.carrier_up_changes),
+                (downs, iface.carrier_down_changes),
+            ):
+                if value is not None:
+                    family.samples.append((label, float(value)))
+        return [info, up, carrier, mtu, queue, changes, ups, downs]
+
+
+class ArpCollector:
+    """Neighbour (ARP) entries per interface (/proc/net/arp): a full table drops traffic to new neighbours."""
+
+    area = "arp"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        family = Family("hypermesh_arp_entries", "gauge", "IPv4 neighbour (ARP) entries, by interface.")
+        for interface, count in sorted(stats.arp_entries.items()):
+            family.samples.append(((("interface", interface),), float(count)))
+        return [family]
+
+
+class UnameCollector:
+    """What runs: the kernel's uname and /etc/os-release as ``_info`` gauges (join on them in PromQL)."""
+
+    area = "uname"
+
+    def collect(self, scrape: Scrape) -> list[Family]:
+        stats = scrape.node_stats
+        if stats is None:
+            return []
+        uname = Family("hypermesh_uname_info", "gauge", "Always 1; labels are the kernel's uname fields.")
+        uname.add(1.0, **stats.uname)
+        families = [uname]
+        release = stats.os_release
+        if release:
+            os_info = Family("hypermesh_os_info", "gauge", "Always 1; labels are /etc/os-release fields.")
+            os_info.add(
+                1.0,
+                id=release.get("ID", ""),
+                id_like=release.get("ID_LIKE", ""),
+                name=release.get("NAME", ""),
+                pretty_name=release.get("PRETTY_NAME", ""),
+                version=release.get("VERSION", ""),
+                version_codename=release.get("VERSION_CODENAME", ""),
+                version_id=release.get("VERSION_ID", ""),
+            )
+            families.append(os_info)
+        return families
+
+
 def default_collectors(version: str) -> list[AreaCollector]:
     return [
         CpuCollector(),
@@ -412,6 +1267,23 @@ def default_collectors(version: str) -> list[AreaCollector]:
         DiskCollector(),
         NetworkCollector(),
         EbpfCollector(),
+        NodeReadCollector(),
+        MeminfoCollector(),
+        VmstatCollector(),
+        KernelCollector(),
+        SoftirqsCollector(),
+        SoftnetCollector(),
+        NetdevCollector(),
+        DiskstatsCollector(),
+        NetstatCollector(),
+        SockstatCollector(),
+        PressureCpuIoCollector(),
+        FilesystemCollector(),
+        CpuidleCollector(),
+        CpufreqCollector(),
+        NetclassCollector(),
+        ArpCollector(),
+        UnameCollector(),
         AssetsCollector(version),
         AgentCollector(),
     ]
@@ -449,6 +1321,8 @@ def collect(
             failures.append(f"{collector.area}: {type(exc).__name__}: {exc}")
             success.samples.append((label, 0.0))
         else:
+            for family in produced:
+                family.area = collector.area
             families.extend(produced)
             success.samples.append((label, 1.0))
         duration.samples.append((label, clock() - start))
@@ -458,6 +1332,9 @@ def collect(
 
 
 # ------------------------------------------------------------------------------------- text writer
+
+
+_MINUS_INF = float("-inf")
 
 
 def _escape_label_value(value: str) -> str:
@@ -517,10 +1394,12 @@ class TextWriter:
                     else:
                         prefix = f"{name} "
                     prefixes[pkey] = prefix
-                append(prefix)
-                # floatToGoString is prometheus_client's own number format: keeps the output identical.
-                append(floatToGoString(value))  # type: ignore[no-untyped-call,unused-ignore]
-                append("\n")
+                # prometheus_client's number format (floatToGoString) is Python's repr below 1e6; above, Go's
+                # exponent form, and NaN/Inf spelled out: its own function handles those, keeping the output identical.
+                if _MINUS_INF < value < 1e6:
+                    append(f"{prefix}{float(value)!r}\n")
+                else:
+                    append(f"{prefix}{floatToGoString(value)}\n")  # type: ignore[no-untyped-call,unused-ignore]
         if openmetrics:
             append("# EOF\n")
         return "".join(out).encode()
@@ -563,7 +1442,7 @@ class ClientRegistry:
         for collector in self._by_area.values():
             collector.families = []
         for family in families:
-            area = area_of(family.name)
+            area = family.area or area_of(family.name)
             self._by_area.get(area, self._by_area["scrape"]).families.append(family)
 
     def render_text(self) -> bytes:

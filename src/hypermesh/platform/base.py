@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from hypermesh.model import SystemProfile
+    from hypermesh.model import NodeStats, SystemProfile
 
     class CounterReader(Protocol):
         def read(self) -> RawCounters: ...
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         def profile(self) -> SystemProfile: ...
 
         def counter_reader(self) -> CounterReader: ...
+
+        def node_stats(self) -> NodeStats: ...
 
 
 # Positions inside the tuples of RawCounters (documented once, used by sampling and the portable backend).

@@ -41,6 +41,7 @@ from hypermesh.model import (
     MemoryInfo,
     Mount,
     NetworkInterface,
+    NodeStats,
     OsInfo,
     StorageDevice,
     SystemProfile,
@@ -289,6 +290,67 @@ class PortableBackend:
 
     def counter_reader(self) -> PortableCounterReader:
         return PortableCounterReader()
+
+    def node_stats(self) -> NodeStats:
+        """What psutil can say beyond the counters: filesystems, swap, per-NIC and per-disk totals, boot time."""
+        from hypermesh.platform.linux.nodestats import filesystem_stats
+
+        filesystems = []
+        for part in psutil.disk_partitions(all=False):
+            try:
+                st = os.statvfs(part.mountpoint) if hasattr(os, "statvfs") else None
+            except OSError:
+                st = None
+            if st is not None:
+                filesystems.append(
+                    filesystem_stats(part.device, part.mountpoint, part.fstype, "ro" in part.opts.split(","), st)
+                )
+        swap = psutil.swap_memory()
+        nics = psutil.net_io_counters(pernic=True)
+        disks = psutil.disk_io_counters(perdisk=True) or {}
+        return NodeStats(
+            timestamp=time.time(),
+            meminfo={"SwapTotal": swap.total, "SwapFree": swap.free},
+            vmstat={"pswpin": swap.sin // 4096, "pswpout": swap.sout // 4096} if swap.sin or swap.sout else {},
+            kernel={"boot_time_seconds": float(psutil.boot_time())},
+            cpu_guest={},
+            softirqs={},
+            softnet={},
+            net_dev={
+                name: {
+                    "receive_bytes": n.bytes_recv,
+                    "receive_packets": n.packets_recv,
+                    "receive_errors": n.errin,
+                    "receive_drops": n.dropin,
+                    "transmit_bytes": n.bytes_sent,
+                    "transmit_packets": n.packets_sent,
+                    "transmit_errors": n.errout,
+                    "transmit_drops": n.dropout,
+                }
+                for name, n in nics.items()
+            },
+            diskstats={
+                name: {
+                    "reads_completed": d.read_count,
+                    "read_bytes": d.read_bytes,
+                    "read_time_seconds": d.read_time / 1000,
+                    "writes_completed": d.write_count,
+                    "written_bytes": d.write_bytes,
+                    "write_time_seconds": d.write_time / 1000,
+                }
+                for name, d in disks.items()
+            },
+            snmp={},
+            sockstat={},
+            pressure={},
+            filesystems=filesystems,
+            cpuidle=[],
+            cpu_frequency_hz={},
+            interfaces=[],
+            arp_entries={},
+            uname=dict(zip(("sysname", "nodename", "release", "version", "machine"), platform.uname(), strict=False)),
+            os_release={},
+        )
 
     def profile(self) -> SystemProfile:
         watch = Stopwatch()

@@ -13,6 +13,7 @@ from hypermesh.model import (
     LoadAverage,
     MemorySample,
     NetworkCounters,
+    NodeStats,
     Pressure,
     PressureTotals,
     Sample,
@@ -122,6 +123,10 @@ class Sampler:
                 self.missed_deadlines += skipped
                 start += skipped * interval
             yield self.sample()
+
+    def node_stats(self) -> NodeStats:
+        """The node's other kernel statistics (meminfo, vmstat, SNMP, filesystems...) read fresh; own files, own lock."""
+        return self.backend.node_stats()
 
     def counters(self) -> Counters:
         """A fresh reading of the raw monotonic counters (what Prometheus wants), leaving the rate state alone."""

@@ -11,7 +11,7 @@ import platform as _platform
 import time
 
 from hypermesh.errors import BackendError
-from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, OsInfo, SystemProfile
+from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, SystemProfile
 from hypermesh.platform.base import RawCounters, Stopwatch
 from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
 
@@ -117,6 +117,15 @@ class LinuxBackend:
         )
 
     # ----------------------------------------------------------------------------------- counters
+
+    def node_stats(self) -> NodeStats:
+        """The node's other kernel statistics (nodestats.py); files opened once, never on the sampling hot path."""
+        reader = getattr(self, "_node_stats_reader", None)
+        if reader is None:
+            from hypermesh.platform.linux.nodestats import NodeStatsReader
+
+            reader = self._node_stats_reader = NodeStatsReader(self.proc, self.sys, self.root, self.live)
+        return reader.read()
 
     def counter_reader(self) -> LinuxCounterReader:
         return LinuxCounterReader(self)
