@@ -1,0 +1,236 @@
+"""The agent's node metrics (meminfo, SNMP, filesystems, ...) on the live kernel, checked against the kernel's files
+read independently here, and the sample count against a live node_exporter scrape in the same minute."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from tests.conftest import require, require_binary
+from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+@pytest.fixture(scope="module")
+def agent():
+    with AgentProcess("--interval", "1") as process:
+        client = httpx.Client(base_url=process.url, timeout=10)
+        assert wait_until(lambda: client.get("/healthz").status_code == 200, 10)
+        yield client
+        client.close()
+
+
+def scrape(client: httpx.Client) -> dict[str, list]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    out: dict[str, list] = {}
+    for family in parse_text(response.text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def one(by_name: dict[str, list], name: str, **labels: str) -> float:
+    matches = [s.value for s in by_name[name] if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matches) == 1, (name, labels, matches)
+    return matches[0]
+
+
+def meminfo() -> dict[str, int]:
+    out = {}
+    with open("/proc/meminfo") as file:
+        for line in file:
+            key, rest = line.split(":", 1)
+            value, *unit = rest.split()
+            out[key] = int(value) * (1024 if unit == ["kB"] else 1)
+    return out
+
+
+def snmp(protocol: str) -> dict[str, int]:
+    with open("/proc/net/snmp") as file:
+        lines = [line.split() for line in file if line.startswith(protocol + ":")]
+    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+
+def stat_value(key: str) -> int:
+    with open("/proc/stat") as file:
+        for line in file:
+            if line.startswith(key + " "):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def test_every_collector_succeeds_on_this_machine(agent):
+    by_name = scrape(agent)
+    failed = {s.labels["collector"] for s in by_name["hypermesh_scrape_collector_success"] if s.value != 1.0}
+    assert failed == set()
+
+
+def test_meminfo_fields_match_proc_meminfo(agent):
+    before = meminfo()
+    by_name = scrape(agent)
+    after = meminfo()
+    # Constant fields must be exact; moving ones between two independent reads.
+    assert one(by_name, "hypermesh_meminfo_mem_total_bytes") == before["MemTotal"] == after["MemTotal"]
+    assert one(by_name, "hypermesh_meminfo_huge_pages") == before["HugePages_Total"]
+    assert one(by_name, "hypermesh_meminfo_hugepagesize_bytes") == before["Hugepagesize"]
+    assert one(by_name, "hypermesh_meminfo_swap_total_bytes") == before["SwapTotal"]
+    assert one(by_name, "hypermesh_meminfo_vmalloc_total_bytes") == before["VmallocTotal"]
+    exported = {name for name in by_name if name.startswith("hypermesh_meminfo_")}
+    assert len(exported) == len(before)  # every field, one metric each
+    low, high = sorted((before["Active(anon)"], after["Active(anon)"]))
+    assert low - 64 * 2**20 <= one(by_name, "hypermesh_meminfo_active_anon_bytes") <= high + 64 * 2**20
+
+
+def test_filesystem_sizes_match_statvfs_and_df(agent):
+    by_name = scrape(agent)
+    st = os.statvfs("/")
+    assert one(by_name, "hypermesh_filesystem_size_bytes", mountpoint="/") == st.f_blocks * st.f_frsize
+    assert one(by_name, "hypermesh_filesystem_files", mountpoint="/") == st.f_files
+    assert one(by_name, "hypermesh_filesystem_readonly", mountpoint="/") == 0.0
+    assert one(by_name, "hypermesh_filesystem_device_error", mountpoint="/") == 0.0
+    df = subprocess.run(["df", "-B1", "--output=size,avail", "/"], capture_output=True, text=True, check=True)
+    size, avail = map(int, df.stdout.splitlines()[1].split())
+    assert one(by_name, "hypermesh_filesystem_size_bytes", mountpoint="/") == size
+    # Free space moves with whatever else writes to the disk: within 256 MiB of df's a moment later.
+    assert abs(one(by_name, "hypermesh_filesystem_avail_bytes", mountpoint="/") - avail) < 256 * 2**20
+    mountpoints = {s.labels["mountpoint"] for s in by_name["hypermesh_filesystem_size_bytes"]}
+    assert not any(m.startswith(("/proc", "/sys", "/dev", "/run")) for m in mountpoints), mountpoints
+
+
+def test_udp_counters_rise_by_at_least_the_datagrams_sent_to_loopback(agent):
+    count = 200
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        before = scrape(agent)
+        kernel_before = snmp("Udp")
+        for _ in range(count):
+            sender.sendto(b"x" * 64, receiver.getsockname())
+        received = 0
+        receiver.settimeout(2.0)
+        while received < count:
+            receiver.recv(128)
+            received += 1
+        after = scrape(agent)
+        kernel_after = snmp("Udp")
+    finally:
+        sender.close()
+        receiver.close()
+    for field in ("InDatagrams", "OutDatagrams"):
+        ours = one(after, "hypermesh_netstat_udp_total", field=field) - one(
+            before, "hypermesh_netstat_udp_total", field=field
+        )
+        assert ours >= count, field
+        # The agent's own reads lie between this test's reads of /proc/net/snmp.
+        assert kernel_before[field] <= one(before, "hypermesh_netstat_udp_total", field=field)
+        assert one(after, "hypermesh_netstat_udp_total", field=field) <= kernel_after[field]
+
+
+def test_forks_counter_rises_by_at_least_the_processes_spawned(agent):
+    count = 20
+    before = one(scrape(agent), "hypermesh_forks_total")
+    kernel_before = stat_value("processes")
+    for _ in range(count):
+        subprocess.run(["/bin/true"], check=True)
+    after = one(scrape(agent), "hypermesh_forks_total")
+    assert kernel_before <= before + count  # both read the same counter, ours first
+    assert after - before >= count
+    assert after <= stat_value("processes")
+
+
+def test_kernel_identity_interfaces_and_counters_match_their_files(agent):
+    by_name = scrape(agent)
+    uname = os.uname()
+    info = by_name["hypermesh_uname_info"][0].labels
+    assert (info["release"], info["machine"], info["nodename"]) == (uname.release, uname.machine, uname.nodename)
+    with open("/sys/class/net/lo/mtu") as file:
+        assert one(by_name, "hypermesh_network_mtu_bytes", interface="lo") == int(file.read())
+    with open("/proc/stat") as file:
+        btime = next(int(line.split()[1]) for line in file if line.startswith("btime "))
+    assert one(by_name, "hypermesh_boot_time_seconds") == btime
+    assert abs(one(by_name, "hypermesh_time_seconds") - time.time()) < 5
+    with open("/proc/sys/fs/file-nr") as file:
+        maximum = int(file.read().split()[2])
+    assert one(by_name, "hypermesh_file_handles_maximum") == maximum
+    with open("/proc/softirqs") as file:
+        rows = {line.split(":")[0].strip(): line.split(":")[1].split() for line in file.readlines()[1:]}
+    timer0 = int(rows["TIMER"][0])
+    assert 0 < one(by_name, "hypermesh_softirqs_total", cpu="0", type="TIMER") <= timer0
+
+
+def test_sampler_hot_path_does_not_read_the_node_stats_files():
+    from hypermesh.platform.linux import LinuxBackend
+    from hypermesh.sampling.sampler import Sampler
+
+    def open_paths() -> set[str]:
+        out = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            # /proc/net is a link to /proc/self/net: its files show as /proc/<pid>/net/...
+            out.add(re.sub(r"^/proc/\d+/net/", "/proc/net/", target))
+        return out
+
+    node_files = {"/proc/vmstat", "/proc/net/snmp", "/proc/net/netstat", "/proc/softirqs"}
+    # procfs names the target of /proc/self/... with the pid; the global files keep their path.
+    with Sampler(min_interval=0.01, backend=LinuxBackend()) as sampler:
+        sampler.sample()
+        sampler.counters()
+        assert not node_files & open_paths()
+        stats = sampler.node_stats()
+        assert stats.vmstat["pgfault"] > 0
+        assert {"/proc/vmstat", "/proc/net/snmp"} <= open_paths()
+
+
+def test_live_scrape_has_at_least_node_exporters_samples(agent):
+    require(os.path.exists(NODE_EXPORTER), "Debian prometheus-node-exporter (scripts/deps.sh prom)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exporter = subprocess.Popen(
+        [NODE_EXPORTER, "--no-collector.systemd", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(up, 10), "node_exporter did not answer within 10 s"
+        theirs = httpx.get(url, timeout=10).text
+        ours = agent.get("/metrics").text
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=10)
+
+    def samples(text: str) -> int:
+        return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+    assert samples(ours) >= samples(theirs), (samples(ours), samples(theirs))
+    assert shutil.which("promtool") is None or promtool_clean(ours)
+
+
+def promtool_clean(text: str) -> bool:
+    promtool = require_binary("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+    return True

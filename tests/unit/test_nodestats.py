@@ -1,0 +1,152 @@
+"""Node stats parsers on the recorded agent root and on hand-written lines of older kernels' formats."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hypermesh.platform.linux import LinuxBackend, nodestats
+from hypermesh.platform.portable import PortableBackend
+
+ROOT = Path(__file__).parent.parent / "fixtures" / "agent" / "root"
+PROC = ROOT / "proc"
+
+
+def test_snmp_pairs_on_the_recorded_files():
+    text = (PROC / "net" / "snmp").read_text().splitlines()
+    parsed = nodestats.parse_snmp((PROC / "net" / "snmp").read_bytes())
+    for header, values in zip(text[0::2], text[1::2], strict=True):
+        protocol = header.split(":")[0]
+        expected = dict(zip(header.split()[1:], map(int, values.split()[1:]), strict=True))
+        assert parsed[protocol] == expected
+    assert parsed["Tcp"]["MaxConn"] == -1  # signed
+    netstat = nodestats.parse_snmp((PROC / "net" / "netstat").read_bytes())
+    assert "ListenOverflows" in netstat["TcpExt"] and "InOctets" in netstat["IpExt"]
+
+
+def test_snmp6_splits_protocol_and_field():
+    data = b"Ip6InReceives  \t55\nIcmp6OutMsgs 73\nUdp6InDatagrams 4\nUdpLite6InErrors 1\nIcmp6InType1 2\n"
+    assert nodestats.parse_snmp6(data) == {
+        "Ip6": {"InReceives": 55},
+        "Icmp6": {"OutMsgs": 73, "InType1": 2},
+        "Udp6": {"InDatagrams": 4},
+        "UdpLite6": {"InErrors": 1},
+    }
+    recorded = nodestats.parse_snmp6((PROC / "net" / "snmp6").read_bytes())
+    lines = (PROC / "net" / "snmp6").read_text().split("\n")
+    assert sum(len(v) for v in recorded.values()) == len([line for line in lines if line.strip()])
+
+
+def test_diskstats_columns_by_kernel_generation():
+    old = b" 253 0 vda 10 1 80 7 20 2 160 9 0 30 40\n"  # 4.15: 11 fields after the name
+    discard = old.rstrip() + b" 3 1 64 5\n"  # 4.18
+    flush = discard.rstrip() + b" 6 12\n"  # 5.5
+    row = nodestats.parse_diskstats_full(old)["vda"]
+    assert row["read_bytes"] == 80 * 512 and row["write_time_seconds"] == 0.009
+    assert row["io_time_weighted_seconds"] == 0.04 and "discards_completed" not in row
+    row = nodestats.parse_diskstats_full(discard)["vda"]
+    assert row["discarded_bytes"] == 64 * 512 and row["discard_time_seconds"] == 0.005 and "flush_requests" not in row
+    row = nodestats.parse_diskstats_full(flush)["vda"]
+    assert row["flush_requests"] == 6 and row["flush_time_seconds"] == 0.012
+    assert nodestats.parse_diskstats_full(flush, frozenset({b"sda"})) == {}
+
+
+def test_softnet_cpu_column_and_row_order():
+    new = b"00000010 00000001 00000002 0 0 0 0 0 0 0 0 0 00000003 0 0\n"  # 5.10+: CPU id in column 13
+    assert nodestats.parse_softnet(new) == {3: [16, 1, 2]}
+    old = b"00000010 00000001 00000002 0 0 0 0 0 0 0 0\n0000000a 0 0 0 0 0 0 0 0 0 0\n"
+    assert nodestats.parse_softnet(old) == {0: [16, 1, 2], 1: [10, 0, 0]}
+
+
+def test_sockstat_memory_in_bytes():
+    data = b"sockets: used 20\nTCP: inuse 6 orphan 1 tw 2 alloc 7 mem 3\nUDP: inuse 1 mem 2\nFRAG: inuse 0 memory 0\n"
+    parsed = nodestats.parse_sockstat(data)
+    assert parsed["sockets"] == {"used": 20}
+    assert parsed["TCP"] == {"inuse": 6, "orphan": 1, "tw": 2, "alloc": 7, "mem_bytes": 3 * os.sysconf("SC_PAGE_SIZE")}
+    assert parsed["FRAG"] == {"inuse": 0, "memory": 0}
+
+
+def test_stat_kernel_lines_and_guest_time():
+    data = (
+        b"cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 300 100\nintr 12345 1 2 3\nctxt 99\nbtime 1700000000\n"
+        b"processes 4242\nprocs_running 3\nprocs_blocked 1\nsoftirq 5 1 1\n"
+    )
+    kernel, guest = nodestats.parse_stat_kernel(data)
+    assert kernel == {
+        "interrupts": 12345.0,
+        "context_switches": 99.0,
+        "boot_time_seconds": 1700000000.0,
+        "forks": 4242.0,
+        "procs_running": 3.0,
+        "procs_blocked": 1.0,
+    }
+    hz = os.sysconf("SC_CLK_TCK")
+    assert guest == {0: [300 / hz, 100 / hz]}
+
+
+def test_mounts_keep_real_filesystems_once():
+    text = (
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "30 27 0:30 / /run rw - tmpfs tmpfs rw\n"
+        "31 27 254:1 / /srv/my\\040data ro,relatime shared:5 - xfs /dev/vdb1 ro\n"
+        "32 27 0:32 / /sys/fs/bpf rw - bpf bpf rw\n"
+        "33 27 254:2 / /home rw - ext4 /dev/vdc rw\n"
+        "34 27 254:3 / /home rw - ext4 /dev/vdd rw\n"  # mounted over: the visible one wins
+        "35 27 0:40 / /var/lib/docker/overlay2/x/merged rw - ext4 /dev/vda rw\n"
+    )
+    assert nodestats.parse_mounts(text) == [
+        ("/dev/vda", "/", "ext4", False),
+        ("/dev/vdb1", "/srv/my data", "xfs", True),
+        ("/dev/vdd", "/home", "ext4", False),
+    ]
+
+
+def test_reader_on_the_recorded_root():
+    stats = LinuxBackend(root=str(ROOT)).node_stats()
+    meminfo = dict(line.split(":", 1) for line in (PROC / "meminfo").read_text().splitlines())
+    assert stats.meminfo["MemTotal"] == int(meminfo["MemTotal"].split()[0]) * 1024
+    assert stats.meminfo["HugePages_Total"] == int(meminfo["HugePages_Total"])
+    vmstat = dict(line.split() for line in (PROC / "vmstat").read_text().splitlines())
+    assert stats.vmstat == {k: int(v) for k, v in vmstat.items()}
+    frsize, blocks, bfree, bavail, files, ffree = json.loads((ROOT / "statvfs.json").read_text())["/"]
+    (fs,) = stats.filesystems
+    assert (fs.mountpoint, fs.fstype, fs.size_bytes, fs.free_bytes, fs.available_bytes) == (
+        "/",
+        "ext4",
+        blocks * frsize,
+        bfree * frsize,
+        bavail * frsize,
+    )
+    assert (fs.files, fs.files_free) == (files, ffree)
+    assert set(stats.diskstats) == {"vda", "zram0"}  # the Sampler's devices, loops left out
+    assert stats.pressure["io"]["full_total_seconds"] > 0
+    assert stats.cpu_frequency_hz == {}  # no cpufreq driver on the recorded VM
+    eth0 = next(i for i in stats.interfaces if i.name == "eth0")
+    assert (eth0.mtu, eth0.operstate, eth0.carrier) == (1400, "up", 1)
+    ifb0 = next(i for i in stats.interfaces if i.name == "ifb0")
+    assert ifb0.carrier is None  # the kernel refuses carrier while down
+
+
+def test_reader_reads_cpufreq_in_hertz(tmp_path):
+    cpu = tmp_path / "sys" / "devices" / "system" / "cpu"
+    (cpu / "cpufreq" / "policy0").mkdir(parents=True)
+    for n, khz in ((0, 2_400_000), (1, 800_000)):
+        d = cpu / f"cpu{n}" / "cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_cur_freq").write_text(f"{khz}\n")
+        (d / "cpuinfo_min_freq").write_text("400000\n")
+        (d / "cpuinfo_max_freq").write_text("4200000\n")
+    (tmp_path / "proc").mkdir()
+    stats = LinuxBackend(root=str(tmp_path)).node_stats()
+    assert stats.cpu_frequency_hz == {0: [2.4e9, 4e8, 4.2e9], 1: [8e8, 4e8, 4.2e9]}
+    assert stats.meminfo == {} and stats.filesystems == []  # absent files: empty parts, no error
+
+
+def test_portable_backend_filesystems_match_statvfs():
+    stats = PortableBackend().node_stats()
+    root = next(fs for fs in stats.filesystems if fs.mountpoint == "/")
+    st = os.statvfs("/")
+    assert root.size_bytes == st.f_blocks * st.f_frsize and root.files == st.f_files
+    assert stats.kernel["boot_time_seconds"] > 0
