@@ -33,8 +33,8 @@ FIXTURE_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "
 def synthetic_root(dst: Path, cpus: int = 32, disks: int = 12, interfaces: int = 20) -> Path:
     """A bigger machine made from the recorded 2-CPU fixture: ``cpus`` CPUs, ``disks`` disks, more NICs.
 
-    node_exporter's scrape here holds ~500 samples, ours ~110 on this small VM; the issue asks for the
-    comparison at no fewer samples than node_exporter, so the agent also serves this root (--root).
+    The live VM is the comparison that counts (the agent now exports more samples than node_exporter there);
+    this root shows how the cost grows with a bigger machine (--root).
     """
     root = dst / "root"
     shutil.copytree(FIXTURE_ROOT, root)
@@ -210,6 +210,14 @@ def run() -> dict[str, object]:
         for name in ("agent_text", "agent_openmetrics", "agent_text_32cpu_root", "agent_openmetrics_32cpu_root"):
             out[f"ratio_scrape_median_{name}_vs_node_exporter"] = _ratio(figures[name], node, "scrape_median_ms")
             out[f"ratio_cpu_per_scrape_{name}_vs_node_exporter"] = _ratio(figures[name], node, "cpu_per_scrape_ms")
+        # Issue 5: at least as many samples as node_exporter, on this very machine (the live root), same run.
+        out["samples_per_scrape"] = {
+            "node_exporter": node["samples"],
+            "agent_live": figures["agent_text"]["samples"],
+            "agent_32cpu_root": figures["agent_text_32cpu_root"]["samples"],
+        }
+        out["ratio_samples_agent_live_vs_node_exporter"] = _ratio(figures["agent_text"], node, "samples")
+        out["samples_live_at_least_node_exporter"] = figures["agent_text"]["samples"] >= node["samples"]
         out["samples_32cpu_root_at_least_node_exporter"] = (
             figures["agent_text_32cpu_root"]["samples"] >= node["samples"]
         )

@@ -121,6 +121,7 @@ def test_alert_rules_load_and_evaluate_in_prometheus(prometheus):
         "HypermeshMemoryLow",
         "HypermeshDiskLatencyHigh",
         "HypermeshNetworkErrors",
+        "HypermeshFilesystemAlmostFull",
     }
     # A healthy agent on an idle machine: nothing fires.
     assert not any(rule["state"] == "firing" for rule in rules if rule["name"] != "HypermeshCpuSaturated")

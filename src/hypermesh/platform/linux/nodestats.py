@@ -168,10 +168,19 @@ def parse_snmp(data: bytes) -> dict[str, dict[str, int]]:
         vproto, _, numbers = values.partition(b":")
         if not header or proto != vproto:
             continue
+        decoded = _HEADERS.get(names)
+        if decoded is None:
+            decoded = [n.decode() for n in header.split()]
+            if len(_HEADERS) < 64:  # a kernel has ~10 header lines; the bound guards against garbage
+                _HEADERS[names] = decoded
         fields = out.setdefault(proto.decode(), {})
-        for name, number in zip(header.split(), numbers.split(), strict=False):
-            fields[name.decode()] = int(number)
+        for name, number in zip(decoded, numbers.split(), strict=False):
+            fields[name] = int(number)
     return out
+
+
+# Header lines of /proc/net/snmp and netstat never change while the kernel runs: decode each once.
+_HEADERS: dict[bytes, list[str]] = {}
 
 
 _SNMP6_PROTOCOLS = ("Ip6", "Icmp6", "UdpLite6", "Udp6")  # UdpLite6 before Udp6: prefixes
@@ -381,6 +390,8 @@ class NodeStatsReader:
         self._attr_fds: dict[str, int] = {}
         self._attrs_used: set[str] = set()
         self._statvfs_json: dict[str, list[int]] | None = None
+        self._mountinfo = ""
+        self._mounts: list[tuple[str, str, str, bool]] = []
         if not live:
             import json
 
@@ -498,8 +509,11 @@ class NodeStatsReader:
         )
 
     def _filesystems(self, mountinfo: str) -> list[FilesystemStats]:
+        if mountinfo != self._mountinfo:  # mounts change rarely; statvfs must be fresh every time
+            self._mounts = parse_mounts(mountinfo)
+            self._mountinfo = mountinfo
         out = []
-        for device, mountpoint, fstype, readonly in parse_mounts(mountinfo):
+        for device, mountpoint, fstype, readonly in self._mounts:
             st: os.statvfs_result | None
             if self._statvfs_json is not None:
                 values = self._statvfs_json.get(mountpoint)
