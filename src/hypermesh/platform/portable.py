@@ -37,6 +37,7 @@ from hypermesh.model import (
     CoreType,
     CpuFrequency,
     CpuInfo,
+    FilesystemStats,
     Limits,
     MemoryInfo,
     Mount,
@@ -297,14 +298,29 @@ class PortableBackend:
 
         filesystems = []
         for part in psutil.disk_partitions(all=False):
+            readonly = "ro" in part.opts.split(",")
             try:
-                st = os.statvfs(part.mountpoint) if hasattr(os, "statvfs") else None
-            except OSError:
-                st = None
-            if st is not None:
-                filesystems.append(
-                    filesystem_stats(part.device, part.mountpoint, part.fstype, "ro" in part.opts.split(","), st)
-                )
+                if hasattr(os, "statvfs"):
+                    st = os.statvfs(part.mountpoint)
+                    filesystems.append(filesystem_stats(part.device, part.mountpoint, part.fstype, readonly, st))
+                else:  # Windows: no statvfs, no inode counts; free space is what the user may use
+                    usage = psutil.disk_usage(part.mountpoint)
+                    filesystems.append(
+                        FilesystemStats(
+                            part.device,
+                            part.mountpoint,
+                            part.fstype,
+                            usage.total,
+                            usage.free,
+                            usage.free,
+                            0,
+                            0,
+                            readonly,
+                            False,
+                        )
+                    )
+            except OSError:  # a drive without media, a vanished mount
+                continue
         swap = psutil.swap_memory()
         nics = psutil.net_io_counters(pernic=True)
         disks = psutil.disk_io_counters(perdisk=True) or {}
