@@ -368,6 +368,7 @@ class NodeStatsReader:
         "pressure/cpu",
         "pressure/io",
         "pressure/memory",
+        "1/mountinfo",
         "self/mountinfo",
     )
 
@@ -385,6 +386,7 @@ class NodeStatsReader:
             except OSError:
                 continue  # absent on this kernel (no PSI, no netfilter, no IPv6): that part stays empty
         self._disk_names: frozenset[bytes] | None = None
+        self._disk_lines = -1
         # sysfs attributes of interfaces and CPUs, kept open like the procfs files; those not asked for in a read
         # (an interface or CPU that went away) are closed at its end.
         self._attr_fds: dict[str, int] = {}
@@ -483,9 +485,16 @@ class NodeStatsReader:
             values = parse_pressure_full(read(f"pressure/{resource}"))
             if values:
                 pressure[resource] = values
-        mountinfo = read("self/mountinfo").decode(errors="replace")
-        if self._disk_names is None:
-            self._disk_names = block.sample_disk_names(self._sys, mountinfo)
+        # The init process's mounts are the host's, as node_exporter reads them (/proc/1/mounts): an agent in a
+        # container with the host's /proc at --root sees the host's filesystems. Unreadable (hidepid): our own.
+        mountinfo = (read("1/mountinfo") or read("self/mountinfo")).decode(errors="replace")
+        diskstats = read("diskstats")
+        lines = diskstats.count(b"\n")
+        if self._disk_names is None or lines != self._disk_lines:
+            # A device came or went: the same whole disks the Sampler reports (its rule, its mount namespace).
+            own = read("self/mountinfo").decode(errors="replace")
+            self._disk_names = block.sample_disk_names(self._sys, own)
+            self._disk_lines = lines
         return NodeStats(
             timestamp=time.time(),
             meminfo=procfs.parse_meminfo(read("meminfo")),
@@ -495,7 +504,7 @@ class NodeStatsReader:
             softirqs=parse_softirqs(read("softirqs")),
             softnet=parse_softnet(read("net/softnet_stat")),
             net_dev=parse_net_dev_full(read("net/dev")),
-            diskstats=parse_diskstats_full(read("diskstats"), self._disk_names),
+            diskstats=parse_diskstats_full(diskstats, self._disk_names),
             snmp=snmp,
             sockstat=sockstat,
             pressure=pressure,
