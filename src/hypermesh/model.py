@@ -416,7 +416,11 @@ class CpuIdleState(Record):
 
 @record
 class InterfaceStats(Record):
-    """One network interface as sysfs describes it (/sys/class/net/<if>); None where the driver refuses."""
+    """One network interface as sysfs describes it (/sys/class/net/<if>); None where the driver refuses.
+
+    ``error_counters``: the detailed error counters of ``statistics/`` that /proc/net/dev folds into its
+    totals (rx_crc_errors, rx_missed_errors, ...), by their sysfs names.
+    """
 
     name: str
     address: str
@@ -428,6 +432,7 @@ class InterfaceStats(Record):
     carrier_changes: int | None
     carrier_up_changes: int | None
     carrier_down_changes: int | None
+    error_counters: dict[str, int]
 
 
 @record

@@ -6,6 +6,7 @@ review its diff like code: every changed line is a changed metric.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -85,6 +86,24 @@ def test_golden_values_come_from_the_fixture_files():
     assert f'hypermesh_disk_read_bytes_total{{device="vda"}} {_go(int(vda[5]) * 512)}\n' in text
     load1 = float((ROOT / "proc" / "loadavg").read_text().split()[0])
     assert f"hypermesh_load1 {load1!r}\n" in text
+    # Node stats: each from its own recorded file, read here without the agent's parsers.
+    assert f"hypermesh_meminfo_active_anon_bytes {_go(int(meminfo['Active(anon)'].split()[0]) * 1024)}\n" in text
+    assert f"hypermesh_meminfo_huge_pages {_go(int(meminfo['HugePages_Total']))}\n" in text
+    vmstat = dict(line.split() for line in (ROOT / "proc" / "vmstat").read_text().splitlines())
+    assert f"hypermesh_vmstat_pgmajfault_total {_go(int(vmstat['pgmajfault']))}\n" in text
+    snmp = [
+        line.split() for line in (ROOT / "proc" / "net" / "snmp").read_text().splitlines() if line.startswith("Tcp:")
+    ]
+    retrans = int(snmp[1][snmp[0].index("RetransSegs")])
+    assert f'hypermesh_netstat_tcp_total{{field="RetransSegs"}} {_go(retrans)}\n' in text
+    frsize, blocks, *_ = json.loads((ROOT / "statvfs.json").read_text())["/"]
+    fs_labels = 'device="/dev/vda",fstype="ext4",mountpoint="/"'
+    assert f"hypermesh_filesystem_size_bytes{{{fs_labels}}} {_go(frsize * blocks)}\n" in text
+    vda_fields = vda[3:]
+    assert f'hypermesh_disk_flush_requests_total{{device="vda"}} {_go(int(vda_fields[15]))}\n' in text
+    assert f'hypermesh_disk_io_time_weighted_seconds_total{{device="vda"}} {_go(int(vda_fields[10]) / 1000)}\n' in text
+    idle = (ROOT / "sys/devices/system/cpu/cpu1/cpuidle/state1/time").read_text()
+    assert f'hypermesh_cpu_idle_state_seconds_total{{cpu="1",state="haltpoll idle"}} {_go(int(idle) / 1e6)}\n' in text
     assert 'hypermesh_scrape_collector_success{collector="cpu"} 1.0\n' in text
     assert 'hypermesh_ebpf_feature_supported{feature="program_types.xdp"} 1.0\n' in text
 

@@ -1165,6 +1165,30 @@ class CpufreqCollector:
         return families
 
 
+_INTERFACE_ERRORS = (
+    (
+        "rx_crc_errors",
+        "hypermesh_network_receive_crc_errors_total",
+        "Frames received with a bad checksum (cable, optics, duplex mismatch).",
+    ),
+    ("rx_length_errors", "hypermesh_network_receive_length_errors_total", "Frames received with a bad length."),
+    (
+        "rx_missed_errors",
+        "hypermesh_network_receive_missed_errors_total",
+        "Frames the NIC dropped for lack of host buffers (receive ring full).",
+    ),
+    ("rx_over_errors", "hypermesh_network_receive_over_errors_total", "Receive ring or FIFO overruns."),
+    (
+        "rx_nohandler",
+        "hypermesh_network_receive_nohandler_total",
+        "Packets dropped because no protocol handler wanted them (e.g. on an inactive bond slave).",
+    ),
+    ("tx_aborted_errors", "hypermesh_network_transmit_aborted_errors_total", "Transmissions aborted."),
+    ("tx_heartbeat_errors", "hypermesh_network_transmit_heartbeat_errors_total", "Heartbeat (SQE) errors."),
+    ("tx_window_errors", "hypermesh_network_transmit_window_errors_total", "Late collisions (outside the window)."),
+)
+
+
 class NetclassCollector:
     """Each network interface's state from sysfs (/sys/class/net): up, carrier, MTU, queue, carrier flaps."""
 
@@ -1212,7 +1236,16 @@ class NetclassCollector:
             ):
                 if value is not None:
                     family.samples.append((label, float(value)))
-        return [info, up, carrier, mtu, queue, changes, ups, downs]
+        families = [info, up, carrier, mtu, queue, changes, ups, downs]
+        for counter, name, text in _INTERFACE_ERRORS:
+            family = Family(name, "counter", text)
+            for iface in stats.interfaces:
+                value = iface.error_counters.get(counter)
+                if value is not None:
+                    family.samples.append(((("interface", iface.name),), float(value)))
+            if family.samples:
+                families.append(family)
+        return families
 
 
 class ArpCollector:

@@ -334,6 +334,19 @@ def parse_os_release(text: str) -> dict[str, str]:
     return procfs.parse_os_release(text)
 
 
+# Error counters /proc/net/dev sums into errs/drop/frame/fifo/carrier: the breakdown tells a bad cable (CRC) from
+# a full ring (missed, over) from traffic for an unknown protocol (nohandler). include/uapi/linux/if_link.h.
+INTERFACE_ERROR_COUNTERS = (
+    "rx_crc_errors",
+    "rx_length_errors",
+    "rx_missed_errors",
+    "rx_over_errors",
+    "rx_nohandler",
+    "tx_aborted_errors",
+    "tx_heartbeat_errors",
+    "tx_window_errors",
+)
+
 # ------------------------------------------------------------------------------------------- reader
 
 
@@ -590,6 +603,11 @@ class NodeStatsReader:
                     carrier_changes=self._attr_int(f"{d}/carrier_changes"),
                     carrier_up_changes=self._attr_int(f"{d}/carrier_up_count"),
                     carrier_down_changes=self._attr_int(f"{d}/carrier_down_count"),
+                    error_counters={
+                        name: value
+                        for name in INTERFACE_ERROR_COUNTERS
+                        if (value := self._attr_int(f"{d}/statistics/{name}")) is not None
+                    },
                 )
             )
         return out
