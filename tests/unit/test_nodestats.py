@@ -163,3 +163,30 @@ def test_reader_works_on_every_recorded_linux_tree():
         )
         assert stats.meminfo["MemTotal"] == int(total.split()[1]) * 1024, tree.name
         assert ("cpu" in stats.pressure) == (tree / "proc" / "pressure" / "cpu").exists(), tree.name
+
+
+def test_interface_error_breakdown_reads_only_parts_of_nonzero_totals(tmp_path):
+    net = tmp_path / "proc" / "net"
+    net.mkdir(parents=True)
+    # eth0: frame errors 7 (all CRC), no drops, no carrier errors; columns as in /proc/net/dev.
+    (net / "dev").write_text(
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls "
+        "carrier compressed\n"
+        "  eth0: 1000 10 7 0 0 7 0 0 2000 20 0 0 0 0 0 0\n"
+    )
+    stats_dir = tmp_path / "sys" / "class" / "net" / "eth0" / "statistics"
+    stats_dir.mkdir(parents=True)
+    for name, value in (("rx_crc_errors", 7), ("rx_length_errors", 0), ("rx_over_errors", 0), ("rx_nohandler", 3)):
+        (stats_dir / name).write_text(f"{value}\n")
+    (eth0,) = LinuxBackend(root=str(tmp_path)).node_stats().interfaces
+    assert eth0.error_counters == {
+        "rx_crc_errors": 7,
+        "rx_length_errors": 0,
+        "rx_over_errors": 0,
+        "rx_missed_errors": 0,  # drop column 0: no read needed (and no file here)
+        "rx_nohandler": 3,
+        "tx_aborted_errors": 0,  # carrier column 0
+        "tx_heartbeat_errors": 0,
+        "tx_window_errors": 0,
+    }

@@ -1385,7 +1385,7 @@ class TextWriter:
     MAX_CACHED_PREFIXES = 20_000
 
     def __init__(self) -> None:
-        self._headers: dict[tuple[str, str, str, str, bool], str] = {}
+        self._headers: dict[tuple[str, bool], tuple[str, str, str, str]] = {}
         self._prefixes: dict[tuple[str, Labels], str] = {}
 
     @staticmethod
@@ -1412,21 +1412,22 @@ class TextWriter:
         append = out.append
         for family in families:
             name = family.name
-            key = (name, family.kind, family.help, family.unit, openmetrics)
-            header = headers.get(key)
-            if header is None:
-                header = headers[key] = self._header(family, openmetrics)
-            append(header)
+            # Keyed by name alone (cheap to hash); the cached entry is used only while kind, help and unit match.
+            cached = headers.get((name, openmetrics))
+            if cached is None or cached[0] != family.kind or cached[1] != family.help or cached[2] != family.unit:
+                cached = (family.kind, family.help, family.unit, self._header(family, openmetrics))
+                headers[(name, openmetrics)] = cached
+            append(cached[3])
+            bare = f"{name} "
             for labels, value in family.samples:
-                pkey = (name, labels)
-                prefix = prefixes.get(pkey)
-                if prefix is None:
-                    if labels:
+                if labels:
+                    pkey = (name, labels)
+                    prefix = prefixes.get(pkey)
+                    if prefix is None:
                         inner = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in labels)
-                        prefix = f"{name}{{{inner}}} "
-                    else:
-                        prefix = f"{name} "
-                    prefixes[pkey] = prefix
+                        prefix = prefixes[pkey] = f"{name}{{{inner}}} "
+                else:
+                    prefix = bare
                 # prometheus_client's number format (floatToGoString) is Python's repr below 1e6; above, Go's
                 # exponent form, and NaN/Inf spelled out: its own function handles those, keeping the output identical.
                 if _MINUS_INF < value < 1e6:

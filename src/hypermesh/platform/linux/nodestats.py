@@ -24,8 +24,16 @@ _TICK = 1.0 / procfs.USER_HZ
 
 def parse_vmstat(data: bytes) -> dict[str, int]:
     """Every /proc/vmstat field: ``name value`` lines (mm/vmstat.c, vmstat_text[]); counts, mostly pages."""
-    words = data.decode().split()
-    return dict(zip(words[0::2], map(int, words[1::2]), strict=False))
+    words = data.split()
+    names = words[0::2]
+    # The kernel prints the same names in the same order every time: decode them once.
+    decoded = _VMSTAT_NAMES.get(len(names))
+    if decoded is None or decoded[0] != names:
+        decoded = _VMSTAT_NAMES[len(names)] = (names, [n.decode() for n in names])
+    return dict(zip(decoded[1], map(int, words[1::2]), strict=False))
+
+
+_VMSTAT_NAMES: dict[int, tuple[list[bytes], list[str]]] = {}
 
 
 _STAT_KEYS = {
@@ -183,20 +191,33 @@ def parse_snmp(data: bytes) -> dict[str, dict[str, int]]:
 _HEADERS: dict[bytes, list[str]] = {}
 
 
-_SNMP6_PROTOCOLS = ("Ip6", "Icmp6", "UdpLite6", "Udp6")  # UdpLite6 before Udp6: prefixes
+_SNMP6_PROTOCOLS = frozenset(("Ip6", "Icmp6", "UdpLite6", "Udp6"))
 
 
 def parse_snmp6(data: bytes) -> dict[str, dict[str, int]]:
     """{protocol: {field: value}} from /proc/net/snmp6 (net/ipv6/proc.c): ``Ip6InReceives  55`` lines."""
-    out: dict[str, dict[str, int]] = {p: {} for p in _SNMP6_PROTOCOLS}
-    words = data.decode().split()
-    for name, value in zip(words[0::2], words[1::2], strict=False):
-        # Ip6..., Icmp6..., Udp6..., UdpLite6...: the protocol ends at the first "6".
-        six = name.find("6") + 1
-        fields = out.get(name[:six])
-        if fields is not None:
-            fields[name[six:]] = int(value)
-    return {p: f for p, f in out.items() if f}
+    words = data.split()
+    names = words[0::2]
+    cached = _SNMP6_NAMES.get(len(names))
+    if cached is None or cached[0] != names:
+        # Ip6..., Icmp6..., Udp6..., UdpLite6...: the protocol ends at the first "6". The kernel prints the same
+        # names in the same order every time, so they are split once.
+        split = []
+        for name in names:
+            six = name.find(b"6") + 1
+            split.append((name[:six].decode(), name[six:].decode()))
+        cached = _SNMP6_NAMES[len(names)] = (names, split)
+    out: dict[str, dict[str, int]] = {}
+    for (proto, field), value in zip(cached[1], words[1::2], strict=False):
+        if proto in _SNMP6_PROTOCOLS:
+            fields = out.get(proto)
+            if fields is None:
+                fields = out[proto] = {}
+            fields[field] = int(value)
+    return out
+
+
+_SNMP6_NAMES: dict[int, tuple[list[bytes], list[tuple[str, str]]]] = {}
 
 
 def parse_sockstat(data: bytes) -> dict[str, dict[str, int]]:
@@ -346,6 +367,17 @@ INTERFACE_ERROR_COUNTERS = (
     "tx_heartbeat_errors",
     "tx_window_errors",
 )
+
+# The /proc/net/dev column each error counter is summed into (rx_nohandler is in none of them).
+_ERROR_TOTALS = {
+    "rx_crc_errors": "receive_frame",
+    "rx_length_errors": "receive_frame",
+    "rx_over_errors": "receive_frame",
+    "rx_missed_errors": "receive_drops",
+    "tx_aborted_errors": "transmit_carrier",
+    "tx_heartbeat_errors": "transmit_carrier",
+    "tx_window_errors": "transmit_carrier",
+}
 
 # ------------------------------------------------------------------------------------------- reader
 
@@ -508,6 +540,7 @@ class NodeStatsReader:
             own = read("self/mountinfo").decode(errors="replace")
             self._disk_names = block.sample_disk_names(self._sys, own)
             self._disk_lines = lines
+        net_dev = parse_net_dev_full(read("net/dev"))
         return NodeStats(
             timestamp=time.time(),
             meminfo=procfs.parse_meminfo(read("meminfo")),
@@ -516,7 +549,7 @@ class NodeStatsReader:
             cpu_guest=guest,
             softirqs=parse_softirqs(read("softirqs")),
             softnet=parse_softnet(read("net/softnet_stat")),
-            net_dev=parse_net_dev_full(read("net/dev")),
+            net_dev=net_dev,
             diskstats=parse_diskstats_full(diskstats, self._disk_names),
             snmp=snmp,
             sockstat=sockstat,
@@ -524,7 +557,7 @@ class NodeStatsReader:
             filesystems=self._filesystems(mountinfo),
             cpuidle=self._cpuidle(),
             cpu_frequency_hz=self._cpufreq(),
-            interfaces=self._interfaces(),
+            interfaces=self._interfaces(net_dev),
             arp_entries=parse_arp(read("net/arp")),
             uname=self._uname,
             os_release=self._os_release,
@@ -585,7 +618,7 @@ class NodeStatsReader:
                 out[cpu] = [float(v * 1000) if v is not None else float("nan") for v in values]
         return out
 
-    def _interfaces(self) -> list[InterfaceStats]:
+    def _interfaces(self, net_dev: dict[str, dict[str, int]]) -> list[InterfaceStats]:
         """/sys/class/net/<if> attributes (net/core/net-sysfs.c); carrier and duplex refuse a read while down."""
         base = f"{self._sys}/class/net"
         out = []
@@ -603,13 +636,28 @@ class NodeStatsReader:
                     carrier_changes=self._attr_int(f"{d}/carrier_changes"),
                     carrier_up_changes=self._attr_int(f"{d}/carrier_up_count"),
                     carrier_down_changes=self._attr_int(f"{d}/carrier_down_count"),
-                    error_counters={
-                        name: value
-                        for name in INTERFACE_ERROR_COUNTERS
-                        if (value := self._attr_int(f"{d}/statistics/{name}")) is not None
-                    },
+                    error_counters=self._error_counters(d, net_dev.get(name, {})),
                 )
             )
+        return out
+
+    def _error_counters(self, d: str, totals: dict[str, int]) -> dict[str, int]:
+        """The breakdown of an interface's errors; a part whose /proc/net/dev total is 0 is 0 without a read.
+
+        /proc/net/dev sums them (net/core/net-procfs.c dev_seq_printf_stats): drop = rx_dropped + rx_missed_errors,
+        frame = rx_length_errors + rx_over_errors + rx_crc_errors + rx_frame_errors, carrier = tx_carrier_errors +
+        tx_aborted_errors + tx_window_errors + tx_heartbeat_errors. Counters never go below 0, so a zero sum
+        means zero parts: most interfaces cost one read (rx_nohandler) instead of eight.
+        """
+        out = {}
+        for counter in INTERFACE_ERROR_COUNTERS:
+            total = _ERROR_TOTALS.get(counter)
+            if total is not None and totals.get(total) == 0:
+                out[counter] = 0
+                continue
+            value = self._attr_int(f"{d}/statistics/{counter}")
+            if value is not None:
+                out[counter] = value
         return out
 
     def close(self) -> None:
