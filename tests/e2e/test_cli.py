@@ -125,7 +125,39 @@ def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
         assert len(out.splitlines()) >= 5
         json.loads(out.splitlines()[0])
     else:
-        assert "CPU" in out
+        assert " cpu " in out  # not a terminal: one plain line per sample
+
+
+def test_table_view_on_a_terminal_redraws_in_place() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [HYPERMESH, "sample", "--interval", "0.1", "--count", "5"],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120", "LINES": "50", "TERM": "xterm"},
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=15)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "CPU" in screen and "source: " in screen and "Memory and load" in screen
+    assert "\x1b[" in screen  # cursor movement: the live view redraws rather than scrolls
 
 
 def test_portable_backend_cli() -> None:
@@ -172,3 +204,36 @@ def test_agent_stops_cleanly_on_ctrl_c_and_sigterm(sig: signal.Signals) -> None:
     assert proc.returncode == 0, err
     assert time.monotonic() - began < 5.0
     assert "Traceback" not in err
+
+
+def test_table_view_into_a_pipe_prints_one_line_per_sample() -> None:
+    r = run("sample", "--interval", "0.05", "--count", "3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        assert " cpu " in line and " mem " in line and " net rx " in line
+
+
+@pytest.mark.parametrize("args", [["profile"], ["profile", "--json"], ["sample", "--json", "--interval", "0.01"]])
+def test_a_reader_that_goes_away_is_a_clean_exit(args: list[str]) -> None:
+    """`hypermesh ... | head -1`: the pipe closes under us; that is exit 0 with nothing on stderr."""
+    proc = subprocess.Popen([HYPERMESH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert err == b""
+
+
+@pytest.mark.parametrize("args", [["sample", "--interval", "1e308"], ["sample", "--interval", "2000000"]])
+def test_absurdly_long_intervals_are_refused(args: list[str]) -> None:
+    r = run(*args)
+    assert r.returncode == 2
+    assert "at most" in r.stderr and r.stderr.count("\n") == 1

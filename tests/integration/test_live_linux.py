@@ -181,6 +181,9 @@ def test_memory_sample_matches_meminfo() -> None:
     available = meminfo_kib("MemAvailable") * 1024
     assert abs(s.memory.available_bytes - available) < 256 * 1024**2
     assert s.memory.used_bytes == s.memory.total_bytes - s.memory.available_bytes
+    cached = (meminfo_kib("Cached") + meminfo_kib("SReclaimable")) * 1024
+    assert abs(s.memory.cached_bytes - cached) < 64 * 1024**2
+    assert abs(s.memory.cached_bytes - psutil.virtual_memory().cached) < 64 * 1024**2  # same meaning as psutil's
     has_psi = os.path.exists("/proc/pressure/memory")
     assert (s.memory.pressure is not None) == has_psi
     with open("/proc/loadavg") as f:

@@ -128,3 +128,55 @@ def test_stream_ends_promptly_when_stop_is_set() -> None:
     assert time.monotonic() - began < 1.0  # not the 5 s interval
     assert got == []  # stopped before the first deadline: no sample, and certainly no fake one
     sampler.close()
+
+
+def test_closed_sampler_says_so() -> None:
+    sampler = hypermesh.Sampler()
+    sampler.close()
+    assert sampler.closed
+    for call in (sampler.sample, sampler.counters, lambda: next(sampler.stream(0.01))):
+        with pytest.raises(InvalidInput, match="closed"):
+            call()
+
+
+def test_close_from_another_thread_ends_a_running_stream() -> None:
+    sampler = hypermesh.Sampler()
+    got: list[hypermesh.Sample] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            got.extend(sampler.stream(0.01, count=1000))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.3)
+    sampler.close()
+    t.join(timeout=10)
+    assert not t.is_alive() and not errors
+    assert 5 <= len(got) < 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"interval": "a"}, "number of seconds"),
+        ({"interval": True}, "number of seconds"),
+        ({"interval": float("nan")}, "positive"),
+        ({"interval": 1e308}, "up to"),
+        ({"interval": 0.01, "count": 1.5}, "whole number"),
+        ({"interval": 0.01, "count": True}, "whole number"),
+    ],
+)
+def test_stream_arguments_are_checked(kwargs: dict[str, object], needle: str) -> None:
+    sampler = hypermesh.Sampler()
+    with pytest.raises(InvalidInput, match=needle):
+        next(sampler.stream(**kwargs))  # type: ignore[arg-type]
+    sampler.close()
+
+
+def test_min_interval_is_checked() -> None:
+    with pytest.raises(InvalidInput, match="number of seconds"):
+        hypermesh.Sampler(min_interval="x")  # type: ignore[arg-type]

@@ -141,3 +141,40 @@ def test_hybrid_cpu_reports_the_most_threads_any_core_runs() -> None:
         ("performance", list(range(8))),
         ("efficiency", list(range(8, 16))),
     ]
+
+
+@pytest.mark.parametrize(
+    ("relative", "needle"),
+    [("proc/meminfo", "proc/meminfo"), ("proc/net/dev", "proc/net/dev"), ("proc/loadavg", "proc/loadavg")],
+)
+def test_a_corrupt_counter_file_is_named(tmp_path: Path, relative: str, needle: str) -> None:
+    import shutil
+
+    from hypermesh.errors import BackendError
+
+    root = tmp_path / "root"
+    shutil.copytree(TREES / "this-machine", root, symlinks=True)
+    # Corrupt a line the reader does parse: MemTotal (the first), the last interface, the only loadavg line.
+    text = (root / relative).read_text().splitlines()
+    at = 0 if relative == "proc/meminfo" else -1
+    text[at] = text[at].split()[0] + " abc def ghi jkl mno pqr stu vwx yza bcd efg hij klm nop qrs tuv wxy"
+    (root / relative).write_text("\n".join(text) + "\n")
+    reader = LinuxBackend(root=str(root)).counter_reader()
+    try:
+        with pytest.raises(BackendError, match=needle):
+            reader.read()
+    finally:
+        reader.close()
+
+
+def test_a_corrupt_profile_file_names_the_part(tmp_path: Path) -> None:
+    import shutil
+
+    from hypermesh.errors import BackendError
+
+    root = tmp_path / "root"
+    shutil.copytree(TREES / "this-machine", root, symlinks=True)
+    meminfo = (root / "proc/meminfo").read_text().replace("MemTotal:", "MemTotal: abc", 1)
+    (root / "proc/meminfo").write_text(meminfo)
+    with pytest.raises(BackendError, match="memory part of the profile"):
+        LinuxBackend(root=str(root)).profile()

@@ -15,6 +15,7 @@ import os
 import sys
 
 from hypermesh.errors import HypermeshError, InvalidInput
+from hypermesh.sampling.sampler import MAX_SECONDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,12 +43,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def positive_float(text: str) -> float:
+    """Seconds for --interval/--duration: positive, at most MAX_SECONDS (sleep() overflows far above that)."""
     try:
         value = float(text.removesuffix("s"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 0.5 or 2s") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS:g} seconds (about 11 days), got {text!r}")
     return value
 
 
@@ -107,8 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours.
-        sys.stderr.close()
+        # The reader went away (`| head`): not an error of ours. Point stdout at /dev/null so the interpreter's
+        # final flush does not fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     except Exception as exc:
         if debug:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -11,6 +14,18 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from hypermesh.model import Sample, SystemProfile
+
+
+class PipeConsole(Console):
+    """A rich Console for which a reader that went away (`| head`) is a normal end, as for the JSON output.
+
+    rich turns a broken pipe into exit status 1 with nothing on stderr; the CLI's main treats BrokenPipeError as
+    a clean exit 0.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def human_bytes(value: float | None) -> str:
@@ -51,7 +66,7 @@ def _kv(title: str, rows: list[tuple[str, object]]) -> Table:
 
 
 def render_profile(profile: SystemProfile, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or PipeConsole()
     o, c, m, lim = profile.os, profile.cpu, profile.memory, profile.limits
     f = c.frequency_mhz
     console.print(
@@ -178,10 +193,34 @@ def sample_view(sample: Sample) -> Group:
     return Group(cores, summary, io, Text(f"interval {sample.interval_s * 1000:.1f} ms — Ctrl-C to stop", style="dim"))
 
 
+def sample_line(sample: Sample) -> str:
+    """One plain line per sample, for a table view whose output is not a terminal (a file, a pipe)."""
+    cpu, mem = sample.cpu, sample.memory
+    cores = " ".join(f"{p:.1f}" for p in cpu.per_core)
+    psi = f"{mem.pressure.some_avg10:.2f}" if mem.pressure else "-"
+    read = sum(d.read_bytes_per_s for d in sample.disks)
+    write = sum(d.write_bytes_per_s for d in sample.disks)
+    rx = sum(n.rx_bytes_per_s for n in sample.network)
+    tx = sum(n.tx_bytes_per_s for n in sample.network)
+    clock = time.strftime("%H:%M:%S", time.localtime(sample.timestamp)) + f".{int(sample.timestamp % 1 * 1000):03d}"
+    return (
+        f"{clock} cpu {cpu.percent:5.1f}% [{cores}] mem {human_bytes(mem.used_bytes)}/{human_bytes(mem.total_bytes)} "
+        f"psi {psi} load {sample.load.avg1:.2f} disk r {human_rate(read)} w {human_rate(write)} "
+        f"net rx {human_rate(rx)} tx {human_rate(tx)}"
+    )
+
+
 def live_samples(samples: Iterable[Sample], interval: float) -> None:
     from rich.live import Live
 
-    console = Console()
+    console = PipeConsole()
+    if not console.is_terminal:
+        # Redrawing in place needs a terminal; a file or a pipe gets one line per sample, as it comes.
+        out = sys.stdout
+        for sample in samples:
+            out.write(sample_line(sample) + "\n")
+            out.flush()
+        return
     # Redraw at most ~10 times a second however fast we sample: a terminal cannot show 100 Hz anyway.
     with Live(console=console, auto_refresh=False, transient=False) as live:
         last = 0.0

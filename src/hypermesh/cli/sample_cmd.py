@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="live CPU, memory, pressure, disk and network rates",
         description="Sample CPU (total and per core), memory and pressure (PSI), disk and network rates every "
-        "--interval seconds. The first sample covers a real interval: there is no fake 0 %% first line. "
-        "Without --count it runs until Ctrl-C, which exits 0.",
+        "--interval seconds. The first sample covers a real interval: there is no fake 0 % first line. "
+        "Without --count it runs until Ctrl-C, which exits 0. On a terminal the table redraws in place; "
+        "into a file or a pipe it prints one line per sample.",
         epilog="examples:\n  hypermesh sample                       live table, once a second\n"
         "  hypermesh sample --interval 0.01 --count 500 --json > samples.jsonl   100 Hz, JSON lines",
         formatter_class=argparse.RawDescriptionHelpFormatter,

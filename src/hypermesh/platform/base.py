@@ -61,7 +61,7 @@ class RawCounters:
     - ``cpu``: {cpu id: seconds in each of CPU_MODES} (coarse: USER_HZ ticks on Linux).
     - ``fine_kind``/``fine``: a finer per-CPU source where the OS has one, else None:
       "schedstat" -> {cpu: (busy_seconds, 0)}; "cpuidle" -> {cpu: (idle_seconds, idle_exits)}.
-    - ``memory``: (total, available, cached, used, swap_used) bytes.
+    - ``memory``: (total, available, cached, used, swap_used) bytes; cached = page cache + reclaimable slab.
     - ``pressure``: (some_avg10, full_avg10 | None, some_total_us, full_total_us | None) or None without PSI.
     - ``disks``: {name: DISK_FIELDS values}; ``network``: {name: NET_FIELDS values}.
     - ``load``: (avg1, avg5, avg15).

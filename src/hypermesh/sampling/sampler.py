@@ -27,6 +27,18 @@ if TYPE_CHECKING:
     from hypermesh.platform.base import Backend, RawCounters
 
 
+# Longest interval we accept: time.sleep and Event.wait overflow near 2**63 ns, and no schedule needs more.
+MAX_SECONDS = 1e6
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+    if not 0 < value <= MAX_SECONDS:  # also refuses NaN
+        raise InvalidInput(f"{name} must be a positive number of seconds up to {MAX_SECONDS:g}, got {value!r}")
+    return float(value)
+
+
 class Sampler:
     """Turns the backend's counters into a Sample of rates since the previous reading.
 
@@ -39,8 +51,7 @@ class Sampler:
     """
 
     def __init__(self, min_interval: float = 0.1, backend: Backend | None = None) -> None:
-        if not min_interval > 0:
-            raise InvalidInput(f"min_interval must be a positive number of seconds, got {min_interval!r}")
+        min_interval = _seconds("min_interval", min_interval)
         if backend is None:
             from hypermesh.platform import backend as default_backend
 
@@ -51,12 +62,24 @@ class Sampler:
         self._lock = threading.Lock()
         self._prev: RawCounters | None = None
         self._cpu = rates.CpuRates()
+        self._closed = False
         self.missed_deadlines = 0
 
     def close(self) -> None:
-        """Release the files the reader keeps open. The Sampler cannot be used afterwards."""
+        """Release the files the reader keeps open. Later calls raise InvalidInput; a running stream() ends."""
         with self._lock:
+            self._closed = True
             self._reader.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _read(self) -> RawCounters:
+        # Under self._lock.
+        if self._closed:
+            raise InvalidInput("this Sampler is closed; create a new hypermesh.Sampler()")
+        return self._reader.read()
 
     def __enter__(self) -> Sampler:
         return self
@@ -69,13 +92,13 @@ class Sampler:
         with self._lock:
             prev = self._prev
             if prev is None:
-                prev = self._reader.read()
+                prev = self._read()
                 time.sleep(self.min_interval)
-            cur = self._reader.read()
+            cur = self._read()
             elapsed = cur.monotonic - prev.monotonic
             if elapsed <= 0:  # two reads within the clock's resolution: nothing to divide by yet
                 time.sleep(1e-6)
-                cur = self._reader.read()
+                cur = self._read()
                 elapsed = max(cur.monotonic - prev.monotonic, 1e-9)
             self._prev = cur
             return self._build(prev, cur, elapsed)
@@ -100,16 +123,15 @@ class Sampler:
         as drift. A consumer slower than the interval skips the deadlines it missed rather than bursting to
         catch up; ``missed_deadlines`` counts them.
         """
-        if not interval > 0:
-            raise InvalidInput(f"interval must be a positive number of seconds, got {interval!r}")
-        if count is not None and count < 1:
-            raise InvalidInput(f"count must be 1 or more, got {count!r}")
+        interval = _seconds("interval", interval)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise InvalidInput(f"count must be a whole number, 1 or more, got {count!r}")
         with self._lock:
             if self._prev is None:
-                self._prev = self._reader.read()
+                self._prev = self._read()
         start = time.monotonic()
         k = 0
-        while (count is None or k < count) and not (stop is not None and stop.is_set()):
+        while (count is None or k < count) and not (stop is not None and stop.is_set()) and not self._closed:
             k += 1
             deadline = start + k * interval
             delay = deadline - time.monotonic()
@@ -122,7 +144,13 @@ class Sampler:
                 skipped = int(-delay // interval)
                 self.missed_deadlines += skipped
                 start += skipped * interval
-            yield self.sample()
+            try:
+                sample = self.sample()
+            except InvalidInput:
+                if self._closed:
+                    return  # closed by another thread while we waited: the stream just ends
+                raise
+            yield sample
 
     def node_stats(self) -> NodeStats:
         """The node's other kernel statistics (meminfo, vmstat, SNMP, filesystems...) read fresh; own files, own lock."""
@@ -131,7 +159,7 @@ class Sampler:
     def counters(self) -> Counters:
         """A fresh reading of the raw monotonic counters (what Prometheus wants), leaving the rate state alone."""
         with self._lock:
-            raw = self._reader.read()
+            raw = self._read()
         psi = raw.pressure
         return Counters(
             timestamp=raw.wall,

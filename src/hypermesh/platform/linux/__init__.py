@@ -11,9 +11,16 @@ import platform as _platform
 import time
 
 from hypermesh.errors import BackendError
-from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, SystemProfile
+from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
 from hypermesh.platform.base import RawCounters, Stopwatch
 from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class LinuxBackend:
@@ -35,19 +42,12 @@ class LinuxBackend:
 
     def profile(self) -> SystemProfile:
         watch = Stopwatch()
-        os_info = self._os()
-        watch.lap("os")
-        cpu = self._cpu()
-        watch.lap("cpu")
-        memory = self._memory()
-        watch.lap("memory")
-        mountinfo = sysfs.read_str(f"{self.proc}/self/mountinfo") or ""
-        storage = block.storage_devices(self.sys, mountinfo, "" if self.live else None)
-        watch.lap("storage")
-        network = net.interfaces(self.sys, self.live)
-        watch.lap("network")
-        limits = cgroup.limits(self.proc, self.sys)
-        watch.lap("limits")
+        os_info = self._part(watch, "os", self._os)
+        cpu = self._part(watch, "cpu", self._cpu)
+        memory = self._part(watch, "memory", self._memory)
+        storage = self._part(watch, "storage", self._storage)
+        network = self._part(watch, "network", lambda: net.interfaces(self.sys, self.live))
+        limits = self._part(watch, "limits", lambda: cgroup.limits(self.proc, self.sys))
         watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM); a headless host has none, never an error
         return SystemProfile(
             os=os_info,
@@ -59,6 +59,18 @@ class LinuxBackend:
             limits=limits,
             timings_ms=watch.timings_ms(),
         )
+
+    def _part(self, watch: Stopwatch, name: str, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except (ValueError, IndexError, KeyError) as exc:
+            raise BackendError(f"the {name} part of the profile under {self.root or '/'} did not parse: {exc}") from exc
+        finally:
+            watch.lap(name)
+
+    def _storage(self) -> list[StorageDevice]:
+        mountinfo = sysfs.read_str(f"{self.proc}/self/mountinfo") or ""
+        return block.storage_devices(self.sys, mountinfo, "" if self.live else None)
 
     def _os(self) -> OsInfo:
         kernel = f"{self.proc}/sys/kernel"
@@ -173,7 +185,11 @@ class LinuxCounterReader:
         if self._schedstat is not None and procfs.parse_schedstat(self._pread(self._schedstat)):
             self.fine_kind = "schedstat"
         else:
-            self._open_cpuidle(sorted(procfs.parse_stat_cpus(self._pread(self._stat))))
+            try:
+                cpus = sorted(procfs.parse_stat_cpus(self._pread(self._stat)))
+            except (ValueError, IndexError) as exc:
+                raise BackendError(f"{proc}/stat: unexpected content ({exc})") from exc
+            self._open_cpuidle(cpus)
 
     def _open_cpuidle(self, cpus: list[int]) -> None:
         for _cpu, fds in self._idle_fds:  # CPU hot-plug: drop the previous set first
@@ -231,6 +247,32 @@ class LinuxCounterReader:
         return b"".join(chunks)
 
     def read(self) -> RawCounters:
+        try:
+            return self._read()
+        except (ValueError, IndexError, KeyError) as exc:
+            # Kernel files do not change format between two reads; find which one did not parse, off the hot path.
+            raise BackendError(f"{self._unparsable() or 'a counter file'}: unexpected content ({exc})") from exc
+
+    def _unparsable(self) -> str | None:
+        proc = self._backend.proc
+        checks = (
+            ("stat", lambda d: [procfs.parse_stat_cpu_line(x) for x in procfs.stat_cpu_lines(d)]),
+            ("meminfo", procfs.parse_meminfo_sample),
+            ("pressure/memory", procfs.parse_pressure),
+            ("diskstats", lambda d: [procfs.parse_diskstats_line(x) for x in d.split(b"\n")]),
+            ("net/dev", lambda d: [procfs.parse_net_dev_line(x) for x in d.split(b"\n")]),
+            ("loadavg", procfs.parse_loadavg),
+        )
+        for name, parse in checks:
+            data = sysfs.read_bytes(f"{proc}/{name}")
+            try:
+                if data is not None:
+                    parse(data)
+            except (ValueError, IndexError, KeyError):
+                return f"{proc}/{name}"
+        return None
+
+    def _read(self) -> RawCounters:
         pread = self._pread
         mono = time.monotonic()
         wall = time.time()

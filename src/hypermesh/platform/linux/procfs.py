@@ -63,16 +63,17 @@ def parse_stat_btime(data: bytes) -> float | None:
     return float(data[start + 7 : data.index(b"\n", start + 7)])
 
 
-_MEMINFO_SAMPLE_KEYS = (b"MemTotal:", b"MemAvailable:", b"Cached:", b"SwapTotal:", b"SwapFree:")
+_MEMINFO_SAMPLE_KEYS = (b"MemTotal:", b"MemAvailable:", b"Cached:", b"SwapTotal:", b"SwapFree:", b"SReclaimable:")
 
 
 class MeminfoSampleParser:
     """(total, available, cached, used, swap_used) bytes from /proc/meminfo (fs/proc/meminfo.c).
 
     ``used`` is total - available: memory the kernel cannot hand out without swapping, the figure `free` shows
-    since procps 3.3.10. Kernels before 3.14 have no MemAvailable: it is estimated as MemFree + Buffers + Cached,
-    as procps does. The kernel prints the fields in a fixed order for a given build, so the line numbers found on
-    the first read are kept and only checked afterwards.
+    since procps 3.3.10. ``cached`` is the page cache plus reclaimable slab (Cached + SReclaimable), what `free`
+    counts as cache and psutil as ``cached``. Kernels before 3.14 have no MemAvailable: it is estimated as
+    MemFree + Buffers + Cached, as procps does. The kernel prints the fields in a fixed order for a given build,
+    so the line numbers found on the first read are kept and only checked afterwards.
     """
 
     __slots__ = ("_index",)
@@ -88,8 +89,8 @@ class MeminfoSampleParser:
             if any(k not in found for k in _MEMINFO_SAMPLE_KEYS):
                 return self._without_index(lines)
             index = self._index = [found[k] for k in _MEMINFO_SAMPLE_KEYS]
-        total, available, cached, swap_total, swap_free = (int(lines[i].split()[1]) * 1024 for i in index)
-        return total, available, cached, total - available, swap_total - swap_free
+        total, available, cached, swap_total, swap_free, reclaimable = (int(lines[i].split()[1]) * 1024 for i in index)
+        return total, available, cached + reclaimable, total - available, swap_total - swap_free
 
     @staticmethod
     def _without_index(lines: list[bytes]) -> tuple[int, int, int, int, int]:
@@ -103,6 +104,7 @@ class MeminfoSampleParser:
         available = kib.get(b"MemAvailable")
         if available is None:
             available = kib.get(b"MemFree", 0) + kib.get(b"Buffers", 0) + cached
+        cached += kib.get(b"SReclaimable", 0)  # absent before 2.6.19
         swap_used = kib.get(b"SwapTotal", 0) - kib.get(b"SwapFree", 0)
         return total, available, cached, total - available, swap_used
 
