@@ -220,6 +220,10 @@ def test_openapi_lists_every_endpoint(agent):
     schema = agent.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) >= set(DATA_PATHS)
+    # docs/agent.md says it describes them all, the stream and the page included.
+    assert {"/v1/stream", "/", "/openapi.json"} <= set(schema["paths"])
+    assert "text/event-stream" in schema["paths"]["/v1/stream"]["get"]["responses"]["200"]["content"]
+    assert "text/html" in schema["paths"]["/"]["get"]["responses"]["200"]["content"]
 
 
 def test_dashboard_page_and_its_files_are_served_locally(agent):

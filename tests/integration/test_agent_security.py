@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
+import contextlib
+import http.client
+import os
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
@@ -130,20 +137,159 @@ def test_hash_password_prints_a_hash_that_verifies():
 # --------------------------------------------------------------------------------------- limits
 
 
-def test_in_flight_cap_answers_503_at_once_and_recovers():
-    with AgentProcess("--interval", "0.2", "--max-in-flight", "2") as process, httpx.Client(timeout=10) as client:
+def test_stream_cap_answers_503_at_once_and_leaves_scrapes_and_healthz_alone():
+    with (
+        AgentProcess("--interval", "0.2", "--max-in-flight", "2", "--max-streams", "2") as process,
+        httpx.Client(timeout=10) as client,
+    ):
         with client.stream("GET", f"{process.url}/v1/stream"), client.stream("GET", f"{process.url}/v1/stream"):
             start = time.monotonic()
-            refused = httpx.get(f"{process.url}/healthz", timeout=5)
+            refused = httpx.get(f"{process.url}/v1/stream", timeout=5)
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
             assert time.monotonic() - start < 2  # at once, not after a queue
-        # Both streams closed: the agent serves again, and counted the refusal.
+            # Two open streams fill their own lane only: health checks and scrapes are still served.
+            assert httpx.get(f"{process.url}/healthz", timeout=5).status_code == 200
+            assert httpx.get(f"{process.url}/v1/profile", timeout=5).status_code == 200
+            response = httpx.get(f"{process.url}/metrics", timeout=5)
+            assert response.status_code == 200
+        assert 'hypermesh_agent_http_rejected_total{reason="in_flight"} 1.0' in response.text
+        # Both streams closed: a new one is accepted again.
         deadline = time.monotonic() + 5
-        while (response := httpx.get(f"{process.url}/metrics", timeout=5)).status_code == 503:
+        while True:
+            with client.stream("GET", f"{process.url}/v1/stream") as stream:
+                if stream.status_code == 200:
+                    break
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert 'hypermesh_agent_http_rejected_total{reason="in_flight"} 1.0' in response.text
+
+
+def _flood(url: str, context: ssl.SSLContext | None, attack: Callable[[], None], clients: int) -> collections.Counter:
+    """Runs ``attack`` in ``clients`` threads (bounded by FLOOD_S) while a scraper polls /metrics and /healthz."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    scraper: collections.Counter = collections.Counter()
+    threads = [threading.Thread(target=attack, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)  # the flood is under way
+        connection = (
+            http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+            if context
+            else http.client.HTTPConnection(host, int(port), timeout=10)
+        )
+        auth = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
+        end = time.monotonic() + FLOOD_S - 1.0
+        while time.monotonic() < end:
+            for path in ("/metrics", "/healthz"):
+                connection.request("GET", path, headers=auth if context else {})
+                response = connection.getresponse()
+                response.read()
+                scraper[(path, response.status)] += 1
+            time.sleep(0.1)
+        connection.close()
+    finally:
+        for thread in threads:
+            thread.join(15)
+    return scraper
+
+
+FLOOD_S = 4.0
+# Cost 10 (~50 ms a check): guessing passwords is real work for the agent, as with production hashes.
+SLOW_HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+
+
+def test_a_password_guessing_flood_cannot_starve_an_authenticated_scraper(tmp_path, tls_files):
+    cert, key = tls_files
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[tls_server_config]\ncert_file = "{cert}"\nkey_file = "{key}"\n\n'
+        f'[basic_auth_users]\nprometheus = "{SLOW_HASH}"\n'
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    attackers: collections.Counter = collections.Counter()
+    with AgentProcess("--config", str(config), "--interval", "0.5", "--max-in-flight", "8") as process:
+        # Prometheus's credentials are verified once (before the flood) and remembered.
+        good = httpx.get(f"{process.url}/metrics", verify=context, auth=("prometheus", PASSWORD), timeout=10)
+        assert good.status_code == 200
+        host, port = process.url.split("://", 1)[1].rsplit(":", 1)
+        stop_at = time.monotonic() + FLOOD_S
+
+        def attack() -> None:
+            connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+            try:
+                while time.monotonic() < stop_at:
+                    guess = base64.b64encode(b"prometheus:" + os.urandom(8).hex().encode()).decode()
+                    try:
+                        connection.request("GET", "/metrics", headers={"Authorization": "Basic " + guess})
+                        response = connection.getresponse()
+                        response.read()
+                        attackers[response.status] += 1
+                    except (OSError, http.client.HTTPException) as exc:
+                        attackers[type(exc).__name__] += 1
+                        connection.close()  # reconnects on the next request
+            finally:
+                connection.close()
+
+        scraper = _flood(process.url, context, attack, clients=40)
+    assert attackers[503] > 0 and attackers[401] > 0, attackers  # the bcrypt lane was full and did refuse
+    assert set(scraper) == {("/metrics", 200), ("/healthz", 200)}, scraper
+    assert scraper[("/metrics", 200)] >= 10, scraper
+
+
+def test_a_stream_and_request_flood_cannot_starve_metrics_or_healthz():
+    with AgentProcess("--interval", "0.2", "--max-in-flight", "4", "--max-streams", "4") as process:
+        host, port = process.url.split("://", 1)[1].rsplit(":", 1)
+        stop_at = time.monotonic() + FLOOD_S
+        flood: collections.Counter = collections.Counter()
+
+        def attack() -> None:
+            # Holds an event stream open (or is refused), then hammers the API until the end.
+            with contextlib.closing(http.client.HTTPConnection(host, int(port), timeout=10)) as connection:
+                flood_one(connection)
+
+        def flood_one(connection: http.client.HTTPConnection) -> None:
+            connection.request("GET", "/v1/stream")
+            response = connection.getresponse()
+            flood[("stream", response.status)] += 1
+            if response.status != 200:
+                response.read()
+                while time.monotonic() < stop_at:
+                    connection.request("GET", "/v1/profile")
+                    answer = connection.getresponse()
+                    answer.read()
+                    flood[("api", answer.status)] += 1
+            else:
+                while time.monotonic() < stop_at:
+                    response.fp.readline()
+
+        scraper = _flood(process.url, None, attack, clients=40)
+    assert flood[("stream", 200)] == 4 and flood[("stream", 503)] == 36, flood
+    assert set(scraper) == {("/metrics", 200), ("/healthz", 200)}, scraper
+    assert scraper[("/metrics", 200)] >= 10, scraper
+
+
+def test_a_malformed_chunked_request_gets_400_and_logs_no_traceback():
+    with AgentProcess("--interval", "0.5") as process:
+        host, port = process.url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        assert httpx.get(f"{process.url}/healthz", timeout=5).status_code == 200  # still serving
+        time.sleep(0.3)
+        log = process.log()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert "ERROR" not in log, log[-3000:]
+
+
+def test_dummy_hash_for_unknown_users_costs_as_much_as_the_dearest_real_one():
+    cheap = bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=4)).decode()
+    dear = bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=6)).decode()
+    assert Credentials({"cheap": cheap, "dear": dear})._dummy.startswith(b"$2b$06$")
 
 
 def test_a_handler_that_overruns_the_timeout_gets_503():
@@ -196,6 +342,10 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         ("[tls_server_config]\ncert_file = 'missing.crt'\nkey_file = 'missing.key'\n", "tls_server_config.cert_file", "does not exist"),
         ("[tls_server_config]\ncert_file = 'x'\n[tls_server_config.y]\n", "tls_server_config.y", "unknown key"),
         ("listen = \n", "", "not valid TOML"),
+        ("interval = 2e6\n", "interval", "at most"),
+        ("max_streams = 0\n", "max_streams", "1 or more"),
+        (f"[basic_auth_users]\nalice = '{HASH[:-1]}!'\n", "basic_auth_users.alice", "not a bcrypt hash"),
+        (f"[basic_auth_users]\nalice = '{HASH[:4]}31{HASH[6:]}'\n", "basic_auth_users.alice", "cost 31"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_file_the_key_and_the_problem(tmp_path, content, key, problem):
@@ -212,6 +362,42 @@ def test_missing_config_file(tmp_path):
     result = run_cli("agent", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == 2
     assert "nope.toml: no such file" in _one_line_error(result)
+
+
+def test_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    for path in (str(fifo), "/dev/zero"):
+        result = run_cli("agent", "--config", path)
+        assert result.returncode == 2
+        assert path in (line := _one_line_error(result)) and "not a regular file" in line
+
+
+def test_oversized_config_is_refused(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text("# padding\n" * 200_000)  # 2 MB of comments: valid TOML, but no config is that large
+    result = run_cli("agent", "--config", str(config))
+    assert result.returncode == 2
+    assert "larger than" in _one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [(b"\xef\xbb\xbfinterval = 1.0\n", "byte order mark"), (b"# caf\xe9\ninterval = 1.0\n", "not UTF-8")],
+)
+def test_config_encoding_errors_are_one_line(tmp_path, raw, problem):
+    config = tmp_path / "agent.toml"
+    config.write_bytes(raw)
+    result = run_cli("agent", "--config", str(config))
+    assert result.returncode == 2
+    assert problem in _one_line_error(result)
+
+
+@pytest.mark.parametrize(("stdin", "problem"), [("x" * 73 + "\n", "73 bytes"), ("\n", "no password")])
+def test_hash_password_refuses_what_bcrypt_would_silently_truncate(stdin, problem):
+    result = run_cli("agent", "--hash-password", stdin=stdin)
+    assert result.returncode == 2
+    assert problem in _one_line_error(result)
 
 
 def test_garbage_certificate_is_a_config_error(tmp_path):
@@ -233,6 +419,8 @@ def test_garbage_certificate_is_a_config_error(tmp_path):
         (["--max-in-flight", "-3"], 2, "1 or more"),
         (["--root", "/nonexistent-root"], 2, "not a directory"),
         (["--root", "/etc"], 2, "has no proc/stat"),
+        (["--interval", "1e308"], 2, "at most 1e+06"),
+        (["--listen", "no-such-host.invalid:9137"], 2, "cannot resolve"),
     ],
 )
 def test_bad_flags_are_one_line_errors(flags, code, text):

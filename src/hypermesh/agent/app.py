@@ -378,7 +378,14 @@ def build_app(state: AgentState) -> Guard:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     credentials = Credentials(state.config.basic_auth_users)
-    return Guard(app, state.config.max_in_flight, state.config.request_timeout_s, credentials, state.stats)
+    return Guard(
+        app,
+        state.config.max_in_flight,
+        state.config.request_timeout_s,
+        credentials,
+        state.stats,
+        max_streams=state.config.max_streams,
+    )
 
 
 # ------------------------------------------------------------------------------------- OpenAPI
@@ -440,6 +447,12 @@ def openapi_schema(version: str) -> dict[str, Any]:
                     },
                 ],
             ),
+            "/v1/stream": get(
+                "server-sent events: one `data: <Sample JSON>` line pair per new sample, until the client leaves",
+                "text/event-stream",
+                {"type": "string"},
+            ),
+            "/": get("the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
             "/v1/assets": get("capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),
             "/v1/ebpf": get("eBPF availability and feature probe", JSON_TYPE, obj),
             "/openapi.json": get("this document", JSON_TYPE, obj),

@@ -8,7 +8,8 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
     interval = 1.0                # seconds between samples
     ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
-    max_in_flight = 32            # requests served at once; more get 503 at once
+    max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
+    max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
     request_timeout = 10.0        # seconds a request may take before it gets 503
 
     [tls_server_config]
@@ -24,6 +25,8 @@ Every error names the file, the key and the problem, and never echoes a secret.
 from __future__ import annotations
 
 import os
+import re
+import stat
 
 from hypermesh.errors import InvalidInput
 from hypermesh.model import record
@@ -35,6 +38,17 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:9137"
 # Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
 MAX_HISTORY_SAMPLES = 3600
+# Longest accepted time value (interval, history, request_timeout), as the rest of the CLI: about 11 days.
+# Far above it sleep() and timers overflow.
+MAX_SECONDS = 1e6
+# A config file is a few hundred bytes; anything past this is not one (and /dev/zero never ends).
+MAX_CONFIG_BYTES = 1024 * 1024
+# bcrypt's modular crypt format: $2a$/$2b$/$2y$, a two-digit cost, 22 characters of salt and 31 of hash
+# in bcrypt's own base64 alphabet (./A-Za-z0-9).
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+# Costs accepted: 4 is bcrypt's minimum; 16 already takes ~10 s per check on a fast core, and every login
+# with new credentials pays it (2^cost rounds): more would let one request hang the agent.
+MIN_BCRYPT_COST, MAX_BCRYPT_COST = 4, 16
 
 
 @record
@@ -44,6 +58,7 @@ class AgentConfig:
     interval_s: float = 1.0
     history_s: float = 600.0
     max_in_flight: int = 32
+    max_streams: int = 32
     request_timeout_s: float = 10.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -80,7 +95,17 @@ def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
     return host, port
 
 
-_TOP_KEYS = {"listen", "interval", "history", "max_in_flight", "request_timeout", "access_log", "root", "ebpf"}
+_TOP_KEYS = {
+    "listen",
+    "interval",
+    "history",
+    "max_in_flight",
+    "max_streams",
+    "request_timeout",
+    "access_log",
+    "root",
+    "ebpf",
+}
 _SECTIONS = {"tls_server_config", "basic_auth_users"}
 
 
@@ -88,15 +113,18 @@ def load(path: str) -> dict[str, Any]:
     """Read and check a config file; returns AgentConfig keyword arguments (only the keys it sets)."""
     import tomllib
 
+    raw = read_config_bytes(path)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise InvalidInput(f"config {path}: starts with a UTF-8 byte order mark (BOM); save it as UTF-8 without BOM")
     try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
-    except FileNotFoundError:
-        raise InvalidInput(f"config {path}: no such file") from None
-    except PermissionError:
-        raise InvalidInput(f"config {path}: not readable by this user (permission denied)") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"config {path}: is a directory, expected a TOML file") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(
+            f"config {path}: not UTF-8 (invalid byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"config {path}: not valid TOML: {exc}") from None
 
@@ -119,11 +147,12 @@ def load(path: str) -> dict[str, Any]:
     ):
         if key in data:
             out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
-    if "max_in_flight" in data:
-        value = data["max_in_flight"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise fail("max_in_flight", "must be a whole number of 1 or more")
-        out["max_in_flight"] = value
+    for key in ("max_in_flight", "max_streams"):
+        if key in data:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(key, "must be a whole number of 1 or more")
+            out[key] = value
     if "access_log" in data:
         if not isinstance(data["access_log"], bool):
             raise fail("access_log", "must be true or false")
@@ -172,6 +201,39 @@ def load(path: str) -> dict[str, Any]:
     return out
 
 
+def read_config_bytes(path: str) -> bytes:
+    """The bytes of a config file: a regular file of at most MAX_CONFIG_BYTES, or InvalidInput naming it."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InvalidInput(f"config {path}: no such file") from None
+    except PermissionError:
+        raise InvalidInput(f"config {path}: not readable by this user (permission denied)") from None
+    except OSError as exc:
+        raise InvalidInput(f"config {path}: cannot open it ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InvalidInput(f"config {path}: is a directory, expected a TOML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(f"config {path}: not a regular file (a device, FIFO or socket); give a TOML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise InvalidInput(f"config {path}: {info.st_size} bytes, larger than {MAX_CONFIG_BYTES} (1 MiB)")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:  # grew while we read
+                raise InvalidInput(f"config {path}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB)")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InvalidInput(f"config {path}: cannot read it ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
 def check_root(root: str, where: str = "--root") -> str:
     """A root directory to read proc/sys/etc under: it must hold at least a readable proc/stat."""
     if not os.path.isdir(root):
@@ -196,14 +258,18 @@ def bcrypt_problem(hashed: object) -> str | None:
     """Why ``hashed`` is not a usable bcrypt hash, or None. Never quotes the value: it is a secret."""
     if not isinstance(hashed, str):
         return "must be a bcrypt hash string"
-    if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+    match = BCRYPT_HASH.fullmatch(hashed)
+    if match is None:
         return (
-            "not a bcrypt hash (expected 60 characters starting with $2b$); "
+            "not a bcrypt hash (expected $2b$NN$ and 53 characters of ./A-Za-z0-9, 60 in all); "
             "store a hash, never the password: hypermesh agent --hash-password"
         )
-    cost = hashed[4:6]
-    if not cost.isdigit() or not 4 <= int(cost) <= 31:
-        return "bcrypt hash has an invalid cost field"
+    cost = int(match.group(1))
+    if not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
+        return (
+            f"bcrypt cost {cost} is outside {MIN_BCRYPT_COST}..{MAX_BCRYPT_COST} "
+            "(each check takes 2^cost rounds); make a new hash with hypermesh agent --hash-password"
+        )
     return None
 
 
@@ -212,6 +278,8 @@ def _positive_seconds(value: object, fail: Any) -> float:
         raise fail("must be a number of seconds, e.g. 1.0")
     if not 0 < value < float("inf"):
         raise fail(f"must be a positive number of seconds, got {value}")
+    if value > MAX_SECONDS:
+        raise fail(f"must be at most {MAX_SECONDS:g} seconds (about 11 days), got {value}")
     return float(value)
 
 
@@ -222,6 +290,7 @@ def build(
     interval_s: float | None = None,
     history_s: float | None = None,
     max_in_flight: int | None = None,
+    max_streams: int | None = None,
     request_timeout_s: float | None = None,
     access_log: bool | None = None,
     root: str | None = None,
@@ -237,10 +306,14 @@ def build(
         "interval_s": interval_s,
         "history_s": history_s,
         "max_in_flight": max_in_flight,
+        "max_streams": max_streams,
         "request_timeout_s": request_timeout_s,
         "access_log": access_log,
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
     }
+    for flag, value in (("--interval", interval_s), ("--history", history_s), ("--request-timeout", request_timeout_s)):
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise InvalidInput(f"{flag}: must be a positive number of seconds up to {MAX_SECONDS:g}, got {value:g}")
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)

@@ -14,6 +14,22 @@ Listens on loopback unless told otherwise. A TOML --config file adds TLS (tls_se
 key_file) and basic auth (basic_auth_users: user = bcrypt hash, made with --hash-password).
 Command-line flags override the file."""
 
+EPILOG = """\
+examples:
+  hypermesh agent                                   serve on http://127.0.0.1:9137/ (loopback only)
+  hypermesh agent --config /etc/hypermesh/agent.toml
+                                                    TLS and basic auth from the file (see docs/agent.md)
+  hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
+  echo 'the password' | hypermesh agent --hash-password
+                                                    bcrypt hash to paste into basic_auth_users
+
+exit codes:
+  0  stopped cleanly (Ctrl-C, SIGTERM) or --hash-password printed a hash
+  1  runtime error (e.g. the port is already in use)
+  2  bad input: a flag, the config file, an address that cannot be resolved, a password over 72 bytes
+  3  permission denied (e.g. --ebpf without CAP_BPF)
+  4  unsupported on this system"""
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -21,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="serve /metrics, the JSON API and the live dashboard",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -32,6 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--interval", type=positive_float, metavar="SECONDS", help="seconds between samples (default 1s)")
     p.add_argument("--history", type=positive_float, metavar="SECONDS", help="seconds of samples kept (default 600)")
     p.add_argument("--max-in-flight", type=positive_int, metavar="N", help="requests served at once (default 32)")
+    p.add_argument(
+        "--max-streams",
+        type=positive_int,
+        metavar="N",
+        help="/v1/stream event streams open at once, apart from requests (default 32)",
+    )
     p.add_argument(
         "--request-timeout",
         type=positive_float,
@@ -69,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         history_s=args.history,
         max_in_flight=args.max_in_flight,
+        max_streams=args.max_streams,
         request_timeout_s=args.request_timeout,
         access_log=args.access_log,
         root=args.root,
@@ -102,6 +126,11 @@ def serve(config: object) -> int:
     try:
         sock.bind((config.host, config.port))
         sock.listen(1024)
+    except socket.gaierror as exc:  # not an address, or a name that does not resolve: bad input
+        sock.close()
+        raise InvalidInput(
+            f"--listen: cannot resolve {config.host!r} ({exc.strerror or exc}); give an IP address or a known host name"
+        ) from None
     except OSError as exc:
         sock.close()
         raise BackendError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
@@ -161,8 +190,15 @@ def serve(config: object) -> int:
 def _hash_password() -> int:
     import bcrypt
 
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
+    line = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    if not line:
         raise InvalidInput("--hash-password: no password on stdin (give it as one line)")
-    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=12)).decode())
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("--hash-password: the password on stdin is not UTF-8; give it as UTF-8 text") from None
+    if len(line) > 72:
+        # bcrypt ignores everything past 72 bytes: a longer password would silently match its first 72.
+        raise InvalidInput(f"--hash-password: the password is {len(line)} bytes; bcrypt uses at most 72")
+    print(bcrypt.hashpw(line, bcrypt.gensalt(rounds=12)).decode())
     return 0
