@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ import hypermesh.ebpf
 from hypermesh.ebpf import BpfObject
 from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
 from tests.conftest import require_binary
-from tests.integration.test_ebpf_support import HYPERMESH, REPO, require_ebpf, run_cli
+from tests.integration.test_ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -179,3 +180,98 @@ def test_missing_mounts_are_unsupported_with_the_fix(mountpoint: str, args: tupl
     assert expected in result.stderr and "mount -t" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert os.path.ismount(mountpoint)  # the host still has it
+
+
+def test_capability_fix_names_the_real_interpreter() -> None:
+    """The setcap command is ready to paste: it names this interpreter's real file, not a placeholder."""
+    require_ebpf()
+    code, _out, err = _without_caps("ebpf", "run", "syscalls", "--duration", "0.1")
+    assert code == 3, err
+    assert f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {os.path.realpath(sys.executable)}" in err
+    assert "<python executable>" not in err
+
+
+def test_fifo_is_invalid_input_without_blocking(tmp_path: Path) -> None:
+    """A FIFO would block open() until a writer came: it is refused at once, naming the file."""
+    require_ebpf()
+    fifo = tmp_path / "fifo.bpf.o"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInput, match="FIFO"):
+        BpfObject(str(fifo))  # returns at once: nothing ever writes to this FIFO
+    result = run_cli("ebpf", "load", str(fifo), timeout=20)  # TimeoutExpired (a failure) if it blocks
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(fifo) in lines[0] and "regular" in lines[0], result.stderr
+
+
+def test_oversized_file_is_invalid_input(tmp_path: Path) -> None:
+    require_ebpf()
+    big = tmp_path / "big.bpf.o"
+    real = Path(hypermesh.ebpf.__file__).parent / "programs" / "xdp.bpf.o"
+    with open(big, "wb") as f:
+        f.write(real.read_bytes())
+        f.truncate(65 << 20)  # sparse: costs no disk
+    result = run_cli("ebpf", "load", str(big))
+    assert result.returncode == 2, result.stderr
+    assert "64 MiB" in result.stderr and str(big) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_or_corrupt_object_says_how_to_rebuild(tmp_path: Path) -> None:
+    require_ebpf()
+    whole = (Path(hypermesh.ebpf.__file__).parent / "programs" / "syscalls.bpf.o").read_bytes()
+    half = tmp_path / "half.bpf.o"
+    half.write_bytes(whole[:3000])
+    corrupt = tmp_path / "corrupt.bpf.o"  # complete, but e_shstrndx points at no section
+    data = bytearray(whole)
+    data[0x3E:0x40] = (999).to_bytes(2, "little")
+    corrupt.write_bytes(bytes(data))
+    for path in (half, corrupt):
+        with pytest.raises(InvalidInput):
+            BpfObject(str(path))
+        result = run_cli("ebpf", "load", str(path))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert str(path) in lines[0] and "truncated" in lines[0]
+        assert "clang -target bpf" in lines[0] and "make bpf" in lines[0]
+    assert "3000 bytes" in run_cli("ebpf", "load", str(half)).stderr
+
+
+def test_huge_duration_is_refused_before_anything_is_attached() -> None:
+    require_ebpf()
+    before = our_kernel_programs()
+    for program in ("syscalls", "biolatency", "execsnoop"):
+        result = run_cli("ebpf", "run", program, "--duration", "1e308")
+        assert result.returncode == 2, result.stderr
+        assert "--duration" in result.stderr and "attached" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    assert our_kernel_programs() <= before
+
+
+EBPF_COMMANDS = [
+    (), ("probe",), ("run",), ("run", "xdp"), ("run", "syscalls"), ("run", "biolatency"), ("run", "execsnoop"),
+    ("load",), ("status",), ("detach",),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", EBPF_COMMANDS, ids=lambda c: " ".join(c) or "ebpf")
+def test_every_ebpf_command_has_help_with_examples(command: tuple[str, ...]) -> None:
+    result = run_cli("ebpf", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "example" in text and "exit codes:" in text
+    _usage, _, rest = text.partition("\n\n")
+    description = rest.split("\n\n", 1)[0]
+    assert len(description) > 40, text  # a description, not only the usage line
+    if command and command[0] == "run" and len(command) == 2:
+        assert "--duration S " in text and "seconds" in text
+    if command == ("run", "syscalls"):
+        assert "--top N " in text and "--pid PID " in text
+    if command in (("load",), ("detach",)):
+        assert "positional arguments:" in text
+        positional = text.split("positional arguments:", 1)[1].split("\n\n", 1)[0]
+        assert len(positional.strip().splitlines()[0].split(None, 1)) == 2, positional  # NAME + help text
+    if command and command[0] in ("run", "load"):
+        assert "CAP_BPF" in description or "root" in description

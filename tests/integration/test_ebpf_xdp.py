@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 import hypermesh.ebpf
-from hypermesh.errors import NotFound
+from hypermesh.errors import NotFound, Unsupported
 from tests.conftest import require_binary
-from tests.integration.test_ebpf_support import require_ebpf, run_cli
+from tests.integration.test_ebpf_support import our_kernel_links, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.netns]
 
@@ -181,3 +181,23 @@ def test_unknown_interface_lists_existing_ones() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "nosuch0" in lines[0] and "available:" in lines[0] and "lo" in lines[0]
+
+
+def test_native_mode_without_driver_support_is_unsupported() -> None:
+    """lo's driver has no native XDP: --mode native is "unsupported here" (exit 4) with the way out,
+    nothing stays attached, and auto on the same interface falls back to generic."""
+    require_ebpf()
+    before = our_kernel_links()
+    with hypermesh.ebpf.load("xdp", interface="lo", mode="native") as prog, pytest.raises(Unsupported) as info:
+        prog.attach()
+    assert "--mode generic" in info.value.reason and info.value.exit_code == 4
+    result = run_cli("ebpf", "run", "xdp", "-i", "lo", "--mode", "native", "--duration", "0.2")
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "native XDP on lo" in lines[0] and "--mode generic" in lines[0] and "Traceback" not in result.stderr
+    auto = run_cli("ebpf", "run", "xdp", "-i", "lo", "--duration", "0.1")
+    assert auto.returncode == 0, auto.stderr
+    assert "generic mode" in auto.stderr
+    _wait_for(lambda: our_kernel_links() <= before, timeout=5.0)
+    assert our_kernel_links() <= before

@@ -19,13 +19,37 @@ if TYPE_CHECKING:
     from hypermesh.ebpf import Program
 
 
+EXIT_CODES = "exit codes: 0 ok, 1 runtime error (or a verifier rejection), 2 bad usage or input, 3 permission denied, 4 unsupported here."
+NEEDS = "Needs root, or CAP_BPF + CAP_PERFMON"
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; epilogs (examples, one a line) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _epilog(*examples: str) -> str:
+    return "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    raw = _Formatter
     p = sub.add_parser(
         "ebpf",
         parents=[common],
         help="what the kernel sees: eBPF probes and built-in programs (Linux, root or CAP_BPF)",
         description="eBPF through libbpf: probe the kernel, run the built-in programs, load an object "
-        "file, list and remove pins. Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for xdp).",
+        f"file, list and remove pins. {NEEDS} (+ CAP_NET_ADMIN for xdp); 'probe' needs nothing.",
+        epilog=_epilog(
+            "hypermesh ebpf probe                                what this kernel supports",
+            "hypermesh ebpf run syscalls --duration 5 --top 10   the busiest syscalls for 5 s",
+            "hypermesh ebpf run xdp -i eth0 --duration 10        packets by protocol on eth0",
+        ),
+        formatter_class=raw,
     )
     p.set_defaults(handler=lambda _args: _usage(p))
     ebpf_sub = p.add_subparsers(title="ebpf commands", metavar="COMMAND")
@@ -34,35 +58,86 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "probe",
         parents=[common],
         help="kernel, BTF, mounts, capabilities and each program/attach type: supported or why not",
+        description="Report what this kernel and process can do with eBPF: kernel release, libbpf version, "
+        "BTF, whether bpffs and tracefs are mounted, the capabilities held, unprivileged_bpf_disabled, and for "
+        "each program/attach type (xdp, tracepoint, raw_tp, fentry, kprobe, ringbuf) supported or why not. "
+        "Needs no privileges (without CAP_BPF the features read as unsupported, with the reason).",
+        epilog=_epilog("hypermesh ebpf probe", "hypermesh ebpf probe --json | jq '.features[] | select(.supported)'"),
+        formatter_class=raw,
     )
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=_probe)
 
-    run = ebpf_sub.add_parser("run", parents=[common], help="run a built-in program and print what it saw")
+    run = ebpf_sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a built-in program and print what it saw",
+        description="Load and attach one of the built-in programs (xdp, syscalls, biolatency, execsnoop), "
+        "wait for --duration seconds or Ctrl-C/SIGTERM, print what it counted and detach. "
+        f"{NEEDS} (+ CAP_NET_ADMIN for xdp).",
+        epilog=_epilog(
+            "hypermesh ebpf run syscalls --duration 5",
+            "hypermesh ebpf run biolatency --duration 10 --json   histogram as JSON",
+            "hypermesh ebpf run execsnoop                         until Ctrl-C",
+        ),
+        formatter_class=raw,
+    )
     run.set_defaults(handler=lambda _args: _usage(run))
     run_sub = run.add_subparsers(title="programs", metavar="PROGRAM")
     timing = argparse.ArgumentParser(add_help=False)
-    timing.add_argument("--duration", type=positive_float, default=None, help="seconds to run (default: until Ctrl-C)")
+    timing.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="seconds to run, at most 1e6 (default: until Ctrl-C or SIGTERM, which exit 0)",
+    )
     timing.add_argument("--json", action="store_true", help="print JSON")
     timing.add_argument(
         "--pin",
         action="store_true",
         help="pin links and maps under /sys/fs/bpf/hypermesh/NAME: the program stays attached after exit "
-        "until 'hypermesh ebpf detach NAME'",
+        "until 'hypermesh ebpf detach NAME' (needs bpffs mounted)",
     )
 
     x = run_sub.add_parser(
-        "xdp", parents=[common, timing], help="packet and byte counts by protocol on an interface (XDP_PASS)"
+        "xdp",
+        parents=[common, timing],
+        help="packet and byte counts by protocol on an interface (XDP_PASS)",
+        description="Count packets and bytes arriving on one interface by protocol (ipv4/ipv6 x tcp/udp/icmp/"
+        "other, arp, other); every packet is passed on (XDP_PASS). Needs root, or CAP_BPF + CAP_NET_ADMIN. "
+        "Native (driver) mode needs a driver with XDP support; generic mode works on every interface.",
+        epilog=_epilog(
+            "hypermesh ebpf run xdp -i eth0 --duration 10",
+            "hypermesh ebpf run xdp -i lo --mode generic --duration 1 --json",
+        ),
+        formatter_class=raw,
     )
-    x.add_argument("--interface", "-i", required=True, help="network interface, e.g. eth0")
+    x.add_argument("--interface", "-i", required=True, metavar="IF", help="network interface, e.g. eth0")
     x.add_argument(
-        "--mode", choices=("auto", "native", "generic"), default="auto", help="XDP mode (auto: native, else generic)"
+        "--mode",
+        choices=("auto", "native", "generic"),
+        default="auto",
+        help="XDP mode (default auto: native, else generic); native on a driver without XDP support exits 4",
     )
     x.set_defaults(handler=_run, program="xdp")
 
-    s = run_sub.add_parser("syscalls", parents=[common, timing], help="syscall counts per name and per process")
-    s.add_argument("--pid", type=positive_int, default=None, help="count only this process (filtered in the kernel)")
-    s.add_argument("--top", type=positive_int, default=None, help="show only the N largest counts")
+    s = run_sub.add_parser(
+        "syscalls",
+        parents=[common, timing],
+        help="syscall counts per name and per process",
+        description="Count system calls per name and per process (pid, comm) while attached; --pid filters "
+        f"in the kernel. {NEEDS}; the tracepoint hook needs tracefs mounted.",
+        epilog=_epilog(
+            "hypermesh ebpf run syscalls --duration 5 --top 10",
+            "hypermesh ebpf run syscalls --pid 1234 --duration 2 --json",
+        ),
+        formatter_class=raw,
+    )
+    s.add_argument(
+        "--pid", type=positive_int, default=None, metavar="PID", help="count only this process (filtered in the kernel)"
+    )
+    s.add_argument("--top", type=positive_int, default=None, metavar="N", help="show only the N largest counts")
     s.add_argument(
         "--attach",
         choices=("auto", "kprobe", "tracepoint"),
@@ -72,12 +147,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     s.set_defaults(handler=_run, program="syscalls")
 
     b = run_sub.add_parser(
-        "biolatency", parents=[common, timing], help="block I/O latency as a log2 histogram per device"
+        "biolatency",
+        parents=[common, timing],
+        help="block I/O latency as a log2 histogram per device",
+        description="Measure block I/O latency (request issue to completion) as a log2 histogram of "
+        f"microseconds per device. {NEEDS}, and tracefs mounted.",
+        epilog=_epilog("hypermesh ebpf run biolatency --duration 10", "hypermesh ebpf run biolatency --json"),
+        formatter_class=raw,
     )
     b.set_defaults(handler=_run, program="biolatency")
 
     e = run_sub.add_parser(
-        "execsnoop", parents=[common, timing], help="exec events as they happen (--json: one JSON object a line)"
+        "execsnoop",
+        parents=[common, timing],
+        help="exec events as they happen (--json: one JSON object a line)",
+        description="Print every exec (pid, ppid, uid, comm, filename) as it happens, through a BPF ring "
+        f"buffer. {NEEDS}, and tracefs mounted.",
+        epilog=_epilog(
+            "hypermesh ebpf run execsnoop", "hypermesh ebpf run execsnoop --duration 60 --json > execs.jsonl"
+        ),
+        formatter_class=raw,
     )
     e.set_defaults(handler=_run, program="execsnoop")
 
@@ -85,17 +174,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "load",
         parents=[common],
         help="open a .bpf.o, list its programs and maps, load it into the kernel and unload it",
+        description="Check a compiled BPF object (built with clang -target bpf): open it, list its programs "
+        "and maps, load it into the kernel (the verifier runs; a rejection prints the log's last 20 lines and "
+        f"exits 1) and unload it again. Nothing is attached. {NEEDS}.",
+        epilog=_epilog(
+            "hypermesh ebpf load prog.bpf.o",
+            "hypermesh ebpf load prog.bpf.o --json | jq '.programs[].name'",
+        ),
+        formatter_class=raw,
     )
-    ld.add_argument("file", metavar="FILE.bpf.o")
+    ld.add_argument("file", metavar="FILE.bpf.o", help="a compiled BPF ELF object (regular file, at most 64 MiB)")
     ld.add_argument("--json", action="store_true", help="print JSON")
     ld.set_defaults(handler=_load)
 
-    st = ebpf_sub.add_parser("status", parents=[common], help="what hypermesh pinned under /sys/fs/bpf/hypermesh")
+    st = ebpf_sub.add_parser(
+        "status",
+        parents=[common],
+        help="what hypermesh pinned under /sys/fs/bpf/hypermesh",
+        description="List what 'hypermesh ebpf run --pin' left pinned under /sys/fs/bpf/hypermesh (links and "
+        "maps, with their kernel ids). Needs read access to bpffs (root); the ids need CAP_BPF.",
+        epilog=_epilog("hypermesh ebpf status", "hypermesh ebpf status --json"),
+        formatter_class=raw,
+    )
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(handler=_status)
 
-    d = ebpf_sub.add_parser("detach", parents=[common], help="remove the pins of NAME (detaches it)")
-    d.add_argument("name", metavar="NAME")
+    d = ebpf_sub.add_parser(
+        "detach",
+        parents=[common],
+        help="remove the pins of NAME (detaches it)",
+        description="Remove the pins of NAME under /sys/fs/bpf/hypermesh: once no process holds it, the "
+        "kernel detaches and frees the program. Needs root (write access to bpffs).",
+        epilog=_epilog("hypermesh ebpf detach syscalls", "hypermesh ebpf status   (lists the NAMEs)"),
+        formatter_class=raw,
+    )
+    d.add_argument(
+        "name", metavar="NAME", help="a pinned program's name, as 'hypermesh ebpf status' lists it (e.g. xdp)"
+    )
     d.set_defaults(handler=_detach)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 import threading
 
 from hypermesh.errors import PermissionDenied
@@ -78,12 +80,18 @@ def missing_capabilities(needed: tuple[str, ...]) -> list[str]:
     return [cap for cap in needed if not held.get(cap, False)]
 
 
+def setcap_command() -> str:
+    """The command that grants this interpreter the eBPF capabilities, ready to paste: setcap needs
+    the real file, not the venv's symlink (it applies to every user of that interpreter)."""
+    return f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {shlex.quote(os.path.realpath(sys.executable))}"
+
+
 def check_capabilities(needed: tuple[str, ...], what: str) -> None:
     missing = missing_capabilities(needed)
     if missing:
         raise PermissionDenied(
             f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: run as root, or grant them "
-            "to the interpreter: setcap cap_bpf,cap_perfmon,cap_net_admin+ep <python executable>",
+            f"to the interpreter: {setcap_command()}",
             capability=missing[0],
         )
 

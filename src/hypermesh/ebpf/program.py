@@ -15,12 +15,13 @@ import ctypes
 import errno
 import os
 import queue
+import stat
 import sys
 import threading
 import weakref
 
 from hypermesh.ebpf import libbpf
-from hypermesh.ebpf.probe import check_capabilities, missing_capabilities, tracefs_path
+from hypermesh.ebpf.probe import check_capabilities, missing_capabilities, setcap_command, tracefs_path
 from hypermesh.errors import BackendError, InvalidInput, NotFound, PermissionDenied, Unsupported, VerifierError
 from hypermesh.model import Record, record
 
@@ -28,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
-    from typing import NoReturn, Self
+    from typing import Literal, NoReturn, Self
 
 __all__ = [
     "PIN_ROOT",
@@ -267,21 +268,70 @@ _reaper = _Reaper()
 # --------------------------------------------------------------------------------------- objects
 
 
+MAX_OBJECT_BYTES = 64 << 20  # far above any real .bpf.o (ours are < 40 KiB; large ones are a few MiB)
+REBUILD_HINT = "rebuild it: clang -target bpf -O2 -g -c FILE.bpf.c -o FILE.bpf.o (the built-in programs: make bpf)"
+
+
 def _check_elf(path: str) -> None:
+    """A regular file of sane size holding a complete BPF ELF header, before libbpf sees it.
+
+    Opened with O_NONBLOCK so that a FIFO (or a device) never blocks the open; the type and size
+    come from fstat of that same descriptor."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(20)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"no such BPF object file: {path}") from None
     except IsADirectoryError:
         raise InvalidInput(f"{path} is a directory, not a BPF ELF object (.bpf.o)") from None
     except PermissionError as exc:
         raise PermissionDenied(f"cannot read {path}: {exc.strerror}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot open {path}: {exc.strerror}; give the path of a .bpf.o file") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise InvalidInput(f"{path} is {kind}, not a BPF ELF object: give the path of a regular .bpf.o file")
+        if st.st_size > MAX_OBJECT_BYTES:
+            raise InvalidInput(
+                f"{path} is {st.st_size / (1 << 20):.0f} MiB, larger than any BPF object "
+                f"(limit {MAX_OBJECT_BYTES >> 20} MiB): give the path of a .bpf.o file"
+            )
+        head = os.pread(fd, 64, 0)
+    finally:
+        os.close(fd)
     if len(head) < 20 or head[:4] != b"\x7fELF":
         raise InvalidInput(f"{path} is not a BPF ELF object: no ELF header (build one with clang -target bpf)")
-    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    order: Literal["little", "big"] = "little" if head[5] == 1 else "big"
+    machine = int.from_bytes(head[18:20], order)
     if machine != _EM_BPF:
         raise InvalidInput(f"{path} is an ELF file for machine {machine}, not BPF ({_EM_BPF}): not a .bpf.o")
+    # The section header table (clang puts it at the end of the file) must lie inside the file.
+    if head[4] == 2 and len(head) >= 64:  # ELFCLASS64, the only class clang emits for BPF
+        shoff = int.from_bytes(head[0x28:0x30], order)
+        shentsize, shnum = int.from_bytes(head[0x3A:0x3C], order), int.from_bytes(head[0x3C:0x3E], order)
+    elif head[4] == 1 and len(head) >= 52:
+        shoff = int.from_bytes(head[0x20:0x24], order)
+        shentsize, shnum = int.from_bytes(head[0x2E:0x30], order), int.from_bytes(head[0x30:0x32], order)
+    else:
+        raise InvalidInput(
+            f"{path} is truncated or not a complete BPF object (its ELF header is cut short): " + REBUILD_HINT
+        )
+    end = shoff + shentsize * shnum
+    if shoff == 0 or end > st.st_size:
+        raise InvalidInput(
+            f"{path} is truncated or not a complete BPF object ({st.st_size} bytes, its section table "
+            f"ends at byte {end}): " + REBUILD_HINT
+        )
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def _verifier_log(text: str) -> str:
@@ -315,7 +365,10 @@ class BpfObject:
             if replay:
                 lib.bpf_object__close(replay)
             detail = _libbpf_detail(cap.messages) or libbpf.strerror(err)
-            raise InvalidInput(f"{path} is not a loadable BPF object: {detail}")
+            raise InvalidInput(
+                f"{path} is not a loadable BPF object ({detail}): the file is truncated, corrupt or not a complete "
+                "BPF object; " + REBUILD_HINT
+            )
         self._ptr: int | None = ptr
         self.loaded = False
         self.programs: dict[str, int] = {}
@@ -494,6 +547,12 @@ class BpfObject:
                 return link
             if rc in (-errno.EPERM, -errno.EACCES, -errno.EBUSY, -errno.EEXIST):
                 break  # not a driver limitation: generic mode would fail the same way
+        if mode == "native" and rc == -errno.EOPNOTSUPP:
+            raise Unsupported(
+                f"native XDP on {interface}",
+                f"{_driver_of(interface)} has no native (driver) XDP support: use --mode generic "
+                "(or --mode auto, which falls back to generic; API: mode='generic' or 'auto')",
+            )
         self._raise_attach_error(f"XDP on {interface}", -rc, [])
 
     def _raise_attach_error(self, what: str, err: int, messages: list[str]) -> NoReturn:
@@ -521,12 +580,18 @@ class BpfObject:
             libbpf.lib().bpf_object__close(ptr)
 
 
+def _driver_of(interface: str) -> str:
+    """'the driver of eth0 (virtio_net)', or without the name where sysfs has none (lo, veth's peer)."""
+    try:
+        name = os.path.basename(os.readlink(f"/sys/class/net/{interface}/device/driver"))
+    except OSError:
+        return f"the driver of {interface}"
+    return f"the driver of {interface} ({name})"
+
+
 def _capability_fix(missing: Iterable[str]) -> str:
     names = ", ".join(missing)
-    return (
-        f"missing {names}; run as root, or grant the capabilities to the interpreter: "
-        "setcap cap_bpf,cap_perfmon,cap_net_admin+ep <python executable>"
-    )
+    return f"missing {names}; run as root, or grant the capabilities to the interpreter: {setcap_command()}"
 
 
 # -------------------------------------------------------------------------------------- programs
