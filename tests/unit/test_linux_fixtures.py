@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hypermesh.platform.linux import LinuxBackend
+from hypermesh.platform.linux import LinuxBackend, procfs
 from hypermesh.sampling import counters
 
 TREES = Path(__file__).resolve().parent.parent / "fixtures" / "linux"
@@ -178,3 +178,24 @@ def test_a_corrupt_profile_file_names_the_part(tmp_path: Path) -> None:
     (root / "proc/meminfo").write_text(meminfo)
     with pytest.raises(BackendError, match="memory part of the profile"):
         LinuxBackend(root=str(root)).profile()
+
+
+def _meminfo_kib(text: str) -> dict[str, int]:
+    return {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("tree", sorted(p.parent.parent.name for p in TREES.glob("*/proc/meminfo")))
+@pytest.mark.parametrize("kernel", ["current", "before-3.14"])
+def test_meminfo_sample_fields_by_name(tree: str, kernel: str) -> None:
+    """The sample's memory figures against the file read line by line, also on kernels without MemAvailable."""
+    text = (TREES / tree / "proc/meminfo").read_text()
+    if kernel == "before-3.14":
+        text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("MemAvailable:"))
+    kib = _meminfo_kib(text)
+    available = kib.get("MemAvailable", kib["MemFree"] + kib["Buffers"] + kib["Cached"])
+    total, avail, cached, used, swap_used = procfs.parse_meminfo_sample(text.encode())
+    assert total == kib["MemTotal"] * 1024
+    assert avail == available * 1024
+    assert cached == (kib["Cached"] + kib["SReclaimable"]) * 1024  # SwapCached must not be taken for Cached
+    assert used == total - avail
+    assert swap_used == (kib["SwapTotal"] - kib["SwapFree"]) * 1024

@@ -176,7 +176,6 @@ class LinuxCounterReader:
         self._disk_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
         self._net_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
         self._cpu_memo: procfs.LineMemo[int, tuple[float, ...]] = procfs.LineMemo()
-        self._parse_meminfo = procfs.MeminfoSampleParser()
         # Finer than /proc/stat's 10 ms ticks: schedstat run time (ns) where the kernel has CONFIG_SCHEDSTATS,
         # else cpuidle residency (µs) where a cpuidle driver runs, else /proc/stat alone.
         self.fine_kind: str | None = None
@@ -290,7 +289,7 @@ class LinuxCounterReader:
             cpu=cpu,
             fine_kind=self.fine_kind,
             fine=fine,
-            memory=self._parse_meminfo(pread(self._meminfo)),
+            memory=procfs.parse_meminfo_sample(pread(self._meminfo)),
             pressure=procfs.parse_pressure(pread(self._psi)) if self._psi is not None else None,
             disks=self._disks(),
             network=self._net_memo.parse(pread(self._netdev).split(b"\n"), procfs.parse_net_dev_line)

@@ -63,55 +63,52 @@ def parse_stat_btime(data: bytes) -> float | None:
     return float(data[start + 7 : data.index(b"\n", start + 7)])
 
 
-_MEMINFO_SAMPLE_KEYS = (b"MemTotal:", b"MemAvailable:", b"Cached:", b"SwapTotal:", b"SwapFree:", b"SReclaimable:")
+# The sample's fields, each found by name with bytes.find (a C scan of ~1.5 KB, cheaper than splitting the file
+# into lines). The leading newline keeps "Cached:" from matching "SwapCached:"; MemTotal is the first line.
+_MEMINFO_SAMPLE_KEYS = (
+    b"MemTotal:",
+    b"\nMemAvailable:",
+    b"\nCached:",
+    b"\nSwapTotal:",
+    b"\nSwapFree:",
+    b"\nSReclaimable:",
+)
 
 
-class MeminfoSampleParser:
+def parse_meminfo_sample(data: bytes) -> tuple[int, int, int, int, int]:
     """(total, available, cached, used, swap_used) bytes from /proc/meminfo (fs/proc/meminfo.c).
 
     ``used`` is total - available: memory the kernel cannot hand out without swapping, the figure `free` shows
     since procps 3.3.10. ``cached`` is the page cache plus reclaimable slab (Cached + SReclaimable), what `free`
     counts as cache and psutil as ``cached``. Kernels before 3.14 have no MemAvailable: it is estimated as
-    MemFree + Buffers + Cached, as procps does. The kernel prints the fields in a fixed order for a given build,
-    so the line numbers found on the first read are kept and only checked afterwards.
+    MemFree + Buffers + Cached, as procps does (the slower path below, also taken by any other missing field).
     """
-
-    __slots__ = ("_index",)
-
-    def __init__(self) -> None:
-        self._index: list[int] = []
-
-    def __call__(self, data: bytes) -> tuple[int, int, int, int, int]:
-        lines = data.split(b"\n")
-        index = self._index
-        if len(index) != 5 or not all(lines[i].startswith(k) for i, k in zip(index, _MEMINFO_SAMPLE_KEYS, strict=True)):
-            found = {line.split(b":", 1)[0] + b":": n for n, line in enumerate(lines)}
-            if any(k not in found for k in _MEMINFO_SAMPLE_KEYS):
-                return self._without_index(lines)
-            index = self._index = [found[k] for k in _MEMINFO_SAMPLE_KEYS]
-        total, available, cached, swap_total, swap_free, reclaimable = (int(lines[i].split()[1]) * 1024 for i in index)
-        return total, available, cached + reclaimable, total - available, swap_total - swap_free
-
-    @staticmethod
-    def _without_index(lines: list[bytes]) -> tuple[int, int, int, int, int]:
-        kib = {}
-        for line in lines:
-            key, _, rest = line.partition(b":")
-            if rest.split():
-                kib[key] = int(rest.split()[0]) * 1024
-        total = kib.get(b"MemTotal", 0)
-        cached = kib.get(b"Cached", 0)
-        available = kib.get(b"MemAvailable")
-        if available is None:
-            available = kib.get(b"MemFree", 0) + kib.get(b"Buffers", 0) + cached
-        cached += kib.get(b"SReclaimable", 0)  # absent before 2.6.19
-        swap_used = kib.get(b"SwapTotal", 0) - kib.get(b"SwapFree", 0)
-        return total, available, cached, total - available, swap_used
+    values = []
+    find = data.find
+    for key in _MEMINFO_SAMPLE_KEYS:
+        at = find(key)
+        if at < 0:
+            return _meminfo_sample_by_name(data)
+        at += len(key)
+        values.append(int(data[at : data.index(b"kB", at)]) * 1024)
+    total, available, cached, swap_total, swap_free, reclaimable = values
+    return total, available, cached + reclaimable, total - available, swap_total - swap_free
 
 
-def parse_meminfo_sample(data: bytes) -> tuple[int, int, int, int, int]:
-    """One-off form of MeminfoSampleParser."""
-    return MeminfoSampleParser()(data)
+def _meminfo_sample_by_name(data: bytes) -> tuple[int, int, int, int, int]:
+    kib = {}
+    for line in data.split(b"\n"):
+        key, _, rest = line.partition(b":")
+        if rest.split():
+            kib[key] = int(rest.split()[0]) * 1024
+    total = kib.get(b"MemTotal", 0)
+    cached = kib.get(b"Cached", 0)
+    available = kib.get(b"MemAvailable")
+    if available is None:
+        available = kib.get(b"MemFree", 0) + kib.get(b"Buffers", 0) + cached
+    cached += kib.get(b"SReclaimable", 0)  # absent before 2.6.19
+    swap_used = kib.get(b"SwapTotal", 0) - kib.get(b"SwapFree", 0)
+    return total, available, cached, total - available, swap_used
 
 
 def parse_meminfo(data: bytes) -> dict[str, int]:
