@@ -1,4 +1,4 @@
-"""200 concurrent clients for a bounded 8 s against the real agent on 127.0.0.1 (nowhere else).
+"""200 concurrent clients for a bounded 10 s against the real agent on 127.0.0.1 (nowhere else).
 
 Deliberate 503s (in-flight cap) are the only non-200 answers allowed; the agent's own count of refusals
 must equal what the clients saw; memory stays bounded and the agent still answers afterwards.
@@ -19,7 +19,7 @@ from tests.fixtures.agent.agent_process import AgentProcess
 pytestmark = pytest.mark.slow
 
 CLIENTS = 200
-DURATION_S = 8.0
+DURATION_S = 10.0
 PATHS = ("/metrics", "/v1/sample", "/v1/samples?since=0&limit=60", "/healthz", "/v1/profile")
 
 
