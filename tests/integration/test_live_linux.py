@@ -7,10 +7,12 @@ import itertools
 import json
 import multiprocessing
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -19,7 +21,7 @@ import hypermesh
 from hypermesh.platform.base import RawCounters
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.counters import CpuRates
-from tests.conftest import require
+from tests.conftest import require, require_binary, require_root
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
 
@@ -269,3 +271,112 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     tick_extremes = sum(v in (0.0, 100.0) for v in tick_values)
     assert tick_extremes >= 0.6 * len(tick_values), tick_values  # what tick counting gives at 100 Hz
     assert fine_extremes <= 0.5 * tick_extremes, (fine_extremes, tick_extremes, fine_values)
+
+
+# ------------------------------------------------------------------------ big hosts and mounts that come and go
+
+
+def run_python(prefix: list[str], script: str) -> dict[str, object]:
+    """Run ``script`` under ``prefix`` (a namespace) with this interpreter; it prints one JSON object."""
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def test_sampler_sees_every_interface_when_net_dev_is_longer_than_a_page() -> None:
+    """A read of /proc/net/dev stops after about one page of records (~30 interfaces): read on to EOF."""
+    require_root()
+    require_binary("ip")
+    netns = f"hm-big-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        batch = "".join(f"link add hmva{i} type veth peer name hmvb{i}\n" for i in range(40))
+        subprocess.run(["ip", "-n", netns, "-batch", "-"], input=batch, text=True, check=True)
+        got = run_python(
+            ["ip", "netns", "exec", netns],
+            "import json, os, hypermesh\n"
+            "s = hypermesh.Sampler(min_interval=0.01)\n"
+            "print(json.dumps({'net_dev': len(open('/proc/net/dev', 'rb').read()),\n"
+            "  'sysfs': sorted(os.listdir('/sys/class/net')),\n"
+            "  'sample': sorted(n.name for n in s.sample().network),\n"
+            "  'counters': sorted(n.name for n in s.counters().network)}))\n",
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+    assert isinstance(got["net_dev"], int) and got["net_dev"] > 8192  # more than two pages of records
+    assert len(got["sysfs"]) == 81  # type: ignore[arg-type]
+    assert got["sample"] == got["counters"] == got["sysfs"]
+
+
+@pytest.fixture
+def loop_device(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A 32 MiB ext4 loop device, detached afterwards."""
+    require_root()
+    require_binary("losetup")
+    mkfs = require_binary("mkfs.ext4")
+    image = os.path.join(str(tmp_path), "disk.img")
+    with open(image, "wb") as f:
+        f.truncate(32 * 1024**2)
+    subprocess.run([mkfs, "-q", "-F", image], check=True)
+    device = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True, check=True)
+    try:
+        yield device.stdout.strip()
+    finally:
+        subprocess.run(["losetup", "-d", device.stdout.strip()], check=False)
+
+
+# Mounts made in a private mount namespace vanish with it: nothing leaks into the machine's mount table.
+PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
+
+
+def test_a_loop_mount_past_the_first_page_of_mountinfo_is_listed(loop_device: str, tmp_path: pathlib.Path) -> None:
+    """mountinfo longer than a page: the mount in its later records belongs to the profile and the sampler too."""
+    require_binary("unshare")
+    base = os.path.join(str(tmp_path), "m" * 100)
+    got = run_python(
+        PRIVATE_MOUNTS,
+        "import json, os, subprocess, hypermesh\n"
+        f"base, dev = {base!r}, {loop_device!r}\n"
+        "for i in range(40):\n"
+        "    os.makedirs(f'{base}/t{i}')\n"
+        "    subprocess.run(['mount', '-t', 'tmpfs', 'none', f'{base}/t{i}'], check=True)\n"
+        "os.makedirs(f'{base}/disk')\n"
+        "subprocess.run(['mount', dev, f'{base}/disk'], check=True)\n"
+        "s = hypermesh.Sampler(min_interval=0.01)\n"
+        "print(json.dumps({'mountinfo': len(open('/proc/self/mountinfo', 'rb').read()),\n"
+        "  'profile': {d.name: [m.mountpoint for m in d.mounts] for d in hypermesh.profile().storage},\n"
+        "  'sample': [d.name for d in s.sample().disks]}))\n",
+    )
+    name = os.path.basename(loop_device)
+    assert isinstance(got["mountinfo"], int) and got["mountinfo"] > 8192
+    assert got["profile"][name] == [f"{base}/disk"]  # type: ignore[index]
+    assert name in got["sample"]  # type: ignore[operator]
+
+
+def test_sampler_follows_a_loop_device_mounted_and_unmounted_while_it_runs(
+    loop_device: str, tmp_path: pathlib.Path
+) -> None:
+    """loop0..7 stay in /proc/diskstats attached or not: mounting one must still bring it into the samples."""
+    require_binary("unshare")
+    target = os.path.join(str(tmp_path), "disk")
+    os.makedirs(target)
+    got = run_python(
+        PRIVATE_MOUNTS,
+        "import json, subprocess, time, hypermesh\n"
+        f"dev, target = {loop_device!r}, {target!r}\n"
+        "s = hypermesh.Sampler(min_interval=0.01)\n"
+        "names = lambda: [d.name for d in s.sample().disks]\n"
+        "before = names()\n"
+        "subprocess.run(['mount', dev, target], check=True)\n"
+        "mounted = [names() for _ in range(3)]\n"
+        "subprocess.run(['umount', target], check=True)\n"
+        "after = [names() for _ in range(2)]\n"
+        "print(json.dumps({'before': before, 'mounted': mounted, 'after': after}))\n",
+    )
+    name = os.path.basename(loop_device)
+    assert name not in got["before"]  # type: ignore[operator]
+    assert name in got["mounted"][-1]  # type: ignore[index]  # one sample to take its baseline, then listed
+    assert all(name not in names for names in got["after"])  # type: ignore[attr-defined]

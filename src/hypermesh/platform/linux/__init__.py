@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform as _platform
+import select
 import time
 
 from hypermesh.errors import BackendError
@@ -69,14 +70,14 @@ class LinuxBackend:
             watch.lap(name)
 
     def _storage(self) -> list[StorageDevice]:
-        mountinfo = sysfs.read_str(f"{self.proc}/self/mountinfo") or ""
+        mountinfo = (sysfs.read_proc(f"{self.proc}/self/mountinfo") or b"").decode(errors="replace")
         return block.storage_devices(self.sys, mountinfo, "" if self.live else None)
 
     def _os(self) -> OsInfo:
         kernel = f"{self.proc}/sys/kernel"
         release = sysfs.read_str(f"{kernel}/osrelease") or ""
         os_release = procfs.parse_os_release(sysfs.read_str(f"{self.etc}/os-release") or "")
-        stat = sysfs.read_bytes(f"{self.proc}/stat") or b""
+        stat = sysfs.read_proc(f"{self.proc}/stat") or b""
         return OsInfo(
             system="Linux",
             release=release,
@@ -119,7 +120,7 @@ class LinuxBackend:
         )
 
     def _memory(self) -> MemoryInfo:
-        meminfo = procfs.parse_meminfo(sysfs.read_bytes(f"{self.proc}/meminfo") or b"")
+        meminfo = procfs.parse_meminfo(sysfs.read_proc(f"{self.proc}/meminfo") or b"")
         if "MemTotal" not in meminfo:
             raise BackendError(f"{self.proc}/meminfo has no MemTotal: is procfs mounted?")
         return MemoryInfo(
@@ -173,6 +174,14 @@ class LinuxCounterReader:
             self._psi = None
         self._disk_lines = -1
         self._disk_names: frozenset[bytes] = frozenset()
+        # Which devices we keep depends on the mounts too (a loop device counts once mounted), and loop0..7 stay
+        # in /proc/diskstats whether attached or not: poll(2) on mountinfo says POLLPRI when the mount table
+        # changed (fs/proc_namespace.c mounts_poll), for a fraction of a microsecond per sample.
+        self._mounts_poll: select.poll | None = None
+        mounts_fd = self._open(f"{proc}/self/mountinfo")
+        if mounts_fd is not None:
+            self._mounts_poll = select.poll()
+            self._mounts_poll.register(mounts_fd, select.POLLPRI)
         self._disk_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
         self._net_memo: procfs.LineMemo[str, tuple[int, ...]] = procfs.LineMemo()
         self._cpu_memo: procfs.LineMemo[int, tuple[float, ...]] = procfs.LineMemo()
@@ -211,9 +220,10 @@ class LinuxCounterReader:
             return {}
         data = self._pread(self._diskstats)
         lines = data.count(b"\n")
-        if lines != self._disk_lines:
-            # A device came or went (hot-plug, a loop device attached): recompute which lines we keep.
-            mountinfo = sysfs.read_str(f"{self._backend.proc}/self/mountinfo") or ""
+        if lines != self._disk_lines or (self._mounts_poll is not None and self._mounts_poll.poll(0)):
+            # A device came or went (hot-plug), or something was mounted or unmounted (a loop device put to use):
+            # recompute which lines we keep.
+            mountinfo = (sysfs.read_proc(f"{self._backend.proc}/self/mountinfo") or b"").decode(errors="replace")
             self._disk_names = block.sample_disk_names(self._backend.sys, mountinfo)
             self._disk_lines = lines
             self._disk_memo = procfs.LineMemo()
@@ -237,12 +247,17 @@ class LinuxCounterReader:
     @staticmethod
     def _pread(fd: int) -> bytes:
         data = os.pread(fd, 65536, 0)
-        if len(data) < 65536:
+        # A seq_file read (net/dev, diskstats, schedstat: one record per device or CPU) stops at the first record
+        # that does not fit the kernel's buffer of at least a page (fs/seq_file.c), not at 64 KiB: about 30
+        # interfaces fill it. Records here are under 1 KiB, so a read shorter than 2 KiB is the whole file;
+        # anything longer is read on, from where the kernel stopped, until EOF.
+        if len(data) < 2048:
             return data
-        # Larger than one read (thousands of disks or interfaces): keep reading.
         chunks = [data]
-        while len(chunks[-1]) == 65536:
-            chunks.append(os.pread(fd, 65536, 65536 * len(chunks)))
+        offset = len(data)
+        while chunk := os.pread(fd, 65536, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
         return b"".join(chunks)
 
     def read(self) -> RawCounters:
@@ -263,7 +278,7 @@ class LinuxCounterReader:
             ("loadavg", procfs.parse_loadavg),
         )
         for name, parse in checks:
-            data = sysfs.read_bytes(f"{proc}/{name}")
+            data = sysfs.read_proc(f"{proc}/{name}")
             try:
                 if data is not None:
                     parse(data)

@@ -13,7 +13,8 @@ from hypermesh.platform.linux.procfs import parse_cpulist, parse_meminfo
 
 
 def read_bytes(path: str) -> bytes | None:
-    """The file's content, or None when it does not exist or the kernel refuses the read.
+    """The file's content (one read(2): sysfs attributes, small files), or None when it does not exist or the
+    kernel refuses the read. Multi-record procfs files need read_proc.
 
     Refusals are normal in sysfs: ``speed`` of a down or virtual link answers EINVAL, some attributes are
     root-only. The caller decides what a missing value means.
@@ -24,6 +25,27 @@ def read_bytes(path: str) -> bytes | None:
         return None
     try:
         return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_proc(path: str) -> bytes | None:
+    """A procfs seq_file's whole content (mountinfo, /proc/stat, meminfo...), or None as read_bytes.
+
+    One read(2) of a seq_file stops at the first record that does not fit the kernel's page-sized buffer
+    (fs/seq_file.c), so a /proc/self/mountinfo of more than ~4 KiB comes in several reads: read until EOF.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
     except OSError:
         return None
     finally:
