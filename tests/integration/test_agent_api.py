@@ -247,3 +247,22 @@ def test_history_is_a_bounded_ring_buffer():
     assert 2 <= len(samples) <= 11
     assert taken >= 25
     assert time.time() - samples[-1]["timestamp"] < 2
+
+
+def test_head_of_the_stream_ends_at_once_and_frees_the_connection_and_the_stream_slot():
+    # A HEAD of /v1/stream used to start a real stream whose body the server dropped: the client could not reuse
+    # its keep-alive connection (the next request hung) and, once it had sent one, the server never noticed it
+    # leave, so each such HEAD held one of the --max-streams slots for good.
+    with AgentProcess("--interval", "0.2", "--max-streams", "1") as process:
+        with httpx.Client(base_url=process.url, timeout=3) as client:
+            head = client.head("/v1/stream")
+            assert head.status_code == 200
+            assert head.headers["content-type"].startswith("text/event-stream")
+            assert head.content == b""
+            assert client.get("/healthz").status_code == 200  # same keep-alive connection, answered at once
+
+        def the_stream_slot_is_free() -> bool:
+            with httpx.Client(base_url=process.url, timeout=3) as client, client.stream("GET", "/v1/stream") as stream:
+                return stream.status_code == 200 and next(stream.iter_lines()).startswith("data: ")
+
+        assert wait_until(the_stream_slot_is_free, 5)

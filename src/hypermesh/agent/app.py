@@ -304,6 +304,15 @@ def build_app(state: AgentState) -> Guard:
         return Response(body, media_type=JSON_TYPE)
 
     async def stream_endpoint(request: Request) -> Response:
+        if request.method == "HEAD":
+            # Headers only, and the response ends here. Streaming to a HEAD would send nothing (the server drops
+            # a HEAD's body), so the client could never reuse its connection, and the stream (and its slot) would
+            # live on until the server noticed the client gone, which it never does once that client has sent
+            # its next request on the connection.
+            head = Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
+            del head.headers["content-length"]  # as the GET's: no length, the body is open-ended
+            return head
+
         async def events() -> AsyncIterator[bytes]:
             after = 0.0
             latest = state.latest()
