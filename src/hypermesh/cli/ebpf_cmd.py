@@ -345,13 +345,39 @@ def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
     from hypermesh.ebpf.programs.execsnoop import ExecsnoopProgram
 
     assert isinstance(prog, ExecsnoopProgram)
-    if not args.json:
-        print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
-    for event in prog.stream(timeout=args.duration):
-        if args.json:
-            print(json.dumps(event.to_dict()), flush=True)
-        else:
-            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True)
+    import signal
+    import time
+
+    # Events arrive through a ctypes callback, and an exception a signal handler raises inside one is
+    # printed and swallowed by ctypes: Ctrl-C or SIGTERM would be lost under a burst of execs. While
+    # streaming, the handlers only note the signal; the loop sees it within one poll (the poll itself
+    # returns at once, EINTR) and ends the run through the usual KeyboardInterrupt path.
+    stop: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not args.json:
+            print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while not stop:
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                break
+            for event in prog.poll(left):
+                if args.json:
+                    print(json.dumps(event.to_dict()), flush=True)
+                else:
+                    print(
+                        f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop:
+        raise KeyboardInterrupt
 
 
 def _print_result(args: argparse.Namespace, prog: Program) -> None:

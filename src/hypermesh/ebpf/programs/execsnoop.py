@@ -9,6 +9,7 @@ keyed by the kernel build, and later loads use it. Without bpftool the full BTF 
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import platform
@@ -95,6 +96,7 @@ class ExecsnoopProgram(Program):
         self.minimise_btf = minimise_btf
         self._pending: list[ExecEvent] = []
         self._ring: int | None = None
+        self._callback_error: BaseException | None = None
 
     def _btf_custom_path(self) -> str | None:
         return minimised_btf(self.object_path) if self.minimise_btf else None
@@ -110,10 +112,17 @@ class ExecsnoopProgram(Program):
         self._ring = ring
 
     def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
-        if data is None or size < _EVENT.size:
-            return 0
-        pid, ppid, uid, _pad, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
-        self._pending.append(ExecEvent(pid=pid, ppid=ppid, uid=uid, comm=_text(comm), filename=_text(filename)))
+        # ctypes prints and swallows an exception raised in a callback: a KeyboardInterrupt (or the
+        # CLI's SIGTERM exception) landing here would be lost. Keep it, stop the poll (a negative
+        # return ends ring_buffer__poll) and let poll() raise it in the caller.
+        try:
+            if data is None or size < _EVENT.size:
+                return 0
+            pid, ppid, uid, _pad, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+            self._pending.append(ExecEvent(pid=pid, ppid=ppid, uid=uid, comm=_text(comm), filename=_text(filename)))
+        except BaseException as exc:
+            self._callback_error = exc
+            return -errno.EINTR
         return 0
 
     def _attach(self, obj: BpfObject) -> list[Link]:
@@ -127,6 +136,9 @@ class ExecsnoopProgram(Program):
                 return []
             rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))
             events, self._pending = self._pending, []
+            error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
         if rc < 0 and rc != -4:  # -EINTR: a signal (Ctrl-C) woke us; the caller decides
             raise OSError(-rc, f"polling the exec ring buffer: {libbpf.strerror(rc)}")
         return events
