@@ -380,3 +380,22 @@ def test_sampler_follows_a_loop_device_mounted_and_unmounted_while_it_runs(
     assert name not in got["before"]  # type: ignore[operator]
     assert name in got["mounted"][-1]  # type: ignore[index]  # one sample to take its baseline, then listed
     assert all(name not in names for names in got["after"])  # type: ignore[attr-defined]
+
+
+def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(loop_device: str, tmp_path: pathlib.Path) -> None:
+    """mountinfo escapes the space as \\040 but leaves UTF-8 alone: the profile must give back the real path."""
+    require_binary("unshare")
+    target = os.path.join(str(tmp_path), "caf\u00e9 disk")
+    os.makedirs(target)
+    got = run_python(
+        PRIVATE_MOUNTS,
+        "import json, os, subprocess, hypermesh\n"
+        f"dev, target = {loop_device!r}, {target!r}\n"
+        "subprocess.run(['mount', dev, target], check=True)\n"
+        "st = os.statvfs(target)\n"
+        "mounts = {d.name: d.mounts for d in hypermesh.profile().storage}[os.path.basename(dev)]\n"
+        "print(json.dumps({'statvfs': st.f_blocks * st.f_frsize, 'mounts': [m.to_dict() for m in mounts]}))\n",
+    )
+    [mount] = got["mounts"]  # type: ignore[misc]
+    assert mount["mountpoint"] == target
+    assert mount["total_bytes"] == got["statvfs"]

@@ -199,3 +199,17 @@ def test_meminfo_sample_fields_by_name(tree: str, kernel: str) -> None:
     assert cached == (kib["Cached"] + kib["SReclaimable"]) * 1024  # SwapCached must not be taken for Cached
     assert used == total - avail
     assert swap_used == (kib["SwapTotal"] - kib["SwapFree"]) * 1024
+
+
+@pytest.mark.parametrize(
+    ("field", "mountpoint"),
+    [
+        ("/mnt/caf\u00e9\\040disk", "/mnt/caf\u00e9 disk"),  # UTF-8 stays as it is; only \ooo is an escape
+        ("/mnt/\u00fcber", "/mnt/\u00fcber"),
+        ("/mnt/a\\134b\\011c\\012d", "/mnt/a\\b\tc\nd"),
+        ("/mnt/x\\134134", "/mnt/x\\134"),  # an escaped backslash followed by digits
+    ],
+)
+def test_mountinfo_paths_are_unescaped_as_the_kernel_escapes_them(field: str, mountpoint: str) -> None:
+    line = f"36 35 98:0 / {field} rw,noatime master:1 - ext4 /dev/vdb rw\n"
+    assert procfs.parse_mountinfo(line) == [(98, 0, mountpoint, "ext4", "/dev/vdb")]

@@ -270,10 +270,20 @@ def parse_cpulist(text: str) -> list[int]:
 
 
 def _unescape_mount(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c, mangle()).
+    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c, mangle()) and nothing else:
+    # every other character, UTF-8 included, is as the path has it (so no "unicode_escape", which reads UTF-8 bytes
+    # as Latin-1).
     if "\\" not in path:
         return path
-    return path.encode().decode("unicode_escape")
+    first, *rest = path.split("\\")
+    out = [first]
+    for part in rest:
+        code = part[:3]
+        if len(code) == 3 and all("0" <= c <= "7" for c in code):
+            out.append(chr(int(code, 8)) + part[3:])
+        else:
+            out.append("\\" + part)
+    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[tuple[int, int, str, str, str]]:
