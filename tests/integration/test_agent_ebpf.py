@@ -66,3 +66,30 @@ def test_syscalls_program_counts_what_a_loop_does_and_unloads_on_exit():
     assert agent.proc.returncode in (0, -15)
     assert "Traceback" not in agent.log()
     assert ours & bpf_program_ids(bpftool) == set()  # closed on shutdown: no leaked programs
+
+
+def test_without_cap_bpf_the_agent_says_ebpf_is_unsupported_and_why():
+    # The probe report has no overall verdict; the agent used to default it to "available", so an agent without
+    # CAP_BPF exported hypermesh_ebpf_supported 1 while every feature said "cannot probe without CAP_BPF".
+    require_root()  # to drop the capabilities it has
+    setpriv = require_binary("setpriv")
+    drop_all = [setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
+    with AgentProcess("--interval", "0.5", "--ebpf", "syscalls", prefix=drop_all) as agent:
+        status = httpx.get(f"{agent.url}/v1/ebpf", timeout=10).json()
+        assert not any(status["probe"]["capabilities"].values())  # the capabilities are really gone
+        assert status["available"] is False
+        assert "CAP_BPF" in status["reason"]
+        assert status["programs"]["syscalls"]["loaded"] is False
+        metrics = httpx.get(f"{agent.url}/metrics", timeout=10).text
+        assert "\nhypermesh_ebpf_supported 0.0\n" in metrics
+        assert 'hypermesh_ebpf_program_loaded{program="syscalls"} 0.0' in metrics
+        assert 'hypermesh_scrape_collector_success{collector="ebpf"} 1.0' in metrics
+
+
+def test_as_root_the_agent_says_ebpf_is_supported():
+    require_root()
+    require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel BTF (/sys/kernel/btf/vmlinux) is missing")
+    with AgentProcess("--interval", "0.5") as agent:
+        status = httpx.get(f"{agent.url}/v1/ebpf", timeout=10).json()
+        assert status["available"] is True and status["reason"] is None
+        assert "\nhypermesh_ebpf_supported 1.0\n" in httpx.get(f"{agent.url}/metrics", timeout=10).text

@@ -217,8 +217,18 @@ def read_ebpf_status() -> dict[str, Any]:
         return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
     except Exception as exc:  # HypermeshError (Unsupported, PermissionDenied) or a broken probe
         return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
-    available = bool(data.get("supported", data.get("available", True)))
-    reason = data.get("reason") if not available else None
+    if "supported" in data or "available" in data:
+        available = bool(data.get("supported", data.get("available")))
+        reason = data.get("reason") if not available else None
+        return {"available": available, "reason": reason, "probe": data}
+    # The probe report has no overall verdict: this agent can load eBPF programs if at least one program type
+    # is supported here. Without CAP_BPF none is (each says why), and the agent must not claim it can.
+    features = [f for f in data.get("features") or [] if isinstance(f, dict)]
+    available = any(f.get("supported") is True for f in features)
+    reason = None
+    if not available:
+        reasons = list(dict.fromkeys(str(f.get("reason")) for f in features if f.get("reason")))
+        reason = "no eBPF program type can be loaded here: " + ("; ".join(reasons) or "the probe found none")
     return {"available": available, "reason": reason, "probe": data}
 
 
