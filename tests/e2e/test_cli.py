@@ -237,3 +237,38 @@ def test_absurdly_long_intervals_are_refused(args: list[str]) -> None:
     r = run(*args)
     assert r.returncode == 2
     assert "at most" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_zero_pids_limit_is_shown_as_a_limit_not_unlimited() -> None:
+    """pids.max 0 (legal: no fork allowed) in a cgroup we make; the table said "unlimited", the JSON 0."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a cgroup")
+    v1 = "/sys/fs/cgroup/pids"
+    v2_ok = (
+        os.path.exists("/sys/fs/cgroup/cgroup.subtree_control")
+        and "pids" in Path("/sys/fs/cgroup/cgroup.subtree_control").read_text().split()
+    )
+    if not os.path.isdir(v1) and not v2_ok:
+        pytest.skip("no pids controller (cgroup v1 pids mount or v2 root delegation)")
+    group = f"{v1 if os.path.isdir(v1) else '/sys/fs/cgroup'}/hm-test-{os.getpid()}"
+    os.mkdir(group)
+    try:
+        Path(group, "pids.max").write_text("0")
+        # exec, not fork: the shell joins the cgroup, then becomes hypermesh (Python starts no thread of its own).
+        script = f'echo $$ > {group}/cgroup.procs && exec "$0" profile "$@"'
+        outs = [
+            subprocess.run(["sh", "-c", script, HYPERMESH, *extra], capture_output=True, text=True, timeout=60)
+            for extra in ([], ["--json"])
+        ]
+    finally:
+        for _ in range(50):  # the processes have exited; the kernel frees the cgroup shortly after
+            try:
+                os.rmdir(group)
+                break
+            except OSError:
+                time.sleep(0.1)
+    table, as_json = outs
+    assert table.returncode == 0 and as_json.returncode == 0, (table.stderr, as_json.stderr)
+    assert json.loads(as_json.stdout)["limits"]["pids_max"] == 0
+    limits = next(line for line in table.stdout.splitlines() if line.startswith("limits"))
+    assert "pids 0" in limits, limits

@@ -98,10 +98,12 @@ def render_profile(profile: SystemProfile, console: Console | None = None) -> No
                     f"{human_bytes(m.total_bytes)} (swap {human_bytes(m.swap_total_bytes)}, hugepage {human_bytes(m.hugepage_size_bytes)})",
                 ),
                 (
+                    # A limit of 0 is a limit (pids.max 0 forbids any fork): only None means unlimited.
                     "limits",
                     f"cgroup v{lim.cgroup_version or '-'}: cpu "
-                    f"{f'{lim.cpu_quota_cores:g} cores' if lim.cpu_quota_cores else 'unlimited'}, memory "
-                    f"{human_bytes(lim.memory_limit_bytes) if lim.memory_limit_bytes else 'unlimited'}, pids {lim.pids_max or 'unlimited'}",
+                    f"{'unlimited' if lim.cpu_quota_cores is None else f'{lim.cpu_quota_cores:g} cores'}, memory "
+                    f"{'unlimited' if lim.memory_limit_bytes is None else human_bytes(lim.memory_limit_bytes)}, "
+                    f"pids {'unlimited' if lim.pids_max is None else lim.pids_max}",
                 ),
                 ("gpus", ", ".join(str(g.get("name", g)) for g in profile.gpus) or "none"),
             ],
