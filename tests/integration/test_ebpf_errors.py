@@ -165,6 +165,11 @@ def test_missing_libbpf_is_unsupported_naming_the_package() -> None:
     [
         ("/sys/kernel/tracing", ("ebpf", "run", "syscalls", "--duration", "0.1"), "tracefs is not mounted"),
         ("/sys/fs/bpf", ("ebpf", "run", "syscalls", "--duration", "0.1", "--pin"), "bpffs is not mounted"),
+        # Without bpffs nothing can be seen: "nothing pinned" (rc 0) and "nothing named xdp is pinned"
+        # (rc 2) were guesses, wrong whenever the host's bpffs holds pins.
+        ("/sys/fs/bpf", ("ebpf", "status"), "bpffs is not mounted"),
+        ("/sys/fs/bpf", ("ebpf", "status", "--json"), "bpffs is not mounted"),
+        ("/sys/fs/bpf", ("ebpf", "detach", "xdp"), "bpffs is not mounted"),
     ],
 )
 def test_missing_mounts_are_unsupported_with_the_fix(mountpoint: str, args: tuple[str, ...], expected: str) -> None:

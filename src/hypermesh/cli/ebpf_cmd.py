@@ -445,7 +445,9 @@ def _load(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import hypermesh.ebpf
+    from hypermesh.ebpf.program import require_bpffs
 
+    require_bpffs("listing pinned programs")
     entries = hypermesh.ebpf.pinned()
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))

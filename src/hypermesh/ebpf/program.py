@@ -45,6 +45,7 @@ __all__ = [
     "close_all",
     "detach_pinned",
     "pinned",
+    "require_bpffs",
 ]
 
 PIN_ROOT = "/sys/fs/bpf/hypermesh"
@@ -697,8 +698,7 @@ class Program:
             raise InvalidInput(
                 f"attach {self.name} before pinning it: a pinned program that is not attached does nothing"
             )
-        if not os.path.ismount(BPFFS):
-            raise Unsupported("pinning", f"bpffs is not mounted at {BPFFS}: mount -t bpf bpf {BPFFS}")
+        require_bpffs("pinning")
         path = os.path.join(PIN_ROOT, self.name)
         if os.path.exists(path):
             raise InvalidInput(f"{self.name} is already pinned at {path}: 'hypermesh ebpf detach {self.name}' first")
@@ -755,6 +755,13 @@ def close_all(wait: bool = True) -> None:
 # --------------------------------------------------------------------------------------- pinning
 
 
+def require_bpffs(what: str) -> None:
+    """Pins live on bpffs: without it mounted at /sys/fs/bpf nothing can be pinned, listed or removed
+    (another mount namespace may well hold pins: "nothing pinned" would be a guess)."""
+    if not os.path.ismount(BPFFS):
+        raise Unsupported(what, f"bpffs is not mounted at {BPFFS}: mount -t bpf bpf {BPFFS}")
+
+
 def _pinned_id(path: str) -> int | None:
     lib = libbpf.lib()
     fd = lib.bpf_obj_get(path.encode())
@@ -799,6 +806,7 @@ def _remove_pin_dir(path: str) -> None:
 
 def detach_pinned(name: str) -> PinnedProgram:
     """Remove the pins of ``name``: once no process holds it either, the kernel detaches and frees it."""
+    require_bpffs(f"detaching {name}")
     for entry in pinned():
         if entry.name == name:
             _remove_pin_dir(entry.path)
