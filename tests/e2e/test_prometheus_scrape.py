@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -21,6 +22,7 @@ DEPLOY = Path(__file__).parent.parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "hypermesh.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "hypermesh.rules.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "hypermesh-node.json"
+TWIN_JOB = "hypermesh-twin"
 
 
 def free_port() -> int:
@@ -40,6 +42,8 @@ def prometheus(tmp_path_factory):
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
             f"rule_files:\n  - {RULES}\n"
             f"scrape_configs:\n  - job_name: hypermesh\n    static_configs:\n      - targets: ['{target}']\n"
+            # The same agent under a second instance name: what the dashboard shows for several instances.
+            f"  - job_name: {TWIN_JOB}\n    static_configs:\n      - targets: ['{target.replace('127.0.0.1', 'localhost')}']\n"
         )
         port = free_port()
         log = (workdir / "prometheus.log").open("wb")
@@ -137,6 +141,30 @@ def test_every_grafana_panel_query_returns_data_from_prometheus(prometheus):
     for expr in exprs:
         concrete = expr.replace("$instance", ".*").replace("$__rate_interval", "5s")
         assert query(prometheus, concrete), f"no data for Grafana query: {expr}"
+
+
+def test_grafana_stat_panels_are_fleet_values_when_several_instances_are_selected(prometheus):
+    # Both jobs scrape the same machine, so every single-value panel must read the same for both instances
+    # together as for one. "CPU busy" summed idle by cpu alone, adding the instances up: 1 - 2 x idle.
+    wait_for(prometheus, f'count_over_time(up{{job="{TWIN_JOB}"}}[1m]) > 12')
+    one = query(prometheus, 'hypermesh_node_info{job="hypermesh"}')[0]["metric"]["instance"]
+    assert len(query(prometheus, "hypermesh_node_info")) == 2
+    dashboard = json.loads(DASHBOARD.read_text())
+    checked = 0
+    for panel in dashboard["panels"]:
+        if panel["type"] != "stat":
+            continue
+        expr = panel["targets"][0]["expr"].replace("$__rate_interval", "10s")
+        both = query(prometheus, expr.replace("$instance", ".*"))
+        single = query(
+            prometheus, expr.replace("$instance", re.escape(one).replace("\\", "\\\\"))
+        )  # in a PromQL string
+        if len(both) != 1:  # one value per instance: nothing is aggregated across them
+            continue
+        checked += 1
+        fleet, alone = float(both[0]["value"][1]), float(single[0]["value"][1])
+        assert abs(fleet - alone) <= 0.1 + 0.1 * abs(alone), (panel["title"], fleet, alone)
+    assert checked >= 4
 
 
 def test_promtool_checks_the_rules_and_the_example_config():
