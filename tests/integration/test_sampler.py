@@ -180,3 +180,21 @@ def test_stream_arguments_are_checked(kwargs: dict[str, object], needle: str) ->
 def test_min_interval_is_checked() -> None:
     with pytest.raises(InvalidInput, match="number of seconds"):
         hypermesh.Sampler(min_interval="x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("with_stop", [False, True])
+def test_close_wakes_a_stream_waiting_for_a_long_deadline(with_stop: bool) -> None:
+    """close() from another thread ends a stream at once, not when its 5 s interval is over."""
+    sampler = hypermesh.Sampler()
+    stop = threading.Event() if with_stop else None
+    got: list[hypermesh.Sample] = []
+    t = threading.Thread(target=lambda: got.extend(sampler.stream(5.0, stop=stop)))
+    t.start()
+    time.sleep(0.2)
+    began = time.monotonic()
+    sampler.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert time.monotonic() - began < 0.5
+    assert got == []
+    assert stop is None or not stop.is_set()  # the caller's event is theirs: close() does not touch it

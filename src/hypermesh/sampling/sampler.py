@@ -63,12 +63,14 @@ class Sampler:
         self._prev: RawCounters | None = None
         self._cpu = rates.CpuRates()
         self._closed = False
+        self._closing = threading.Event()  # wakes a stream() sleeping towards its next deadline
         self.missed_deadlines = 0
 
     def close(self) -> None:
         """Release the files the reader keeps open. Later calls raise InvalidInput; a running stream() ends."""
+        self._closed = True
+        self._closing.set()
         with self._lock:
-            self._closed = True
             self._reader.close()
 
     @property
@@ -136,10 +138,8 @@ class Sampler:
             deadline = start + k * interval
             delay = deadline - time.monotonic()
             if delay > 0:
-                if stop is None:
-                    time.sleep(delay)
-                elif stop.wait(delay):
-                    return  # set while waiting: a server shutting down need not wait out the interval
+                if self._wait(delay, stop):
+                    return  # stopped or closed while waiting: nobody need wait out the interval
             elif -delay >= interval:
                 skipped = int(-delay // interval)
                 self.missed_deadlines += skipped
@@ -151,6 +151,20 @@ class Sampler:
                     return  # closed by another thread while we waited: the stream just ends
                 raise
             yield sample
+
+    def _wait(self, delay: float, stop: threading.Event | None) -> bool:
+        """Sleep ``delay`` seconds; True as soon as ``stop`` is set or the Sampler is closed."""
+        if stop is None:
+            return self._closing.wait(delay)
+        # Two events cannot be waited on at once: wait on the caller's, looking at ours every 0.1 s.
+        end = time.monotonic() + delay
+        while not stop.wait(min(delay, 0.1)):
+            delay = end - time.monotonic()
+            if self._closed:
+                return True
+            if delay <= 0:
+                return False
+        return True
 
     def node_stats(self) -> NodeStats:
         """The node's other kernel statistics (meminfo, vmstat, SNMP, filesystems...) read fresh; own files, own lock."""
