@@ -158,6 +158,17 @@ def test_cpuidle_long_idle_period_is_not_reported_busy() -> None:
     assert second.per_core == [0.0]  # the second already credited is not counted twice, nor pushed below 0
 
 
+def test_modes_add_up_to_the_busy_figure_before_the_first_tick() -> None:
+    """At 100 Hz an interval often sees no tick: the modes then take the split since boot, not 0 % each."""
+    since_boot = {0: (60.0, 0, 20.0, 500.0, 0, 0, 0, 20.0), 1: (60.0, 0, 20.0, 500.0, 0, 0, 0, 20.0)}
+    a, b = raw(0.0, cpu=since_boot), raw(0.01, cpu=dict(since_boot))
+    a.fine_kind, a.fine = "schedstat", {0: (100.0, 0), 1: (100.0, 0)}
+    b.fine_kind, b.fine = "schedstat", {0: (100.005, 0), 1: (100.0, 0)}  # cpu0 ran half of the 10 ms
+    s = CpuRates().compute(a, b, 0.01)
+    assert s.per_core == [50.0, 0.0] and s.percent == 25.0
+    assert (s.user_percent, s.system_percent, s.steal_percent) == (15.0, 5.0, 5.0)
+
+
 def test_pressure_stall_rate() -> None:
     a = raw(0.0, psi=(1.0, 0.5, 1_000_000, 400_000))
     b = raw(2.0, psi=(2.0, 1.0, 1_500_000, 500_000))

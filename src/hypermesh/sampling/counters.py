@@ -109,6 +109,14 @@ def pressure(prev: RawCounters, cur: RawCounters, elapsed: float) -> Pressure | 
     )
 
 
+def _split_since_boot(raw: RawCounters) -> tuple[float, float, float]:
+    user = sum(t[0] + t[1] for t in raw.cpu.values())
+    system = sum(t[2] + t[5] + t[6] for t in raw.cpu.values())
+    steal = sum(t[7] for t in raw.cpu.values())
+    busy = user + system + steal
+    return (user / busy, system / busy, steal / busy) if busy > 0 else (0.0, 0.0, 0.0)
+
+
 class CpuRates:
     """Per-core and total CPU busy percentages, keeping what the finer sources need between readings.
 
@@ -129,7 +137,7 @@ class CpuRates:
         self._credit: dict[int, float] = {}
         self._last_state: dict[int, bool] = {}  # cpu -> was idle during the last interval with no residency
         self._last_busy: dict[int, float] = {}
-        self._last_split = (0.0, 0.0, 0.0)
+        self._last_split: tuple[float, float, float] | None = None
 
     def compute(self, prev: RawCounters, cur: RawCounters, elapsed: float) -> CpuSample:
         fine_kind = cur.fine_kind if cur.fine_kind == prev.fine_kind else None
@@ -170,6 +178,10 @@ class CpuRates:
         busy_ticks = ticks_user + ticks_system + ticks_steal
         if busy_ticks > 0:
             self._last_split = (ticks_user / busy_ticks, ticks_system / busy_ticks, ticks_steal / busy_ticks)
+        elif self._last_split is None:
+            # No tick yet (the first intervals at 100 Hz and more): the split since boot, not user 0 % system 0 %
+            # beside a busy CPU.
+            self._last_split = _split_since_boot(cur)
         # The busy figure (fine or coarse) is spread over the modes in the proportions the ticks show.
         user, system, steal = (percent * share for share in self._last_split)
         iowait = min(100.0, 100.0 * ticks_iowait / ticks_total) if ticks_total > 0 else 0.0
