@@ -8,6 +8,7 @@ import collections
 import contextlib
 import http.client
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -408,6 +409,52 @@ def test_garbage_certificate_is_a_config_error(tmp_path):
     result = run_cli("agent", "--config", str(config))
     assert result.returncode == 2
     assert "bad.crt" in _one_line_error(result)
+
+
+def test_an_encrypted_key_is_a_one_line_config_error_not_a_passphrase_prompt(tmp_path, tls_files):
+    # OpenSSL asked for the passphrase on the controlling terminal: an agent started from a shell hung there, and
+    # without a terminal it failed with "[Errno 22] Invalid argument" after printing the prompt twice.
+    openssl = require_binary("openssl")
+    cert, key = tls_files
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        [openssl, "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    config = tmp_path / "agent.toml"
+    config.write_text(f"listen = '127.0.0.1:0'\n[tls_server_config]\ncert_file = '{cert}'\nkey_file = '{encrypted}'\n")
+    result = run_cli("agent", "--config", str(config))  # no terminal
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert str(encrypted) in line and "encrypted with a passphrase" in line
+    # With a controlling terminal (an operator's shell) it must not sit at a prompt either.
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        os.execv(sys.executable, [sys.executable, "-m", "hypermesh.cli.main", "agent", "--config", str(config)])
+    output = b""
+    deadline = time.monotonic() + 20
+    status = None
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                ready = select.select([fd], [], [], 0.2)[0]
+                if ready:
+                    output += os.read(fd, 4096)
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
+                break
+    finally:
+        if status is None or not os.WIFEXITED(status):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert status is not None and os.WIFEXITED(status), f"still running after 20 s: {output!r}"
+    assert os.WEXITSTATUS(status) == 2
+    assert b"pass phrase" not in output.lower()
 
 
 @pytest.mark.parametrize(

@@ -161,9 +161,14 @@ def serve(config: object) -> int:
         timeout_graceful_shutdown=5,
     )
     try:
+        if config.tls_cert_file is not None:
+            _check_tls_files(config.tls_cert_file, config.tls_key_file)
         server = uvicorn.Server(uv_config)
         state.closing = lambda: bool(server.should_exit)
         uv_config.load()  # loads TLS files: a bad certificate is a config error, reported before serving
+    except InvalidInput:
+        sock.close()
+        raise
     except (OSError, ValueError) as exc:
         sock.close()
         raise InvalidInput(f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}") from None
@@ -185,6 +190,30 @@ def serve(config: object) -> int:
     )
     server.run(sockets=[sock])
     return 0
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _refuse_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def _check_tls_files(cert_file: str, key_file: str | None) -> None:
+    """Load the certificate and key once with a passphrase callback that refuses: an encrypted key would otherwise
+    make OpenSSL prompt for its passphrase on the terminal (a service hangs there, or fails with EINVAL)."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file, password=_refuse_passphrase)
+    except _EncryptedKey:
+        key = key_file or cert_file
+        raise InvalidInput(
+            f"TLS key {key} is encrypted with a passphrase, which the agent cannot ask for; "
+            f"decrypt it (openssl pkey -in {key} -out agent.key) and keep that file readable only by the agent"
+        ) from None
 
 
 def _hash_password() -> int:
