@@ -3,11 +3,13 @@ read independently here, and the sample count against a live node_exporter scrap
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import httpx
@@ -234,3 +236,55 @@ def promtool_clean(text: str) -> bool:
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
     return True
+
+
+INTERFACE_CHURN = """
+import json, subprocess
+from hypermesh.platform.linux.nodestats import NodeStatsReader
+
+def sh(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+def hm0(reader):
+    return next(i for i in reader.read().interfaces if i.name == "hm0")
+
+def sysfs(name):
+    with open(f"/sys/class/net/hm0/{name}") as file:
+        return file.read().strip()
+
+reader = NodeStatsReader("/proc", "/sys", "/", live=True)
+sh("link", "add", "hm0", "type", "veth", "peer", "name", "hm1")
+sh("link", "set", "hm0", "mtu", "1400")
+first = hm0(reader)
+sh("link", "del", "hm0")
+sh("link", "add", "hm0", "type", "veth", "peer", "name", "hm2")
+sh("link", "set", "hm0", "mtu", "1300", "txqueuelen", "77")
+second = hm0(reader)
+print(json.dumps({
+    "first": [first.mtu, first.address],
+    "second": [second.mtu, second.tx_queue_length, second.address, second.operstate, second.carrier_changes],
+    "kernel": [int(sysfs("mtu")), int(sysfs("tx_queue_len")), sysfs("address"), sysfs("operstate"),
+               int(sysfs("carrier_changes"))],
+}))
+"""
+
+
+def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
+    # The reader keeps sysfs attribute files open; a kept fd of a deleted interface answers ENODEV for good, so a
+    # veth or tun re-created under the same name lost its address, operstate, MTU and queue length until restart.
+    require(os.geteuid() == 0, "needs root for a network namespace")
+    ip = require_binary("ip")
+    namespace = f"hm-churn-{os.getpid()}"
+    subprocess.run([ip, "netns", "add", namespace], check=True, timeout=30)
+    try:
+        result = subprocess.run(
+            [ip, "netns", "exec", namespace, sys.executable, "-c", INTERFACE_CHURN],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+    finally:
+        subprocess.run([ip, "netns", "del", namespace], timeout=30)
+    assert seen["first"][0] == 1400
+    assert seen["second"] == seen["kernel"]
+    assert seen["second"][:2] == [1300, 77] and seen["second"][2]

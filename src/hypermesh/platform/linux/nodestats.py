@@ -9,6 +9,7 @@ is never on the sampling hot path: only ``Backend.node_stats()`` (the agent's /m
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -472,14 +473,24 @@ class NodeStatsReader:
         return b"".join(chunks)
 
     def _attr(self, path: str) -> bytes | None:
-        """A sysfs attribute through a kept fd; None where it is absent or the driver refuses (EINVAL while down)."""
+        """A sysfs attribute through a kept fd; None where it is absent or the driver refuses (EINVAL while down).
+
+        A kept fd answers ENODEV once its object is gone: an interface deleted between two reads, perhaps created
+        again under the same name (a container's veth, a VPN's tun). The path is then opened afresh.
+        """
         self._attrs_used.add(path)
         fd = self._attr_fds.get(path)
-        if fd is None:
+        if fd is not None:
             try:
-                fd = self._attr_fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return None
+                return os.pread(fd, 4096, 0)
+            except OSError as exc:
+                if exc.errno != errno.ENODEV:
+                    return None  # the driver refuses now (carrier, duplex while down): the fd stays good
+                os.close(self._attr_fds.pop(path))
+        try:
+            fd = self._attr_fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
         try:
             return os.pread(fd, 4096, 0)
         except OSError:
