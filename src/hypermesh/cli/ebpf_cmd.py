@@ -17,6 +17,7 @@ from hypermesh.cli.main import positive_float, positive_int
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hypermesh.ebpf import Program
+    from hypermesh.ebpf.programs.execsnoop import ExecEvent, ExecsnoopProgram
 
 
 EXIT_CODES = "exit codes: 0 ok, 1 runtime error (or a verifier rejection), 2 bad usage or input, 3 permission denied, 4 unsupported here."
@@ -357,27 +358,50 @@ def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
     def note(signum: int, _frame: object) -> None:
         stop.append(signum)
 
+    reported, next_check = 0, 0.0
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not args.json:
             print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while not stop:
-            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            now = time.monotonic()
+            left = 0.1 if deadline is None else min(0.1, deadline - now)
             if left <= 0:
                 break
-            for event in prog.poll(left):
-                if args.json:
-                    print(json.dumps(event.to_dict()), flush=True)
-                else:
-                    print(
-                        f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True
-                    )
+            if now >= next_check:  # at most once a second: say so when the kernel had to drop events
+                reported, next_check = _report_lost(prog, reported), now + 1.0
+            _print_exec_events(prog.poll(left), args.json)
+        # What the kernel delivered before the stop is still in the ring (up to ~880 events when the
+        # output was slow): print it, do not drop it.
+        _print_exec_events(prog.poll(0), args.json)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _report_lost(prog, reported, final=True)
     if stop:
         raise KeyboardInterrupt
+
+
+def _print_exec_events(events: list[ExecEvent], as_json: bool) -> None:
+    for event in events:
+        if as_json:
+            print(json.dumps(event.to_dict()), flush=True)
+        else:
+            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True)
+
+
+def _report_lost(prog: ExecsnoopProgram, reported: int, final: bool = False) -> int:
+    """A line on stderr when the kernel dropped exec events (ring buffer full); returns the count so far."""
+    lost = prog.lost()
+    if lost > reported or (final and lost):
+        what = f"{lost} exec events lost in total" if final else f"{lost - reported} exec events lost"
+        print(
+            f"hypermesh: {what}: the ring buffer was full because the output is read too slowly",
+            file=sys.stderr,
+            flush=True,
+        )
+    return lost
 
 
 def _print_result(args: argparse.Namespace, prog: Program) -> None:

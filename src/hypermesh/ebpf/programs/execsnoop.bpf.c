@@ -23,12 +23,26 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+// Events dropped because the ring buffer was full (user space fell behind): lost[0], per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
 SEC("tracepoint/sched/sched_process_exec")
 int on_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	struct exec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
-		return 0;  // ring full: user space is behind; the loss is counted by the reader as a gap
+	if (!e) {
+		__u32 key = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &key);
+
+		if (n)
+			*n += 1;  // per-CPU value: no atomics needed
+		return 0;
+	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	unsigned int fname_off = ctx->__data_loc_filename & 0xFFFF;
 

@@ -43,6 +43,7 @@ class ExecEvent(Record):
 @record
 class ExecEvents(Record):
     events: list[ExecEvent]
+    lost: int  # events the kernel dropped since the attach because the ring buffer was full
 
 
 def _text(raw: bytes) -> str:
@@ -110,6 +111,9 @@ class ExecsnoopProgram(Program):
                 "execsnoop", f"cannot create the ring buffer reader: {libbpf.strerror(libbpf.get_errno())}"
             )
         self._ring = ring
+        self._lost = obj.map("lost")
+        self._lost_key = ctypes.create_string_buffer(4)  # key 0
+        self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
 
     def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
         # ctypes prints and swallows an exception raised in a callback: a KeyboardInterrupt (or the
@@ -152,9 +156,17 @@ class ExecsnoopProgram(Program):
             left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
             yield from self.poll(left)
 
+    def lost(self) -> int:
+        """Events dropped so far because the ring buffer was full (the reader fell behind)."""
+        with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
+            if not self._lost.lookup_into(self._lost_key, self._lost_value):
+                return 0
+            return sum(memoryview(self._lost_value).cast("B").cast("Q"))
+
     def read(self) -> ExecEvents:
-        """Events that arrived since the last read (without waiting)."""
-        return ExecEvents(events=self.poll(0))
+        """Events that arrived since the last read (without waiting), and the count lost so far."""
+        return ExecEvents(events=self.poll(0), lost=self.lost())
 
     def close(self, wait: bool = True) -> threading.Event:
         ring, self._ring = self._ring, None
