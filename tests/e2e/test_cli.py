@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import hypermesh
+import hypermesh.model
 
 HYPERMESH = str(Path(sys.executable).with_name("hypermesh"))
 
@@ -272,3 +276,66 @@ def test_a_zero_pids_limit_is_shown_as_a_limit_not_unlimited() -> None:
     assert json.loads(as_json.stdout)["limits"]["pids_max"] == 0
     limits = next(line for line in table.stdout.splitlines() if line.startswith("limits"))
     assert "pids 0" in limits, limits
+
+
+def _with(sample: hypermesh.Sample, timestamp: float, load1: float) -> hypermesh.Sample:
+    load = hypermesh.model.LoadAverage(load1, sample.load.avg5, sample.load.avg15)
+    return hypermesh.Sample(timestamp, sample.interval_s, sample.cpu, sample.memory, sample.disks, sample.network, load)
+
+
+def test_live_view_survives_a_wall_clock_step_and_ends_on_the_last_sample(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real readings; only their timestamps are set, since this machine's clock must not really be stepped."""
+    from hypermesh.cli.render import live_samples
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws the live view as on a terminal
+    with hypermesh.Sampler(min_interval=0.01) as sampler:
+        real = sampler.sample()
+
+    def stepped() -> Iterator[hypermesh.Sample]:
+        # 0.15 s apart in real time; the wall clock is stepped back 500 s (NTP, `date -s`) after the third.
+        for i, stamp in enumerate([1000.0, 1000.2, 1000.4, 500.0, 500.2, 500.4]):
+            if i:
+                time.sleep(0.15)
+            yield _with(real, stamp, 1.0 + i)
+
+    live_samples(stepped(), 0.2)
+    assert capsys.readouterr().out.count("Memory and load") >= 6  # every sample drawn, not only the first three
+
+    # Faster than the ~10 Hz redraw: the view left on screen must be the last sample's.
+    live_samples((_with(real, 2000.0 + i / 100, 1.11 * (i + 1)) for i in range(5)), 0.01)
+    assert "5.55" in capsys.readouterr().out
+
+
+def test_live_view_at_100_hz_redraws_about_ten_times_a_second() -> None:
+    """Redrawing every 100 Hz sample cost a third of a CPU and made the stream miss its deadlines."""
+    import pty
+
+    master, slave = pty.openpty()
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [HYPERMESH, "sample", "--interval", "0.01", "--count", "200"],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120", "LINES": "50", "TERM": "xterm"},
+    )
+    os.close(slave)
+    redraws = 0
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            redraws += data.count(b"Memory and load")
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    seconds = time.monotonic() - began
+    assert proc.returncode == 0
+    assert 10 <= redraws <= 10 * seconds + 5, (redraws, seconds)

@@ -223,10 +223,17 @@ def live_samples(samples: Iterable[Sample], interval: float) -> None:
             out.write(sample_line(sample) + "\n")
             out.flush()
         return
-    # Redraw at most ~10 times a second however fast we sample: a terminal cannot show 100 Hz anyway.
+    # Redraw at most ~10 times a second however fast we sample: a terminal cannot show 100 Hz anyway. Paced on
+    # the monotonic clock: a wall clock stepped back (NTP, `date -s`) must not freeze the view until it catches up.
     with Live(console=console, auto_refresh=False, transient=False) as live:
-        last = 0.0
+        last: float | None = None
+        pending: Sample | None = None
         for sample in samples:
-            if sample.timestamp - last >= min(interval, 0.1) or last == 0.0:
+            now = time.monotonic()
+            if last is None or interval >= 0.1 or now - last >= 0.1:
                 live.update(sample_view(sample), refresh=True)
-                last = sample.timestamp
+                last, pending = now, None
+            else:
+                pending = sample
+        if pending is not None:  # the view that stays on screen is the last sample, not one skipped earlier
+            live.update(sample_view(pending), refresh=True)
