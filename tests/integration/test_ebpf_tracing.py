@@ -18,6 +18,7 @@ import time
 import pytest
 
 import hypermesh.ebpf
+from hypermesh.errors import InvalidInput
 from tests.conftest import require
 from tests.integration.test_ebpf_support import REPO, require_ebpf, run_cli
 
@@ -119,6 +120,37 @@ def test_cli_syscalls_pid_filter_and_attach_line() -> None:
     data = json.loads(out)
     assert n <= data["syscalls"]["getppid"] <= n + SYSCALL_MARGIN
     assert [p["pid"] for p in data["processes"]] == [child.pid]
+
+
+THREADED_CHILD = (
+    "import sys, threading\n"
+    "stop = threading.Event()\n"
+    "t = threading.Thread(target=lambda: (print(threading.get_native_id(), flush=True), stop.wait(30)))\n"
+    "t.start(); sys.stdin.readline(); stop.set(); t.join()\n"
+)
+
+
+def test_cli_syscalls_pid_of_a_thread_names_its_process() -> None:
+    """A thread's id has a /proc entry, but the kernel filter compares the process (tgid): --pid TID
+    used to run and report 'total 0 syscalls' however busy the thread was."""
+    require_ebpf()
+    child = subprocess.Popen(
+        [sys.executable, "-c", THREADED_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        tid = int(child.stdout.readline())
+        assert tid != child.pid
+        result = run_cli("ebpf", "run", "syscalls", "--pid", str(tid), "--duration", "0.1")
+        whole = run_cli("ebpf", "run", "syscalls", "--pid", str(child.pid), "--duration", "0.1", "--json")
+        with pytest.raises(InvalidInput, match=f"thread of process {child.pid}"):
+            hypermesh.ebpf.load("syscalls", pid=tid)
+    finally:
+        child.communicate("\n", timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"{tid} is a thread of process {child.pid}" in result.stderr and f"--pid {child.pid}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert whole.returncode == 0, whole.stderr
 
 
 def _diskstats(major: int, minor: int) -> int:

@@ -8,7 +8,6 @@ kprobe where the kernel has kprobes and the tracepoint otherwise; ``attach_type`
 from __future__ import annotations
 
 import operator
-import os
 import platform
 import struct
 
@@ -54,6 +53,22 @@ def _has_kallsyms_symbol(name: str) -> bool:
     return _kallsyms_cache[name]
 
 
+def _check_process(pid: int) -> None:
+    """``pid`` must name a running process, not one of its threads: the kernel-side filter compares
+    the thread group id, so a thread's id (it has a /proc entry too) would count nothing at all."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            tgid = next((int(line.split()[1]) for line in f if line.startswith(b"Tgid:")), pid)
+    except (FileNotFoundError, ProcessLookupError):
+        raise NotFound(f"no process with pid {pid}") from None
+    except OSError:
+        return  # unreadable here (hidepid): let the filter run as asked
+    if tgid != pid:
+        raise InvalidInput(
+            f"{pid} is a thread of process {tgid}, not a process: --pid counts whole processes; use --pid {tgid}"
+        )
+
+
 class SyscallsProgram(Program):
     name = "syscalls"
 
@@ -61,8 +76,8 @@ class SyscallsProgram(Program):
         super().__init__()
         if attach not in ATTACH_TYPES:
             raise InvalidInput(f"--attach must be one of {', '.join(ATTACH_TYPES)}, got {attach!r}")
-        if pid is not None and not os.path.exists(f"/proc/{pid}"):
-            raise NotFound(f"no process with pid {pid}")
+        if pid is not None:
+            _check_process(pid)
         self.pid = pid
         self.top = top
         self.requested_attach = attach
