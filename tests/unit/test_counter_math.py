@@ -169,6 +169,26 @@ def test_modes_add_up_to_the_busy_figure_before_the_first_tick() -> None:
     assert (s.user_percent, s.system_percent, s.steal_percent) == (15.0, 5.0, 5.0)
 
 
+def test_schedstat_lone_cpu_hog_reads_busy_while_it_runs() -> None:
+    """rq_cpu_time grows only when a task leaves the CPU (kernel/sched/stats.h sched_info_depart): a hog nobody
+    preempts adds nothing for its whole run, then all of it at once. The ticks say busy meanwhile."""
+    rates = CpuRates()
+
+    def r(k: int, run_seconds: float) -> RawCounters:
+        # cpu0 at 100 Hz: one tick per interval, user while the hog runs, idle afterwards.
+        user = min(k, 100) * 0.01
+        x = raw(k * 0.01, cpu={0: (user, 0, 0, max(0, k - 100) * 0.01, 0, 0, 0, 0)})
+        x.fine_kind, x.fine = "schedstat", {0: (run_seconds, 0)}
+        return x
+
+    readings = [r(k, 0.0) for k in range(100)]  # the hog runs 1 s without being switched out
+    readings.append(r(100, 1.0))  # it leaves the CPU: its whole second arrives at once
+    readings += [r(k, 1.0) for k in range(101, 120)]  # idle: nothing runs, nothing arrives
+    per_core = [rates.compute(a, b, 0.01).per_core[0] for a, b in itertools.pairwise(readings)]
+    assert per_core[:100] == [100.0] * 100  # not 0 % while it runs
+    assert per_core[100:] == [0.0] * 19  # the second that arrived late is not counted twice
+
+
 def test_pressure_stall_rate() -> None:
     a = raw(0.0, psi=(1.0, 0.5, 1_000_000, 400_000))
     b = raw(2.0, psi=(2.0, 1.0, 1_500_000, 500_000))

@@ -121,7 +121,9 @@ class CpuRates:
     """Per-core and total CPU busy percentages, keeping what the finer sources need between readings.
 
     /proc/stat advances in USER_HZ (10 ms) ticks, so at 100 Hz a core reads 0 % or 100 %. Finer sources:
-    - schedstat: nanoseconds each CPU spent running tasks; busy = delta / elapsed.
+    - schedstat: nanoseconds each CPU spent running tasks; busy = delta / elapsed. The kernel adds a task's run
+      when it *leaves* the CPU (sched_info_depart at a context switch), so a lone CPU hog that nobody preempts
+      adds nothing for as long as it runs: the mirror image of cpuidle below, corrected the same way.
     - cpuidle: microseconds each CPU spent in idle states. The kernel adds an idle period's length when the CPU
       *leaves* it, so an interval spent entirely inside one long idle period shows no idle time at all and
       would read as 100 % busy. When no idle time was added in an interval, the coarse /proc/stat counters
@@ -162,12 +164,7 @@ class CpuRates:
             if fine_kind == "cpuidle" and cur.fine is not None and prev.fine is not None:
                 busy = self._from_cpuidle(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
             elif fine_kind == "schedstat" and cur.fine is not None and prev.fine is not None:
-                run_now, run_before = cur.fine.get(cpu), prev.fine.get(cpu)
-                busy = (
-                    min(1.0, max(0.0, (run_now[0] - run_before[0]) / elapsed))
-                    if run_now is not None and run_before is not None
-                    else None
-                )
+                busy = self._from_schedstat(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
             else:
                 busy = min(1.0, max(0.0, (total - idle_coarse) / total)) if total > 0 else None
             if busy is None:
@@ -194,6 +191,35 @@ class CpuRates:
             steal_percent=round(steal, 2),
             source=fine_kind or "proc_stat",
         )
+
+    def _from_schedstat(
+        self,
+        cpu: int,
+        now: tuple[float, int] | None,
+        before: tuple[float, int] | None,
+        elapsed: float,
+        ticks: float,
+        idle_ticks: float,
+    ) -> float | None:
+        if now is None or before is None:
+            return None
+        run = now[0] - before[0]
+        credit = self._credit.get(cpu, 0.0)
+        if run > 0:
+            # A task left the CPU in this interval; the part of its run already reported busy is not counted twice.
+            busy = max(0.0, run - credit)
+            self._credit[cpu] = 0.0
+            return min(1.0, busy / elapsed)
+        # No task left the CPU: idle throughout, or one task running all along. The ticks say which; within a
+        # single tick, the last verdict stands (_last_state: True when that verdict was idle).
+        if ticks > 0:
+            busy_share = max(0.0, 1.0 - idle_ticks / ticks)
+            self._last_state[cpu] = busy_share < 0.5
+        else:
+            busy_share = 0.0 if self._last_state.get(cpu, True) else 1.0
+        if busy_share > 0:
+            self._credit[cpu] = credit + busy_share * elapsed
+        return busy_share
 
     def _from_cpuidle(
         self,
