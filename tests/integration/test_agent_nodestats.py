@@ -288,3 +288,42 @@ def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
     assert seen["first"][0] == 1400
     assert seen["second"] == seen["kernel"]
     assert seen["second"][:2] == [1300, 77] and seen["second"][2]
+
+
+HUNG_MOUNT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", "hung_mount.py")
+
+
+def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path):
+    # A hard NFS mount of a dead server blocks statvfs in the kernel for good. The scrape used to call it on the
+    # event loop: one scrape froze the whole agent, /healthz included, until the server came back.
+    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
+    require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
+    unshare = require_binary("unshare")
+    mountpoint = str(tmp_path / "hung")
+    prefix = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+              sys.executable, HUNG_MOUNT, mountpoint, "--"]  # fmt: skip
+    agent = AgentProcess("--interval", "0.5", prefix=prefix).start()
+    try:
+        with httpx.Client(base_url=agent.url, timeout=8) as client:
+            labels = f'device="hung",fstype="fuse.hung",mountpoint="{mountpoint}"'
+            for attempt in range(2):
+                start = time.monotonic()
+                text = client.get("/metrics").text
+                took = time.monotonic() - start
+                # The first scrape waits for the statvfs timeout (1 s); later ones skip the stuck mount.
+                assert took < (3.0 if attempt == 0 else 0.5), (attempt, took)
+                assert f"hypermesh_filesystem_device_error{{{labels}}} 1.0" in text
+                assert f"hypermesh_filesystem_size_bytes{{{labels}}}" not in text
+                assert 'hypermesh_filesystem_device_error{device="' in text.replace(labels, "")  # the others stay
+                assert 'hypermesh_scrape_collector_success{collector="filesystem"} 1.0' in text
+                start = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                assert time.monotonic() - start < 0.5
+    finally:
+        # The hung mount's owner runs as PID 1 of the namespaces: stopping it unblocks the kernel call, then the agent.
+        with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as file:
+            children = file.read().split()
+        for child in children:
+            os.kill(int(child), 15)
+        agent.cleanup()
+    assert "Traceback" not in agent.log()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 import time
 
@@ -331,6 +332,111 @@ def parse_mounts(text: str) -> list[tuple[str, str, str, bool]]:
     return list(mounts.values())
 
 
+# How long the filesystems' statvfs calls of one read may take together. A hard NFS mount of a dead server blocks
+# statvfs in the kernel for good: past this the mount being asked is "stuck", reported as a device error and not asked
+# again until that call returns (node_exporter's --collector.filesystem.mount-timeout, 5 s there).
+STATVFS_TIMEOUT_S = 1.0
+# Filesystems whose statvfs waits on a server or a user-space daemon; only these go through StatvfsWorker (local ones
+# answer from memory, and the hand-over to a thread would cost more than all their calls together).
+NETWORK_FSTYPES = frozenset(
+    [
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "ceph",
+        "glusterfs",
+        "9p",
+        "afs",
+        "coda",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "orangefs",
+        "davfs",
+        "virtiofs",
+    ]
+)
+
+
+def may_hang(fstype: str) -> bool:
+    return fstype in NETWORK_FSTYPES or fstype.startswith("fuse")
+
+
+class _StatvfsJob:
+    __slots__ = ("abandoned", "current", "done", "paths", "results")
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.results: dict[str, os.statvfs_result | None] = {}
+        self.current: str | None = None
+        self.abandoned = False
+        self.done = threading.Event()
+
+
+class StatvfsWorker:
+    """statvfs(3) of mounts in a worker thread, so that a hung mount cannot hang the reader (and the agent with it).
+
+    One thread does a read's calls in a row (one hand-over per read, not one per mount). When a read's calls do not
+    finish in time, the path being asked is stuck: the thread is left to it, and the next read gets a new thread and
+    skips the stuck path until its call returns (the left thread then ends). At most one thread per stuck mount.
+    """
+
+    def __init__(self, timeout_s: float = STATVFS_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._stuck: set[str] = set()
+        self._queue: queue.SimpleQueue[_StatvfsJob | None] | None = None
+
+    def stat(self, paths: list[str]) -> dict[str, os.statvfs_result | None]:
+        """path -> statvfs result, or None where it failed, is stuck, or was not reached in time."""
+        with self._lock:
+            todo = [p for p in paths if p not in self._stuck]
+        if not todo:
+            return {}
+        if self._queue is None:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._run, args=(self._queue,), name="hypermesh-statvfs", daemon=True).start()
+        job = _StatvfsJob(todo)
+        self._queue.put(job)
+        if not job.done.wait(self.timeout_s):
+            with self._lock:
+                if not job.done.is_set():
+                    job.abandoned = True
+                    if job.current is not None:
+                        self._stuck.add(job.current)
+                    self._queue = None  # that thread is blocked: the next read starts another
+        with self._lock:
+            return dict(job.results)
+
+    def _run(self, jobs: queue.SimpleQueue[_StatvfsJob | None]) -> None:
+        while (job := jobs.get()) is not None:
+            for path in job.paths:
+                with self._lock:
+                    if job.abandoned:
+                        break
+                    job.current = path
+                try:
+                    result: os.statvfs_result | None = os.statvfs(path)
+                except OSError:
+                    result = None
+                with self._lock:
+                    self._stuck.discard(path)
+                    if job.abandoned:
+                        return  # the reader gave up on this thread while it was blocked: a newer one serves it
+                    job.results[path] = result
+            with self._lock:
+                job.current = None
+                job.done.set()
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            self._queue = None
+
+
 def filesystem_stats(
     device: str, mountpoint: str, fstype: str, readonly: bool, st: os.statvfs_result | None
 ) -> FilesystemStats:
@@ -440,6 +546,7 @@ class NodeStatsReader:
         self._statvfs_json: dict[str, list[int]] | None = None
         self._mountinfo = ""
         self._mounts: list[tuple[str, str, str, bool]] = []
+        self._statvfs = StatvfsWorker()
         if not live:
             import json
 
@@ -578,6 +685,11 @@ class NodeStatsReader:
         if mountinfo != self._mountinfo:  # mounts change rarely; statvfs must be fresh every time
             self._mounts = parse_mounts(mountinfo)
             self._mountinfo = mountinfo
+        results: dict[str, os.statvfs_result | None] = {}
+        if self._statvfs_json is None:
+            remote = [f"{self._root}{mountpoint}" for _, mountpoint, fstype, _ in self._mounts if may_hang(fstype)]
+            if remote:
+                results = self._statvfs.stat(remote)
         out = []
         for device, mountpoint, fstype, readonly in self._mounts:
             st: os.statvfs_result | None
@@ -587,6 +699,8 @@ class NodeStatsReader:
                     continue
                 frsize, blocks, bfree, bavail, files, ffree = values
                 st = os.statvfs_result((frsize, frsize, blocks, bfree, bavail, files, ffree, ffree, 0, 255))
+            elif may_hang(fstype):
+                st = results.get(f"{self._root}{mountpoint}")
             else:
                 try:
                     st = os.statvfs(f"{self._root}{mountpoint}")
@@ -674,12 +788,16 @@ class NodeStatsReader:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._statvfs.close()
             fds, self._fds = self._fds, {}
             attrs, self._attr_fds = self._attr_fds, {}
             for fd in [*fds.values(), *attrs.values()]:
                 os.close(fd)
 
     def __del__(self) -> None:
+        statvfs = getattr(self, "_statvfs", None)
+        if statvfs is not None:
+            statvfs.close()  # its idle thread ends
         for name in ("_fds", "_attr_fds"):
             fds = getattr(self, name, None)
             if fds:
