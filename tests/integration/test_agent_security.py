@@ -341,6 +341,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         ("max_in_flight = 0\n", "max_in_flight", "1 or more"),
         ("[basic_auth_users]\nalice = 'plaintext-password'\n", "basic_auth_users.alice", "not a bcrypt hash"),
         ("[tls_server_config]\ncert_file = 'missing.crt'\nkey_file = 'missing.key'\n", "tls_server_config.cert_file", "does not exist"),
+        ("[tls_server_config]\ncert_file = '/dev/null'\nkey_file = 'x.key'\n", "tls_server_config.cert_file", "/dev/null is not a regular file"),
         ("[tls_server_config]\ncert_file = 'x'\n[tls_server_config.y]\n", "tls_server_config.y", "unknown key"),
         ("listen = \n", "", "not valid TOML"),
         ("interval = 2e6\n", "interval", "at most"),

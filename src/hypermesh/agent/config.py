@@ -181,8 +181,12 @@ def load(path: str) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise fail(f"tls_server_config.{key}", "missing; TLS needs both cert_file and key_file")
             resolved = os.path.join(os.path.dirname(os.path.abspath(path)), value)
-            if not os.path.isfile(resolved):
+            if not os.path.exists(resolved):
                 raise fail(f"tls_server_config.{key}", f"file {resolved} does not exist")
+            if not os.path.isfile(resolved):
+                raise fail(
+                    f"tls_server_config.{key}", f"{resolved} is not a regular file (a directory, device or FIFO)"
+                )
             if not os.access(resolved, os.R_OK):
                 raise fail(f"tls_server_config.{key}", f"file {resolved} is not readable")
             out[f"tls_{key}"] = resolved
