@@ -133,6 +133,24 @@ def test_openmetrics_when_the_scraper_asks_for_it(agent):
     assert plain.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("application/openmetrics-text;Q=0.1,text/plain;q=0.5", False),  # parameter names are case-insensitive
+        ("text/plain;q=0.1, application/openmetrics-text;q=0.9", True),
+        ("application/openmetrics-text;q=0", False),
+        ("application/openmetrics-text;q=nan,text/plain;q=0.5", False),
+        ("application/openmetrics-text;q=7,text/plain;q=0.5", False),  # not a weight: ignored
+        ("Application/OpenMetrics-Text", True),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_the_format_follows_the_accept_header_weights(agent, accept, openmetrics):
+    response = agent.get("/metrics", headers={"accept": accept})
+    assert response.headers["content-type"].startswith("application/openmetrics-text" if openmetrics else "text/plain")
+
+
 def test_sample_is_a_fresh_rate_record(agent):
     sample = agent.get("/v1/sample").json()
     assert set(sample) == {"timestamp", "interval_s", "cpu", "memory", "disks", "network", "load"}

@@ -1531,10 +1531,12 @@ def wants_openmetrics(accept: str) -> bool:
         q = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
-            if key == "q":
+            if key.strip().lower() == "q":  # parameter names are case-insensitive (RFC 9110)
                 try:
                     q = float(value)
                 except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:  # NaN or out of range: not a weight
                     q = 0.0
         if q > best_q:
             best_q = q
