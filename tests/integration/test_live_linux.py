@@ -311,21 +311,31 @@ def test_sampler_sees_every_interface_when_net_dev_is_longer_than_a_page() -> No
     assert got["sample"] == got["counters"] == got["sysfs"]
 
 
-@pytest.fixture
-def loop_device(tmp_path: pathlib.Path) -> Iterator[str]:
-    """A 32 MiB ext4 loop device, detached afterwards."""
+def make_loop_device(tmp_path: pathlib.Path, mkfs: list[str], size: int) -> Iterator[str]:
     require_root()
     require_binary("losetup")
-    mkfs = require_binary("mkfs.ext4")
+    require_binary(mkfs[0])
     image = os.path.join(str(tmp_path), "disk.img")
     with open(image, "wb") as f:
-        f.truncate(32 * 1024**2)
-    subprocess.run([mkfs, "-q", "-F", image], check=True)
+        f.truncate(size)
+    subprocess.run([*mkfs, image], check=True, capture_output=True)
     device = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True, check=True)
     try:
         yield device.stdout.strip()
     finally:
         subprocess.run(["losetup", "-d", device.stdout.strip()], check=False)
+
+
+@pytest.fixture
+def loop_device(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A 32 MiB ext4 loop device, detached afterwards."""
+    yield from make_loop_device(tmp_path, ["mkfs.ext4", "-q", "-F"], 32 * 1024**2)
+
+
+@pytest.fixture
+def loop_device_btrfs(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A 128 MiB btrfs loop device (btrfs-progs), detached afterwards."""
+    yield from make_loop_device(tmp_path, ["mkfs.btrfs", "-q", "-f"], 128 * 1024**2)
 
 
 # Mounts made in a private mount namespace vanish with it: nothing leaks into the machine's mount table.
@@ -399,3 +409,22 @@ def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(loop_device: st
     [mount] = got["mounts"]  # type: ignore[misc]
     assert mount["mountpoint"] == target
     assert mount["total_bytes"] == got["statvfs"]
+
+
+def test_a_btrfs_mount_is_listed_with_its_device(loop_device_btrfs: str, tmp_path: pathlib.Path) -> None:
+    """btrfs shows an anonymous 0:N device number in mountinfo: the device must still get its mount, as in lsblk."""
+    require_binary("unshare")
+    target = os.path.join(str(tmp_path), "btrfs")
+    os.makedirs(target)
+    got = run_python(
+        PRIVATE_MOUNTS,
+        "import json, os, subprocess, hypermesh\n"
+        f"dev, target = {loop_device_btrfs!r}, {target!r}\n"
+        "subprocess.run(['mount', dev, target], check=True)\n"
+        "s = hypermesh.Sampler(min_interval=0.01)\n"
+        "storage = {d.name: [m.mountpoint for m in d.mounts] for d in hypermesh.profile().storage}\n"
+        "print(json.dumps({'profile': storage, 'sample': [d.name for d in s.sample().disks]}))\n",
+    )
+    name = os.path.basename(loop_device_btrfs)
+    assert got["profile"].get(name) == [target]  # type: ignore[attr-defined]
+    assert name in got["sample"]  # type: ignore[operator]

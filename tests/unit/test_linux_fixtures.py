@@ -213,3 +213,21 @@ def test_meminfo_sample_fields_by_name(tree: str, kernel: str) -> None:
 def test_mountinfo_paths_are_unescaped_as_the_kernel_escapes_them(field: str, mountpoint: str) -> None:
     line = f"36 35 98:0 / {field} rw,noatime master:1 - ext4 /dev/vdb rw\n"
     assert procfs.parse_mountinfo(line) == [(98, 0, mountpoint, "ext4", "/dev/vdb")]
+
+
+def test_btrfs_mounts_with_anonymous_device_numbers_belong_to_their_disk() -> None:
+    """btrfs gives every mount an anonymous 0:N in mountinfo; the source names the partition (nvme-hdd tree)."""
+    from hypermesh.platform.linux import block
+
+    sys_root = str(TREES / "nvme-hdd" / "sys")
+    mountinfo = (
+        "29 1 0:27 /@ / rw,relatime shared:1 - btrfs /dev/sda1 rw,space_cache=v2,subvol=/@\n"
+        "30 29 0:27 /@home /home rw,relatime shared:2 - btrfs /dev/sda1 rw,space_cache=v2,subvol=/@home\n"
+        "31 29 0:28 / /tmp rw - tmpfs tmpfs rw\n"
+        "32 29 0:29 / /mnt/gone rw - btrfs /dev/sdz9 rw\n"  # a device this tree does not have: left out
+    )
+    mounts = {
+        d.name: [(m.mountpoint, m.fstype) for m in d.mounts] for d in block.storage_devices(sys_root, mountinfo, None)
+    }
+    assert mounts["sda"] == [("/", "btrfs"), ("/home", "btrfs")]
+    assert b"sda" in block.sample_disk_names(sys_root, mountinfo)

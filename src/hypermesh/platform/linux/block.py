@@ -34,15 +34,41 @@ def kind_of(name: str, rotational: bool | None) -> str:
     return "hdd" if rotational else "ssd"
 
 
-def whole_disks(sys_root: str) -> dict[str, list[tuple[int, int]]]:
-    """{disk: [(major, minor) of the disk and each of its partitions]} for every entry of /sys/block."""
-    disks: dict[str, list[tuple[int, int]]] = {}
+def block_tree(sys_root: str) -> dict[str, list[tuple[str, tuple[int, int]]]]:
+    """{disk: [(name, (major, minor)) of the disk and each of its partitions]} for every entry of /sys/block."""
+    disks: dict[str, list[tuple[str, tuple[int, int]]]] = {}
     for name in sorted(listdir(f"{sys_root}/block")):
         d = f"{sys_root}/block/{name}"
-        ids = [dev] if (dev := _dev(d)) else []
-        ids.extend(p for child in listdir(d) if child.startswith(name) and (p := _dev(f"{d}/{child}")) is not None)
+        ids = [(name, dev)] if (dev := _dev(d)) else []
+        ids.extend(
+            (child, p) for child in listdir(d) if child.startswith(name) and (p := _dev(f"{d}/{child}")) is not None
+        )
         disks[name] = ids
     return disks
+
+
+def whole_disks(sys_root: str) -> dict[str, list[tuple[int, int]]]:
+    """{disk: [(major, minor) of the disk and each of its partitions]} for every entry of /sys/block."""
+    return {disk: [dev for _name, dev in ids] for disk, ids in block_tree(sys_root).items()}
+
+
+def _mounts(
+    mountinfo: str, tree: dict[str, list[tuple[str, tuple[int, int]]]]
+) -> list[tuple[tuple[int, int], str, str]]:
+    """[((major, minor) of the block device, mountpoint, fstype)] for every mount a block device backs.
+
+    Major 0 is the anonymous major (tmpfs, proc, overlay...), but btrfs also hands each mount an anonymous device
+    number (subvolumes): for those the source, "/dev/sda2" or "/dev/mapper/luks-..." (a link to dm-N), names the
+    block device.
+    """
+    by_name = {name: dev for ids in tree.values() for name, dev in ids}
+    out = []
+    for major, minor, mountpoint, fstype, source in parse_mountinfo(mountinfo):
+        if major != 0:
+            out.append(((major, minor), mountpoint, fstype))
+        elif source.startswith("/dev/") and (dev := by_name.get(os.path.basename(os.path.realpath(source)))):
+            out.append((dev, mountpoint, fstype))
+    return out
 
 
 def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> list[StorageDevice]:
@@ -50,13 +76,14 @@ def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> 
 
     ``statvfs_root`` prefixes mountpoints for os.statvfs ("" on a live system); None skips sizes (fixture trees).
     """
+    tree = block_tree(sys_root)
     by_dev: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    for major, minor, mountpoint, fstype, _source in parse_mountinfo(mountinfo):
-        if major != 0:  # 0 is the anonymous major: tmpfs, proc, overlay...
-            by_dev.setdefault((major, minor), []).append((mountpoint, fstype))
+    for dev, mountpoint, fstype in _mounts(mountinfo, tree):
+        by_dev.setdefault(dev, []).append((mountpoint, fstype))
 
     devices = []
-    for name, ids in whole_disks(sys_root).items():
+    for name, named_ids in tree.items():
+        ids = [dev for _name, dev in named_ids]
         mounted = [m for dev_id in ids for m in by_dev.get(dev_id, ())]
         if name.startswith(_ON_DEMAND_PREFIXES) and not mounted:
             continue
@@ -94,9 +121,10 @@ def _mount(mountpoint: str, fstype: str, statvfs_root: str | None) -> Mount:
 
 def sample_disk_names(sys_root: str, mountinfo: str) -> frozenset[bytes]:
     """Names /proc/diskstats lines are kept for: the same whole devices the profile lists."""
-    mounted = {(major, minor) for major, minor, *_ in parse_mountinfo(mountinfo) if major}
+    tree = block_tree(sys_root)
+    mounted = {dev for dev, _mountpoint, _fstype in _mounts(mountinfo, tree)}
     return frozenset(
         name.encode()
-        for name, ids in whole_disks(sys_root).items()
-        if not name.startswith(_ON_DEMAND_PREFIXES) or mounted.intersection(ids)
+        for name, ids in tree.items()
+        if not name.startswith(_ON_DEMAND_PREFIXES) or mounted.intersection(dev for _n, dev in ids)
     )
