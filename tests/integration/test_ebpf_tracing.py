@@ -205,6 +205,37 @@ def test_execsnoop_ten_true() -> None:
     assert all(e.comm == "true" and e.uid == os.getuid() for e in ours)
 
 
+def _path_of_length(root: str, length: int) -> str:
+    """A symlink to /bin/true whose absolute path is exactly ``length`` bytes (components <= 200)."""
+    path = root
+    while length - len(path) - 1 > 200:
+        path = os.path.join(path, "d" * 150)
+    path = os.path.join(path, "t" * (length - len(path) - 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink("/bin/true", path)
+    assert len(path.encode()) == length
+    return path
+
+
+def test_execsnoop_says_when_a_filename_is_truncated() -> None:
+    """The event holds 255 bytes of the path: a longer one used to look like a whole (wrong) path."""
+    require_ebpf()
+    with tempfile.TemporaryDirectory(prefix="hm-exec-") as root:
+        paths = {n: _path_of_length(root, n) for n in (254, 255, 256, 400)}
+        with hypermesh.ebpf.load("execsnoop") as prog:
+            prog.attach()
+            for path in paths.values():
+                subprocess.run([path], check=True)
+            events = prog.poll(0.2) + prog.poll(0.05)
+    ours = {e.pid: e for e in events if e.ppid == os.getpid() and e.comm.startswith("t")}
+    got = sorted(((len(e.filename.encode()), e.filename_truncated) for e in ours.values()), key=lambda x: x[0])
+    assert got == [(254, False), (255, False), (255, True), (255, True)]
+    whole = {e.filename for e in ours.values() if not e.filename_truncated}
+    assert whole == {paths[254], paths[255]}
+    cut = sorted(e.filename for e in ours.values() if e.filename_truncated)
+    assert cut == sorted(paths[n].encode()[:255].decode() for n in (256, 400))
+
+
 def test_cli_execsnoop_json_lines() -> None:
     require_ebpf()
     proc = subprocess.Popen(

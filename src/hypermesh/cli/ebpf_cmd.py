@@ -388,7 +388,8 @@ def _print_exec_events(events: list[ExecEvent], as_json: bool) -> None:
         if as_json:
             print(json.dumps(event.to_dict()), flush=True)
         else:
-            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {event.filename}", flush=True)
+            name = f"{event.filename}..." if event.filename_truncated else event.filename
+            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {name}", flush=True)
 
 
 def _report_lost(prog: ExecsnoopProgram, reported: int, final: bool = False) -> int:

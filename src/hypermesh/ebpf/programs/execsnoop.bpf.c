@@ -8,12 +8,13 @@
 
 #define TASK_COMM_LEN 16
 #define FILENAME_LEN 256
+#define FILENAME_TRUNCATED 1  // the path is longer than FILENAME_LEN - 1 bytes: filename holds its start
 
 struct exec_event {
 	__u32 pid;
 	__u32 ppid;
 	__u32 uid;
-	__u32 pad;
+	__u32 flags;  // FILENAME_TRUNCATED
 	char comm[TASK_COMM_LEN];
 	char filename[FILENAME_LEN];
 };
@@ -49,9 +50,17 @@ int on_exec(struct trace_event_raw_sched_process_exec *ctx)
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->pad = 0;
+	e->flags = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + fname_off);
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + fname_off);
+	if (n == FILENAME_LEN) {
+		// The buffer is full: truncated unless the path is exactly FILENAME_LEN - 1 bytes long.
+		char next = 0;
+
+		bpf_probe_read_kernel(&next, 1, (void *)ctx + fname_off + FILENAME_LEN - 1);
+		if (next)
+			e->flags = FILENAME_TRUNCATED;
+	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

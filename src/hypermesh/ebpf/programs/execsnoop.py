@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 _EVENT = struct.Struct("<IIII16s256s")
+_FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
 BTF_CACHE_DIR = os.environ.get("HYPERMESH_BTF_CACHE", "/run/hypermesh/btf")
 
 
@@ -37,7 +38,8 @@ class ExecEvent(Record):
     ppid: int
     uid: int
     comm: str
-    filename: str
+    filename: str  # at most 255 bytes: the start of a longer path, with filename_truncated set
+    filename_truncated: bool
 
 
 @record
@@ -122,8 +124,17 @@ class ExecsnoopProgram(Program):
         try:
             if data is None or size < _EVENT.size:
                 return 0
-            pid, ppid, uid, _pad, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
-            self._pending.append(ExecEvent(pid=pid, ppid=ppid, uid=uid, comm=_text(comm), filename=_text(filename)))
+            pid, ppid, uid, flags, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+            self._pending.append(
+                ExecEvent(
+                    pid=pid,
+                    ppid=ppid,
+                    uid=uid,
+                    comm=_text(comm),
+                    filename=_text(filename),
+                    filename_truncated=bool(flags & _FILENAME_TRUNCATED),
+                )
+            )
         except BaseException as exc:
             self._callback_error = exc
             return -errno.EINTR
