@@ -428,3 +428,37 @@ def test_a_btrfs_mount_is_listed_with_its_device(loop_device_btrfs: str, tmp_pat
     name = os.path.basename(loop_device_btrfs)
     assert got["profile"].get(name) == [target]  # type: ignore[attr-defined]
     assert name in got["sample"]  # type: ignore[operator]
+
+
+def test_an_interface_name_that_is_not_utf8_does_not_stop_sampling() -> None:
+    """Interface names are bytes ("caf\\xe9" in Latin-1): every sample failed with "unexpected content"."""
+    require_root()
+    require_binary("ip")
+    netns = f"hm-name-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(
+            [b"ip", b"-n", netns.encode(), b"link", b"add", b"caf\xe9", b"type", b"veth", b"peer", b"name", b"x\xff"],
+            check=True,
+        )
+        got = run_python(
+            ["ip", "netns", "exec", netns],
+            "import json, os, hypermesh\n"
+            "s = hypermesh.Sampler(min_interval=0.01)\n"
+            "print(json.dumps({'sysfs': sorted(os.listdir('/sys/class/net')),\n"
+            "  'profile': sorted(n.name for n in hypermesh.profile().network),\n"
+            "  'sample': sorted(n.name for n in s.sample().network),\n"
+            "  'counters': sorted(n.name for n in s.counters().network)}))\n",
+        )
+        hypermesh_cli = str(pathlib.Path(sys.executable).with_name("hypermesh"))
+        cli = subprocess.run(
+            ["ip", "netns", "exec", netns, hypermesh_cli, "sample", "--count", "1", "--interval", "0.05", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert got["sample"] == got["counters"] == got["profile"] == got["sysfs"]
+    assert "caf\udce9" in got["sample"]  # type: ignore[operator]  # os.listdir's decoding, as psutil's

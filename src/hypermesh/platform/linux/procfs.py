@@ -162,7 +162,9 @@ def parse_net_dev_line(line: bytes) -> tuple[str, tuple[int, ...]] | None:
     f = rest.split()
     if len(f) < 16:
         return None
-    return name.strip().decode(), (
+    # Interface names are bytes to the kernel (anything but "/", ":", whitespace): decoded as os.listdir decodes
+    # /sys/class/net, so a non-UTF-8 name is the profile's name, not an error that stops every sample.
+    return name.strip().decode(errors="surrogateescape"), (
         int(f[0]),
         int(f[1]),
         int(f[2]),
