@@ -457,8 +457,17 @@ def test_an_interface_name_that_is_not_utf8_does_not_stop_sampling() -> None:
             text=True,
             timeout=60,
         )
+        # The table under a strict UTF-8 locale (en_US.UTF-8 makes stdout strict): the name's own bytes, as ip(8).
+        table = subprocess.run(
+            ["ip", "netns", "exec", netns, hypermesh_cli, "profile"],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        )
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     assert cli.returncode == 0, cli.stderr
+    assert table.returncode == 0, table.stderr
+    assert b"caf\xe9 " in table.stdout
     assert got["sample"] == got["counters"] == got["profile"] == got["sysfs"]
     assert "caf\udce9" in got["sample"]  # type: ignore[operator]  # os.listdir's decoding, as psutil's

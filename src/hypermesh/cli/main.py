@@ -99,6 +99,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("HYPERMESH_DEBUG") == "1"
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # Names the kernel holds as bytes (an interface "caf\xe9") reach us decoded as os.listdir decodes them;
+        # print them back as those bytes, as ip(8) does and as Python itself does under the C locale, rather
+        # than fail on them under a strict UTF-8 locale.
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         parser = build_parser()
         args = parser.parse_args(args_list)
