@@ -392,10 +392,14 @@ def test_sampler_follows_a_loop_device_mounted_and_unmounted_while_it_runs(
     assert all(name not in names for names in got["after"])  # type: ignore[attr-defined]
 
 
-def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(loop_device: str, tmp_path: pathlib.Path) -> None:
-    """mountinfo escapes the space as \\040 but leaves UTF-8 alone: the profile must give back the real path."""
+@pytest.mark.parametrize("name", ["caf\u00e9 disk".encode(), b"caf\xe9 latin-1"], ids=["utf8", "not-utf8"])
+def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(
+    loop_device: str, tmp_path: pathlib.Path, name: bytes
+) -> None:
+    """mountinfo escapes the space as \\040 and leaves other bytes alone: the profile must give back the real path
+    (decoded as os.listdir decodes it), and statvfs must find it."""
     require_binary("unshare")
-    target = os.path.join(str(tmp_path), "caf\u00e9 disk")
+    target = os.path.join(str(tmp_path), os.fsdecode(name))
     os.makedirs(target)
     got = run_python(
         PRIVATE_MOUNTS,

@@ -70,7 +70,7 @@ class LinuxBackend:
             watch.lap(name)
 
     def _storage(self) -> list[StorageDevice]:
-        mountinfo = (sysfs.read_proc(f"{self.proc}/self/mountinfo") or b"").decode(errors="replace")
+        mountinfo = (sysfs.read_proc(f"{self.proc}/self/mountinfo") or b"").decode(errors="surrogateescape")
         return block.storage_devices(self.sys, mountinfo, "" if self.live else None)
 
     def _os(self) -> OsInfo:
@@ -223,7 +223,9 @@ class LinuxCounterReader:
         if lines != self._disk_lines or (self._mounts_poll is not None and self._mounts_poll.poll(0)):
             # A device came or went (hot-plug), or something was mounted or unmounted (a loop device put to use):
             # recompute which lines we keep.
-            mountinfo = (sysfs.read_proc(f"{self._backend.proc}/self/mountinfo") or b"").decode(errors="replace")
+            mountinfo = (sysfs.read_proc(f"{self._backend.proc}/self/mountinfo") or b"").decode(
+                errors="surrogateescape"
+            )
             self._disk_names = block.sample_disk_names(self._backend.sys, mountinfo)
             self._disk_lines = lines
             self._disk_memo = procfs.LineMemo()
