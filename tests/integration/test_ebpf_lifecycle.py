@@ -206,6 +206,34 @@ def test_pin_status_detach() -> None:
         hypermesh.ebpf.detach_pinned("syscalls")
 
 
+def test_a_pin_another_tool_left_in_our_directory() -> None:
+    """bpftool pinned a map straight into /sys/fs/bpf/hypermesh: status and every detach used to fail
+    with NotADirectoryError (rc 1); now it is listed under its own name and can be detached."""
+    require_ebpf()
+    stray = os.path.join(hypermesh.ebpf.PIN_ROOT, f"stray-{os.getpid()}")
+    try:
+        result = run_cli("ebpf", "run", "syscalls", "--pin", "--duration", "0.1")
+        assert result.returncode == 0, result.stderr
+        config = os.path.join(hypermesh.ebpf.PIN_ROOT, "syscalls", "map-config")
+        subprocess.run(["bpftool", "map", "pin", "pinned", config, stray], check=True, timeout=30)
+        status = run_cli("ebpf", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        entries = {e["name"]: e for e in json.loads(status.stdout)}
+        (obj,) = entries[os.path.basename(stray)]["objects"]
+        mine = {o["path"]: o for o in entries["syscalls"]["objects"]}
+        assert obj["kind"] == "map" and obj["id"] == mine[config]["id"]
+        detached = run_cli("ebpf", "detach", "syscalls")
+        assert detached.returncode == 0, detached.stderr
+        detached = run_cli("ebpf", "detach", os.path.basename(stray))
+        assert detached.returncode == 0, detached.stderr
+        assert not os.path.exists(stray)
+    finally:
+        if os.path.lexists(stray):
+            os.unlink(stray)
+        if os.path.exists(os.path.join(hypermesh.ebpf.PIN_ROOT, "syscalls")):
+            run_cli("ebpf", "detach", "syscalls")
+
+
 def test_programs_named_and_unknown() -> None:
     assert hypermesh.ebpf.PROGRAMS == ("xdp", "syscalls", "biolatency", "execsnoop")
     with pytest.raises(NotFound) as info:

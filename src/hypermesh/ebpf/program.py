@@ -778,7 +778,10 @@ def _pinned_id(path: str) -> int | None:
 
 
 def pinned() -> list[PinnedProgram]:
-    """What hypermesh pinned under /sys/fs/bpf/hypermesh/ (empty when nothing is, or bpffs is absent)."""
+    """What hypermesh pinned under /sys/fs/bpf/hypermesh/ (empty when nothing is, or bpffs is absent).
+
+    Something another tool pinned straight into that directory (not in a program's directory) is
+    listed too, under its own name, with its kind read from the kernel."""
     try:
         names = sorted(os.listdir(PIN_ROOT))
     except (FileNotFoundError, NotADirectoryError):
@@ -788,19 +791,38 @@ def pinned() -> list[PinnedProgram]:
     out = []
     for name in names:
         path = os.path.join(PIN_ROOT, name)
-        objects = [
-            PinnedObject(
-                path=os.path.join(path, entry), kind=entry.split("-", 1)[0], id=_pinned_id(os.path.join(path, entry))
-            )
-            for entry in sorted(os.listdir(path))
-        ]
+        if not os.path.isdir(path):
+            objects = [PinnedObject(path=path, kind=_pinned_kind(path), id=_pinned_id(path))]
+        else:
+            objects = [
+                PinnedObject(path=os.path.join(path, e), kind=e.split("-", 1)[0], id=_pinned_id(os.path.join(path, e)))
+                for e in sorted(os.listdir(path))
+            ]
         out.append(PinnedProgram(name=name, path=path, objects=objects))
     return out
 
 
+def _pinned_kind(path: str) -> str:
+    """ "map", "prog" or "link" for a pin of unknown origin, from the kernel's fdinfo of the object."""
+    fd = libbpf.lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        return "unknown"
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            fields = {line.split(":", 1)[0] for line in f}
+    except OSError:
+        return "unknown"
+    finally:
+        os.close(fd)
+    return next((kind for kind in ("link", "prog", "map") if f"{kind}_type" in fields), "unknown")
+
+
 def _remove_pin_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        os.unlink(path)
+        return
     for entry in os.listdir(path):
-        os.unlink(os.path.join(path, entry))
+        _remove_pin_dir(os.path.join(path, entry))
     os.rmdir(path)
 
 
