@@ -5,7 +5,7 @@
 set -euo pipefail
 
 declare -A GROUP=(
-  [base]="iproute2 util-linux libcap2-bin procps"
+  [base]="iproute2 util-linux libcap2-bin procps e2fsprogs btrfs-progs"
   [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace"
   [prom]="prometheus prometheus-node-exporter"
   [browser]="chromium"
