@@ -327,3 +327,49 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
             os.kill(int(child), 15)
         agent.cleanup()
     assert "Traceback" not in agent.log()
+
+
+FETCH = """
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"accept": sys.argv[2]})
+sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
+"""
+
+
+def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_path):
+    # Linux interface names are bytes. One named b"hm\xff" made /metrics a 500 (the text could not be encoded) and
+    # every node stats collector fail (/proc/net/dev could not be decoded), until the interface went away.
+    require(os.geteuid() == 0, "needs root for a network namespace")
+    ip = require_binary("ip")
+    namespace = f"hm-names-{os.getpid()}"
+    names = [b"hm\xff", b"hm\xfe", b'hm"q\\']
+    subprocess.run([ip, "netns", "add", namespace], check=True, timeout=30)
+    try:
+        subprocess.run([ip, "-n", namespace, "link", "set", "lo", "up"], check=True, timeout=30)
+        for i, name in enumerate(names):
+            subprocess.run([ip, "-n", namespace, "link", "add", name, "type", "veth", "peer", "name", f"hmpeer{i}"],
+                           check=True, timeout=30)  # fmt: skip
+        with AgentProcess("--interval", "0.5", prefix=[ip, "netns", "exec", namespace]) as agent:
+            texts = {}
+            for accept in ("text/plain", "application/openmetrics-text"):
+                fetch = [ip, "netns", "exec", namespace, sys.executable, "-c", FETCH, f"{agent.url}/metrics", accept]
+                result = subprocess.run(fetch, capture_output=True, text=True, timeout=30)
+                assert result.returncode == 0, result.stderr + agent.log()
+                texts[accept] = result.stdout
+        assert "Traceback" not in agent.log()
+    finally:
+        subprocess.run([ip, "netns", "del", namespace], timeout=30)
+    families = {f.name: f for f in parse_text(texts["text/plain"])}
+    assert {s.value for s in families["hypermesh_scrape_collector_success"].samples} == {1.0}
+    expected = {"hm\\xff", "hm\\xfe", 'hm"q\\'}  # the bytes that are not UTF-8 spelled \xNN
+    for family in ("hypermesh_network_receive_bytes", "hypermesh_network_mtu_bytes", "hypermesh_network_info"):
+        interfaces = {s.labels["interface"] for s in families[family].samples}
+        assert expected <= interfaces, (family, interfaces)
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    assert list(parse_openmetrics(texts["application/openmetrics-text"]))
+    promtool = shutil.which("promtool")
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=texts["text/plain"], capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -1371,6 +1371,11 @@ _MINUS_INF = float("-inf")
 
 
 def _escape_label_value(value: str) -> str:
+    if not value.isascii():
+        # Kernel names are bytes: an interface may be named with bytes that are not UTF-8 (os.listdir gives them as
+        # surrogates), which the exposition, UTF-8 text, cannot carry: each such byte is written as \xNN, which keeps
+        # two such names apart (one replacement character for both would make duplicate series).
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 

@@ -124,7 +124,10 @@ def parse_net_dev_full(data: bytes) -> dict[str, dict[str, int]]:
         name, sep, rest = line.partition(b":")
         values = rest.split()
         if sep and len(values) >= 16:
-            out[name.strip().decode()] = dict(zip(NET_DEV_COLUMNS, map(int, values), strict=False))
+            # Names are bytes to the kernel: not-UTF-8 ones decode as os.listdir and the Sampler decode them.
+            out[name.strip().decode(errors="surrogateescape")] = dict(
+                zip(NET_DEV_COLUMNS, map(int, values), strict=False)
+            )
     return out
 
 
@@ -161,7 +164,7 @@ def parse_diskstats_full(data: bytes, wanted: frozenset[bytes] | None = None) ->
         if len(v) >= 17:
             row["flush_requests"] = v[15]
             row["flush_time_seconds"] = v[16] / 1000
-        out[p[2].decode()] = row
+        out[p[2].decode(errors="surrogateescape")] = row
     return out
 
 
@@ -270,7 +273,7 @@ def parse_arp(data: bytes) -> dict[str, int]:
     for line in data.split(b"\n")[1:]:
         parts = line.split()
         if len(parts) >= 6:
-            name = parts[5].decode()
+            name = parts[5].decode(errors="surrogateescape")
             out[name] = out.get(name, 0) + 1
     return out
 
