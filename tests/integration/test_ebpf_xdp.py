@@ -201,3 +201,29 @@ def test_native_mode_without_driver_support_is_unsupported() -> None:
     assert "generic mode" in auto.stderr
     _wait_for(lambda: our_kernel_links() <= before, timeout=5.0)
     assert our_kernel_links() <= before
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_cli_says_when_the_interface_is_deleted_mid_run(veth: Veth, mode: str) -> None:
+    """Deleting the interface detaches the program in the kernel; the run used to end as if nothing
+    had happened, with counts that silently stopped at the deletion."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "xdp", "-i", veth.host_if, "--mode", mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert f"in {mode} mode" in proc.stderr.readline()
+        _send(veth, 5, tcp_bytes=100)
+        time.sleep(0.2)
+        veth.ip("link", "del", veth.host_if)
+        proc.send_signal(2)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 0, err
+    assert f"{veth.host_if} was deleted during the run: the counts stop where it went" in err
+    assert "ipv4_udp" in out
+    with hypermesh.ebpf.load("xdp", interface="lo", mode="generic") as prog:
+        prog.attach()
+        assert not prog.interface_gone()  # a live interface is not reported

@@ -295,6 +295,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"hypermesh: stopped after {elapsed:.2f} s", file=sys.stderr, flush=True)
         if args.program != "execsnoop":
             _print_result(args, prog)
+        _warn_if_interface_gone(prog)
         if pinned_at is not None:
             print(
                 f"hypermesh: {args.program} stays attached; 'hypermesh ebpf detach {args.program}' removes it",
@@ -340,6 +341,17 @@ def _attached_line(prog: Program) -> str:
         return f"syscalls attached to {target}{why}{pid}"
     targets = ", ".join(f"{link.kind} {link.target}" for link in prog.links)
     return f"{prog.name} attached to {targets}"
+
+
+def _warn_if_interface_gone(prog: Program) -> None:
+    from hypermesh.ebpf.programs.xdp import XdpProgram
+
+    if isinstance(prog, XdpProgram) and prog.interface_gone():
+        print(
+            f"hypermesh: {prog.interface} was deleted during the run: the counts stop where it went",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _stream_exec(prog: Program, args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import socket
 
+from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
@@ -67,6 +68,18 @@ class XdpProgram(Program):
         link = obj.attach_xdp("count_packets", self.ifindex, self.interface, self.mode)
         self.attached_mode = link.mode
         return [link]
+
+    def interface_gone(self) -> bool:
+        """Whether the kernel detached the program because its interface was deleted after the attach:
+        the counts stop where that happened. (An interface moved to another namespace keeps it.)"""
+        if not self.links:
+            return False
+        # struct bpf_link_info: type, id, prog_id, then (8-aligned) xdp.ifindex, 0 once the device is gone.
+        info = (ctypes.c_uint32 * 8)()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if libbpf.lib().bpf_obj_get_info_by_fd(self.links[0].fd, info, ctypes.byref(size)) != 0:
+            return False
+        return info[4] == 0
 
     def read(self) -> XdpCounts:
         """Sum of every CPU's counters: one bpf() lookup returns all protocols for all CPUs."""
