@@ -373,3 +373,23 @@ def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_pat
         check = subprocess.run([promtool, "check", "metrics"], input=texts["text/plain"], capture_output=True,
                                text=True, timeout=60)  # fmt: skip
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
+    # systemd's ProtectSystem=strict (deploy/systemd/hypermesh-agent.service) remounts everything read-only in the
+    # agent's own mount namespace. statvfs there says ST_RDONLY, and the agent used to report every filesystem as
+    # read-only, which silences HypermeshFilesystemAlmostFull. The host's mount table (init's) is what counts.
+    require(os.geteuid() == 0, "needs root for a mount namespace")
+    unshare = require_binary("unshare")
+    with open("/proc/1/mountinfo") as file:
+        host_root_readonly = next("ro" in line.split()[5].split(",") for line in file if line.split()[4] == "/")
+    require(not host_root_readonly, "the host's / is read-only here")
+    script = 'mount -o remount,bind,ro / && exec "$@"'
+    prefix = [unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    with AgentProcess("--interval", "0.5", prefix=prefix) as agent:
+        text = httpx.get(f"{agent.url}/metrics", timeout=10).text
+    by_name = {}
+    for family in parse_text(text):
+        for sample in family.samples:
+            by_name.setdefault(sample.name, []).append(sample)
+    assert one(by_name, "hypermesh_filesystem_readonly", mountpoint="/") == 0.0

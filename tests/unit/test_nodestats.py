@@ -190,3 +190,12 @@ def test_interface_error_breakdown_reads_only_parts_of_nonzero_totals(tmp_path):
         "tx_heartbeat_errors": 0,
         "tx_window_errors": 0,
     }
+
+
+def test_mounts_read_only_by_their_own_flag_or_their_superblocks():
+    text = (
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "31 27 254:1 / /srv/a ro,relatime - xfs /dev/vdb1 rw\n"  # the mount is read-only
+        "33 27 254:2 / /srv/b rw,relatime - ext4 /dev/vdc ro,errors=remount-ro\n"  # the kernel made it read-only
+    )
+    assert [m[3] for m in nodestats.parse_mounts(text)] == [False, True, True]

@@ -330,7 +330,9 @@ def parse_mounts(text: str) -> list[tuple[str, str, str, bool]]:
             continue
         if any(mountpoint == d or mountpoint.startswith(d + "/") for d in EXCLUDED_MOUNT_DIRS):
             continue
-        readonly = "ro" in fields[5].split(",")
+        # Read-only for the mount's owner (the host): the mount's own flag, or its superblock's (a filesystem the
+        # kernel turned read-only after errors shows ro only in the super options, mountinfo's last field).
+        readonly = "ro" in fields[5].split(",") or (len(tail) > 2 and "ro" in tail[2].split(","))
         mounts[mountpoint] = (tail[1], mountpoint, fstype, readonly)
     return list(mounts.values())
 
@@ -456,7 +458,10 @@ def filesystem_stats(
         available_bytes=st.f_bavail * unit,
         files=st.f_files,
         files_free=st.f_ffree,
-        readonly=readonly or bool(st.f_flag & os.ST_RDONLY),
+        # Not statvfs's ST_RDONLY: that is this process's view, read-only everywhere under a hardened unit
+        # (systemd's ProtectSystem=strict), which would call every filesystem read-only (node_exporter reads the
+        # mount table alike).
+        readonly=readonly,
         error=False,
     )
 
