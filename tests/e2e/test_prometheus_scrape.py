@@ -22,6 +22,7 @@ DEPLOY = Path(__file__).parent.parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "hypermesh.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "hypermesh.rules.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "hypermesh-node.json"
+UNIT = DEPLOY / "systemd" / "hypermesh-agent.service"
 TWIN_JOB = "hypermesh-twin"
 
 
@@ -186,3 +187,16 @@ def test_promtool_unit_tests_of_the_alert_rules_pass():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_the_systemd_unit_leaves_the_filesystems_the_agent_measures_visible():
+    # ProtectHome=yes or tmpfs (and InaccessiblePaths, TemporaryFileSystem) put an empty placeholder over a mount
+    # point in the agent's namespace: statvfs would report the placeholder, so a full /home would never alert.
+    settings = {}
+    for line in UNIT.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            settings[key.strip()] = value.strip()
+    assert settings.get("ProtectHome", "no") in ("no", "read-only")
+    assert not {"InaccessiblePaths", "TemporaryFileSystem"} & set(settings)
+    assert settings["ProtectSystem"] == "strict"  # read-only views are fine: sizes stay true
