@@ -284,3 +284,31 @@ def test_head_of_the_stream_ends_at_once_and_frees_the_connection_and_the_stream
                 return stream.status_code == 200 and next(stream.iter_lines()).startswith("data: ")
 
         assert wait_until(the_stream_slot_is_free, 5)
+
+
+CLOCK_SHIM = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", "clock_offset.c")
+
+
+def test_the_stream_goes_on_when_the_wall_clock_steps_back(tmp_path):
+    # The stream used to wait for a sample with a later Unix time than the last one sent: after the clock stepped
+    # back (NTP, a resumed VM) every open dashboard froze until the clock had caught up, an hour for an hour.
+    cc = require_binary("cc")
+    shim = tmp_path / "clock_offset.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(shim), CLOCK_SHIM, "-ldl"], check=True, timeout=60)
+    offset = tmp_path / "offset"
+    offset.write_text("0")
+    env = {"LD_PRELOAD": str(shim), "HM_CLOCK_OFFSET_FILE": str(offset)}
+    with AgentProcess("--interval", "0.2", env=env) as process, httpx.Client(timeout=5) as client:
+        stamps: list[float] = []
+        with client.stream("GET", f"{process.url}/v1/stream") as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                stamps.append(json.loads(line[6:])["timestamp"])
+                if len(stamps) == 3:
+                    offset.write_text("3600")  # the clock steps back an hour
+                if len(stamps) == 8:
+                    break
+        # The samples after the step arrived (a read timeout above otherwise), an hour earlier by the clock.
+        assert stamps[-1] < stamps[2] - 3000
+        assert client.get(f"{process.url}/healthz").json()["status"] == "ok"

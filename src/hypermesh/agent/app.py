@@ -71,7 +71,10 @@ class AgentState:
         self.stats = Stats()
         self.samples_taken = 0
         self.sampler_error: str | None = None
-        self._history: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=config.history_samples)
+        # (Unix time, JSON, sequence number). Streams follow the sequence number, not the time: the wall clock can
+        # step back (NTP, a resumed VM), and a stream waiting for a later time would stall until the clock caught up.
+        self._history: collections.deque[tuple[float, bytes, int]] = collections.deque(maxlen=config.history_samples)
+        self._sequence = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,7 +136,8 @@ class AgentState:
     def _record(self, sample: Sample) -> None:
         data = json.dumps(as_dict(sample), separators=(",", ":")).encode()
         with self._lock:
-            self._history.append((sample.timestamp, data))
+            self._sequence += 1
+            self._history.append((sample.timestamp, data, self._sequence))
             self.samples_taken += 1
         self.sampler_error = None
         loop = self._loop
@@ -150,22 +154,22 @@ class AgentState:
 
     # --------------------------------------------------------------------------------- reading
 
-    def latest(self) -> tuple[float, bytes] | None:
+    def latest(self) -> tuple[float, bytes, int] | None:
         with self._lock:
             return self._history[-1] if self._history else None
 
     def since(self, since: float, limit: int) -> list[bytes]:
         with self._lock:
             items = list(self._history)
-        newer = [data for ts, data in items if ts > since]
+        newer = [data for ts, data, _ in items if ts > since]
         return newer[-limit:]
 
-    async def next_sample(self, after: float, timeout: float) -> tuple[float, bytes] | None:
-        """The first sample newer than ``after``, waiting up to ``timeout`` seconds for one."""
+    async def next_sample(self, after: int, timeout: float) -> tuple[float, bytes, int] | None:
+        """The first sample after sequence number ``after``, waiting up to ``timeout`` seconds for one."""
         deadline = time.monotonic() + timeout
         while True:
             latest = self.latest()
-            if latest is not None and latest[0] > after:
+            if latest is not None and latest[2] > after:
                 return latest
             remaining = deadline - time.monotonic()
             event = self._new_sample
@@ -284,7 +288,7 @@ def build_app(state: AgentState) -> Guard:
     async def sample_endpoint(request: Request) -> Response:
         latest = state.latest()
         if latest is None:
-            latest = await state.next_sample(0.0, min(state.config.interval_s * 2 + 1.0, 5.0))
+            latest = await state.next_sample(0, min(state.config.interval_s * 2 + 1.0, 5.0))
         if latest is None:
             return _json_error(503, "no sample taken yet; retry in a second")
         return Response(latest[1], media_type=JSON_TYPE)
@@ -324,10 +328,10 @@ def build_app(state: AgentState) -> Guard:
             return head
 
         async def events() -> AsyncIterator[bytes]:
-            after = 0.0
+            after = 0
             latest = state.latest()
             if latest is not None:
-                after = latest[0]
+                after = latest[2]
                 yield b"data: " + latest[1] + b"\n\n"
             quiet_since = time.monotonic()
             # Checked every second: an open stream must not hold up the server's graceful shutdown.
@@ -338,7 +342,7 @@ def build_app(state: AgentState) -> Guard:
                         quiet_since = time.monotonic()
                         yield b": keep-alive\n\n"  # lets proxies and the client see a live connection
                     continue
-                after = item[0]
+                after = item[2]
                 quiet_since = time.monotonic()
                 yield b"data: " + item[1] + b"\n\n"
 
