@@ -393,3 +393,20 @@ def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
         for sample in family.samples:
             by_name.setdefault(sample.name, []).append(sample)
     assert one(by_name, "hypermesh_filesystem_readonly", mountpoint="/") == 0.0
+
+
+def test_with_the_hosts_root_mounted_elsewhere_uname_names_the_machine(tmp_path):
+    # A container with the host's / at /host (docs/agent.md, --root): the kernel fields came from /host/proc but the
+    # machine was read from a /host/arch that only recorded trees have, so hypermesh_uname_info said machine="".
+    require(os.geteuid() == 0, "needs root for a mount namespace")
+    unshare = require_binary("unshare")
+    host = tmp_path / "host"
+    for part in ("proc", "sys", "etc"):
+        (host / part).mkdir(parents=True)
+    script = f'for d in proc sys etc; do mount --rbind /$d {host}/$d || exit 1; done; exec "$@"'
+    prefix = [unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    with AgentProcess("--interval", "0.5", "--root", str(host), prefix=prefix) as agent:
+        text = httpx.get(f"{agent.url}/metrics", timeout=10).text
+    info = next(s.labels for f in parse_text(text) for s in f.samples if s.name == "hypermesh_uname_info")
+    uname = os.uname()
+    assert (info["machine"], info["release"], info["nodename"]) == (uname.machine, uname.release, uname.nodename)

@@ -568,7 +568,11 @@ class NodeStatsReader:
             "sysname": sysfs.read_str(f"{kernel}/ostype") or "Linux",
             "release": sysfs.read_str(f"{kernel}/osrelease") or "",
             "version": sysfs.read_str(f"{kernel}/version") or "",
-            "machine": os.uname().machine if self._live else (sysfs.read_str(f"{self._root}/arch") or ""),
+            # A recorded tree names its machine in <root>/arch; a real host's root seen from a container (--root /host)
+            # has none, and runs the kernel this process runs on.
+            "machine": os.uname().machine
+            if self._live
+            else (sysfs.read_str(f"{self._root}/arch") or os.uname().machine),
             "nodename": sysfs.read_str(f"{kernel}/hostname") or "",
             "domainname": sysfs.read_str(f"{kernel}/domainname") or "(none)",
         }
