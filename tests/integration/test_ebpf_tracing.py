@@ -153,6 +153,71 @@ def test_cli_syscalls_pid_of_a_thread_names_its_process() -> None:
     assert whole.returncode == 0, whole.stderr
 
 
+FORK_EXEC_CHILD = (
+    "import os, sys\n"
+    "sys.stdin.readline()\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    for _ in range(500): os.getppid()\n"  # the child's first syscalls, under the parent's name
+    "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+    "    os.execv('/bin/ls', ['ls', '-R', '/usr/share/doc'])\n"
+    "print(pid, flush=True)\n"
+    "os.waitpid(pid, 0)\n"
+)
+
+RENAMED_THREAD_CHILD = (
+    "import ctypes, os, sys, threading, time\n"
+    "stop = threading.Event()\n"
+    "def work():\n"
+    "    ctypes.CDLL(None).prctl(15, b'worker-thread', 0, 0, 0)\n"  # PR_SET_NAME: this thread only
+    "    end = time.monotonic() + 10\n"
+    "    while not stop.is_set() and time.monotonic() < end: os.getppid()\n"
+    "t = threading.Thread(target=work); t.start()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"  # blocked here (no new syscall) while the worker creates the entry
+    "print('main', flush=True)\n"
+    "sys.stdin.readline(); stop.set(); t.join()\n"
+)
+
+
+def test_syscalls_process_name_is_the_exec_d_program_and_not_a_thread_s() -> None:
+    """A process forked by a shell (here Python) and then exec'd used to keep the parent's name for
+    ever, so `ls` showed as "bash"; a process whose first counted syscall came from a named thread
+    showed the thread's name."""
+    require_ebpf()
+    forker = subprocess.Popen(
+        [sys.executable, "-c", FORK_EXEC_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    threaded = subprocess.Popen(
+        [sys.executable, "-c", RENAMED_THREAD_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert forker.stdin is not None and forker.stdout is not None
+    assert threaded.stdin is not None and threaded.stdout is not None
+    try:
+        assert threaded.stdout.readline() == "ready\n"
+        with open(f"/proc/{threaded.pid}/comm") as f:
+            main_name = f.read().strip()
+        with hypermesh.ebpf.load("syscalls") as prog:
+            prog.attach()
+            time.sleep(0.1)  # the worker thread makes the process's first counted syscalls
+            threaded.stdin.write("\n")
+            threaded.stdin.flush()
+            assert threaded.stdout.readline() == "main\n"
+            forker.stdin.write("\n")
+            forker.stdin.flush()
+            child = int(forker.stdout.readline())
+            forker.wait(30)
+            counts = {p.pid: p for p in prog.read().processes}
+    finally:
+        threaded.communicate("\n", timeout=30)
+        if forker.poll() is None:
+            forker.kill()
+        forker.communicate(timeout=30)
+    assert counts[child].comm == "ls" and counts[child].count > 500
+    assert main_name != "worker-thread"
+    assert counts[threaded.pid].comm == main_name
+
+
 def _diskstats(major: int, minor: int) -> int:
     """Requests completed on a device (reads + writes + discards + flushes), from /proc/diskstats."""
     with open("/proc/diskstats") as f:

@@ -18,9 +18,21 @@ struct sys_enter_args {
 	unsigned long args[6];
 };
 
+// The process's name may change at these syscalls (an exec, or prctl(PR_SET_NAME)).
+#if defined(__TARGET_ARCH_arm64)
+#define NR_EXECVE 221
+#define NR_EXECVEAT 281
+#define NR_PRCTL 167
+#else
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#define NR_PRCTL 157
+#endif
+
 struct proc_count {
 	__u64 count;
-	char comm[TASK_COMM_LEN];
+	char comm[TASK_COMM_LEN];  // the main thread's name (user space reads count and comm only)
+	__u64 refresh;             // set at a syscall that may rename; the main thread's next one re-reads
 };
 
 // config[0]: the tgid to count, 0 = every process. Written by user space after load, before attach.
@@ -49,7 +61,9 @@ struct {
 static __always_inline int count(long id)
 {
 	__u32 key = 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	int leader = (__u32)pid_tgid == tgid;
 	__u32 *want = bpf_map_lookup_elem(&config, &key);
 
 	if (want && *want && *want != tgid)
@@ -63,8 +77,17 @@ static __always_inline int count(long id)
 	struct proc_count *pc = bpf_map_lookup_elem(&process_counts, &tgid);
 	if (pc) {
 		__sync_fetch_and_add(&pc->count, 1);
+		// A child a shell forks makes its first syscalls as "bash", then execs: the exec'ing thread
+		// becomes the main thread, and its next syscall brings the new name.
+		if (id == NR_EXECVE || id == NR_EXECVEAT || id == NR_PRCTL) {
+			pc->refresh = 1;
+		} else if (pc->refresh && leader) {
+			bpf_get_current_comm(pc->comm, sizeof(pc->comm));
+			pc->refresh = 0;
+		}
 	} else {
-		struct proc_count fresh = {.count = 1};
+		// Created by another thread: its name is a thread's, until the main thread's next syscall.
+		struct proc_count fresh = {.count = 1, .refresh = !leader};
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
 		// BPF_NOEXIST: if another CPU created it meanwhile, the lookup below adds to its entry.
 		if (bpf_map_update_elem(&process_counts, &tgid, &fresh, BPF_NOEXIST) != 0) {
