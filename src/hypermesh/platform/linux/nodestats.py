@@ -384,8 +384,8 @@ class _StatvfsJob:
 class StatvfsWorker:
     """statvfs(3) of mounts in a worker thread, so that a hung mount cannot hang the reader (and the agent with it).
 
-    One thread does a read's calls in a row (one hand-over per read, not one per mount). When a read's calls do not
-    finish in time, the path being asked is stuck: the thread is left to it, and the next read gets a new thread and
+    One thread does a read's calls in a row (one hand-over per read, not one per mount). When a call does not return
+    within the limit (no progress for ``timeout_s``), the path being asked is stuck: the thread is left to it, and the next read gets a new thread and
     skips the stuck path until its call returns (the left thread then ends). At most one thread per stuck mount.
     """
 
@@ -406,13 +406,19 @@ class StatvfsWorker:
             threading.Thread(target=self._run, args=(self._queue,), name="hypermesh-statvfs", daemon=True).start()
         job = _StatvfsJob(todo)
         self._queue.put(job)
-        if not job.done.wait(self.timeout_s):
+        answered = 0
+        while not job.done.wait(self.timeout_s):  # the limit is per call: slow but moving mounts are waited for
             with self._lock:
-                if not job.done.is_set():
-                    job.abandoned = True
-                    if job.current is not None:
-                        self._stuck.add(job.current)
-                    self._queue = None  # that thread is blocked: the next read starts another
+                if job.done.is_set():
+                    break
+                if len(job.results) > answered:
+                    answered = len(job.results)
+                    continue
+                job.abandoned = True
+                if job.current is not None:
+                    self._stuck.add(job.current)
+                self._queue = None  # that thread is blocked: the next read starts another
+                break
         with self._lock:
             return dict(job.results)
 
