@@ -337,9 +337,9 @@ def parse_mounts(text: str) -> list[tuple[str, str, str, bool]]:
     return list(mounts.values())
 
 
-# How long the filesystems' statvfs calls of one read may take together. A hard NFS mount of a dead server blocks
-# statvfs in the kernel for good: past this the mount being asked is "stuck", reported as a device error and not asked
-# again until that call returns (node_exporter's --collector.filesystem.mount-timeout, 5 s there).
+# How long one statvfs call of a network or FUSE mount may take. A hard NFS mount of a dead server blocks statvfs in
+# the kernel for good: past this the mount being asked is "stuck", reported as a device error and not asked again
+# until that call returns (node_exporter's --collector.filesystem.mount-timeout, 5 s there).
 STATVFS_TIMEOUT_S = 1.0
 # Filesystems whose statvfs waits on a server or a user-space daemon; only these go through StatvfsWorker (local ones
 # answer from memory, and the hand-over to a thread would cost more than all their calls together).
@@ -385,8 +385,9 @@ class StatvfsWorker:
     """statvfs(3) of mounts in a worker thread, so that a hung mount cannot hang the reader (and the agent with it).
 
     One thread does a read's calls in a row (one hand-over per read, not one per mount). When a call does not return
-    within the limit (no progress for ``timeout_s``), the path being asked is stuck: the thread is left to it, and the next read gets a new thread and
-    skips the stuck path until its call returns (the left thread then ends). At most one thread per stuck mount.
+    within the limit (no progress for ``timeout_s``), the path being asked is stuck: the thread is left to it, and
+    the next read gets a new thread and skips the stuck path until its call returns (the left thread then ends).
+    At most one thread per stuck mount.
     """
 
     def __init__(self, timeout_s: float = STATVFS_TIMEOUT_S) -> None:
