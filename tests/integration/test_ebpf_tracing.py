@@ -218,6 +218,31 @@ def test_syscalls_process_name_is_the_exec_d_program_and_not_a_thread_s() -> Non
     assert counts[threaded.pid].comm == main_name
 
 
+FORKER = (
+    "import os, sys\n"
+    "n = int(sys.argv[1])\n"
+    "for _ in range(n // 100):\n"
+    "    pids = [pid for pid in (os.fork() for _ in range(100)) if pid or os._exit(0)]\n"
+    "    for pid in pids: os.waitpid(pid, 0)\n"
+)
+
+
+def test_syscalls_say_how_many_came_from_processes_beyond_the_table() -> None:
+    """The per-process table holds 10240 processes; a long run on a busy machine sees more. Their
+    syscalls were in the total and silently in no process's count."""
+    require_ebpf()
+    from hypermesh.ebpf.programs.syscalls import PROCESS_TABLE_SIZE
+
+    n = PROCESS_TABLE_SIZE + 800
+    with hypermesh.ebpf.load("syscalls") as prog:
+        prog.attach()
+        subprocess.run([sys.executable, "-c", FORKER, str(n)], check=True, timeout=120)
+        counts = prog.read()
+    assert len(counts.processes) == PROCESS_TABLE_SIZE
+    assert counts.untracked >= n - PROCESS_TABLE_SIZE  # each child makes at least its exit_group
+    assert counts.total >= counts.untracked + sum(p.count for p in counts.processes) - 1000
+
+
 def _diskstats(major: int, minor: int) -> int:
     """Requests completed on a device (reads + writes + discards + flushes), from /proc/diskstats."""
     with open("/proc/diskstats") as f:

@@ -418,13 +418,20 @@ def _report_lost(prog: ExecsnoopProgram, reported: int, final: bool = False) -> 
 
 
 def _print_result(args: argparse.Namespace, prog: Program) -> None:
+    from hypermesh.ebpf.programs.biolatency import BioLatency
+    from hypermesh.ebpf.programs.syscalls import PROCESS_TABLE_SIZE, SyscallCounts
+    from hypermesh.ebpf.programs.xdp import XdpCounts
+
     result = prog.read()
+    if isinstance(result, SyscallCounts) and result.untracked:
+        print(
+            f"hypermesh: {result.untracked} syscalls came from processes beyond the first "
+            f"{PROCESS_TABLE_SIZE} (the per-process table was full): in the total, in no process's count",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(result.to_dict()), flush=True)
         return
-    from hypermesh.ebpf.programs.biolatency import BioLatency
-    from hypermesh.ebpf.programs.syscalls import SyscallCounts
-    from hypermesh.ebpf.programs.xdp import XdpCounts
 
     if isinstance(result, XdpCounts):
         print(f"{'PROTOCOL':<12} {'PACKETS':>12} {'BYTES':>14}")

@@ -58,6 +58,15 @@ struct {
 	__type(value, struct proc_count);
 } process_counts SEC(".maps");
 
+// Syscalls of processes that found process_counts full (its max_entries): untracked[0], per CPU.
+// They are in syscall_counts (the total) but in no process's count.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} untracked SEC(".maps");
+
 static __always_inline int count(long id)
 {
 	__u32 key = 0;
@@ -92,8 +101,14 @@ static __always_inline int count(long id)
 		// BPF_NOEXIST: if another CPU created it meanwhile, the lookup below adds to its entry.
 		if (bpf_map_update_elem(&process_counts, &tgid, &fresh, BPF_NOEXIST) != 0) {
 			pc = bpf_map_lookup_elem(&process_counts, &tgid);
-			if (pc)
+			if (pc) {
 				__sync_fetch_and_add(&pc->count, 1);
+			} else {  // the table is full
+				__u64 *n = bpf_map_lookup_elem(&untracked, &key);
+
+				if (n)
+					*n += 1;  // per-CPU value: no atomics needed
+			}
 		}
 	}
 	return 0;

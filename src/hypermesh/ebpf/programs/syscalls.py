@@ -7,6 +7,7 @@ kprobe where the kernel has kprobes and the tracepoint otherwise; ``attach_type`
 
 from __future__ import annotations
 
+import ctypes
 import operator
 import platform
 import struct
@@ -20,6 +21,7 @@ from hypermesh.model import Record, record
 ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
 KPROBE_FUNCTION = "x64_sys_call"
 _PROC_COUNT = struct.Struct("<Q16s")
+PROCESS_TABLE_SIZE = 10240  # process_counts' max_entries in syscalls.bpf.c
 
 
 @record
@@ -36,6 +38,9 @@ class SyscallCounts(Record):
     total: int
     syscalls: dict[str, int]
     processes: list[ProcessCount]
+    # Syscalls (in total) of processes the per-process table had no room for: it holds
+    # PROCESS_TABLE_SIZE processes per run, and a long run over a busy machine can see more.
+    untracked: int
 
 
 _kallsyms_cache: dict[str, bool] = {}
@@ -109,6 +114,9 @@ class SyscallsProgram(Program):
         self._processes = obj.map("process_counts")
         self._syscall_keys = self._syscalls.max_entries
         self._cpus = self._syscalls.cpus
+        self._untracked = obj.map("untracked")
+        self._untracked_key = ctypes.create_string_buffer(4)  # key 0
+        self._untracked_value = ctypes.create_string_buffer(self._untracked.value_buffer_size)
 
     def _attach(self, obj: BpfObject) -> list[Link]:
         if self.attach_type == "kprobe":
@@ -120,6 +128,9 @@ class SyscallsProgram(Program):
             self._require_loaded()  # under the lock: close() takes it too
             syscalls = self._read_syscalls()
             processes = self._read_processes()
+            untracked = 0
+            if self._untracked.lookup_into(self._untracked_key, self._untracked_value):
+                untracked = sum(memoryview(self._untracked_value).cast("B").cast("Q"))
         processes.sort(key=lambda p: (-p.count, p.pid))
         ordered = dict(sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0])))
         if self.top is not None:
@@ -131,6 +142,7 @@ class SyscallsProgram(Program):
             total=sum(syscalls.values()),
             syscalls=ordered,
             processes=processes,
+            untracked=untracked,
         )
 
     def _read_syscalls(self) -> dict[str, int]:
