@@ -302,13 +302,14 @@ def test_sampler_sees_every_interface_when_net_dev_is_longer_than_a_page() -> No
             "print(json.dumps({'net_dev': len(open('/proc/net/dev', 'rb').read()),\n"
             "  'sysfs': sorted(os.listdir('/sys/class/net')),\n"
             "  'sample': sorted(n.name for n in s.sample().network),\n"
-            "  'counters': sorted(n.name for n in s.counters().network)}))\n",
+            "  'counters': sorted(n.name for n in s.counters().network),\n"
+            "  'node_stats': sorted(s.node_stats().net_dev)}))\n",
         )
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     assert isinstance(got["net_dev"], int) and got["net_dev"] > 8192  # more than two pages of records
     assert len(got["sysfs"]) == 81  # type: ignore[arg-type]
-    assert got["sample"] == got["counters"] == got["sysfs"]
+    assert got["sample"] == got["counters"] == got["node_stats"] == got["sysfs"]
 
 
 def make_loop_device(tmp_path: pathlib.Path, mkfs: list[str], size: int) -> Iterator[str]:
@@ -452,7 +453,8 @@ def test_an_interface_name_that_is_not_utf8_does_not_stop_sampling() -> None:
             "print(json.dumps({'sysfs': sorted(os.listdir('/sys/class/net')),\n"
             "  'profile': sorted(n.name for n in hypermesh.profile().network),\n"
             "  'sample': sorted(n.name for n in s.sample().network),\n"
-            "  'counters': sorted(n.name for n in s.counters().network)}))\n",
+            "  'counters': sorted(n.name for n in s.counters().network),\n"
+            "  'node_stats': sorted(s.node_stats().net_dev)}))\n",
         )
         hypermesh_cli = str(pathlib.Path(sys.executable).with_name("hypermesh"))
         cli = subprocess.run(

@@ -246,21 +246,7 @@ class LinuxCounterReader:
             raise BackendError(f"cannot read {path}; is procfs mounted and readable?")
         return fd
 
-    @staticmethod
-    def _pread(fd: int) -> bytes:
-        data = os.pread(fd, 65536, 0)
-        # A seq_file read (net/dev, diskstats, schedstat: one record per device or CPU) stops at the first record
-        # that does not fit the kernel's buffer of at least a page (fs/seq_file.c), not at 64 KiB: about 30
-        # interfaces fill it. Records here are under 1 KiB, so a read shorter than 2 KiB is the whole file;
-        # anything longer is read on, from where the kernel stopped, until EOF.
-        if len(data) < 2048:
-            return data
-        chunks = [data]
-        offset = len(data)
-        while chunk := os.pread(fd, 65536, offset):
-            chunks.append(chunk)
-            offset += len(chunk)
-        return b"".join(chunks)
+    _pread = staticmethod(sysfs.pread_seq)
 
     def read(self) -> RawCounters:
         try:

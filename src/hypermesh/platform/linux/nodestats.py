@@ -591,12 +591,9 @@ class NodeStatsReader:
         if fd is None:
             return b""
         try:
-            chunks = [os.pread(fd, 65536, 0)]
-            while len(chunks[-1]) == 65536:
-                chunks.append(os.pread(fd, 65536, 65536 * len(chunks)))
+            return sysfs.pread_seq(fd)
         except OSError:
             return b""
-        return b"".join(chunks)
 
     def _attr(self, path: str) -> bytes | None:
         """A sysfs attribute through a kept fd; None where it is absent or the driver refuses (EINVAL while down).

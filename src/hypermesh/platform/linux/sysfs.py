@@ -31,6 +31,25 @@ def read_bytes(path: str) -> bytes | None:
         os.close(fd)
 
 
+def pread_seq(fd: int) -> bytes:
+    """The whole content of a procfs seq_file kept open, re-read from offset 0 with pread(2).
+
+    One read stops at the first record that does not fit the kernel's buffer of at least a page
+    (fs/seq_file.c), not at the size asked for: about 30 interfaces fill it in /proc/net/dev. Records of the
+    files we keep open are under 1 KiB, so a read shorter than 2 KiB is the whole file; anything longer is
+    read on, from where the kernel stopped, until EOF.
+    """
+    data = os.pread(fd, 65536, 0)
+    if len(data) < 2048:
+        return data
+    chunks = [data]
+    offset = len(data)
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def read_proc(path: str) -> bytes | None:
     """A procfs seq_file's whole content (mountinfo, /proc/stat, meminfo...), or None as read_bytes.
 
