@@ -231,3 +231,13 @@ def test_btrfs_mounts_with_anonymous_device_numbers_belong_to_their_disk() -> No
     }
     assert mounts["sda"] == [("/", "btrfs"), ("/home", "btrfs")]
     assert b"sda" in block.sample_disk_names(sys_root, mountinfo)
+
+
+@pytest.mark.parametrize("ticks", [0, 1, 7, 91256, 3_000_000_017, 2**63 - 1])
+def test_cpu_seconds_are_the_ticks_in_decimal(ticks: int) -> None:
+    """/metrics prints these floats: 91256 ticks must read 912.56, as node_exporter prints, not 912.5600000000001."""
+    from decimal import Decimal
+
+    _, seconds = procfs.parse_stat_cpu_line(f"cpu3 {ticks} 0 0 0 0 0 0 0".encode()) or (None, ())
+    assert seconds[0] == float(Decimal(ticks) / procfs.USER_HZ)
+    assert repr(seconds[0]) == repr(float(str(Decimal(ticks) / procfs.USER_HZ)))

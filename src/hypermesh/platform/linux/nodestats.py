@@ -19,7 +19,7 @@ from hypermesh.model import CpuIdleState, FilesystemStats, InterfaceStats, NodeS
 from hypermesh.platform.linux import block, procfs, sysfs
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_TICK = 1.0 / procfs.USER_HZ
+_HZ = procfs.USER_HZ
 
 # ------------------------------------------------------------------------------------------ parsers
 
@@ -59,8 +59,8 @@ def parse_stat_kernel(data: bytes) -> tuple[dict[str, float], dict[int, list[flo
         if line.startswith(b"cpu"):
             parts = line.split()
             if parts[0] != b"cpu" and len(parts) > 9:
-                nice = int(parts[10]) * _TICK if len(parts) > 10 else 0.0
-                guest[int(parts[0][3:])] = [int(parts[9]) * _TICK, nice]
+                nice = int(parts[10]) / _HZ if len(parts) > 10 else 0.0
+                guest[int(parts[0][3:])] = [int(parts[9]) / _HZ, nice]
             continue
         key, _, rest = line.partition(b" ")
         if key == b"intr":

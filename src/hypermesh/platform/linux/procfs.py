@@ -26,7 +26,6 @@ else:
 
 # /proc/stat counts in USER_HZ (clock ticks visible to userspace), not CONFIG_HZ.
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_TICK = 1.0 / USER_HZ
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size (block/genhd.c)
 
 
@@ -38,7 +37,7 @@ def parse_stat_cpu_line(line: bytes) -> tuple[int, tuple[float, ...]] | None:
     if not line.startswith(b"cpu") or line.startswith(b"cpu "):
         return None
     parts = line.split()
-    values = [int(v) * _TICK for v in parts[1:9]]
+    values = [int(v) / USER_HZ for v in parts[1:9]]  # division: 91256 ticks are 912.56 s, not 912.5600000000001
     while len(values) < 8:
         values.append(0.0)
     return int(parts[0][3:]), tuple(values)
