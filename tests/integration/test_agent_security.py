@@ -345,6 +345,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         ("[tls_server_config]\ncert_file = 'x'\n[tls_server_config.y]\n", "tls_server_config.y", "unknown key"),
         ("listen = \n", "", "not valid TOML"),
         ("interval = 2e6\n", "interval", "at most"),
+        ("interval = 1e-6\n", "interval", "at least 0.001"),
         ("max_streams = 0\n", "max_streams", "1 or more"),
         (f"[basic_auth_users]\nalice = '{HASH[:-1]}!'\n", "basic_auth_users.alice", "not a bcrypt hash"),
         (f"[basic_auth_users]\nalice = '{HASH[:4]}31{HASH[6:]}'\n", "basic_auth_users.alice", "cost 31"),
@@ -468,6 +469,7 @@ def test_an_encrypted_key_is_a_one_line_config_error_not_a_passphrase_prompt(tmp
         (["--root", "/nonexistent-root"], 2, "not a directory"),
         (["--root", "/etc"], 2, "has no proc/stat"),
         (["--interval", "1e308"], 2, "at most 1e+06"),
+        (["--interval", "0.0001"], 2, "at least 0.001"),
         (["--listen", "no-such-host.invalid:9137"], 2, "cannot resolve"),
     ],
 )

@@ -41,6 +41,9 @@ MAX_HISTORY_SAMPLES = 3600
 # Longest accepted time value (interval, history, request_timeout), as the rest of the CLI: about 11 days.
 # Far above it sleep() and timers overflow.
 MAX_SECONDS = 1e6
+# Shortest sampling interval: 1 kHz. Below it the sampler thread alone takes a whole core and the history ring
+# (MAX_HISTORY_SAMPLES) holds under 4 s.
+MIN_INTERVAL = 0.001
 # A config file is a few hundred bytes; anything past this is not one (and /dev/zero never ends).
 MAX_CONFIG_BYTES = 1024 * 1024
 # bcrypt's modular crypt format: $2a$/$2b$/$2y$, a two-digit cost, 22 characters of salt and 31 of hash
@@ -147,6 +150,8 @@ def load(path: str) -> dict[str, Any]:
     ):
         if key in data:
             out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
+    if out.get("interval_s", MIN_INTERVAL) < MIN_INTERVAL:
+        raise fail("interval", f"must be at least {MIN_INTERVAL:g} s (1 kHz), got {out['interval_s']:g}")
     for key in ("max_in_flight", "max_streams"):
         if key in data:
             value = data[key]
@@ -319,5 +324,7 @@ def build(
     for flag, value in (("--interval", interval_s), ("--history", history_s), ("--request-timeout", request_timeout_s)):
         if value is not None and not 0 < value <= MAX_SECONDS:
             raise InvalidInput(f"{flag}: must be a positive number of seconds up to {MAX_SECONDS:g}, got {value:g}")
+    if interval_s is not None and interval_s < MIN_INTERVAL:
+        raise InvalidInput(f"--interval: must be at least {MIN_INTERVAL:g} s (1 kHz), got {interval_s:g}")
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)
