@@ -414,7 +414,7 @@ def test_execsnoop_counts_events_lost_to_a_full_ring_buffer() -> None:
     ours = [e for e in events + last.events if e.ppid == burst.pid and e.filename == "/bin/true"]
     assert len(ours) < n
     assert lost > 0 and last.lost == lost
-    assert n - len(ours) <= lost <= n - len(ours) + 50  # 50: execs of other processes meanwhile
+    assert n - len(ours) <= lost <= n - len(ours) + 300  # 300: execs of other processes meanwhile
 
 
 def test_cli_execsnoop_says_how_many_events_were_lost() -> None:
@@ -442,5 +442,5 @@ def test_cli_execsnoop_says_how_many_events_were_lost() -> None:
     total = [line for line in err.splitlines() if "exec events lost in total" in line]
     assert len(total) == 1, err
     lost = int(total[0].split("hypermesh: ", 1)[1].split()[0])
-    assert n - len(ours) <= lost <= n - len(ours) + 50
+    assert n - len(ours) <= lost <= n - len(ours) + 300  # execs of other processes meanwhile
     assert "read too slowly" in total[0]
