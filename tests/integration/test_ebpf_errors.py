@@ -280,3 +280,23 @@ def test_every_ebpf_command_has_help_with_examples(command: tuple[str, ...]) -> 
         assert len(positional.strip().splitlines()[0].split(None, 1)) == 2, positional  # NAME + help text
     if command and command[0] in ("run", "load"):
         assert "CAP_BPF" in description or "root" in description
+
+
+def test_detach_by_a_user_who_may_not_remove_the_pins_is_permission_denied() -> None:
+    """An unprivileged user could list root's pins but removing them failed as 'PermissionError' (rc 1)."""
+    require_ebpf()
+    setpriv = require_binary("setpriv")
+    pinned = run_cli("ebpf", "run", "syscalls", "--pin", "--duration", "0.1")
+    assert pinned.returncode == 0, pinned.stderr
+    try:
+        result = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--",
+             *HYPERMESH, "ebpf", "detach", "syscalls"],
+            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        )  # fmt: skip
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot remove the pins of syscalls" in lines[0] and "run as root" in lines[0]
+        assert "syscalls" in [p.name for p in hypermesh.ebpf.pinned()]
+    finally:
+        assert run_cli("ebpf", "detach", "syscalls").returncode == 0

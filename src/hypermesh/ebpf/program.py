@@ -831,6 +831,13 @@ def detach_pinned(name: str) -> PinnedProgram:
     require_bpffs(f"detaching {name}")
     for entry in pinned():
         if entry.name == name:
-            _remove_pin_dir(entry.path)
+            try:
+                _remove_pin_dir(entry.path)
+            except PermissionError as exc:
+                raise PermissionDenied(
+                    f"cannot remove the pins of {name} ({exc.filename}: {exc.strerror}): run as root, the "
+                    f"owner of {PIN_ROOT}",
+                    "CAP_DAC_OVERRIDE",
+                ) from None
             return entry
     raise NotFound(f"nothing named {name!r} is pinned under {PIN_ROOT}", [p.name for p in pinned()])
