@@ -300,3 +300,29 @@ def test_detach_by_a_user_who_may_not_remove_the_pins_is_permission_denied() -> 
         assert "syscalls" in [p.name for p in hypermesh.ebpf.pinned()]
     finally:
         assert run_cli("ebpf", "detach", "syscalls").returncode == 0
+
+
+def test_tracefs_mounted_but_not_readable_is_permission_denied_not_unmounted() -> None:
+    """A user with CAP_BPF + CAP_PERFMON but not root cannot search tracefs (mode 0700 root by
+    default). It used to be told tracefs was not mounted, with a mount command that changes nothing."""
+    require_ebpf()
+    setpriv = require_binary("setpriv")
+    if os.stat("/sys/kernel/tracing").st_mode & 0o001:
+        pytest.skip("tracefs is searchable by everyone here")
+    as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+               "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", "--", *HYPERMESH]  # fmt: skip
+    run = subprocess.run(
+        [*as_user, "ebpf", "run", "syscalls", "--duration", "0.1"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert run.returncode == 3, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mounted at /sys/kernel/tracing but not readable by this user" in lines[0]
+    assert "mount -t" not in run.stderr
+    probe = subprocess.run(
+        [*as_user, "ebpf", "probe", "--json"], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
+    data = json.loads(probe.stdout)
+    assert data["tracefs_mounted"] is True
+    tracepoint = next(f for f in data["features"] if f["name"] == "tracepoint")
+    assert not tracepoint["supported"] and "cannot read it" in tracepoint["reason"]

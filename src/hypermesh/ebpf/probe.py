@@ -103,6 +103,18 @@ def tracefs_path() -> str | None:
     return None
 
 
+def tracefs_unreadable() -> str | None:
+    """A tracefs mount this process may not search (it is mode 0700 root by default): mounted, yet
+    unusable here, which mounting it again would not change."""
+    for path in TRACEFS:
+        if os.path.ismount(path) and not os.path.exists(os.path.join(path, "events")):
+            return path
+    return None
+
+
+TRACEFS_ACCESS_FIX = "run as root, or let this user read it (tracefs mount options gid=GROUP,mode=0750)"
+
+
 def _read_int(path: str) -> int | None:
     try:
         with open(path) as f:
@@ -194,7 +206,10 @@ def _probe() -> ProbeReport:
         Feature("xdp_native", ok, why or "decided per interface by its driver; the attach reports the mode used")
     )
     ok, why = prog_type(libbpf.PROG_TYPE_TRACEPOINT)
-    if ok and tracefs is None:
+    unreadable = tracefs_unreadable() if tracefs is None else None
+    if ok and unreadable:
+        ok, why = False, f"tracefs is mounted at {unreadable} but this user cannot read it: {TRACEFS_ACCESS_FIX}"
+    elif ok and tracefs is None:
         ok, why = False, "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
     features.append(Feature("tracepoint", ok, why))
     ok, why = prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT)
@@ -229,7 +244,7 @@ def _probe() -> ProbeReport:
         libbpf_version=None if lib is None else "{}.{}".format(*lib.version),
         btf_present=btf,
         bpffs_mounted=bpffs,
-        tracefs_mounted=tracefs is not None,
+        tracefs_mounted=tracefs is not None or unreadable is not None,
         tracefs_path=tracefs,
         capabilities=caps,
         unprivileged_bpf_disabled=_read_int("/proc/sys/kernel/unprivileged_bpf_disabled"),

@@ -21,7 +21,14 @@ import threading
 import weakref
 
 from hypermesh.ebpf import libbpf
-from hypermesh.ebpf.probe import check_capabilities, missing_capabilities, setcap_command, tracefs_path
+from hypermesh.ebpf.probe import (
+    TRACEFS_ACCESS_FIX,
+    check_capabilities,
+    missing_capabilities,
+    setcap_command,
+    tracefs_path,
+    tracefs_unreadable,
+)
 from hypermesh.errors import BackendError, InvalidInput, NotFound, PermissionDenied, Unsupported, VerifierError
 from hypermesh.model import Record, record
 
@@ -504,6 +511,12 @@ class BpfObject:
         if not ptr:
             err = libbpf.get_errno()
             if tracefs_path() is None:  # libbpf resolves a tracepoint's id through tracefs
+                unreadable = tracefs_unreadable()
+                if unreadable:
+                    raise PermissionDenied(
+                        f"attaching to tracepoint {category}:{event} needs tracefs, which is mounted at "
+                        f"{unreadable} but not readable by this user: {TRACEFS_ACCESS_FIX}"
+                    )
                 raise Unsupported(
                     f"tracepoint {category}:{event}",
                     "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing",
