@@ -51,6 +51,15 @@ def test_no_capabilities_is_permission_denied_exit_3() -> None:
         assert "Traceback" not in err
 
 
+def test_xdp_without_perfmon_names_it() -> None:
+    """The XDP program's frame length is pointer arithmetic, which the verifier allows only with
+    CAP_PERFMON: with bpf,net_admin the run used to end in a verifier error (rc 1)."""
+    require_ebpf()
+    code, _, err = _without_caps("ebpf", "run", "xdp", "--interface", "lo", "--duration", "0.1", keep="bpf,net_admin")
+    assert code == 3, err
+    assert "missing CAP_PERFMON" in err and "verifier" not in err
+
+
 def test_xdp_without_net_admin_names_it() -> None:
     require_ebpf()
     code, _, err = _without_caps("ebpf", "run", "xdp", "--interface", "lo", "--duration", "0.1", keep="bpf,perfmon")
@@ -326,3 +335,21 @@ def test_tracefs_mounted_but_not_readable_is_permission_denied_not_unmounted() -
     assert data["tracefs_mounted"] is True
     tracepoint = next(f for f in data["features"] if f["name"] == "tracepoint")
     assert not tracepoint["supported"] and "cannot read it" in tracepoint["reason"]
+
+
+def test_pin_by_a_user_who_may_not_write_the_pin_directory_is_permission_denied() -> None:
+    """A non-root user with the capabilities runs --pin while root owns /sys/fs/bpf/hypermesh: it
+    used to fail as 'PermissionError' (rc 1)."""
+    require_ebpf()
+    setpriv = require_binary("setpriv")
+    os.makedirs(hypermesh.ebpf.PIN_ROOT, exist_ok=True)  # root's, as after any root --pin
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon,+net_admin",
+         "--ambient-caps=+bpf,+perfmon,+net_admin", "--", *HYPERMESH, "ebpf", "run", "xdp", "-i", "lo", "--mode", "generic",
+         "--pin", "--duration", "0.1"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "cannot pin xdp" in lines[-1] and "run as root" in lines[-1] and "Traceback" not in result.stderr
+    assert "xdp" not in [p.name for p in hypermesh.ebpf.pinned()]

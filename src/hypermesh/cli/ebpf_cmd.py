@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common, timing],
         help="packet and byte counts by protocol on an interface (XDP_PASS)",
         description="Count packets and bytes arriving on one interface by protocol (ipv4/ipv6 x tcp/udp/icmp/"
-        "other, arp, other); every packet is passed on (XDP_PASS). Needs root, or CAP_BPF + CAP_NET_ADMIN. "
+        "other, arp, other); every packet is passed on (XDP_PASS). Needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN. "
         "Native (driver) mode needs a driver with XDP support; generic mode works on every interface.",
         epilog=_epilog(
             "hypermesh ebpf run xdp -i eth0 --duration 10",

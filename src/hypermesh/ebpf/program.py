@@ -715,7 +715,14 @@ class Program:
         path = os.path.join(PIN_ROOT, self.name)
         if os.path.exists(path):
             raise InvalidInput(f"{self.name} is already pinned at {path}: 'hypermesh ebpf detach {self.name}' first")
-        os.makedirs(path)
+        try:
+            os.makedirs(path)
+        except PermissionError as exc:
+            raise PermissionDenied(
+                f"cannot pin {self.name} at {path} ({exc.filename}: {exc.strerror}): run as root, the owner of "
+                f"{PIN_ROOT}",
+                "CAP_DAC_OVERRIDE",
+            ) from None
         try:
             for i, link in enumerate(self.links):
                 link.pin(os.path.join(path, f"link-{i}-{link.kind}"))

@@ -47,7 +47,9 @@ def interface_index(interface: str) -> int:
 
 class XdpProgram(Program):
     name = "xdp"
-    capabilities = ("CAP_BPF", "CAP_NET_ADMIN")
+    # CAP_PERFMON too: the frame length (data_end - data) is pointer arithmetic, which the verifier
+    # allows only with it ("pointer -= pointer prohibited" otherwise).
+    capabilities = ("CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN")
 
     def __init__(self, interface: str, mode: str = "auto") -> None:
         super().__init__()
