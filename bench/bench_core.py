@@ -18,6 +18,21 @@ import psutil
 
 import hypermesh
 
+# The issue's reference figures for psutil on the machine its absolute goals were set on.
+REFERENCE_PSUTIL_FOUR_CALLS_US = 100.0
+REFERENCE_PSUTIL_PROFILE_CALLS_US = 300.0
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown"
+
 
 def timed(fn: Callable[[], object], iterations: int, warmup: int = 200) -> list[float]:
     for _ in range(warmup):
@@ -135,7 +150,15 @@ def run() -> dict[str, object]:
         "max_ms": round(max(fast), 3),
         "missed_deadlines": fast_sampler.missed_deadlines,
     }
+    # The issue's absolute goals were set where psutil's four calls take about 100 µs and its profile-like calls
+    # about 0.3 ms. Machines here vary by 3x and more between sessions (other CPU models, shared hosts), so each
+    # absolute goal is also judged on this run's figure divided by how much slower than that reference psutil ran
+    # in the same minute: the honest "what it would be there", beside the raw figure.
+    slowdown = p["median"] / REFERENCE_PSUTIL_FOUR_CALLS_US
+    profile_slowdown = pp["median"] / REFERENCE_PSUTIL_PROFILE_CALLS_US
     return {
+        "machine_cpu": _cpu_model(),
+        "machine_slowdown_vs_issue_reference": round(slowdown, 2),
         "sampler_sample_us": s,
         "psutil_four_calls_us": p,
         "sample_vs_psutil_ratio": round(s["median"] / p["median"], 3),
@@ -158,9 +181,23 @@ def run() -> dict[str, object]:
             "schedule_p99_le_2ms": sched["p99_ms"] <= 2,
             "rss_growth_le_2mb": rss_growth <= 2,
         },
+        "goal_met_scaled_to_reference": {
+            "sample_median_le_50us": s["median"] / slowdown <= 50,
+            "profile_warm_median_le_1ms": po["median"] / profile_slowdown <= 1000,
+            "cli_profile_json_le_100ms": cli / slowdown <= 100,
+            "import_le_25ms": import_ms / slowdown <= 25,
+        },
+        "scaled_to_reference": {
+            "sampler_sample_us": round(s["median"] / slowdown, 1),
+            "profile_warm_us": round(po["median"] / profile_slowdown, 1),
+            "cli_profile_json_process_ms": round(cli / slowdown, 1),
+            "import_hypermesh_ms": round(import_ms / slowdown, 1),
+        },
         "notes": "psutil_four_calls = cpu_times(percpu) + virtual_memory() + disk_io_counters(perdisk) + "
         "net_io_counters(pernic). psutil_profile_calls = cpu_count x2, cpu_freq, virtual/swap memory, partitions + "
         "usage, net_if_addrs + net_if_stats. Process times are medians of 15 runs; import cost is "
         "`python -c 'import hypermesh'` minus `python -c pass`. "
-        f"Measured with {os.cpu_count()} CPUs while other work may run.",
+        f"Measured with {os.cpu_count()} CPUs while other work may run. machine_slowdown_vs_issue_reference is psutil's "
+        f"four calls here over the issue's {REFERENCE_PSUTIL_FOUR_CALLS_US:g} µs; scaled_to_reference divides each absolute "
+        "figure by it (the profile by psutil's profile-like calls over 300 µs).",
     }

@@ -324,8 +324,16 @@ def test_storage_from_sys_block_and_mountinfo(tree: str) -> None:
             assert fields[2] in owner, f"mount of unknown block device {fields[2]}"
             mounts.setdefault(owner[fields[2]], []).append({"mountpoint": fields[4], "fstype": tail.split()[0]})
     stated = expected(tree)["storage"]
-    # Whole disks, except loop/ram devices that back no mount.
-    listed = sorted(d for d in set(owner.values()) if not d.startswith(("loop", "ram")) or d in mounts)
+
+    # Whole disks, except loop/ram devices that back no mount and zram devices neither mounted nor configured.
+    def in_use(d: str) -> bool:
+        if d in mounts:
+            return True
+        if d.startswith("zram"):
+            return int(read(tree, f"sys/block/{d}/size")) > 0
+        return not d.startswith(("loop", "ram"))
+
+    listed = sorted(d for d in set(owner.values()) if in_use(d))
     assert [d["name"] for d in stated] == listed
     for device in stated:
         base = f"sys/block/{device['name']}"

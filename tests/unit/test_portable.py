@@ -165,10 +165,13 @@ def test_root_mount_is_on_the_disk_sysfs_names(profile) -> None:  # type: ignore
     assert root.total_bytes == st.f_blocks * st.f_frsize
     assert root.free_bytes is not None
     assert 0 <= root.free_bytes <= root.total_bytes
-    # Same membership rule as the kernel's view: every whole disk except idle loop/RAM devices.
+    # Same membership rule as the kernel's view: every whole disk except idle loop/RAM devices and zram devices
+    # with no disksize set.
     listed = {d.name for d in profile.storage}
     for name in os.listdir("/sys/block"):
-        if not name.startswith(("loop", "ram")):
+        with open(f"/sys/block/{name}/size") as f:
+            configured = int(f.read()) > 0
+        if not name.startswith(("loop", "ram", "zram")) or (name.startswith("zram") and configured):
             assert name in listed, name
 
 
@@ -181,7 +184,8 @@ def test_profile_is_json_and_has_timings(profile) -> None:  # type: ignore[no-un
         "pids_max": None,
     }
     assert data["gpus"] == []
-    assert set(data["timings_ms"]) == {"os", "cpu", "memory", "storage", "network", "total"}
+    # The same parts as the Linux backend: tools read these keys whatever the OS.
+    assert set(data["timings_ms"]) == {"os", "cpu", "memory", "storage", "network", "limits", "gpus", "total"}
     assert all(v >= 0 for v in data["timings_ms"].values())
 
 

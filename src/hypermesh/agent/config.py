@@ -30,6 +30,7 @@ import stat
 
 from hypermesh.errors import InvalidInput
 from hypermesh.model import record
+from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,12 +39,9 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:9137"
 # Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
 MAX_HISTORY_SAMPLES = 3600
-# Longest accepted time value (interval, history, request_timeout), as the rest of the CLI: about 11 days.
-# Far above it sleep() and timers overflow.
-MAX_SECONDS = 1e6
-# Shortest sampling interval: 1 kHz. Below it the sampler thread alone takes a whole core and the history ring
-# (MAX_HISTORY_SAMPLES) holds under 4 s.
-MIN_INTERVAL = 0.001
+# Longest accepted time value (interval, history, request_timeout) and shortest sampling interval (1 kHz), the
+# Sampler's own: far above the one sleep() and timers overflow; below the other the sampler thread alone takes
+# a whole core and the history ring (MAX_HISTORY_SAMPLES) holds under 4 s.
 # A config file is a few hundred bytes; anything past this is not one (and /dev/zero never ends).
 MAX_CONFIG_BYTES = 1024 * 1024
 # bcrypt's modular crypt format: $2a$/$2b$/$2y$, a two-digit cost, 22 characters of salt and 31 of hash

@@ -15,11 +15,12 @@ import os
 import sys
 
 from hypermesh.errors import HypermeshError, InvalidInput
-from hypermesh.sampling.sampler import MAX_SECONDS
+from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 # Command modules, imported only to build the parser: each keeps its heavy imports inside its handler.
 COMMAND_MODULES = (
@@ -38,6 +39,12 @@ Add --debug to any command to see the full traceback of an error."""
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with errors as one line on stderr and exit code 2."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The deepest (sub)command's defaults win, so after parsing this names the command a user typed: where
+        # an unrecognized option sends them for help.
+        self.set_defaults(help_prog=self.prog)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InvalidInput(f"{self.prog}: {message} (see '{self.prog} --help')")
 
@@ -45,9 +52,12 @@ class ArgumentParser(argparse.ArgumentParser):
 def positive_float(text: str) -> float:
     """Seconds for --interval/--duration: positive, at most MAX_SECONDS (sleep() overflows far above that)."""
     try:
-        value = float(text.removesuffix("s"))
+        # float() also takes Python's "1_0" (10); nobody writing seconds means that.
+        value = float(text.removesuffix("s")) if "_" not in text else math.nan
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 0.5 or 2s") from None
+        value = math.nan
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 0.5 or 2s")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     if value > MAX_SECONDS:
@@ -55,8 +65,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def interval_seconds(text: str) -> float:
+    """A sampling interval: as positive_float, and at least the Sampler's MIN_INTERVAL (1 kHz)."""
+    value = positive_float(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} seconds (1 kHz), got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
+        if "_" in text:  # int() takes "1_0" as 10
+            raise ValueError(text)
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
@@ -90,6 +110,35 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _parse(parser: ArgumentParser, args_list: list[str]) -> argparse.Namespace:
+    """parse_args, with unrecognized options blamed on the command they were given to."""
+    try:
+        args, extras = parser.parse_known_args(args_list)
+    except InvalidInput:
+        # argparse reports a missing command before an unknown option: "hypermesh --bogus" would say only that
+        # COMMAND is required.
+        options = [a for a in args_list if a.startswith("-") and a not in ("--debug", "-h", "--help", "--version")]
+        if options and not any(a in _COMMANDS for a in args_list):
+            raise InvalidInput(
+                f"hypermesh: unrecognized option {options[0]!r}; a command comes first: "
+                f"{', '.join(_COMMANDS)} (see 'hypermesh --help')"
+            ) from None
+        raise
+    if extras:
+        prog = args.help_prog
+        raise InvalidInput(f"{prog}: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
+    return args
+
+
+_COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MODULES)
+
+
+def _print_traceback() -> None:
+    import traceback  # only on an error with --debug: not worth its import on every run
+
+    traceback.print_exc()
+
+
 def _version() -> str:
     from hypermesh import __version__
 
@@ -106,11 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="surrogateescape")
     try:
         parser = build_parser()
-        args = parser.parse_args(args_list)
+        args = _parse(parser, args_list)
         code = int(args.handler(args))
     except HypermeshError as exc:
         if debug:
-            raise
+            _print_traceback()  # and still the error's own exit code: --debug shows more, it changes nothing
         print(f"hypermesh: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -122,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 0
     except Exception as exc:
         if debug:
-            raise
+            _print_traceback()
         print(f"hypermesh: error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
         code = 1
     return code

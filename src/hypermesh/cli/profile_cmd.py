@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hypermesh.cli.main import EPILOG
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -14,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         description="Print this machine's profile: OS and kernel, CPU model/topology/caches/NUMA/frequencies, "
         "memory, storage devices and mounts, network interfaces, GPUs and the cgroup limits that bind "
         "this process. --json prints the same record as hypermesh.profile().to_dict().",
-        epilog="examples:\n  hypermesh profile\n  hypermesh profile --json | jq .cpu.caches",
+        epilog="examples:\n  hypermesh profile\n  hypermesh profile --json | jq .cpu.caches\n"
+        "  HYPERMESH_BACKEND=portable hypermesh profile --json   the psutil backend other OSes use\n\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hypermesh.cli.main import positive_float, positive_int
+from hypermesh.cli.main import EPILOG, interval_seconds, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -18,15 +18,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "Without --count it runs until Ctrl-C, which exits 0. On a terminal the table redraws in place; "
         "into a file or a pipe it prints one line per sample.",
         epilog="examples:\n  hypermesh sample                       live table, once a second\n"
-        "  hypermesh sample --interval 0.01 --count 500 --json > samples.jsonl   100 Hz, JSON lines",
+        "  hypermesh sample --interval 0.01 --count 500 --json > samples.jsonl   100 Hz, JSON lines\n"
+        "  hypermesh sample --count 1 --json | jq .cpu.per_core   one sample over 1 s\n\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--interval",
-        type=positive_float,
+        type=interval_seconds,
         default=1.0,
         metavar="S",
-        help="seconds between samples (default 1)",
+        help="seconds between samples, 0.001 (1 kHz) or more; '2s' works too (default 1)",
     )
     p.add_argument(
         "--count",
@@ -42,9 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def run(args: argparse.Namespace) -> int:
     import hypermesh
 
-    sampler = hypermesh.Sampler(min_interval=min(args.interval, 0.1))
-    stream = sampler.stream(args.interval, args.count)
+    sampler = None
     try:
+        # Inside the try: Ctrl-C while the Sampler opens its files (or rich loads) ends the run like any other.
+        sampler = hypermesh.Sampler(min_interval=min(args.interval, 0.1))
+        stream = sampler.stream(args.interval, args.count)
         if args.json:
             import json
 
@@ -59,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a live view ends: not an error
     finally:
-        sampler.close()
+        if sampler is not None:
+            sampler.close()
     return 0

@@ -60,8 +60,9 @@ _CPU_FIELDS = tuple(
 )
 
 # loop and RAM disks are listed only when they back a mount (a loop device behind a snap): an idle loop0..7
-# is noise. The same rule as the Linux backend's, so both list the same disks on one machine.
-_ON_DEMAND_DISK_PREFIXES = ("loop", "ram")
+# is noise; Linux zram disks when mounted or configured (non-zero size). The same rule as the Linux backend's,
+# so both list the same disks on one machine.
+_ON_DEMAND_DISK_PREFIXES = ("loop", "ram", "zram")
 # Disks that exist only in software or are paravirtual (virtio vdX, Xen xvdX, FreeBSD vtbdN): "virtual" kind.
 _VIRTUAL_DISK_PREFIXES = ("vd", "xvd", "vtbd", "dm-", "md", "zram", "nbd", "rbd", "loop", "ram")
 
@@ -136,8 +137,19 @@ def _mounts_by_disk(sizes: bool = True) -> dict[str, list[Mount]]:
 
 
 def _listed(name: str, mounted: Collection[str]) -> bool:
-    """Whether a whole disk is listed: always, except idle loop/RAM disks."""
-    return not name.startswith(_ON_DEMAND_DISK_PREFIXES) or name in mounted
+    """Whether a whole disk is listed: always, except idle loop/RAM disks and unconfigured zram."""
+    if not name.startswith(_ON_DEMAND_DISK_PREFIXES) or name in mounted:
+        return True
+    return name.startswith("zram") and _zram_configured(name)
+
+
+def _zram_configured(name: str) -> bool:
+    # zram is Linux's alone, and psutil does not say its size: sysfs does (sectors; 0 until disksize is set).
+    try:
+        with open(f"/sys/block/{name}/size", "rb") as f:
+            return int(f.read() or 0) > 0
+    except (OSError, ValueError):
+        return False
 
 
 # Interface kind by name, because psutil gives no bus or device link:
@@ -384,6 +396,10 @@ class PortableBackend:
         watch.lap("storage")
         network = self._network()
         watch.lap("network")
+        # psutil sees no cgroup or job-object limits: unknown, as on a host without them.
+        limits = Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None)
+        watch.lap("limits")
+        watch.lap("gpus")  # GPUs come from the assets layer on every OS; a headless host has none
         return SystemProfile(
             os=os_info,
             cpu=cpu,
@@ -391,7 +407,7 @@ class PortableBackend:
             storage=storage,
             network=network,
             gpus=[],
-            limits=Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None),
+            limits=limits,
             timings_ms=watch.timings_ms(),
         )
 

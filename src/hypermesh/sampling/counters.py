@@ -152,15 +152,32 @@ class CpuRates:
             if now is before:
                 total = idle_coarse = 0.0
             else:
-                # Sums rather than per-mode deltas: cheaper, and a mode that steps back (iowait can, see
-                # Documentation/filesystems/proc.rst) cannot make a figure negative once clamped.
-                total = max(0.0, sum(now) - sum(before))
-                idle_coarse = max(0.0, now[3] + now[4] - before[3] - before[4])
+                # Grouped deltas, each clamped: a mode that steps back (iowait can, see
+                # Documentation/filesystems/proc.rst) cannot make a figure negative. Unpacked names and plain
+                # comparisons instead of sum()/max() calls: a third of the cost, paid per CPU per sample.
+                u0, n0, s0, i0, w0, q0, sq0, st0 = before
+                u1, n1, s1, i1, w1, q1, sq1, st1 = now
+                user = u1 + n1 - u0 - n0
+                system = s1 + q1 + sq1 - s0 - q0 - sq0
+                idle_coarse = i1 + w1 - i0 - w0
+                iowait = w1 - w0
+                steal = st1 - st0
+                if user < 0:
+                    user = 0.0
+                if system < 0:
+                    system = 0.0
+                if idle_coarse < 0:
+                    idle_coarse = 0.0
+                if iowait < 0:
+                    iowait = 0.0
+                if steal < 0:
+                    steal = 0.0
+                total = user + system + idle_coarse + steal
                 ticks_total += total
-                ticks_user += max(0.0, now[0] + now[1] - before[0] - before[1])
-                ticks_system += max(0.0, now[2] + now[5] + now[6] - before[2] - before[5] - before[6])
-                ticks_iowait += max(0.0, now[4] - before[4])
-                ticks_steal += max(0.0, now[7] - before[7])
+                ticks_user += user
+                ticks_system += system
+                ticks_iowait += iowait
+                ticks_steal += steal
             if fine_kind == "cpuidle" and cur.fine is not None and prev.fine is not None:
                 busy = self._from_cpuidle(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
             elif fine_kind == "schedstat" and cur.fine is not None and prev.fine is not None:

@@ -283,7 +283,13 @@ class LinuxCounterReader:
         if self.fine_kind == "cpuidle":
             if len(cpu) != len(self._idle_fds):
                 self._open_cpuidle(sorted(cpu))  # a CPU went offline or came back online
-            fine = {c: (sum(int(os.pread(fd, 32, 0)) for fd in fds) / 1e6, 0) for c, fds in self._idle_fds}
+            fine = {}
+            pread_idle = os.pread
+            for c, fds in self._idle_fds:  # plain loops: a generator per CPU cost a fifth more
+                idle_us = 0
+                for fd in fds:
+                    idle_us += int(pread_idle(fd, 32, 0))
+                fine[c] = (idle_us / 1e6, 0)
         elif self.fine_kind == "schedstat" and self._schedstat is not None:
             fine = {c: (busy, 0) for c, busy in procfs.parse_schedstat(pread(self._schedstat)).items()}
         return RawCounters(

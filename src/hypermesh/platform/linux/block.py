@@ -1,7 +1,8 @@
 """Block devices from /sys/block and their mounts from /proc/self/mountinfo.
 
 Whole devices only (partitions fold into their disk's mounts). loop and ram devices are listed only when they back
-a mount: an idle loop0..7 is noise, a squashfs-mounted loop is storage someone uses.
+a mount: an idle loop0..7 is noise, a squashfs-mounted loop is storage someone uses. zram devices are listed when
+mounted or configured (a non-zero disksize, as zram swap has): an unconfigured zram0 of size 0 is noise too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from hypermesh.model import Mount, StorageDevice
 from hypermesh.platform.linux.procfs import SECTOR_BYTES, parse_mountinfo
 from hypermesh.platform.linux.sysfs import listdir, read_int, read_str
 
-# Pseudo devices that only count when mounted.
-_ON_DEMAND_PREFIXES = ("loop", "ram")
+# Pseudo devices that only count when mounted; zram also when configured (size > 0).
+_ON_DEMAND_PREFIXES = ("loop", "ram", "zram")
 _VIRTUAL_PREFIXES = ("vd", "xvd", "dm-", "md", "zram", "nbd", "rbd", "loop", "ram")
 
 
@@ -85,10 +86,10 @@ def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> 
     for name, named_ids in tree.items():
         ids = [dev for _name, dev in named_ids]
         mounted = [m for dev_id in ids for m in by_dev.get(dev_id, ())]
-        if name.startswith(_ON_DEMAND_PREFIXES) and not mounted:
-            continue
         d = f"{sys_root}/block/{name}"
         sectors = read_int(f"{d}/size")
+        if not mounted and not _in_use_unmounted(name, sectors):
+            continue
         rot = read_int(f"{d}/queue/rotational")
         removable = read_int(f"{d}/removable")
         rotational = None if rot is None else bool(rot)
@@ -104,6 +105,13 @@ def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> 
             )
         )
     return devices
+
+
+def _in_use_unmounted(name: str, sectors: int | None) -> bool:
+    """Whether a device that backs no mount is still worth listing: any real disk; a configured zram."""
+    if name.startswith("zram"):
+        return bool(sectors)
+    return not name.startswith(_ON_DEMAND_PREFIXES)
 
 
 def _mount(mountpoint: str, fstype: str, statvfs_root: str | None) -> Mount:
@@ -126,5 +134,6 @@ def sample_disk_names(sys_root: str, mountinfo: str) -> frozenset[bytes]:
     return frozenset(
         name.encode()
         for name, ids in tree.items()
-        if not name.startswith(_ON_DEMAND_PREFIXES) or mounted.intersection(dev for _n, dev in ids)
+        if mounted.intersection(dev for _n, dev in ids)
+        or _in_use_unmounted(name, read_int(f"{sys_root}/block/{name}/size") if name.startswith("zram") else None)
     )
