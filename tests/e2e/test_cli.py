@@ -76,8 +76,18 @@ def test_sample_json_lines() -> None:
         (["sample", "--interval", "abc"], "--interval"),
         (["sample", "--count", "0"], "--count"),
         (["sample", "--count", "x"], "--count"),
+        (["sample", "--interval", "nan"], "--interval"),
+        (["sample", "--interval", "inf"], "--interval"),
+        (["sample", "--interval", "1e-320"], "at least 0.001"),  # a subnormal overflowed the schedule (exit 1)
+        (["sample", "--interval", "0.0001"], "at least 0.001"),
+        (["sample", "--interval", "1_0"], "--interval"),  # Python's float("1_0") is 10
+        (["sample", "--interval"], "expected one argument"),
+        (["sample", "--count", "-3"], "--count"),
+        (["sample", "--count", "1_0"], "--count"),
         (["frobnicate"], "frobnicate"),
-        (["profile", "--nope"], "--nope"),
+        (["profile", "--nope"], "'hypermesh profile --help'"),
+        (["sample", "--nope"], "'hypermesh sample --help'"),
+        (["--nope"], "--nope"),  # not "COMMAND is required", which hides the typo
         ([], "COMMAND"),
     ],
 )
@@ -96,9 +106,26 @@ def test_unknown_backend_is_a_clear_error() -> None:
     assert r.stderr.count("\n") == 1 and "HYPERMESH_BACKEND" in r.stderr and "portable" in r.stderr
 
 
-def test_debug_shows_the_traceback() -> None:
-    r = run("profile", "--debug", env={"HYPERMESH_BACKEND": "bogus"})
-    assert r.returncode != 0 and "Traceback" in r.stderr
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["profile", "--debug"], {"HYPERMESH_BACKEND": "bogus"}), (["--debug", "sample", "--interval", "0"], {})],
+)
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(args: list[str], env: dict[str, str]) -> None:
+    r = run(*args, env=env)
+    assert "Traceback" in r.stderr
+    assert r.returncode == 2, r.stderr  # --debug shows more; it does not turn a usage error into exit 1
+    assert r.stderr.rstrip().splitlines()[-1].startswith("hypermesh: error: ")
+
+
+def test_profile_tables_into_a_pipe_are_whole_and_unpadded() -> None:
+    r = run("profile")  # stdout is a pipe here
+    assert r.returncode == 0, r.stderr
+    for name in os.listdir("/sys/class/net"):
+        with open(f"/sys/class/net/{name}/address") as f:
+            mac = f.read().strip()
+        assert mac in r.stdout, f"{name}'s MAC {mac} cut or missing"
+    assert "…" not in r.stdout
+    assert [line for line in r.stdout.splitlines() if line != line.rstrip()] == []
 
 
 def test_help_teaches() -> None:
@@ -106,8 +133,12 @@ def test_help_teaches() -> None:
     assert r.returncode == 0
     for word in ("profile", "sample", "exit codes", "HYPERMESH_BACKEND"):
         assert word in r.stdout
-    r = run("sample", "--help")
-    assert "--interval" in r.stdout and "examples" in r.stdout
+    for command in ("profile", "sample"):
+        r = run(command, "--help")
+        assert r.returncode == 0
+        for word in ("examples", "exit codes", "HYPERMESH_BACKEND", "--debug"):
+            assert word in r.stdout, (command, word)
+    assert "--interval" in run("sample", "--help").stdout
 
 
 @pytest.mark.parametrize("mode", [["--json"], []])
@@ -130,6 +161,40 @@ def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
         json.loads(out.splitlines()[0])
     else:
         assert " cpu " in out  # not a terminal: one plain line per sample
+
+
+@pytest.mark.parametrize("mode", [["--json"], []])
+def test_ctrl_c_while_the_sampler_opens_its_files_exits_0(mode: list[str]) -> None:
+    """The window between parsing and the first sample (Sampler() opening /proc, rich loading) was exit 130."""
+    proc = subprocess.Popen(
+        [HYPERMESH, "sample", "--interval", "5", *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        opened = False
+        while not opened and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                fds = os.listdir(f"/proc/{proc.pid}/fd")
+                opened = any(_link(f"/proc/{proc.pid}/fd/{fd}") == "/proc/stat" for fd in fds)
+            except FileNotFoundError:
+                break
+            time.sleep(0.0005)
+        assert opened, "the sampler never opened /proc/stat"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def test_table_view_on_a_terminal_redraws_in_place() -> None:

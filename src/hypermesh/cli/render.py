@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 
@@ -65,8 +66,23 @@ def _kv(title: str, rows: list[tuple[str, object]]) -> Table:
     return table
 
 
+# Into a file or a pipe nothing is as wide as a terminal: tables take the width their content needs (MACs and
+# addresses whole, not "02:fc:00:00:…"), and lines carry no trailing padding for grep or diff to trip on.
+PIPE_WIDTH = 400
+
+
 def render_profile(profile: SystemProfile, console: Console | None = None) -> None:
-    console = console or PipeConsole()
+    if console is None:
+        console = PipeConsole()
+        if not console.is_terminal:
+            buffer = io.StringIO()
+            _render_profile(profile, Console(file=buffer, width=PIPE_WIDTH, color_system=None))
+            sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+            return
+    _render_profile(profile, console)
+
+
+def _render_profile(profile: SystemProfile, console: Console) -> None:
     o, c, m, lim = profile.os, profile.cpu, profile.memory, profile.limits
     f = c.frequency_mhz
     console.print(
