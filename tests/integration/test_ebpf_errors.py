@@ -21,6 +21,7 @@ from tests.integration.test_ebpf_support import HYPERMESH, REPO, our_kernel_prog
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
 INVALID = str(REPO / "tests" / "fixtures" / "bpf" / "invalid.bpf.o")
+LONG_LOG = str(REPO / "tests" / "fixtures" / "bpf" / "long_log.bpf.o")
 
 
 def _without_caps(*args: str, keep: str = "") -> tuple[int, str, str]:
@@ -107,6 +108,41 @@ def test_verifier_error_carries_the_log() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("hypermesh: error: the kernel's verifier rejected")
     assert "map_value_or_null" in result.stderr  # the tail of the log is printed
+
+
+def test_verifier_log_over_a_mebibyte_keeps_its_end() -> None:
+    """long_log.bpf.o makes the verifier log ~3 MiB before it finds the bug. The print callback used
+    to format libbpf's message into a 1 MiB buffer, keeping the START: the complaint and the
+    "processed N insns" line were cut off and the error named libbpf's next line instead."""
+    require_ebpf()
+    with BpfObject(LONG_LOG) as obj, pytest.raises(VerifierError) as info:
+        obj.load()
+    err = info.value
+    last = err.log.rstrip("\n").splitlines()
+    assert last[-1].startswith("processed ") and " insns " in last[-1], last[-3:]
+    assert last[-2] == "R0 invalid mem access 'map_value_or_null'", last[-3:]
+    assert "bytes cut here" in err.log  # the middle went, and the log says so
+    assert len(err.log) <= (1 << 20) + 4096
+    assert str(err).endswith("program 'late_null_deref' in long_log.bpf.o: R0 invalid mem access 'map_value_or_null'")
+    result = run_cli("ebpf", "load", LONG_LOG)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].endswith("R0 invalid mem access 'map_value_or_null'"), lines[-3:]
+    assert lines[-2].startswith("processed ") and lines[-3] == "R0 invalid mem access 'map_value_or_null'"
+
+
+def test_bounded_message_keeps_the_first_line_and_the_end() -> None:
+    from hypermesh.ebpf.libbpf import bounded_message
+
+    short = b"libbpf: one line\n"
+    assert bounded_message(short, limit=100) is short
+    message = b"BEGIN\n" + b"".join(b"line %d\n" % i for i in range(1000)) + b"the end"
+    kept = bounded_message(message, limit=100)
+    assert kept.startswith(b"BEGIN\n... (") and kept.endswith(b"line 999\nthe end")
+    body = kept.split(b"\n", 2)[2]
+    assert len(body) <= 100 and body.startswith(b"line ")  # cut at a line boundary
+    cut = int(kept.split(b"\n")[1].split(b"(")[1].split()[0])
+    assert cut == len(message) - len(b"BEGIN\n") - len(body)
 
 
 def test_not_a_bpf_object_is_invalid_input(tmp_path: object) -> None:

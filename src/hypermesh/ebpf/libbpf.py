@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-__all__ = ["LIBBPF_PACKAGE", "Lib", "capture", "lib", "strerror"]
+__all__ = ["LIBBPF_PACKAGE", "Lib", "bounded_message", "capture", "lib", "strerror"]
 
 LIBBPF_PACKAGE = "libbpf1 (Debian/Ubuntu: apt install libbpf1; Fedora/Arch: the libbpf package)"
 
@@ -167,11 +167,13 @@ class Lib:
         self.version = (int(cdll.libbpf_major_version()), int(cdll.libbpf_minor_version()))
         self.possible_cpus = int(cdll.libbpf_num_possible_cpus())
         self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.vsnprintf.restype = c_int
-        self._libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-        # The verifier log arrives in one message; 1 MiB holds libbpf's largest default log.
-        self._print_buf = ctypes.create_string_buffer(1 << 20)
-        self._print_lock = threading.Lock()
+        # vasprintf allocates what the message needs: the verifier log arrives as one message of any
+        # size (libbpf grows its buffer until the kernel's log fits, 16 MiB and up), and its end holds
+        # the complaint. A fixed buffer would keep the start and lose exactly that.
+        self._libc.vasprintf.restype = c_int
+        self._libc.vasprintf.argtypes = [POINTER(c_void_p), c_char_p, c_void_p]
+        self._libc.free.restype = None
+        self._libc.free.argtypes = [c_void_p]
         self._print_fn = PRINT_FN(self._on_print)  # kept referenced: libbpf holds the pointer
         # libbpf calls the print function ~60 times per load (mostly debug lines): through ctypes that
         # is ~0.1 ms, a third of a whole load. So none is installed on the fast path (libbpf then
@@ -200,11 +202,40 @@ class Lib:
         messages: list[str] | None = getattr(_capture_state, "messages", None)
         if messages is None or level == LIBBPF_DEBUG or fmt is None:
             return 0
-        with self._print_lock:
-            n = self._libc.vsnprintf(self._print_buf, len(self._print_buf), fmt, args)
-            if n > 0:
-                messages.append(self._print_buf.value.decode("utf-8", "replace"))
+        out = c_void_p()
+        n = self._libc.vasprintf(ctypes.byref(out), fmt, args)
+        if n < 0 or not out.value:
+            return 0
+        try:
+            messages.append(bounded_message(ctypes.string_at(out.value, n)).decode("utf-8", "replace"))
+        finally:
+            self._libc.free(out)
         return 0
+
+
+MESSAGE_LIMIT = 1 << 20
+
+
+def bounded_message(message: bytes, limit: int = MESSAGE_LIMIT) -> bytes:
+    """``message`` cut to about ``limit`` bytes, keeping its first line and its END.
+
+    A verifier log is one message; its first line is libbpf's "-- BEGIN PROG LOAD LOG --" marker
+    and its last lines are the verifier's complaint and "processed N insns". What is cut is the
+    middle, at line boundaries, and a line says how much."""
+    if len(message) <= limit:
+        return message
+    first_end = message.find(b"\n")
+    first = message[: first_end + 1] if 0 <= first_end < 4096 else b""
+    tail = message[len(message) - limit :]
+    newline = tail.find(b"\n")
+    if 0 <= newline < len(tail) - 1:
+        tail = tail[newline + 1 :]
+    cut = len(message) - len(first) - len(tail)
+    return (
+        first
+        + f"... ({cut} bytes cut here: only the last {limit // 1024} KiB of this message are kept)\n".encode()
+        + tail
+    )
 
 
 _capture_state = threading.local()
