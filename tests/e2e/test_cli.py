@@ -15,6 +15,7 @@ import pytest
 
 import hypermesh
 import hypermesh.model
+from tests.conftest import require, require_root
 
 HYPERMESH = str(Path(sys.executable).with_name("hypermesh"))
 
@@ -310,15 +311,13 @@ def test_absurdly_long_intervals_are_refused(args: list[str]) -> None:
 
 def test_a_zero_pids_limit_is_shown_as_a_limit_not_unlimited() -> None:
     """pids.max 0 (legal: no fork allowed) in a cgroup we make; the table said "unlimited", the JSON 0."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a cgroup")
+    require_root()
     v1 = "/sys/fs/cgroup/pids"
     v2_ok = (
         os.path.exists("/sys/fs/cgroup/cgroup.subtree_control")
         and "pids" in Path("/sys/fs/cgroup/cgroup.subtree_control").read_text().split()
     )
-    if not os.path.isdir(v1) and not v2_ok:
-        pytest.skip("no pids controller (cgroup v1 pids mount or v2 root delegation)")
+    require(os.path.isdir(v1) or v2_ok, "no pids controller (cgroup v1 pids mount or v2 root delegation)")
     group = f"{v1 if os.path.isdir(v1) else '/sys/fs/cgroup'}/hm-test-{os.getpid()}"
     os.mkdir(group)
     try:

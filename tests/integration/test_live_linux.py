@@ -96,6 +96,21 @@ def test_profile_caches_and_numa_match_sysfs(profile: hypermesh.SystemProfile) -
     assert sum(len(n.cpus) for n in profile.cpu.numa_nodes) == profile.cpu.logical_cores
     levels = {c.level for c in profile.cpu.caches}
     assert 1 in levels
+    # Every cache lscpu knows, with its size, and nothing it does not (lscpu reads sysfs too, but by its own code).
+    caches = json.loads(subprocess.check_output(["lscpu", "-C", "-J", "-b"]))["caches"]
+    theirs = {(int(c["level"]), c["type"].lower(), _lscpu_size(c["one-size"])) for c in caches}
+    ours = {(c.level, c.type, c.size_bytes) for c in profile.cpu.caches}
+    assert ours == theirs
+    # Each CPU appears once per (level, type), as the kernel's shared_cpu_list partitions them.
+    for level, kind, _size in theirs:
+        shared = [cpu for c in profile.cpu.caches if (c.level, c.type) == (level, kind) for cpu in c.shared_cpu_list]
+        assert sorted(shared) == list(range(profile.cpu.logical_cores)), (level, kind)
+
+
+def _lscpu_size(text: str) -> int:
+    """lscpu's cache sizes: "32K", "512K", "32M" (binary units; util-linux 2.38 ignores -b for caches)."""
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def test_limits_match_this_process_cgroup(profile: hypermesh.SystemProfile) -> None:
@@ -103,6 +118,77 @@ def test_limits_match_this_process_cgroup(profile: hypermesh.SystemProfile) -> N
         lines = f.read().splitlines()
     v1 = any(line.split(":")[1] for line in lines)
     assert profile.limits.cgroup_version == (1 if v1 else 2)
+
+
+def _cgroup_v1_dirs(name: str) -> dict[str, pathlib.Path] | None:
+    dirs = {c: pathlib.Path("/sys/fs/cgroup", c, name) for c in ("cpu", "memory", "pids")}
+    return dirs if all(d.parent.is_dir() for d in dirs.values()) else None
+
+
+def _remove_cgroups(paths: list[pathlib.Path]) -> None:
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):  # children first
+        for _ in range(50):  # the joined processes have exited; the kernel frees the group shortly after
+            try:
+                path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_limits_bind_as_the_kernel_enforces_them_in_nested_cgroups() -> None:
+    """A process in cgroups we make sees the tightest limit on its path: 0.5 cores and 256 MiB set on an outer
+    group, pids 37 on the outer group although the inner group it sits in allows 80."""
+    require_root()
+    name = f"hm-limits-{os.getpid()}"
+    made: list[pathlib.Path] = []
+    v1 = _cgroup_v1_dirs(name)
+    try:
+        if v1 is not None:
+            for d in v1.values():
+                d.mkdir()
+                made.append(d)
+            (v1["cpu"] / "cpu.cfs_period_us").write_text("100000")
+            (v1["cpu"] / "cpu.cfs_quota_us").write_text("50000")
+            (v1["memory"] / "memory.limit_in_bytes").write_text(str(256 * 1024**2))
+            (v1["pids"] / "pids.max").write_text("37")
+            inner = v1["pids"] / "inner"
+            inner.mkdir()
+            made.append(inner)
+            (inner / "pids.max").write_text("80")
+            join = [v1["cpu"] / "cgroup.procs", v1["memory"] / "cgroup.procs", inner / "cgroup.procs"]
+        else:
+            root = pathlib.Path("/sys/fs/cgroup")
+            controllers = (root / "cgroup.subtree_control").read_text().split()
+            require(
+                {"cpu", "memory", "pids"} <= set(controllers),
+                "cgroup v2 root does not delegate cpu, memory and pids",
+            )
+            outer = root / name
+            outer.mkdir()
+            made.append(outer)
+            (outer / "cgroup.subtree_control").write_text("+cpu +memory +pids")
+            (outer / "cpu.max").write_text("50000 100000")
+            (outer / "memory.max").write_text(str(256 * 1024**2))
+            (outer / "pids.max").write_text("37")
+            inner = outer / "inner"
+            inner.mkdir()
+            made.append(inner)
+            (inner / "pids.max").write_text("80")
+            join = [inner / "cgroup.procs"]
+        # The shell joins the groups, then execs the CLI: the process whose limits are read is in them.
+        script = "".join(f"echo $$ > {p} && " for p in join) + 'exec "$0" profile --json'
+        hm = str(pathlib.Path(sys.executable).with_name("hypermesh"))
+        r = subprocess.run(["sh", "-c", script, hm], capture_output=True, text=True, timeout=60)
+    finally:
+        _remove_cgroups(made)
+    assert r.returncode == 0, r.stderr
+    limits = json.loads(r.stdout)["limits"]
+    assert limits["cpu_quota_cores"] == 0.5
+    assert limits["memory_limit_bytes"] == 256 * 1024**2
+    assert limits["pids_max"] == 37
+    assert limits["cgroup_version"] == (1 if v1 is not None else 2)
 
 
 def busy(seconds: float) -> None:

@@ -58,8 +58,8 @@ def test_one_sampler_shared_by_ten_threads() -> None:
 
 @pytest.mark.slow
 def test_100_hz_for_10_seconds() -> None:
-    """Count exact; schedule error bounded by 20 ms p99 (the original's bound): a wide, documented margin for a
-    noisy shared CI machine. The real figure (p99 ≤ 2 ms goal) is measured by `make bench`."""
+    """Count exact; schedule error p99 within 5 ms (docs/benchmarks.md): 2.5x the 2 ms goal as margin for a noisy
+    shared CI machine, a quarter of the original's ±20 ms. The real figure is measured by `make bench`."""
     sampler = hypermesh.Sampler()
     start = time.monotonic()
     errors = []
@@ -70,7 +70,7 @@ def test_100_hz_for_10_seconds() -> None:
     errors.sort()
     assert n == 1000
     assert 9.9 <= total <= 10.5
-    assert errors[int(0.99 * len(errors))] <= 0.020 + 0.01 * sampler.missed_deadlines
+    assert errors[int(0.99 * len(errors))] <= 0.005 + 0.01 * sampler.missed_deadlines
 
 
 def test_thousand_samples_and_profiles_keep_rss_bounded() -> None:
@@ -86,7 +86,7 @@ def test_thousand_samples_and_profiles_keep_rss_bounded() -> None:
         hypermesh.profile()
     gc.collect()
     growth = process.memory_info().rss - before
-    assert growth <= 4 * 1024**2, f"RSS grew {growth / 1024**2:.1f} MiB over 1000 samples and profiles"
+    assert growth <= 2 * 1024**2, f"RSS grew {growth / 1024**2:.1f} MiB over 1000 samples and profiles"
     sampler.close()
 
 
@@ -164,8 +164,10 @@ def test_close_from_another_thread_ends_a_running_stream() -> None:
     [
         ({"interval": "a"}, "number of seconds"),
         ({"interval": True}, "number of seconds"),
-        ({"interval": float("nan")}, "positive"),
-        ({"interval": 1e308}, "up to"),
+        ({"interval": float("nan")}, "from 0.001"),
+        ({"interval": 1e308}, "to 1e"),
+        ({"interval": 1e-320}, "from 0.001"),  # subnormal: the deadline arithmetic overflowed (OverflowError)
+        ({"interval": 0.0005}, "from 0.001"),
         ({"interval": 0.01, "count": 1.5}, "whole number"),
         ({"interval": 0.01, "count": True}, "whole number"),
     ],
