@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     class Backend(Protocol):
         name: str
+        # Where the coarse per-mode CPU times come from, reported as cpu.source when no finer source exists.
+        cpu_times_source: str
 
         def profile(self) -> SystemProfile: ...
 

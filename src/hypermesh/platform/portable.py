@@ -289,7 +289,8 @@ class PortableCounterReader:
             pressure=None,
             disks=disks,
             network=network,
-            load=(float(avg1), float(avg5), float(avg15)),
+            # Two decimals, as /proc/loadavg prints them: the same figures whichever backend reads them.
+            load=(round(avg1, 2), round(avg5, 2), round(avg15, 2)),
         )
 
     def close(self) -> None:
@@ -300,6 +301,7 @@ class PortableBackend:
     """The Backend seam over psutil."""
 
     name = "portable"
+    cpu_times_source = "psutil"  # psutil.cpu_times: /proc/stat, host_processor_info, kern.cp_times, PDH...
 
     def counter_reader(self) -> PortableCounterReader:
         return PortableCounterReader()

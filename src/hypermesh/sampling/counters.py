@@ -133,9 +133,10 @@ class CpuRates:
     last split, scaled to the current busy figure.
     """
 
-    __slots__ = ("_credit", "_last_busy", "_last_split", "_last_state")
+    __slots__ = ("_coarse_source", "_credit", "_last_busy", "_last_split", "_last_state")
 
-    def __init__(self) -> None:
+    def __init__(self, coarse_source: str = "proc_stat") -> None:
+        self._coarse_source = coarse_source  # cpu.source when only the coarse per-mode times are there
         self._credit: dict[int, float] = {}
         self._last_state: dict[int, bool] = {}  # cpu -> was idle during the last interval with no residency
         self._last_busy: dict[int, float] = {}
@@ -206,7 +207,7 @@ class CpuRates:
             system_percent=round(system, 2),
             iowait_percent=round(iowait, 2),
             steal_percent=round(steal, 2),
-            source=fine_kind or "proc_stat",
+            source=fine_kind or self._coarse_source,
         )
 
     def _from_schedstat(

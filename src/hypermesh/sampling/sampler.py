@@ -66,7 +66,7 @@ class Sampler:
         self._reader = backend.counter_reader()
         self._lock = threading.Lock()
         self._prev: RawCounters | None = None
-        self._cpu = rates.CpuRates()
+        self._cpu = rates.CpuRates(backend.cpu_times_source)
         self._closed = False
         self._closing = threading.Event()  # wakes a stream() sleeping towards its next deadline
         self.missed_deadlines = 0

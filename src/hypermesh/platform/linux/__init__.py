@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 class LinuxBackend:
     name = "linux"
+    cpu_times_source = "proc_stat"
 
     def __init__(self, root: str = "/", *, proc: str | None = None, sys: str | None = None) -> None:
         """``root`` prefixes /proc, /sys and /etc; ``proc``/``sys`` point one of them elsewhere (a later snapshot)."""
