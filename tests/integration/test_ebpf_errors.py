@@ -68,6 +68,59 @@ def test_xdp_without_net_admin_names_it() -> None:
     assert "missing CAP_NET_ADMIN" in err
 
 
+def _as_nobody(caps: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as user nobody holding exactly ``caps`` (e.g. "+bpf,+perfmon"), like a user granted them."""
+    setpriv = require_binary("setpriv")
+    return subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
+         f"--ambient-caps={caps}", "--", *HYPERMESH, *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+
+
+def _probe_reasons(caps: str) -> dict[str, tuple[bool, str]]:
+    result = _as_nobody(caps, "ebpf", "probe", "--json")
+    assert result.returncode == 0, result.stderr
+    return {f["name"]: (f["supported"], f["reason"]) for f in json.loads(result.stdout)["features"]}
+
+
+def test_probe_names_the_missing_capability_instead_of_blaming_the_kernel() -> None:
+    """With CAP_BPF alone, xdp/tracepoint/raw_tp/kprobe used to read "the kernel rejects this program
+    type" (libbpf's probe load got EPERM); with +perfmon XDP still did, though +net_admin makes it work."""
+    require_ebpf()
+    only_bpf = _probe_reasons("+bpf")
+    for name in ("xdp_generic", "xdp_native"):
+        assert only_bpf[name] == (False, only_bpf[name][1]) and "lacks CAP_NET_ADMIN" in only_bpf[name][1]
+    for name in ("tracepoint", "raw_tp", "fentry"):
+        assert not only_bpf[name][0] and "lacks CAP_PERFMON" in only_bpf[name][1], only_bpf[name]
+    assert only_bpf["ringbuf"] == (True, "")  # a map needs CAP_BPF only
+    assert not only_bpf["kprobe"][0]
+    assert "CAP_PERFMON" in only_bpf["kprobe"][1] or "kprobe perf PMU" in only_bpf["kprobe"][1]
+    with_perfmon = _probe_reasons("+bpf,+perfmon")
+    assert not with_perfmon["xdp_generic"][0] and "lacks CAP_NET_ADMIN" in with_perfmon["xdp_generic"][1]
+    assert with_perfmon["raw_tp"] == (True, "")
+    for reasons in (only_bpf, with_perfmon):
+        assert not any("kernel rejects" in why for _, why in reasons.values()), reasons
+    # The capability named is the one that was missing: with it, the probe and a real run agree.
+    everything = _probe_reasons("+bpf,+perfmon,+net_admin")
+    assert everything["xdp_generic"][0] and everything["raw_tp"][0]
+    run = _as_nobody(
+        "+bpf,+perfmon,+net_admin", "ebpf", "run", "xdp", "-i", "lo", "--mode", "generic", "--duration", "0.1"
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_kprobe_without_perfmon_is_not_blamed_on_the_kernel() -> None:
+    require_ebpf()
+    result = _as_nobody("+bpf,+net_admin", "ebpf", "run", "syscalls", "--attach", "kprobe", "--duration", "0.1")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kernel rejects" not in lines[0], result.stderr
+    if result.returncode == 3:
+        assert "missing CAP_PERFMON" in lines[0]
+    else:  # a kernel without kprobes says so first: no capability would change that
+        assert result.returncode == 4 and "kprobe perf PMU" in lines[0], result.stderr
+
+
 def test_kernel_refuses_without_capabilities_too() -> None:
     """Our capability pre-check is not the only guard: a raw load through BpfObject (no pre-check)
     is refused by the kernel itself, and the loader maps that to the same PermissionDenied."""

@@ -86,14 +86,38 @@ def setcap_command() -> str:
     return f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {shlex.quote(os.path.realpath(sys.executable))}"
 
 
+def capability_fix(missing: list[str]) -> str:
+    """How to get the ``missing`` capabilities, ready to paste."""
+    return f"run as root, or grant them to the interpreter: {setcap_command()}"
+
+
 def check_capabilities(needed: tuple[str, ...], what: str) -> None:
     missing = missing_capabilities(needed)
     if missing:
         raise PermissionDenied(
-            f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: run as root, or grant them "
-            f"to the interpreter: {setcap_command()}",
+            f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
             capability=missing[0],
         )
+
+
+# What the kernel demands to load each program type we probe (kernel/bpf/syscall.c, bpf_prog_load):
+# CAP_BPF for all of them (unprivileged_bpf_disabled is set, or the type is not one unprivileged users
+# may load at all), CAP_NET_ADMIN for networking types such as XDP, CAP_PERFMON for tracing types
+# (kprobe, tracepoint, raw_tp, fentry). CAP_SYS_ADMIN stands in for each (missing_capabilities).
+XDP_NEEDS = ("CAP_BPF", "CAP_NET_ADMIN")
+TRACING_NEEDS = ("CAP_BPF", "CAP_PERFMON")
+MAP_NEEDS = ("CAP_BPF",)
+
+
+def _not_permitted(kind: str, needs: tuple[str, ...]) -> str | None:
+    """Why this process cannot tell whether the kernel supports ``kind``: a capability the kernel
+    requires for it is missing (the kernel's EPERM would otherwise read as "unsupported")."""
+    missing = missing_capabilities(needs)
+    if not missing:
+        return None
+    return (
+        f"this process lacks {', '.join(missing)}, which {kind} needs ({' + '.join(needs)}); {capability_fix(missing)}"
+    )
 
 
 def tracefs_path() -> str | None:
@@ -185,13 +209,13 @@ def _probe() -> ProbeReport:
         lib_reason = ""
     except Unsupported as exc:
         lib, lib_reason = None, exc.reason
-    can_bpf = caps["CAP_BPF"] or caps["CAP_SYS_ADMIN"]
 
-    def prog_type(ptype: int) -> tuple[bool, str]:
+    def prog_type(ptype: int, kind: str, needs: tuple[str, ...]) -> tuple[bool, str]:
         if lib is None:
             return False, lib_reason
-        if not can_bpf:
-            return False, "cannot probe without CAP_BPF (run as root)"
+        not_permitted = _not_permitted(kind, needs)
+        if not_permitted:
+            return False, not_permitted
         rc = lib.libbpf_probe_bpf_prog_type(ptype, None)
         if rc == 1:
             return True, ""
@@ -200,30 +224,30 @@ def _probe() -> ProbeReport:
         return False, f"probe failed: {libbpf.strerror(rc)}"
 
     features: list[Feature] = []
-    ok, why = prog_type(libbpf.PROG_TYPE_XDP)
+    ok, why = prog_type(libbpf.PROG_TYPE_XDP, "loading an XDP program", XDP_NEEDS)
     features.append(Feature("xdp_generic", ok, why or "works on every interface (skb mode)"))
     features.append(
         Feature("xdp_native", ok, why or "decided per interface by its driver; the attach reports the mode used")
     )
-    ok, why = prog_type(libbpf.PROG_TYPE_TRACEPOINT)
+    ok, why = prog_type(libbpf.PROG_TYPE_TRACEPOINT, "loading a tracepoint program", TRACING_NEEDS)
     unreadable = tracefs_unreadable() if tracefs is None else None
     if ok and unreadable:
         ok, why = False, f"tracefs is mounted at {unreadable} but this user cannot read it: {TRACEFS_ACCESS_FIX}"
     elif ok and tracefs is None:
         ok, why = False, "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
     features.append(Feature("tracepoint", ok, why))
-    ok, why = prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT)
+    ok, why = prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT, "loading a raw_tp program", TRACING_NEEDS)
     features.append(Feature("raw_tp", ok, why))
     if lib is None:
         ok, why = False, lib_reason
     elif not btf:
         ok, why = False, f"needs kernel BTF ({BTF_PATH} is absent: CONFIG_DEBUG_INFO_BTF is off)"
-    elif not can_bpf:
-        ok, why = False, "cannot probe without CAP_BPF (run as root)"
+    elif not_permitted := _not_permitted("loading an fentry program", TRACING_NEEDS):
+        ok, why = False, not_permitted
     else:
         ok, why = _probe_fentry(lib)
     features.append(Feature("fentry", ok, why))
-    ok, why = prog_type(libbpf.PROG_TYPE_KPROBE)
+    ok, why = prog_type(libbpf.PROG_TYPE_KPROBE, "loading a kprobe program", TRACING_NEEDS)
     if ok and not os.path.exists(KPROBE_PMU):
         config = _kernel_config("KPROBES")
         how = "CONFIG_KPROBES is off" if config in ("n", None) else f"CONFIG_KPROBES={config} but"
@@ -231,8 +255,8 @@ def _probe() -> ProbeReport:
     features.append(Feature("kprobe", ok, why))
     if lib is None:
         ok, why = False, lib_reason
-    elif not can_bpf:
-        ok, why = False, "cannot probe without CAP_BPF (run as root)"
+    elif not_permitted := _not_permitted("creating a BPF map", MAP_NEEDS):
+        ok, why = False, not_permitted
     else:
         rc = lib.libbpf_probe_bpf_map_type(libbpf.MAP_TYPE_RINGBUF, None)
         ok = rc == 1

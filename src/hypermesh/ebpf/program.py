@@ -23,9 +23,9 @@ import weakref
 from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.probe import (
     TRACEFS_ACCESS_FIX,
+    capability_fix,
     check_capabilities,
     missing_capabilities,
-    setcap_command,
     tracefs_path,
     tracefs_unreadable,
 )
@@ -604,8 +604,8 @@ def _driver_of(interface: str) -> str:
 
 
 def _capability_fix(missing: Iterable[str]) -> str:
-    names = ", ".join(missing)
-    return f"missing {names}; run as root, or grant the capabilities to the interpreter: {setcap_command()}"
+    names = list(missing)
+    return f"missing {', '.join(names)}; {capability_fix(names)}"
 
 
 # -------------------------------------------------------------------------------------- programs

@@ -12,7 +12,7 @@ import operator
 import platform
 import struct
 
-from hypermesh.ebpf.probe import probe
+from hypermesh.ebpf.probe import check_capabilities, probe
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
@@ -96,6 +96,9 @@ class SyscallsProgram(Program):
         usable = kprobe.supported and platform.machine() == "x86_64" and _has_kallsyms_symbol(KPROBE_FUNCTION)
         if attach == "kprobe":
             if not kprobe.supported:
+                # The probe cannot tell whether the kernel supports kprobes when a capability is
+                # missing: that is the actionable reason, not "unsupported".
+                check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's kprobe")
                 raise Unsupported("kprobe attach", kprobe.reason)
             if not usable:
                 raise Unsupported(
