@@ -247,6 +247,14 @@ class SystemProfile(Record):
 
 @record
 class CpuSample(Record):
+    """Busy percentages over the interval.
+
+    ``per_core`` is in CPU-number order over the CPUs online at both readings: on a machine with every CPU online
+    (the usual case) entry N is cpuN. A CPU taken offline drops out, and one brought online joins from its second
+    reading (it needs a baseline), so with hot-plug the N-th entry is the N-th online CPU; Counters.cpu carries
+    the ids.
+    """
+
     percent: float
     per_core: list[float]
     user_percent: float
