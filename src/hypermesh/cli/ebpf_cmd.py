@@ -333,9 +333,7 @@ def _attached_line(prog: Program) -> str:
         )
         return f"xdp attached to {prog.interface} in {prog.attached_mode} mode{fallback}"
     if isinstance(prog, SyscallsProgram):
-        why = "" if prog.requested_attach != "auto" else (
-            " (auto: the kernel has kprobes)" if prog.attach_type == "kprobe" else " (auto: no kprobes in this kernel)"
-        )  # fmt: skip
+        why = f" (auto: {prog.attach_reason})" if prog.requested_attach == "auto" else ""
         target = "kprobe x64_sys_call" if prog.attach_type == "kprobe" else "tracepoint raw_syscalls:sys_enter"
         pid = f", pid {prog.pid}" if prog.pid else ""
         return f"syscalls attached to {target}{why}{pid}"

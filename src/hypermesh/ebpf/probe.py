@@ -22,7 +22,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hypermesh.ebpf.libbpf import Lib
 
-__all__ = ["Feature", "ProbeReport", "check_capabilities", "missing_capabilities", "probe"]
+__all__ = [
+    "Feature",
+    "ProbeReport",
+    "check_capabilities",
+    "kernel_config",
+    "kprobes_absent_reason",
+    "missing_capabilities",
+    "probe",
+]
 
 CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -147,18 +155,51 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def _kernel_config(option: str) -> str | None:
-    """The value of CONFIG_<option> from /boot/config-<release>, or None when the file is absent."""
-    try:
-        with open(f"/boot/config-{platform.release()}") as f:
-            for line in f:
-                if line.startswith(f"CONFIG_{option}="):
-                    return line.split("=", 1)[1].strip()
-                if line.startswith(f"# CONFIG_{option} is not set"):
-                    return "n"
-    except OSError:
+PROC_CONFIG = "/proc/config.gz"  # CONFIG_IKCONFIG_PROC
+
+
+def kernel_config(option: str) -> tuple[str | None, str | None]:
+    """(value of CONFIG_<option>, the file it came from): "n" when the option is not set, (None,
+    None) when no configuration of the running kernel is readable (/proc/config.gz, then
+    /boot/config-<release>): then nothing may be claimed about it."""
+    import gzip
+
+    for path in (PROC_CONFIG, f"/boot/config-{platform.release()}"):
+        try:
+            if path.endswith(".gz"):
+                with gzip.open(path, "rt", errors="replace") as f:
+                    text = f.read()
+            else:
+                with open(path, errors="replace") as f:
+                    text = f.read()
+        except (OSError, EOFError):  # absent, unreadable, or not gzip (gzip.BadGzipFile is an OSError)
+            continue
+        if "CONFIG_" not in text:  # empty or not a kernel configuration
+            continue
+        for line in text.splitlines():
+            if line.startswith(f"CONFIG_{option}="):
+                return line.split("=", 1)[1].strip(), path
+            if line.startswith(f"# CONFIG_{option} is not set"):
+                return "n", path
+        return "n", path  # options whose dependencies are off are left out entirely
+    return None, None
+
+
+def kprobes_absent_reason() -> str | None:
+    """Why this kernel has no kprobes, or None when it has the kprobe perf PMU. Needs no privileges:
+    the PMU's sysfs entry is world-readable, so this is answered before any capability check."""
+    if os.path.exists(KPROBE_PMU):
         return None
-    return "n"
+    pmu = f"the kernel has no kprobe perf PMU ({os.path.dirname(KPROBE_PMU)} is absent)"
+    value, source = kernel_config("KPROBES")
+    if value == "n":
+        return f"CONFIG_KPROBES is off ({source}): {pmu}"
+    if value is None:
+        return (
+            f"{pmu}, as in a kernel built without CONFIG_KPROBES (its configuration is not readable here to "
+            f"confirm: neither {PROC_CONFIG} nor /boot/config-{platform.release()})"
+        )
+    return f"CONFIG_KPROBES={value} ({source}) but {pmu}"
 
 
 _cache: ProbeReport | None = None
@@ -247,11 +288,13 @@ def _probe() -> ProbeReport:
     else:
         ok, why = _probe_fentry(lib)
     features.append(Feature("fentry", ok, why))
-    ok, why = prog_type(libbpf.PROG_TYPE_KPROBE, "loading a kprobe program", TRACING_NEEDS)
-    if ok and not os.path.exists(KPROBE_PMU):
-        config = _kernel_config("KPROBES")
-        how = "CONFIG_KPROBES is off" if config in ("n", None) else f"CONFIG_KPROBES={config} but"
-        ok, why = False, f"{how}: the kernel has no kprobe perf PMU ({os.path.dirname(KPROBE_PMU)} is absent)"
+    # kprobe programs load even where CONFIG_KPROBES is off; attaching needs the kprobe PMU. Its
+    # absence is checked first: it needs no privileges, and no capability would change it.
+    no_kprobes = kprobes_absent_reason()
+    if no_kprobes is not None:
+        ok, why = False, no_kprobes
+    else:
+        ok, why = prog_type(libbpf.PROG_TYPE_KPROBE, "loading a kprobe program", TRACING_NEEDS)
     features.append(Feature("kprobe", ok, why))
     if lib is None:
         ok, why = False, lib_reason

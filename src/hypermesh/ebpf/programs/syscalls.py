@@ -12,7 +12,7 @@ import operator
 import platform
 import struct
 
-from hypermesh.ebpf.probe import check_capabilities, probe
+from hypermesh.ebpf.probe import Feature, check_capabilities, kprobes_absent_reason, probe
 from hypermesh.ebpf.program import BpfObject, Link, Program
 from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
@@ -74,6 +74,47 @@ def _check_process(pid: int) -> None:
         )
 
 
+def choose_hook(
+    attach: str, kprobe: Feature, *, kernel_has_kprobes: bool, machine: str, has_symbol: bool
+) -> tuple[str, str]:
+    """(hook, why) for ``attach`` given what was observed. ``kprobe`` is the probe's answer, which
+    is unsupported either because the kernel has no kprobes (``kernel_has_kprobes`` False) or because
+    this process may not use them. Raises for an explicit ``kprobe`` that cannot be had."""
+    if attach == "tracepoint":
+        return "tracepoint", "asked for"
+    if not kprobe.supported:
+        # (only the first clause of a capability reason: the fix follows in the error, if any)
+        usable = kprobe.reason.split(";", 1)[0]
+        why = "no kprobes in this kernel" if not kernel_has_kprobes else f"kprobes not usable here: {usable}"
+    elif machine != "x86_64":
+        why = f"the kprobe on {KPROBE_FUNCTION} exists on x86-64 only, this is {machine}"
+    elif not has_symbol:
+        why = f"the kernel has kprobes but no {KPROBE_FUNCTION} to probe (x86-64 >= 6.9 or the 6.1/6.6 stable series)"
+    else:
+        return "kprobe", "the kernel has kprobes" if attach == "auto" else "asked for"
+    if attach == "kprobe":
+        if not kprobe.supported:
+            if kernel_has_kprobes:
+                # The probe could not tell for lack of a capability: that is the actionable reason.
+                check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's kprobe")
+            raise Unsupported("kprobe attach", kprobe.reason)
+        raise Unsupported("kprobe attach", why)
+    return "tracepoint", why
+
+
+def _choose_hook(attach: str) -> tuple[str, str]:
+    if attach == "tracepoint":
+        return "tracepoint", "asked for"
+    kprobe = probe().feature("kprobe")
+    return choose_hook(
+        attach,
+        kprobe,
+        kernel_has_kprobes=kprobes_absent_reason() is None,
+        machine=platform.machine(),
+        has_symbol=kprobe.supported and _has_kallsyms_symbol(KPROBE_FUNCTION),
+    )
+
+
 class SyscallsProgram(Program):
     name = "syscalls"
 
@@ -86,26 +127,7 @@ class SyscallsProgram(Program):
         self.pid = pid
         self.top = top
         self.requested_attach = attach
-        self.attach_type = self._choose(attach)
-
-    @staticmethod
-    def _choose(attach: str) -> str:
-        if attach == "tracepoint":
-            return "tracepoint"
-        kprobe = probe().feature("kprobe")
-        usable = kprobe.supported and platform.machine() == "x86_64" and _has_kallsyms_symbol(KPROBE_FUNCTION)
-        if attach == "kprobe":
-            if not kprobe.supported:
-                # The probe cannot tell whether the kernel supports kprobes when a capability is
-                # missing: that is the actionable reason, not "unsupported".
-                check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's kprobe")
-                raise Unsupported("kprobe attach", kprobe.reason)
-            if not usable:
-                raise Unsupported(
-                    "kprobe attach", f"the kernel has no {KPROBE_FUNCTION} (x86-64 >= 6.9 or 6.1/6.6 stable)"
-                )
-            return "kprobe"
-        return "kprobe" if usable else "tracepoint"
+        self.attach_type, self.attach_reason = _choose_hook(attach)
 
     def _configure(self, obj: BpfObject) -> None:
         obj.set_autoload("on_x64_sys_call", self.attach_type == "kprobe")
