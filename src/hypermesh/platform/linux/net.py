@@ -6,7 +6,6 @@ interface, or getifaddrs through ctypes, which costs a ctypes import. One dump a
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -75,6 +74,8 @@ def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
             if index is not None:
                 by_name[name] = by_index.get(index, [])
     else:
+        import json  # fixture trees only: not worth its import on every live profile
+
         recorded = read_bytes(f"{os.path.dirname(sys_root)}/addresses.json")
         by_name = json.loads(recorded) if recorded else {}
     out = []
