@@ -195,7 +195,7 @@ def run() -> dict[str, object]:
         },
         "notes": "psutil_four_calls = cpu_times(percpu) + virtual_memory() + disk_io_counters(perdisk) + "
         "net_io_counters(pernic). psutil_profile_calls = cpu_count x2, cpu_freq, virtual/swap memory, partitions + "
-        "usage, net_if_addrs + net_if_stats. Process times are medians of 15 runs; import cost is "
+        "usage, net_if_addrs + net_if_stats. Process times are medians of 15 runs with the package's bytecode compiled, as an installed wheel has it; import cost is "
         "`python -c 'import hypermesh'` minus `python -c pass`. "
         f"Measured with {os.cpu_count()} CPUs while other work may run. machine_slowdown_vs_issue_reference is psutil's "
         f"four calls here over the issue's {REFERENCE_PSUTIL_FOUR_CALLS_US:g} µs; scaled_to_reference divides each absolute "
