@@ -144,6 +144,14 @@ class CpuRates:
 
     def compute(self, prev: RawCounters, cur: RawCounters, elapsed: float) -> CpuSample:
         fine_kind = cur.fine_kind if cur.fine_kind == prev.fine_kind else None
+        fine_now, fine_before = cur.fine or {}, prev.fine or {}
+        from_fine = None
+        if cur.fine is not None and prev.fine is not None:
+            if fine_kind == "cpuidle":
+                from_fine = self._from_cpuidle
+            elif fine_kind == "schedstat":
+                from_fine = self._from_schedstat
+        last_busy = self._last_busy
         per_core: list[float] = []
         ticks_total = ticks_user = ticks_system = ticks_iowait = ticks_steal = 0.0
         for cpu, now in cur.cpu.items():
@@ -179,15 +187,13 @@ class CpuRates:
                 ticks_system += system
                 ticks_iowait += iowait
                 ticks_steal += steal
-            if fine_kind == "cpuidle" and cur.fine is not None and prev.fine is not None:
-                busy = self._from_cpuidle(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
-            elif fine_kind == "schedstat" and cur.fine is not None and prev.fine is not None:
-                busy = self._from_schedstat(cpu, cur.fine.get(cpu), prev.fine.get(cpu), elapsed, total, idle_coarse)
+            if from_fine is not None:
+                busy = from_fine(cpu, fine_now.get(cpu), fine_before.get(cpu), elapsed, total, idle_coarse)
             else:
                 busy = min(1.0, max(0.0, (total - idle_coarse) / total)) if total > 0 else None
             if busy is None:
-                busy = self._last_busy.get(cpu, 0.0)
-            self._last_busy[cpu] = busy
+                busy = last_busy.get(cpu, 0.0)
+            last_busy[cpu] = busy
             per_core.append(round(busy * 100.0, 2))
         percent = sum(per_core) / len(per_core) if per_core else 0.0
         busy_ticks = ticks_user + ticks_system + ticks_steal
@@ -198,7 +204,8 @@ class CpuRates:
             # beside a busy CPU.
             self._last_split = _split_since_boot(cur)
         # The busy figure (fine or coarse) is spread over the modes in the proportions the ticks show.
-        user, system, steal = (percent * share for share in self._last_split)
+        user_share, system_share, steal_share = self._last_split
+        user, system, steal = percent * user_share, percent * system_share, percent * steal_share
         iowait = min(100.0, 100.0 * ticks_iowait / ticks_total) if ticks_total > 0 else 0.0
         return CpuSample(
             percent=round(percent, 2),
