@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -241,3 +242,74 @@ def test_programs_named_and_unknown() -> None:
     assert info.value.available == list(hypermesh.ebpf.PROGRAMS)
     for name in hypermesh.ebpf.PROGRAMS:
         assert os.path.exists(os.path.join(os.path.dirname(hypermesh.ebpf.__file__), "programs", f"{name}.bpf.o"))
+
+
+def _signal_once_attached(args: list[str], sig: int, before_signal: object = None) -> tuple[int, str, str]:
+    """Run the CLI and send ``sig`` the moment the kernel shows its bpf link (an fd in /proc), i.e.
+    right after the attach and before the CLI could print anything."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypermesh.cli.main", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not _has_bpf_link(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "never attached"
+        if before_signal is not None:
+            before_signal()  # type: ignore[operator]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def _has_bpf_link(pid: int) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf_link":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("program", ["syscalls", "execsnoop"])
+def test_a_stop_right_after_the_attach_still_announces_it(program: str) -> None:
+    """A SIGTERM/SIGINT landing between the attach and the "attached" line used to end the run with
+    exit 0 and a result, but no line saying what had been attached (and execsnoop without its header)."""
+    require_ebpf()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        code, out, err = _signal_once_attached(["ebpf", "run", program], sig)
+        assert code == 0, err
+        lines = err.strip().splitlines()
+        assert f"hypermesh: {program} attached to " in lines[0], err
+        assert lines[1].startswith("hypermesh: stopped after "), err
+        if program == "execsnoop":
+            assert out.splitlines()[0].split() == ["PID", "PPID", "UID", "COMM", "FILENAME"], out
+        else:
+            assert "total " in out and "syscalls" in out, out
+
+
+def test_execsnoop_prints_what_the_ring_held_when_stopped() -> None:
+    """An exec that completed before the stop is printed even when the stop comes before the first poll."""
+    require_ebpf()
+    pids: list[int] = []
+
+    def exec_true() -> None:
+        with subprocess.Popen(["/bin/true"]) as p:
+            pids.append(p.pid)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        pids.clear()
+        code, out, err = _signal_once_attached(["ebpf", "run", "execsnoop", "--json"], sig, exec_true)
+        assert code == 0, err
+        assert "execsnoop attached" in err
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [e["pid"] for e in events if e["ppid"] == os.getpid() and e["filename"] == "/bin/true"] == pids

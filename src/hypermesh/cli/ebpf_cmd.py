@@ -16,6 +16,8 @@ from hypermesh.cli.main import positive_float, positive_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from hypermesh.ebpf import Program
     from hypermesh.ebpf.programs.execsnoop import ExecEvent, ExecsnoopProgram
 
@@ -273,23 +275,43 @@ def _run(args: argparse.Namespace) -> int:
         options = {"pid": args.pid, "attach": args.attach, "top": args.top}
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
+    # From the attach until the "attached" line is out, SIGINT/SIGTERM are only noted: a stop landing
+    # in between used to end the run (exit 0, a result) without ever saying what had been attached,
+    # and execsnoop then printed no header and dropped what the ring buffer held. A noted stop ends
+    # the run right after the line, through the same path as one that comes later. (A signal during
+    # the load, before anything is attached, still interrupts: exit 130.)
+    stop: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
     prog: Program | None = None
     try:
         prog = hypermesh.ebpf.load(args.program, **options)
+        how_long = f"running {args.duration:g} s" if args.duration else "Ctrl-C to stop"
+        describe = _attached_line  # its imports are done here, not between attach and announcement
+        signal.signal(signal.SIGINT, note)
+        signal.signal(signal.SIGTERM, note)
         prog.attach()
         pinned_at = prog.pin() if args.pin else None
         started = time.monotonic()
+        pinned = "" if pinned_at is None else f", pinned at {pinned_at}"
+        print(f"hypermesh: {describe(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
         try:
-            # Announced inside the try: a signal sent the moment the line is read must end the run cleanly.
-            how_long = f"running {args.duration:g} s" if args.duration else "Ctrl-C to stop"
-            pinned = "" if pinned_at is None else f", pinned at {pinned_at}"
-            print(f"hypermesh: {_attached_line(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
             if args.program == "execsnoop":
-                _stream_exec(prog, args)
-            elif args.duration:
-                time.sleep(args.duration)
+                # keeps noting signals: raising inside the ring buffer's ctypes callback loses them
+                _stream_exec(prog, args, stop, {signal.SIGINT: previous_int, signal.SIGTERM: _on_sigterm})
             else:
-                _wait_forever()
+                # Restored inside the try: a signal from here on raises where it is caught.
+                signal.signal(signal.SIGINT, previous_int)
+                signal.signal(signal.SIGTERM, _on_sigterm)
+                if stop:
+                    raise KeyboardInterrupt
+                if args.duration:
+                    time.sleep(args.duration)
+                else:
+                    _wait_forever()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as _Stop
             elapsed = time.monotonic() - started
             print(f"hypermesh: stopped after {elapsed:.2f} s", file=sys.stderr, flush=True)
@@ -305,7 +327,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         # A second Ctrl-C or SIGTERM while detaching must not cut close() short: the kernel's RCU wait
         # (up to ~90 ms) is all that is left.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             if prog is not None:
@@ -352,7 +374,9 @@ def _warn_if_interface_gone(prog: Program) -> None:
         )
 
 
-def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
+def _stream_exec(prog: Program, args: argparse.Namespace, stop: list[int], handlers: dict[int, Any]) -> None:
+    """Print exec events until the duration ends or a signal is noted in ``stop`` (maybe already
+    before the first poll), then what the ring buffer still holds; ``handlers`` are restored last."""
     from hypermesh.ebpf.programs.execsnoop import ExecsnoopProgram
 
     assert isinstance(prog, ExecsnoopProgram)
@@ -361,15 +385,10 @@ def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
 
     # Events arrive through a ctypes callback, and an exception a signal handler raises inside one is
     # printed and swallowed by ctypes: Ctrl-C or SIGTERM would be lost under a burst of execs. While
-    # streaming, the handlers only note the signal; the loop sees it within one poll (the poll itself
-    # returns at once, EINTR) and ends the run through the usual KeyboardInterrupt path.
-    stop: list[int] = []
-
-    def note(signum: int, _frame: object) -> None:
-        stop.append(signum)
-
+    # streaming, the handlers (installed by the caller before the attach) only note the signal; the
+    # loop sees it within one poll (the poll itself returns at once, EINTR) and ends the run through
+    # the usual KeyboardInterrupt path.
     reported, next_check = 0, 0.0
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not args.json:
             print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
@@ -383,10 +402,10 @@ def _stream_exec(prog: Program, args: argparse.Namespace) -> None:
                 reported, next_check = _report_lost(prog, reported), now + 1.0
             _print_exec_events(prog.poll(left), args.json)
         # What the kernel delivered before the stop is still in the ring (up to ~880 events when the
-        # output was slow): print it, do not drop it.
+        # output was slow): print it, do not drop it. One poll consumes all that is there.
         _print_exec_events(prog.poll(0), args.json)
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
         _report_lost(prog, reported, final=True)
     if stop:
