@@ -79,6 +79,7 @@ def render(report: dict[str, object]) -> str:
     ]
     results = report["results"]
     assert isinstance(results, dict)
+    lines += _goal_summary(results)
     for name, figures in results.items():
         lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
         for key, value in figures.items():
@@ -89,6 +90,30 @@ def render(report: dict[str, object]) -> str:
             lines += ["", figures["notes"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _goal_summary(results: dict[str, dict[str, object]]) -> list[str]:
+    """One table of every goal flag of every section: met, missed, and what the machine allows."""
+    rows = []
+    for section, figures in results.items():
+        for key, value in figures.items():
+            if isinstance(value, dict) and key.startswith("goal"):
+                rows += [(section, f"{key}.{goal}", met) for goal, met in value.items() if isinstance(met, bool)]
+            elif key.startswith(("goal_", "plain_libbpf_")) and isinstance(value, bool):
+                rows.append((section, key, value))
+    if not rows:
+        return []
+    out = ["## Goals at a glance", "", "| section | goal | this run |", "|---|---|---|"]
+    out += [f"| {section} | {goal} | {'met' if met else 'missed'} |" for section, goal, met in rows]
+    out += [
+        "",
+        "`goal_met_scaled_to_reference` judges an absolute goal after dividing by how much slower the peer ran here "
+        "than on the machine the issue measured it on (`machine_slowdown_vs_issue_reference`: psutil for core, "
+        "node_exporter for agent); `plain_libbpf_*` says whether plain libbpf itself meets an absolute eBPF goal on "
+        "this run's machine.",
+        "",
+    ]
+    return out
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ PROMETHEUS_ACCEPT = (
 )
 SCRAPES = 300  # per target, in 3 interleaved rounds
 
+# node_exporter 1.5's CPU per scrape on the machine issue 5 measured (its reference figure).
+REFERENCE_NODE_EXPORTER_CPU_PER_SCRAPE_MS = 3.2
+
 
 FIXTURE_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "agent" / "root"
 
@@ -246,6 +249,27 @@ def run() -> dict[str, object]:
         "agent_rss_mb_max": 50,
         "cpu_percent_at_1s_max": 1.0,
         "cpu_percent_at_100hz_max": 5.0,
+    }
+    live = ("agent_text", "agent_openmetrics")
+    out["goal_met"] = {
+        "scrape_median_le_half_node_exporter": all(
+            out[f"ratio_scrape_median_{n}_vs_node_exporter"] <= 0.5 for n in live
+        ),
+        "cpu_per_scrape_le_half_node_exporter": all(
+            out[f"ratio_cpu_per_scrape_{n}_vs_node_exporter"] <= 0.5 for n in live
+        ),
+        "samples_at_least_node_exporter": out["samples_live_at_least_node_exporter"],
+        "rss_le_50mb": max(out["agent_rss_mb"], out["agent_rss_mb_at_100hz"]) <= 50,
+        "cpu_at_1s_le_1pct": out["agent_cpu_percent_at_1s_interval"] <= 1.0,
+        "cpu_at_100hz_le_5pct": out["agent_cpu_percent_at_100hz"] <= 5.0,
+    }
+    # The issue measured node_exporter at 3.2 ms of CPU per scrape; how much slower it is here, in the same run,
+    # scales the agent's absolute CPU goals to that machine.
+    slowdown = node["cpu_per_scrape_ms"] / REFERENCE_NODE_EXPORTER_CPU_PER_SCRAPE_MS
+    out["machine_slowdown_vs_issue_reference"] = round(slowdown, 2)
+    out["goal_met_scaled_to_reference"] = {
+        "cpu_at_1s_le_1pct": out["agent_cpu_percent_at_1s_interval"] / slowdown <= 1.0,
+        "cpu_at_100hz_le_5pct": out["agent_cpu_percent_at_100hz"] / slowdown <= 5.0,
     }
     return out
 
