@@ -40,10 +40,13 @@ class Veth:
     def ip(self, *args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
-    def up(self) -> None:
+    def up(self, mtu: int | None = None) -> None:
         self.down()
         self.ip("netns", "add", self.netns)
         self.ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if, "netns", self.netns)
+        if mtu is not None:
+            self.ip("link", "set", self.host_if, "mtu", str(mtu))
+            self.ip("-n", self.netns, "link", "set", self.peer_if, "mtu", str(mtu))
         for ns, name, addr in ((None, self.host_if, self.host_ip), (self.netns, self.peer_if, self.peer_ip)):
             pre = ["-n", ns] if ns else []
             in_ns = ["ip", "netns", "exec", ns] if ns else []
@@ -227,3 +230,66 @@ def test_cli_says_when_the_interface_is_deleted_mid_run(veth: Veth, mode: str) -
     with hypermesh.ebpf.load("xdp", interface="lo", mode="generic") as prog:
         prog.attach()
         assert not prog.interface_gone()  # a live interface is not reported
+
+
+@pytest.fixture
+def jumbo_veth() -> Iterator[Veth]:
+    """A veth pair with MTU 9000: veth has native XDP, but refuses it above a page-sized MTU
+    (ERANGE, "Peer MTU is too large to set XDP")."""
+    require_ebpf()
+    require_binary("ip")
+    pair = Veth()
+    pair.up(mtu=9000)
+    try:
+        yield pair
+    finally:
+        pair.down()
+
+
+def _xdp_attached(interface: str) -> bool:
+    out = subprocess.run(["ip", "-d", "link", "show", "dev", interface], capture_output=True, text=True, check=True)
+    return " xdp" in out.stdout or "prog/xdp" in out.stdout
+
+
+def test_native_refusal_is_reported_in_the_kernel_s_words(jumbo_veth: Veth) -> None:
+    """auto used to say "native not supported by the driver: fell back" for any refusal, and --mode
+    native exited 1 with "Numerical result out of range" and no hint; only EOPNOTSUPP means the
+    driver lacks native XDP."""
+    iface = jumbo_veth.host_if
+    before = our_kernel_links()
+    with hypermesh.ebpf.load("xdp", interface=iface) as prog:
+        prog.attach()
+        assert prog.attached_mode == "generic"
+        assert "Peer MTU is too large to set XDP" in prog.native_refused and "ERANGE" in prog.native_refused
+    with hypermesh.ebpf.load("xdp", interface=iface, mode="native") as prog, pytest.raises(Unsupported) as info:
+        prog.attach()
+    reason = info.value.reason
+    assert "Peer MTU is too large to set XDP" in reason and f"lower the MTU of {iface}" in reason
+    assert "--mode generic" in reason and "no native" not in reason
+    auto = run_cli("ebpf", "run", "xdp", "-i", iface, "--duration", "0.1")
+    assert auto.returncode == 0, auto.stderr
+    first = auto.stderr.splitlines()[0]
+    assert f"xdp attached to {iface} in generic mode (fell back: the kernel refused native XDP" in first, first
+    assert "Peer MTU is too large" in first and "not supported by the driver" not in first
+    native = run_cli("ebpf", "run", "xdp", "-i", iface, "--mode", "native", "--duration", "0.1")
+    assert native.returncode == 4, native.stderr
+    lines = native.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Peer MTU is too large to set XDP" in lines[0] and "lower the MTU" in lines[0]
+    # The kernel's message comes from replaying the attach through netlink: nothing stays attached.
+    assert not _xdp_attached(iface)
+    _wait_for(lambda: our_kernel_links() <= before, timeout=5.0)
+    assert our_kernel_links() <= before
+    # Once the MTU fits, native mode is taken: the refusal was the MTU's, not the driver's.
+    jumbo_veth.ip("link", "set", iface, "mtu", "1500")
+    jumbo_veth.ip("-n", jumbo_veth.netns, "link", "set", jumbo_veth.peer_if, "mtu", "1500")
+    with hypermesh.ebpf.load("xdp", interface=iface) as prog:
+        prog.attach()
+        assert prog.attached_mode == "native" and prog.native_refused == ""
+
+
+def test_a_driver_without_native_xdp_is_said_so_on_fall_back() -> None:
+    require_ebpf()
+    with hypermesh.ebpf.load("xdp", interface="lo") as prog:
+        prog.attach()
+        assert prog.attached_mode == "generic"
+        assert prog.native_refused == "the driver of lo has no native (driver) XDP support"

@@ -348,11 +348,7 @@ def _attached_line(prog: Program) -> str:
     from hypermesh.ebpf.programs.xdp import XdpProgram
 
     if isinstance(prog, XdpProgram):
-        fallback = (
-            " (native not supported by the driver: fell back)"
-            if prog.mode == "auto" and prog.attached_mode == "generic"
-            else ""
-        )
+        fallback = f" (fell back: {prog.native_refused})" if prog.native_refused else ""
         return f"xdp attached to {prog.interface} in {prog.attached_mode} mode{fallback}"
     if isinstance(prog, SyscallsProgram):
         why = f" (auto: {prog.attach_reason})" if prog.requested_attach == "auto" else ""

@@ -57,6 +57,7 @@ MAP_TYPE_LRU_PERCPU_HASH = 10
 MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
 MAP_TYPE_RINGBUF = 27
 ATTACH_XDP = 37
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 
@@ -131,6 +132,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_link__fd": (c_int, [c_void_p]),
     "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
     "bpf_link_create": (c_int, [c_int, c_int, c_int, POINTER(LinkCreateOpts)]),
+    "bpf_xdp_attach": (c_int, [c_int, c_int, c_uint32, c_void_p]),
+    "bpf_xdp_detach": (c_int, [c_int, c_uint32, c_void_p]),
     "bpf_map__name": (c_char_p, [c_void_p]),
     "bpf_map__fd": (c_int, [c_void_p]),
     "bpf_map__type": (c_int, [c_void_p]),

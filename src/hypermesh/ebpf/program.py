@@ -215,6 +215,7 @@ class Link:
         self._ptr = ptr
         self._fd = fd
         self.mode = ""  # xdp: "native" or "generic"
+        self.native_refused = ""  # xdp after a fall back to generic: why native mode was refused
 
     @property
     def fd(self) -> int:
@@ -546,11 +547,12 @@ class BpfObject:
 
     def attach_xdp(self, program: str, ifindex: int, interface: str, mode: str = "auto") -> Link:
         """Attach through a bpf_link: native (driver) mode, falling back to generic (skb) mode in
-        ``auto``. The link's ``mode`` says which one the kernel accepted."""
+        ``auto``. The link's ``mode`` says which one the kernel accepted and, after a fall back,
+        ``native_refused`` why native mode was not had."""
         lib = libbpf.lib()
         prog_fd = self.program_fd(program)
         modes = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}[mode]
-        rc = 0
+        rc, native_refused = 0, ""
         for attempt in modes:
             opts = libbpf.LinkCreateOpts(sz=ctypes.sizeof(libbpf.LinkCreateOpts))
             opts.flags = libbpf.XDP_FLAGS_DRV_MODE if attempt == "native" else libbpf.XDP_FLAGS_SKB_MODE
@@ -558,16 +560,56 @@ class BpfObject:
             if rc >= 0:
                 link = Link("xdp", interface, fd=rc)
                 link.mode = attempt
+                link.native_refused = native_refused
                 return link
             if rc in (-errno.EPERM, -errno.EACCES, -errno.EBUSY, -errno.EEXIST):
                 break  # not a driver limitation: generic mode would fail the same way
-        if mode == "native" and rc == -errno.EOPNOTSUPP:
+            if attempt == "native":
+                native_refused = self._native_refusal(prog_fd, ifindex, interface, -rc)
+                if mode == "native":
+                    self._raise_native_error(interface, -rc, native_refused)
+        self._raise_attach_error(f"XDP on {interface}", -rc, [])
+
+    @staticmethod
+    def _native_refusal(prog_fd: int, ifindex: int, interface: str, err: int) -> str:
+        """Why the kernel refused native XDP, in its own words where it has some.
+
+        Only EOPNOTSUPP means the driver has no native XDP; a driver that has it can still refuse
+        (veth: ERANGE "Peer MTU is too large to set XDP"). bpf_link_create does not return the
+        kernel's message (extack); the netlink attach does, so that is replayed with libbpf's
+        messages captured. UPDATE_IF_NOEXIST: the replay never replaces anything; should it succeed,
+        it is detached again at once."""
+        if err == errno.EOPNOTSUPP:
+            return f"{_driver_of(interface)} has no native (driver) XDP support"
+        lib = libbpf.lib()
+        flags = libbpf.XDP_FLAGS_DRV_MODE | libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST
+        with libbpf.capture() as cap:
+            if lib.bpf_xdp_attach(ifindex, prog_fd, flags, None) == 0:
+                lib.bpf_xdp_detach(ifindex, libbpf.XDP_FLAGS_DRV_MODE, None)
+        prefix = "libbpf: Kernel error message: "
+        kernel_says = next((m[len(prefix) :].strip() for m in cap.messages if m.startswith(prefix)), "")
+        name = errno.errorcode.get(err, str(err))
+        why = f"{kernel_says} ({name}: {os.strerror(err)})" if kernel_says else f"{name}: {os.strerror(err)}"
+        return f"the kernel refused native XDP on {interface}: {why}"
+
+    @staticmethod
+    def _raise_native_error(interface: str, err: int, refusal: str) -> NoReturn:
+        generic = "use --mode generic (or --mode auto, which falls back to generic; API: mode='generic' or 'auto')"
+        if err == errno.EOPNOTSUPP:
+            raise Unsupported(f"native XDP on {interface}", f"{refusal}: {generic}")
+        if err == errno.ERANGE:
+            hint = (
+                f"lower the MTU of {interface} (and of its peer, for veth), e.g. ip link set dev {interface} "
+                f"mtu 1500, or {generic}"
+            )
+            raise Unsupported(f"native XDP on {interface}", f"{refusal}: {hint}")
+        if err == errno.EINVAL:
             raise Unsupported(
                 f"native XDP on {interface}",
-                f"{_driver_of(interface)} has no native (driver) XDP support: use --mode generic "
-                "(or --mode auto, which falls back to generic; API: mode='generic' or 'auto')",
+                f"{refusal}: the driver does not take native XDP in this configuration (its MTU, queues or "
+                f"offloads); {generic}",
             )
-        self._raise_attach_error(f"XDP on {interface}", -rc, [])
+        raise BackendError(f"attaching XDP on {interface} in native mode failed: {refusal}; or {generic}")
 
     def _raise_attach_error(self, what: str, err: int, messages: list[str]) -> NoReturn:
         err = abs(err)

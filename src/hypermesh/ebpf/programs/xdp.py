@@ -59,6 +59,7 @@ class XdpProgram(Program):
         self.ifindex = interface_index(interface)
         self.mode = mode
         self.attached_mode = ""
+        self.native_refused = ""  # after auto fell back to generic: why native mode was refused
 
     def _after_load(self, obj: BpfObject) -> None:
         self._stats = obj.map("xdp_stats")
@@ -69,6 +70,7 @@ class XdpProgram(Program):
     def _attach(self, obj: BpfObject) -> list[Link]:
         link = obj.attach_xdp("count_packets", self.ifindex, self.interface, self.mode)
         self.attached_mode = link.mode
+        self.native_refused = link.native_refused
         return [link]
 
     def interface_gone(self) -> bool:
