@@ -14,12 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 import hypermesh.ebpf
 from hypermesh.errors import InvalidInput
-from tests.conftest import require
+from tests.conftest import require, require_binary
 from tests.integration.test_ebpf_support import REPO, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
@@ -293,6 +294,34 @@ def test_execsnoop_ten_true() -> None:
     ours = [e for e in events if e.ppid == os.getpid() and e.filename == true]
     assert sorted(e.pid for e in ours) == sorted(pids)
     assert all(e.comm == "true" and e.uid == os.getuid() for e in ours)
+
+
+def test_execsnoop_survives_a_corrupt_cached_btf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached minimised BTF that was emptied (a full /run), cut short or corrupted inside broke
+    execsnoop for good ("failed to parse target BTF"): now it is made again, or the full BTF used."""
+    require_ebpf()
+    require_binary("bpftool")  # what makes the minimised BTF
+    monkeypatch.setenv("HYPERMESH_BTF_CACHE", str(tmp_path))
+    first = run_cli("ebpf", "run", "execsnoop", "--duration", "0.1", env={**os.environ})
+    assert first.returncode == 0, first.stderr
+    (cached,) = tmp_path.glob("*.btf")
+    good = cached.read_bytes()
+    inside = bytearray(good)
+    inside[24:200] = b"\xff" * 176  # the header still announces the right sizes
+    for corrupt in (b"", good[:100], bytes(inside)):
+        cached.write_bytes(corrupt)
+        result = run_cli("ebpf", "run", "execsnoop", "--duration", "0.1", env={**os.environ})
+        assert result.returncode == 0, result.stderr
+        assert "execsnoop attached" in result.stderr
+        assert cached.read_bytes() == good  # made again for the next loads
+    cached.write_bytes(bytes(inside))
+    with hypermesh.ebpf.load("execsnoop") as prog:  # the API too, and CO-RE still reads the right ppid
+        prog.attach()
+        with subprocess.Popen(["/bin/true"]) as p:
+            pass
+        events = prog.poll(0.2) + prog.poll(0.05)
+    assert [e.ppid for e in events if e.pid == p.pid] == [os.getpid()]
+    assert cached.read_bytes() == good
 
 
 def _path_of_length(root: str, length: int) -> str:

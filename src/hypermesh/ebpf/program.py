@@ -679,7 +679,30 @@ class Program:
 
     def load(self) -> Self:
         check_capabilities(self.capabilities, what=f"the {self.name} eBPF program")
-        obj = BpfObject(self.object_path, btf_custom_path=self._btf_custom_path())
+        btf = self._btf_custom_path()
+        try:
+            self._load_object(btf)
+        except (BackendError, VerifierError):
+            if btf is None:
+                raise
+            # A custom BTF (execsnoop's cached minimised one) libbpf cannot use, truncated or corrupt:
+            # it failed to parse ("failed to parse target BTF"), or parsed without the types the
+            # relocations need (the verifier then rejects the poisoned instructions). Try what the
+            # subclass offers instead, ending with the kernel's full BTF.
+            last: BaseException | None = None
+            for fallback in self._btf_fallbacks(btf):
+                try:
+                    self._load_object(fallback)
+                    break
+                except (BackendError, VerifierError) as exc:
+                    last = exc
+            else:
+                raise last or BackendError(f"loading {self.name} failed") from None
+        _live.add(self)
+        return self
+
+    def _load_object(self, btf_custom_path: str | None) -> None:
+        obj = BpfObject(self.object_path, btf_custom_path=btf_custom_path)
         try:
             self._configure(obj)
             obj.load()
@@ -689,8 +712,6 @@ class Program:
             obj.close()
             self.obj = None
             raise
-        _live.add(self)
-        return self
 
     def attach(self) -> Self:
         """Attach to the program's hooks; on any failure, what was attached is detached again."""
@@ -784,6 +805,11 @@ class Program:
 
     def _btf_custom_path(self) -> str | None:
         return None
+
+    def _btf_fallbacks(self, failed: str) -> list[str | None]:
+        """BTF paths to try, in order, after a load with ``failed`` as btf_custom_path failed
+        (None: the kernel's own vmlinux BTF)."""
+        return [None]
 
     def _configure(self, obj: BpfObject) -> None:
         """Before load: choose which programs autoload."""

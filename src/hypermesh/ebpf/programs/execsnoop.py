@@ -29,7 +29,33 @@ if TYPE_CHECKING:
 
 _EVENT = struct.Struct("<IIII16s256s")
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
-BTF_CACHE_DIR = os.environ.get("HYPERMESH_BTF_CACHE", "/run/hypermesh/btf")
+BTF_CACHE_DIR = "/run/hypermesh/btf"  # HYPERMESH_BTF_CACHE moves it (read at each use)
+_BTF_HEADER = struct.Struct("<HBBIIIII")  # struct btf_header: magic, version, flags, hdr_len, type/str off+len
+_BTF_MAGIC = 0xEB9F
+
+
+def btf_cache_dir() -> str:
+    return os.environ.get("HYPERMESH_BTF_CACHE") or BTF_CACHE_DIR
+
+
+def _looks_like_btf(path: str) -> bool:
+    """A whole BTF file, as far as its header tells: magic, version 1, and a size matching the
+    sections it announces (catches a file cut short or emptied, e.g. by a full /run)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_BTF_HEADER.size)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < _BTF_HEADER.size:
+        return False
+    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _BTF_HEADER.unpack(head)
+    return bool(
+        magic == _BTF_MAGIC
+        and version == 1
+        and hdr_len >= _BTF_HEADER.size
+        and size == hdr_len + max(type_off + type_len, str_off + str_len)
+    )
 
 
 @record
@@ -55,9 +81,10 @@ def _text(raw: bytes) -> str:
 _btf_lock = threading.Lock()
 
 
-def minimised_btf(object_path: str) -> str | None:
+def minimised_btf(object_path: str, *, rebuild: bool = False) -> str | None:
     """Path of a BTF holding only the kernel types ``object_path`` relocates against, made once per
-    kernel build and object; None (use the full vmlinux BTF) when it cannot be made."""
+    kernel build and object; None (use the full vmlinux BTF) when it cannot be made. A cached file
+    that is not a whole BTF, or ``rebuild``, makes it again."""
     if not os.path.exists(BTF_PATH):
         return None
     try:
@@ -67,17 +94,18 @@ def minimised_btf(object_path: str) -> str | None:
     except OSError:
         return None
     kernel = hashlib.sha256(f"{platform.release()} {platform.version()} {st.st_size}".encode()).hexdigest()[:16]
-    path = os.path.join(BTF_CACHE_DIR, f"{kernel}-{obj_digest}.btf")
-    if os.path.exists(path):
+    cache = btf_cache_dir()
+    path = os.path.join(cache, f"{kernel}-{obj_digest}.btf")
+    if not rebuild and _looks_like_btf(path):
         return path
     with _btf_lock:
-        if os.path.exists(path):
+        if not rebuild and _looks_like_btf(path):
             return path
         bpftool = next((p for p in ("/usr/sbin/bpftool", "/usr/bin/bpftool") if os.access(p, os.X_OK)), None)
         if bpftool is None:
             return None
         try:
-            os.makedirs(BTF_CACHE_DIR, mode=0o755, exist_ok=True)
+            os.makedirs(cache, mode=0o755, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
             subprocess.run(
                 [bpftool, "gen", "min_core_btf", BTF_PATH, tmp, object_path],
@@ -85,6 +113,9 @@ def minimised_btf(object_path: str) -> str | None:
                 capture_output=True,
                 timeout=30,
             )
+            if not _looks_like_btf(tmp):
+                os.unlink(tmp)
+                return None
             os.replace(tmp, path)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -103,6 +134,13 @@ class ExecsnoopProgram(Program):
 
     def _btf_custom_path(self) -> str | None:
         return minimised_btf(self.object_path) if self.minimise_btf else None
+
+    def _btf_fallbacks(self, failed: str) -> list[str | None]:
+        # The cached minimised BTF did not load although its header looked whole (corrupt inside, or
+        # made from other types): make it again for the next loads, and use the full BTF should the
+        # new one fail too.
+        rebuilt = minimised_btf(self.object_path, rebuild=True)
+        return [rebuilt, None] if rebuilt is not None else [None]
 
     def _after_load(self, obj: BpfObject) -> None:
         lib = libbpf.lib()
