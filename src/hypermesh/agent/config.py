@@ -11,6 +11,8 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
     max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
     request_timeout = 10.0        # seconds a request may take before it gets 503
+    header_timeout = 5.0          # seconds a connection may take to send a request's headers (idle ones too)
+    max_connections = 512         # connections open at once; past it the longest-idle one is closed, else 503
 
     [tls_server_config]
     cert_file = "/etc/hypermesh/agent.crt"
@@ -61,6 +63,8 @@ class AgentConfig:
     max_in_flight: int = 32
     max_streams: int = 32
     request_timeout_s: float = 10.0
+    header_timeout_s: float = 5.0
+    max_connections: int = 512
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # user -> bcrypt hash; empty means no authentication.
@@ -103,6 +107,8 @@ _TOP_KEYS = {
     "max_in_flight",
     "max_streams",
     "request_timeout",
+    "header_timeout",
+    "max_connections",
     "access_log",
     "root",
     "ebpf",
@@ -145,12 +151,13 @@ def load(path: str) -> dict[str, Any]:
         ("interval", "interval_s"),
         ("history", "history_s"),
         ("request_timeout", "request_timeout_s"),
+        ("header_timeout", "header_timeout_s"),
     ):
         if key in data:
             out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
     if out.get("interval_s", MIN_INTERVAL) < MIN_INTERVAL:
         raise fail("interval", f"must be at least {MIN_INTERVAL:g} s (1 kHz), got {out['interval_s']:g}")
-    for key in ("max_in_flight", "max_streams"):
+    for key in ("max_in_flight", "max_streams", "max_connections"):
         if key in data:
             value = data[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -299,6 +306,8 @@ def build(
     max_in_flight: int | None = None,
     max_streams: int | None = None,
     request_timeout_s: float | None = None,
+    header_timeout_s: float | None = None,
+    max_connections: int | None = None,
     access_log: bool | None = None,
     root: str | None = None,
     ebpf_programs: list[str] | None = None,
@@ -315,11 +324,18 @@ def build(
         "max_in_flight": max_in_flight,
         "max_streams": max_streams,
         "request_timeout_s": request_timeout_s,
+        "header_timeout_s": header_timeout_s,
+        "max_connections": max_connections,
         "access_log": access_log,
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
     }
-    for flag, value in (("--interval", interval_s), ("--history", history_s), ("--request-timeout", request_timeout_s)):
+    for flag, value in (
+        ("--interval", interval_s),
+        ("--history", history_s),
+        ("--request-timeout", request_timeout_s),
+        ("--header-timeout", header_timeout_s),
+    ):
         if value is not None and not 0 < value <= MAX_SECONDS:
             raise InvalidInput(f"{flag}: must be a positive number of seconds up to {MAX_SECONDS:g}, got {value:g}")
     if interval_s is not None and interval_s < MIN_INTERVAL:

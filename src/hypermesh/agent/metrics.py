@@ -421,7 +421,28 @@ class AgentCollector:
         )
         for reason in ("in_flight", "timeout", "unauthorized"):
             rejected.samples.append(((("reason", reason),), stats.get(f"rejected_{reason}", 0.0)))
-        return [samples, in_flight, rejected]
+        connections = Family(
+            "hypermesh_agent_http_connections", "gauge", "HTTP connections open right now (after their TLS handshake)."
+        )
+        connections.samples.append(((), stats.get("connections", 0.0)))
+        closed = Family(
+            "hypermesh_agent_http_connections_closed_total",
+            "counter",
+            "HTTP connections the agent closed or refused, by reason: header_timeout (no complete request in "
+            "time), evicted (the longest idle, to make room), refused (503, all busy at max_connections).",
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            closed.samples.append(((("reason", reason),), stats.get(f"connections_{reason}", 0.0)))
+        accept_errors = Family(
+            "hypermesh_agent_http_accept_errors_total",
+            "counter",
+            "Connections the kernel could not hand over (accept failed: EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+        )
+        accept_errors.samples.append(((), stats.get("accept_errors", 0.0)))
+        return [samples, in_flight, rejected, connections, closed, accept_errors]
+
+
+CONNECTION_CLOSE_REASONS = ("header_timeout", "evicted", "refused")
 
 
 # ------------------------------------------------------------------------- node stats (node_exporter's ground)

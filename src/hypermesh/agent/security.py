@@ -59,9 +59,25 @@ MAX_HEADER_BYTES = 16 * 1024
 class Stats:
     """Counters the guard keeps; exported by the agent collector."""
 
-    __slots__ = ("in_flight", "rejected_in_flight", "rejected_timeout", "rejected_unauthorized")
+    __slots__ = (
+        "accept_errors",
+        "connections",
+        "connections_evicted",
+        "connections_header_timeout",
+        "connections_refused",
+        "in_flight",
+        "rejected_in_flight",
+        "rejected_timeout",
+        "rejected_unauthorized",
+    )
 
     def __init__(self) -> None:
+        # Kept by connections.ConnectionLimits: open connections, and those closed or refused by the caps.
+        self.connections = 0
+        self.connections_evicted = 0
+        self.connections_header_timeout = 0
+        self.connections_refused = 0
+        self.accept_errors = 0
         self.in_flight = 0
         self.rejected_in_flight = 0
         self.rejected_timeout = 0

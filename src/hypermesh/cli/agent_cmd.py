@@ -62,6 +62,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="time limit per request (default 10s)",
     )
     p.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="time a connection has to send a request's headers, when new and after each response (default 5s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        metavar="N",
+        help="connections open at once; past it the longest-idle one is closed, else 503 (default 512)",
+    )
+    p.add_argument(
         "--root",
         metavar="DIR",
         help="read DIR/proc, DIR/sys and DIR/etc instead of the host's (e.g. a container with the host at /host)",
@@ -94,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         max_streams=args.max_streams,
         request_timeout_s=args.request_timeout,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
         access_log=args.access_log,
         root=args.root,
         ebpf_programs=args.ebpf,
@@ -115,6 +129,7 @@ def serve(config: object) -> int:
     import hypermesh
     from hypermesh.agent.app import AgentState, build_app
     from hypermesh.agent.config import AgentConfig
+    from hypermesh.agent.connections import ConnectionLimits, event_loop_factory, protocol_for
 
     assert isinstance(config, AgentConfig)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -148,13 +163,18 @@ def serve(config: object) -> int:
         sampler = hypermesh.Sampler(min_interval=min_interval, backend=backend)
         state = AgentState(config, sampler, hypermesh.__version__, profile_reader=backend.profile)
     app = build_app(state)
+    limits = ConnectionLimits(config.max_connections, config.header_timeout_s, state.stats)
+    limits.fit_to_descriptor_limit()
     uv_config = uvicorn.Config(
         app,
+        http=protocol_for(limits),
         log_level="info" if config.access_log else "warning",
         access_log=config.access_log,
         ssl_certfile=config.tls_cert_file,
         ssl_keyfile=config.tls_key_file,
-        timeout_keep_alive=5,
+        # An idle keep-alive connection is closed by the header timeout (connections.py), which counts it; uvicorn's
+        # own timer (cancelled by the first byte of a new request) is only a backstop behind it.
+        timeout_keep_alive=2 * config.header_timeout_s + 1,  # type: ignore[arg-type]
         server_header=False,
         h11_max_incomplete_event_size=128 * 1024,
         lifespan="on",
@@ -188,7 +208,17 @@ def serve(config: object) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server.run(sockets=[sock])
+    import asyncio
+
+    async def main() -> None:
+        limits.install(asyncio.get_running_loop())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            limits.close()
+
+    with asyncio.Runner(loop_factory=event_loop_factory(config.header_timeout_s)) as runner:
+        runner.run(main())
     return 0
 
 

@@ -1,0 +1,272 @@
+"""Connections of the agent's HTTP server: how many there may be and how long they may sit idle.
+
+uvicorn bounds the time a request takes once its headers are complete, and the keep-alive time after a response,
+but nothing else: a connection that sends nothing, or a few header bytes now and then (slowloris), stayed open
+forever, and every such connection holds a file descriptor. Past RLIMIT_NOFILE ``accept()`` fails with EMFILE;
+asyncio then logs a traceback for each of up to ``backlog`` tries per loop tick (thousands of lines a second), and
+/healthz and /metrics can no longer connect. This module closes those gaps, in the spirit of Go's net/http
+(``ReadHeaderTimeout``) and nginx (idle keep-alive connections are reused under pressure):
+
+- **Header timeout**: a connection must send a complete request header within ``header_timeout_s`` of
+  connecting, and of its previous response ending; else it is closed. Trickling bytes does not extend it.
+  Over TLS the handshake has the same limit (``ssl_handshake_timeout``; asyncio's default is 60 s).
+- **Connection cap**: at most ``max_connections`` open (TLS handshakes in progress included). A new connection
+  past the cap closes the one that has been idle (waiting for a request) the longest; if every connection is busy
+  with a request, the new one gets ``503`` and is closed at once. Idle connections therefore cannot lock out a
+  scraper or a liveness probe. The cap is lowered to what RLIMIT_NOFILE leaves after the agent's own files.
+- **EMFILE**: "socket.accept() out of system resource" is logged once per ACCEPT_ERROR_LOG_INTERVAL_S with a
+  count, not once per try.
+
+Timers are checked by one sweep every ``header_timeout_s / 4`` (at most once a second),
+so a connection is closed between the limit and 1.25 times it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import resource
+import time
+import weakref
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    from hypermesh.agent.security import Stats
+
+log = logging.getLogger("hypermesh.agent")
+
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
+# File descriptors kept free for the agent's own files beyond those open when the server starts: the node stats
+# reader keeps a few sysfs files open per network interface and disk (~250 on a 32-CPU host with 23 interfaces),
+# plus eBPF maps, the TLS files and statvfs workers.
+RESERVED_FDS = 256
+MIN_CONNECTIONS = 8
+REFUSED_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 36\r\n"
+    b"retry-after: 1\r\nconnection: close\r\n\r\ntoo many connections; retry shortly\n"
+)
+
+
+class ConnectionLimits:
+    """What every connection of one server shares: the caps, the idle queue, the counters."""
+
+    def __init__(self, max_connections: int, header_timeout_s: float, stats: Stats) -> None:
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.stats = stats
+        self.open: set[AgentProtocol] = set()
+        # Accepted and not yet connected: TLS handshakes in progress (they hold a descriptor too).
+        self.handshaking: weakref.WeakSet[AgentProtocol] = weakref.WeakSet()
+        # Connections waiting for a request, the longest-waiting first: who is closed on a timeout or to make room.
+        self.idle: collections.OrderedDict[AgentProtocol, float] = collections.OrderedDict()
+        self.sweep_interval_s = min(1.0, max(0.05, header_timeout_s / 4))
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._accept_errors = 0
+        self._accept_error_logged = -ACCEPT_ERROR_LOG_INTERVAL_S
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def fit_to_descriptor_limit(self) -> None:
+        """Lower the cap to what RLIMIT_NOFILE leaves free, raising the soft limit to the hard one first if needed
+        (as Go does at start): connections must never take the descriptors the agent needs for its own files."""
+        try:
+            in_use = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            in_use = 32
+        needed = self.max_connections + in_use + RESERVED_FDS
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (OSError, ValueError):
+                pass
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            fitted = max(MIN_CONNECTIONS, soft - in_use - RESERVED_FDS)
+            log.warning(
+                "max_connections lowered from %d to %d: RLIMIT_NOFILE is %d and %d descriptors are in use "
+                "(raise LimitNOFILE or ulimit -n)",
+                self.max_connections,
+                fitted,
+                soft,
+                in_use,
+            )
+            self.max_connections = fitted
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the sweep and take over the loop's reports of failed accepts (call from the running loop)."""
+        self._sweeper = loop.call_later(self.sweep_interval_s, self._sweep, loop)
+        default = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            # asyncio's words for an accept() that failed for want of descriptors or memory (selector_events.py).
+            if context.get("message") == "socket.accept() out of system resource" and isinstance(exc, OSError):
+                self.accept_failed(exc)
+            elif default is not None:
+                default(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def accept_failed(self, exc: OSError) -> None:
+        """asyncio retries a failed accept a second later, up to ``backlog`` times per tick: count, log rarely."""
+        self._accept_errors += 1
+        self.stats.accept_errors += 1
+        now = time.monotonic()
+        if now - self._accept_error_logged >= ACCEPT_ERROR_LOG_INTERVAL_S:
+            log.error(
+                "cannot accept connections: %s (%d failed accepts since the last report; %d connections open, "
+                "RLIMIT_NOFILE %d)",
+                exc.strerror or exc,
+                self._accept_errors,
+                len(self.open),
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
+            self._accept_error_logged = now
+            self._accept_errors = 0
+
+    # -------------------------------------------------------------------------- accounting
+
+    def occupied(self) -> int:
+        return len(self.open) + len(self.handshaking)
+
+    def make_room(self) -> bool:
+        """True if a new connection fits, after closing the longest-idle one if the cap is reached."""
+        return self.occupied() < self.max_connections or self.evict_idle()
+
+    def evict_idle(self) -> bool:
+        """Close the connection that has waited for a request the longest; False if none is waiting."""
+        while self.idle:
+            oldest, _ = self.idle.popitem(last=False)
+            oldest.waiting_since = None
+            if not oldest.transport.is_closing():
+                self.stats.connections_evicted += 1
+                oldest.close_idle()
+                return True
+        return False
+
+    def waiting(self, protocol: AgentProtocol) -> None:
+        now = time.monotonic()
+        protocol.waiting_since = now
+        self.idle[protocol] = now
+
+    def busy(self, protocol: AgentProtocol) -> None:
+        protocol.waiting_since = None
+        self.idle.pop(protocol, None)
+
+    def forget(self, protocol: AgentProtocol) -> None:
+        self.busy(protocol)
+        self.open.discard(protocol)
+        self.handshaking.discard(protocol)
+
+    # ------------------------------------------------------------------------------- sweep
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        expired = now - self.header_timeout_s
+        while self.idle:
+            protocol, since = next(iter(self.idle.items()))
+            if since > expired:
+                break
+            self.idle.popitem(last=False)
+            protocol.waiting_since = None
+            self.stats.connections_header_timeout += 1
+            protocol.close_idle()
+        self._sweeper = loop.call_later(self.sweep_interval_s, self._sweep, loop)
+
+
+class AgentProtocol(H11Protocol):
+    """uvicorn's h11 protocol with the limits of ConnectionLimits; ``limits`` is set by ``protocol_for``."""
+
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting_since: float | None = None
+        self._refused = False
+        # Created per accepted connection, before a TLS handshake: make room now, so the cap counts handshakes.
+        self.limits.make_room()
+        self.limits.handshaking.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self.limits
+        limits.handshaking.discard(self)
+        assert isinstance(transport, asyncio.Transport)
+        # Counted without the handshakes still in progress: in a burst, asyncio accepts many connections before
+        # any of them is connected, and those would otherwise refuse each other.
+        if len(limits.open) >= limits.max_connections and not limits.evict_idle():
+            self._refused = True
+            limits.stats.connections_refused += 1
+            transport.write(REFUSED_RESPONSE)
+            transport.close()
+            return
+        super().connection_made(transport)
+        limits.open.add(self)
+        limits.stats.connections = len(limits.open)
+        limits.waiting(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self.limits.forget(self)
+        self.limits.stats.connections = len(self.limits.open)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow_state()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow_state()
+
+    def _follow_state(self) -> None:
+        # h11's view of the client: IDLE = no request begun on this connection (since it opened, or since the
+        # last response ended); a complete header block moves it to SEND_BODY or DONE.
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if waiting and self.waiting_since is None:
+            self.limits.waiting(self)
+        elif not waiting and self.waiting_since is not None:
+            self.limits.busy(self)
+
+    def close_idle(self) -> None:
+        """Close a connection that has no request in progress: at once, dropping unsent data the client did not read."""
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.timeout_keep_alive_handler()  # uvicorn's own close of an idle keep-alive connection
+
+
+def protocol_for(limits: ConnectionLimits) -> type[AgentProtocol]:
+    """An AgentProtocol class bound to ``limits`` (uvicorn instantiates the class it is given per connection)."""
+    return type("AgentProtocol", (AgentProtocol,), {"limits": limits})
+
+
+class AgentEventLoop(asyncio.SelectorEventLoop):
+    """The selector loop, with TLS handshakes limited like request headers (uvicorn passes no handshake timeout)."""
+
+    ssl_handshake_timeout_s: float = 60.0
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.ssl_handshake_timeout_s)
+        return await super().create_server(*args, **kwargs)
+
+
+def event_loop_factory(handshake_timeout_s: float) -> type[AgentEventLoop]:
+    return type("AgentEventLoop", (AgentEventLoop,), {"ssl_handshake_timeout_s": handshake_timeout_s})
