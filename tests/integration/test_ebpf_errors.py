@@ -441,4 +441,4 @@ def test_pin_by_a_user_who_may_not_write_the_pin_directory_is_permission_denied(
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert "cannot pin xdp" in lines[-1] and "run as root" in lines[-1] and "Traceback" not in result.stderr
-    assert "xdp" not in [p.name for p in hypermesh.ebpf.pinned()]
+    assert "xdp-lo" not in [p.name for p in hypermesh.ebpf.pinned()]

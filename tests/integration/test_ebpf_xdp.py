@@ -293,3 +293,99 @@ def test_a_driver_without_native_xdp_is_said_so_on_fall_back() -> None:
         prog.attach()
         assert prog.attached_mode == "generic"
         assert prog.native_refused == "the driver of lo has no native (driver) XDP support"
+
+
+def _status() -> dict[str, dict[str, object]]:
+    result = run_cli("ebpf", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return {e["name"]: e for e in json.loads(result.stdout)}
+
+
+def _xdp_prog_of_link(link_id: int) -> int:
+    """The program a link holds (bpftool), to compare with the one an interface runs (ip link)."""
+    links = json.loads(
+        subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout
+    )
+    return next(int(link["prog_id"]) for link in links if link["id"] == link_id)
+
+
+def _xdp_prog_on(interface: str) -> int | None:
+    out = subprocess.run(
+        ["ip", "-j", "-d", "link", "show", "dev", interface], capture_output=True, text=True, check=True
+    )
+    xdp = json.loads(out.stdout)[0].get("xdp")
+    return int(xdp["prog"]["id"]) if xdp else None
+
+
+def test_xdp_is_pinned_per_interface_and_status_tells_when_it_is_gone(veth: Veth) -> None:
+    """Pins were keyed by program name alone: a second interface could not be pinned, status did not
+    say which interface, and after the interface was deleted it still listed the link as if live."""
+    require_binary("bpftool")
+    before = our_kernel_links()
+    dotted = f"{veth.host_if[:-1]}.c"  # bpffs refuses dots in names: the pin must spell it otherwise
+    veth.ip("link", "add", dotted, "type", "veth", "peer", "name", f"{veth.host_if[:-1]}d")
+    names = {veth.host_if: f"xdp-{veth.host_if}", "lo": "xdp-lo", dotted: f"xdp-{dotted[:-2]}%2Ec"}
+    try:
+        for interface, name in names.items():
+            result = run_cli("ebpf", "run", "xdp", "-i", interface, "--mode", "generic", "--pin", "--duration", "0.1")
+            assert result.returncode == 0, result.stderr
+            assert f"'hypermesh ebpf detach {name}' removes it" in result.stderr
+        status = _status()
+        for interface, name in names.items():
+            entry = status[name]
+            assert (entry["interface"], entry["attached"]) == (interface, True), entry
+            (link,) = [o for o in entry["objects"] if o["kind"] == "link"]  # type: ignore[attr-defined]
+            assert _xdp_prog_of_link(link["id"]) == _xdp_prog_on(interface)  # bpftool and ip agree
+        again = run_cli("ebpf", "run", "xdp", "-i", "lo", "--mode", "generic", "--pin", "--duration", "0.1")
+        assert again.returncode == 2 and "xdp-lo is already pinned" in again.stderr
+        veth.ip("link", "del", veth.host_if)  # the kernel detaches its program
+        status = _status()
+        gone = status[names[veth.host_if]]
+        assert (gone["interface"], gone["attached"]) == (veth.host_if, False), gone
+        assert status["xdp-lo"]["attached"] is True
+        text = run_cli("ebpf", "status").stdout
+        line = next(x for x in text.splitlines() if x.startswith(names[veth.host_if] + " "))
+        assert f"interface {veth.host_if}" in line and "NOT attached" in line, text
+        assert "NOT attached" not in next(x for x in text.splitlines() if x.startswith("xdp-lo "))
+    finally:
+        for name in names.values():
+            if os.path.exists(os.path.join(hypermesh.ebpf.PIN_ROOT, name)):
+                assert run_cli("ebpf", "detach", name).returncode == 0
+        subprocess.run(["ip", "link", "del", dotted], capture_output=True, check=False)
+    assert not set(names.values()) & set(_status())
+    _wait_for(lambda: our_kernel_links() <= before, timeout=5.0)
+    assert our_kernel_links() <= before
+
+
+def test_a_pin_in_the_old_layout_is_still_listed_and_detached() -> None:
+    """Pins made before the per-interface layout sit in /sys/fs/bpf/hypermesh/xdp/."""
+    require_ebpf()
+    require_binary("bpftool")
+    old = os.path.join(hypermesh.ebpf.PIN_ROOT, "xdp")
+    assert not os.path.exists(old)
+    result = run_cli("ebpf", "run", "xdp", "-i", "lo", "--mode", "generic", "--pin", "--duration", "0.1")
+    assert result.returncode == 0, result.stderr
+    try:
+        link_id = next(o["id"] for o in _status()["xdp-lo"]["objects"] if o["kind"] == "link")  # type: ignore[attr-defined]
+        os.mkdir(old)
+        subprocess.run(["bpftool", "link", "pin", "id", str(link_id), f"{old}/link-0-xdp"], check=True, timeout=30)
+        assert run_cli("ebpf", "detach", "xdp-lo").returncode == 0  # the old pin alone holds the link now
+        entry = _status()["xdp"]
+        assert (entry["interface"], entry["attached"]) == ("lo", True), entry
+        detached = run_cli("ebpf", "detach", "xdp")
+        assert detached.returncode == 0, detached.stderr
+    finally:
+        for name in ("xdp", "xdp-lo"):
+            if os.path.exists(os.path.join(hypermesh.ebpf.PIN_ROOT, name)):
+                run_cli("ebpf", "detach", name)
+    assert not os.path.exists(old)
+
+
+def test_pin_names_round_trip() -> None:
+    from hypermesh.ebpf.program import pin_component, unpin_component
+
+    for name in ("eth0", "eth0.100", "a%b", "br-lan_1", "we\udcffird"):
+        spelled = pin_component(name)
+        assert "." not in spelled and "/" not in spelled
+        assert unpin_component(spelled) == name
+    assert pin_component("eth0.100") == "eth0%2E100"

@@ -99,8 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     timing.add_argument(
         "--pin",
         action="store_true",
-        help="pin links and maps under /sys/fs/bpf/hypermesh/NAME: the program stays attached after exit "
-        "until 'hypermesh ebpf detach NAME' (needs bpffs mounted)",
+        help="pin links and maps under /sys/fs/bpf/hypermesh/NAME (the program's name; xdp: xdp-IFNAME, one per "
+        "interface): the program stays attached after exit until 'hypermesh ebpf detach NAME' (needs bpffs mounted)",
     )
 
     x = run_sub.add_parser(
@@ -195,7 +195,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="what hypermesh pinned under /sys/fs/bpf/hypermesh",
         description="List what 'hypermesh ebpf run --pin' left pinned under /sys/fs/bpf/hypermesh (links and "
-        "maps, with their kernel ids). Needs read access to bpffs (root); the ids need CAP_BPF.",
+        "maps, with their kernel ids; for xdp the interface and whether the link is still attached: deleting "
+        "the interface detaches it). Needs read access to bpffs (root); the ids need CAP_BPF.",
         epilog=_epilog("hypermesh ebpf status", "hypermesh ebpf status --json"),
         formatter_class=raw,
     )
@@ -208,11 +209,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="remove the pins of NAME (detaches it)",
         description="Remove the pins of NAME under /sys/fs/bpf/hypermesh: once no process holds it, the "
         "kernel detaches and frees the program. Needs root (write access to bpffs).",
-        epilog=_epilog("hypermesh ebpf detach syscalls", "hypermesh ebpf status   (lists the NAMEs)"),
+        epilog=_epilog(
+            "hypermesh ebpf detach syscalls",
+            "hypermesh ebpf detach xdp-eth0   (xdp is pinned per interface)",
+            "hypermesh ebpf status            (lists the NAMEs)",
+        ),
         formatter_class=raw,
     )
     d.add_argument(
-        "name", metavar="NAME", help="a pinned program's name, as 'hypermesh ebpf status' lists it (e.g. xdp)"
+        "name", metavar="NAME", help="a pinned program's name, as 'hypermesh ebpf status' lists it (e.g. xdp-eth0)"
     )
     d.set_defaults(handler=_detach)
 
@@ -289,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
     prog: Program | None = None
     try:
         prog = hypermesh.ebpf.load(args.program, **options)
+        if args.pin:
+            prog.check_pin_free()
         how_long = f"running {args.duration:g} s" if args.duration else "Ctrl-C to stop"
         describe = _attached_line  # its imports are done here, not between attach and announcement
         signal.signal(signal.SIGINT, note)
@@ -320,7 +327,7 @@ def _run(args: argparse.Namespace) -> int:
         _warn_if_interface_gone(prog)
         if pinned_at is not None:
             print(
-                f"hypermesh: {args.program} stays attached; 'hypermesh ebpf detach {args.program}' removes it",
+                f"hypermesh: {args.program} stays attached; 'hypermesh ebpf detach {prog.pin_name}' removes it",
                 file=sys.stderr,
             )
         return 0
@@ -512,9 +519,12 @@ def _status(args: argparse.Namespace) -> int:
     if not entries:
         print(f"nothing pinned under {hypermesh.ebpf.PIN_ROOT}")
     for e in entries:
-        print(f"{e.name}  {e.path}")
+        where = f"  interface {e.interface}" if e.interface else ""
+        state = {None: "", True: ", attached", False: ", NOT attached (the kernel detached it: interface gone)"}
+        print(f"{e.name}  {e.path}{where}{state[e.attached] if e.interface else ''}")
         for o in e.objects:
-            print(f"  {o.kind:<5} id {o.id if o.id is not None else '?':<6} {o.path}")
+            detached = "  (detached)" if o.attached is False else ""
+            print(f"  {o.kind:<5} id {o.id if o.id is not None else '?':<6} {o.path}{detached}")
     return 0
 
 

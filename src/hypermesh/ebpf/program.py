@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import queue
+import socket
 import stat
 import sys
 import threading
@@ -51,6 +52,7 @@ __all__ = [
     "ProgramInfo",
     "close_all",
     "detach_pinned",
+    "pin_component",
     "pinned",
     "require_bpffs",
 ]
@@ -109,6 +111,10 @@ class PinnedObject(Record):
     path: str
     kind: str  # "link" | "map" | "prog"
     id: int | None
+    # Links only: whether the kernel still has it attached (an XDP link is detached by the kernel
+    # when its interface is deleted), and for XDP the interface, by the ifindex the kernel holds.
+    attached: bool | None = None
+    interface: str | None = None
 
 
 @record
@@ -116,6 +122,8 @@ class PinnedProgram(Record):
     name: str
     path: str
     objects: list[PinnedObject]
+    interface: str | None = None  # XDP: the interface its link is (or was) attached to
+    attached: bool | None = None  # every pinned link still attached; None when no link is pinned
 
 
 # ------------------------------------------------------------------------------------------ maps
@@ -766,18 +774,31 @@ class Program:
 
     # -- pinning
 
+    @property
+    def pin_name(self) -> str:
+        """The directory under /sys/fs/bpf/hypermesh/ that ``pin()`` uses (and ``detach`` takes)."""
+        return self.name
+
+    def check_pin_free(self) -> str:
+        """The pin directory ``pin()`` would use; InvalidInput when something is pinned there already
+        (worth knowing before the attach: for XDP the pinned program occupies the interface)."""
+        require_bpffs("pinning")
+        path = os.path.join(PIN_ROOT, self.pin_name)
+        if os.path.exists(path):
+            raise InvalidInput(
+                f"{self.pin_name} is already pinned at {path}: 'hypermesh ebpf detach {self.pin_name}' first"
+            )
+        return path
+
     def pin(self) -> str:
-        """Pin links and maps under /sys/fs/bpf/hypermesh/<name>/: they outlive this process until
-        ``hypermesh ebpf detach <name>`` removes them."""
+        """Pin links and maps under /sys/fs/bpf/hypermesh/<pin_name>/: they outlive this process until
+        ``hypermesh ebpf detach <pin_name>`` removes them."""
         obj = self._require_loaded()
         if not self.links:
             raise InvalidInput(
                 f"attach {self.name} before pinning it: a pinned program that is not attached does nothing"
             )
-        require_bpffs("pinning")
-        path = os.path.join(PIN_ROOT, self.name)
-        if os.path.exists(path):
-            raise InvalidInput(f"{self.name} is already pinned at {path}: 'hypermesh ebpf detach {self.name}' first")
+        path = self.check_pin_free()
         try:
             os.makedirs(path)
         except PermissionError as exc:
@@ -850,19 +871,67 @@ def require_bpffs(what: str) -> None:
         raise Unsupported(what, f"bpffs is not mounted at {BPFFS}: mount -t bpf bpf {BPFFS}")
 
 
-def _pinned_id(path: str) -> int | None:
+_LINK_TYPE_XDP = 6  # enum bpf_link_type
+
+
+def pin_component(name: str) -> str:
+    """``name`` (an interface's) as a bpffs file name: bpffs refuses names with a dot (reserved,
+    EPERM), which interface names may have (eth0.100), so '.', '%' and bytes outside printable
+    ASCII are written %XX."""
+    return "".join(chr(b) if 0x20 < b < 0x7F and b not in (0x25, 0x2E) else f"%{b:02X}" for b in os.fsencode(name))
+
+
+def unpin_component(text: str) -> str:
+    """The inverse of ``pin_component``."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        code = text[i + 1 : i + 3]
+        if text[i] == "%" and len(code) == 2 and all(c in "0123456789ABCDEFabcdef" for c in code):
+            out.append(int(code, 16))
+            i += 3
+        else:
+            out += text[i].encode()
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def _pinned_info(path: str) -> tuple[int | None, int | None, int | None]:
+    """(id, type, XDP ifindex) of a pinned object, from the kernel; Nones where unknown."""
     lib = libbpf.lib()
     fd = lib.bpf_obj_get(path.encode())
     if fd < 0:
-        return None
+        return None, None, None
     try:
-        info = (ctypes.c_uint32 * 4)()
+        # bpf_{prog,map,link}_info all start with (type, id); a link's then has prog_id and, 8-aligned,
+        # the union whose xdp member is the ifindex (0 once the kernel detached it: interface deleted).
+        info = (ctypes.c_uint32 * 8)()
         size = ctypes.c_uint32(ctypes.sizeof(info))
         if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
-            return None
-        return int(info[1])  # bpf_{prog,map,link}_info all start with (type, id)
+            return None, None, None
+        return int(info[1]), int(info[0]), int(info[4])
     finally:
         os.close(fd)
+
+
+def _pinned_id(path: str) -> int | None:
+    return _pinned_info(path)[0]
+
+
+def _pinned_object(path: str, kind: str, pin_name: str) -> PinnedObject:
+    object_id, link_type, ifindex = _pinned_info(path)
+    if kind != "link" or object_id is None:
+        return PinnedObject(path=path, kind=kind, id=object_id)
+    if link_type != _LINK_TYPE_XDP:
+        return PinnedObject(path=path, kind=kind, id=object_id, attached=True)
+    interface = None
+    if ifindex:
+        try:
+            interface = socket.if_indextoname(ifindex)
+        except OSError:  # attached to an interface in another network namespace
+            interface = f"ifindex {ifindex}"
+    elif pin_name.startswith("xdp-"):
+        interface = unpin_component(pin_name[4:])  # gone: the name it was pinned under
+    return PinnedObject(path=path, kind=kind, id=object_id, attached=bool(ifindex), interface=interface)
 
 
 def pinned() -> list[PinnedProgram]:
@@ -880,13 +949,21 @@ def pinned() -> list[PinnedProgram]:
     for name in names:
         path = os.path.join(PIN_ROOT, name)
         if not os.path.isdir(path):
-            objects = [PinnedObject(path=path, kind=_pinned_kind(path), id=_pinned_id(path))]
+            objects = [_pinned_object(path, _pinned_kind(path), name)]
         else:
             objects = [
-                PinnedObject(path=os.path.join(path, e), kind=e.split("-", 1)[0], id=_pinned_id(os.path.join(path, e)))
-                for e in sorted(os.listdir(path))
+                _pinned_object(os.path.join(path, e), e.split("-", 1)[0], name) for e in sorted(os.listdir(path))
             ]
-        out.append(PinnedProgram(name=name, path=path, objects=objects))
+        links = [o for o in objects if o.kind == "link"]
+        out.append(
+            PinnedProgram(
+                name=name,
+                path=path,
+                objects=objects,
+                interface=next((o.interface for o in links if o.interface), None),
+                attached=all(bool(o.attached) for o in links) if links else None,
+            )
+        )
     return out
 
 

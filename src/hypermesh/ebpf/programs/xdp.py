@@ -10,7 +10,7 @@ import ctypes
 import socket
 
 from hypermesh.ebpf import libbpf
-from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.ebpf.program import BpfObject, Link, Program, pin_component
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
 
@@ -60,6 +60,11 @@ class XdpProgram(Program):
         self.mode = mode
         self.attached_mode = ""
         self.native_refused = ""  # after auto fell back to generic: why native mode was refused
+
+    @property
+    def pin_name(self) -> str:
+        """One pin per interface: xdp-<interface> (bpffs-safe spelling, see pin_component)."""
+        return f"xdp-{pin_component(self.interface)}"
 
     def _after_load(self, obj: BpfObject) -> None:
         self._stats = obj.map("xdp_stats")
