@@ -473,3 +473,45 @@ def test_cli_execsnoop_says_how_many_events_were_lost() -> None:
     lost = int(total[0].split("hypermesh: ", 1)[1].split()[0])
     assert n - len(ours) <= lost <= n - len(ours) + 300  # execs of other processes meanwhile
     assert "read too slowly" in total[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("top", -1, "top must be >= 1, got -1"),
+        ("top", 0, "top must be >= 1, got 0"),
+        ("top", "3", "top must be an int >= 1 or None, got str '3'"),
+        ("top", True, "top must be an int >= 1 or None, got bool True"),
+        ("pid", "1", "pid must be an int >= 1 or None, got str '1'"),
+        ("pid", 1.0, "pid must be an int >= 1 or None, got float 1.0"),
+        ("pid", 0, "pid must be >= 1, got 0"),
+        ("pid", -5, "pid must be >= 1, got -5"),
+    ],
+)
+def test_syscalls_api_refuses_what_the_cli_refuses(option: str, value: object, expected: str) -> None:
+    """top=-1 silently dropped a row (a slice), top=0 returned nothing, pid="1" gave "1 is a thread
+    of process 1": the CLI's parser refused them, the API did not."""
+    require_ebpf()
+    with pytest.raises(InvalidInput) as info:
+        hypermesh.ebpf.load("syscalls", **{option: value})
+    assert str(info.value) == expected
+
+
+def test_syscalls_top_keeps_exactly_that_many_rows() -> None:
+    require_ebpf()
+    child = _child()
+    try:
+        with hypermesh.ebpf.load("syscalls", pid=child.pid, top=1) as prog:
+            prog.attach()
+            _go(child, 3000)  # its reads and writes of the pipe rank below the 3000 getppid calls
+            counts = prog.read()
+    finally:
+        _finish(child)
+    assert list(counts.syscalls) == ["getppid"] and counts.syscalls["getppid"] >= 3000
+    assert [p.pid for p in counts.processes] == [child.pid]
+
+
+def test_xdp_api_refuses_an_interface_that_is_not_a_name() -> None:
+    require_ebpf()
+    with pytest.raises(InvalidInput, match="interface must be an interface name"):
+        hypermesh.ebpf.load("xdp", interface=1)

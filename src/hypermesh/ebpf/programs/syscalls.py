@@ -58,6 +58,18 @@ def _has_kallsyms_symbol(name: str) -> bool:
     return _kallsyms_cache[name]
 
 
+def _positive_int_or_none(name: str, value: object) -> int | None:
+    """The API's own check of what the CLI's parser refuses: a top of -1 dropped the last row and 0
+    returned nothing, a pid of "1" (a str) gave "1 is a thread of process 1"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an int >= 1 or None, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise InvalidInput(f"{name} must be >= 1, got {value}")
+    return value
+
+
 def _check_process(pid: int) -> None:
     """``pid`` must name a running process, not one of its threads: the kernel-side filter compares
     the thread group id, so a thread's id (it has a /proc entry too) would count nothing at all."""
@@ -122,10 +134,11 @@ class SyscallsProgram(Program):
         super().__init__()
         if attach not in ATTACH_TYPES:
             raise InvalidInput(f"--attach must be one of {', '.join(ATTACH_TYPES)}, got {attach!r}")
+        pid = _positive_int_or_none("pid", pid)
+        self.top = _positive_int_or_none("top", top)
         if pid is not None:
             _check_process(pid)
         self.pid = pid
-        self.top = top
         self.requested_attach = attach
         self.attach_type, self.attach_reason = _choose_hook(attach)
 

@@ -53,6 +53,10 @@ class XdpProgram(Program):
 
     def __init__(self, interface: str, mode: str = "auto") -> None:
         super().__init__()
+        if not isinstance(interface, str) or not interface:
+            raise InvalidInput(
+                f"interface must be an interface name (str), got {type(interface).__name__} {interface!r}"
+            )
         if mode not in MODES:
             raise InvalidInput(f"XDP mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.interface = interface
