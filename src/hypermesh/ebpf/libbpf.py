@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LIBBPF_PACKAGE", "Lib", "bounded_message", "capture", "lib", "strerror"]
 
+MIN_VERSION = (1, 1)
 LIBBPF_PACKAGE = "libbpf1 (Debian/Ubuntu: apt install libbpf1; Fedora/Arch: the libbpf package)"
 
 # enum libbpf_print_level
@@ -302,12 +303,29 @@ def _open_cdll() -> ctypes.CDLL:
         except OSError as exc:
             errors.append(str(exc))
             continue
-        # 1.0 made NULL + errno / -errno the only error convention, which this binding relies on.
-        if not hasattr(cdll, "libbpf_major_version") or cdll.libbpf_major_version() < 1:
-            errors.append(f"{candidate} is older than libbpf 1.0")
+        if not hasattr(cdll, "libbpf_major_version") or not hasattr(cdll, "libbpf_minor_version"):
+            errors.append(f"{candidate} is not libbpf (it has no libbpf_major_version)")
+            continue
+        cdll.libbpf_major_version.restype = c_uint32
+        cdll.libbpf_minor_version.restype = c_uint32
+        # 1.0 made NULL + errno / -errno the only error convention, which this binding relies on; the
+        # struct layouts mirror 1.1 (Debian 12's), the oldest version this binding is tested with.
+        version = (int(cdll.libbpf_major_version()), int(cdll.libbpf_minor_version()))
+        if version < MIN_VERSION:
+            errors.append(f"{candidate} is libbpf {version[0]}.{version[1]}, older than 1.1")
+            continue
+        missing = [name for name in _SIGNATURES if not hasattr(cdll, name)]
+        if missing:
+            errors.append(f"{candidate} (libbpf {version[0]}.{version[1]}) lacks {', '.join(missing[:5])}")
             continue
         return cdll
     detail = "; ".join(errors) or "libbpf.so.1 not found"
+    if override:
+        raise Unsupported(
+            "eBPF",
+            f"HYPERMESH_LIBBPF={override}: {detail}; point it at libbpf.so.1 >= 1.1, or unset it to use the "
+            f"system's: {LIBBPF_PACKAGE}",
+        )
     raise Unsupported("eBPF", f"libbpf >= 1.1 is needed: install {LIBBPF_PACKAGE} ({detail})")
 
 
