@@ -198,3 +198,43 @@ def test_connection_limits_are_checked_config_keys(tmp_path, key):
     )
     assert result.returncode == 2
     assert f"config {config}: {key}:" in result.stderr
+
+
+NON_READERS = 100
+# What 100 clients that never read may cost (docs/agent.md): each holds at most its connection's buffer (32 KiB high
+# water + one 32 KiB piece), a request in flight a list of references into the ring buffer. Before pieces and the
+# send timeout, each held a whole multi-megabyte body: +300 MB.
+NON_READER_RSS_BOUND = 30 * 2**20
+
+
+def test_clients_that_never_read_their_responses_cost_bounded_memory():
+    # 500 Hz fills the ring buffer with megabytes of history in a few seconds.
+    with AgentProcess("--interval", "0.002", "--max-in-flight", "4", "--send-timeout", "2") as agent:
+        deadline = time.monotonic() + 15
+        while len(httpx.get(f"{agent.url}/v1/samples?since=0", timeout=10).content) < 2 * 2**20:
+            assert time.monotonic() < deadline, "history did not reach 2 MiB"
+            time.sleep(0.5)
+        rss_before = agent.rss_bytes()
+        sockets = []
+        try:
+            for _ in range(NON_READERS):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(host_port(agent.url))
+                sock.sendall(b"GET /v1/samples?since=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+                sockets.append(sock)
+                time.sleep(0.01)
+            time.sleep(3.0)  # past the send timeout: the first ones were dropped, later ones took their slots
+            rss_during = agent.rss_bytes()
+            # The agent still answers while they sit there.
+            assert httpx.get(f"{agent.url}/healthz", timeout=5).status_code == 200
+            stats = agent_metrics(agent.url)
+        finally:
+            for sock in sockets:
+                sock.close()
+        assert rss_during - rss_before < NON_READER_RSS_BOUND, (rss_before, rss_during)
+        assert stats["hypermesh_agent_http_connections_closed_total[send_timeout]"] >= 1
+        # And afterwards a reading client gets the whole history.
+        response = httpx.get(f"{agent.url}/v1/samples?since=0", timeout=10)
+        assert response.status_code == 200
+        assert len(response.json()["samples"]) > 1000

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from hypermesh.agent import metrics
 from hypermesh.agent.config import AgentConfig
+from hypermesh.agent.connections import WRITE_CHUNK_BYTES
 from hypermesh.agent.programs import AgentPrograms
 from hypermesh.agent.security import Credentials, Guard, Stats
 
@@ -199,6 +200,7 @@ class AgentState:
                 "connections_header_timeout": float(stats.connections_header_timeout),
                 "connections_evicted": float(stats.connections_evicted),
                 "connections_refused": float(stats.connections_refused),
+                "connections_send_timeout": float(stats.connections_send_timeout),
                 "accept_errors": float(stats.accept_errors),
             },
             self.programs.readings,
@@ -272,6 +274,32 @@ def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:
 JSON_TYPE = "application/json"
 
 
+class PartsResponse(Response):
+    """A body made of already-encoded parts (the ring buffer's samples), sent in pieces without joining it whole.
+
+    An hour of samples is megabytes; joined per request, every client that does not read kept its own copy (100
+    of them: +300 MB). The parts are the ring buffer's own bytes, so a request costs a list of references and
+    one piece of WRITE_CHUNK_BYTES at a time.
+    """
+
+    def __init__(self, parts: list[bytes], media_type: str) -> None:
+        super().__init__(b"", media_type=media_type)
+        self.parts = parts
+        self.headers["content-length"] = str(sum(len(part) for part in parts))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        piece: list[bytes] = []
+        size = 0
+        for part in self.parts:
+            piece.append(part)
+            size += len(part)
+            if size >= WRITE_CHUNK_BYTES:
+                await send({"type": "http.response.body", "body": b"".join(piece), "more_body": True})
+                piece, size = [], 0
+        await send({"type": "http.response.body", "body": b"".join(piece), "more_body": False})
+
+
 def _json_error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -316,11 +344,13 @@ def build_app(state: AgentState) -> Guard:
         if not 1 <= limit <= MAX_SAMPLES_PER_RESPONSE:
             return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
         items = state.since(since, limit)
-        body = b'{"interval_s":%s,"samples":[%s]}' % (
-            repr(state.config.interval_s).encode(),
-            b",".join(items),
-        )
-        return Response(body, media_type=JSON_TYPE)
+        parts = [b'{"interval_s":%s,"samples":[' % repr(state.config.interval_s).encode()]
+        for index, item in enumerate(items):
+            if index:
+                parts.append(b",")
+            parts.append(item)
+        parts.append(b"]}")
+        return PartsResponse(parts, media_type=JSON_TYPE)
 
     async def stream_endpoint(request: Request) -> Response:
         if request.method == "HEAD":

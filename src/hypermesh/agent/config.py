@@ -12,6 +12,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
     max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
     request_timeout = 10.0        # seconds a request may take before it gets 503
     header_timeout = 5.0          # seconds a connection may take to send a request's headers (idle ones too)
+    send_timeout = 10.0           # seconds a response may wait for its client to read before it is dropped
     max_connections = 512         # connections open at once; past it the longest-idle one is closed, else 503
 
     [tls_server_config]
@@ -64,6 +65,7 @@ class AgentConfig:
     max_streams: int = 32
     request_timeout_s: float = 10.0
     header_timeout_s: float = 5.0
+    send_timeout_s: float = 10.0
     max_connections: int = 512
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -108,6 +110,7 @@ _TOP_KEYS = {
     "max_streams",
     "request_timeout",
     "header_timeout",
+    "send_timeout",
     "max_connections",
     "access_log",
     "root",
@@ -152,6 +155,7 @@ def load(path: str) -> dict[str, Any]:
         ("history", "history_s"),
         ("request_timeout", "request_timeout_s"),
         ("header_timeout", "header_timeout_s"),
+        ("send_timeout", "send_timeout_s"),
     ):
         if key in data:
             out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
@@ -307,6 +311,7 @@ def build(
     max_streams: int | None = None,
     request_timeout_s: float | None = None,
     header_timeout_s: float | None = None,
+    send_timeout_s: float | None = None,
     max_connections: int | None = None,
     access_log: bool | None = None,
     root: str | None = None,
@@ -325,6 +330,7 @@ def build(
         "max_streams": max_streams,
         "request_timeout_s": request_timeout_s,
         "header_timeout_s": header_timeout_s,
+        "send_timeout_s": send_timeout_s,
         "max_connections": max_connections,
         "access_log": access_log,
         "root": None if root is None else check_root(root),
@@ -335,6 +341,7 @@ def build(
         ("--history", history_s),
         ("--request-timeout", request_timeout_s),
         ("--header-timeout", header_timeout_s),
+        ("--send-timeout", send_timeout_s),
     ):
         if value is not None and not 0 < value <= MAX_SECONDS:
             raise InvalidInput(f"{flag}: must be a positive number of seconds up to {MAX_SECONDS:g}, got {value:g}")

@@ -1,11 +1,12 @@
-"""Connections of the agent's HTTP server: how many there may be and how long they may sit idle.
+"""Connections of the agent's HTTP server: how many, how long they may sit idle, how long a write may stall.
 
 uvicorn bounds the time a request takes once its headers are complete, and the keep-alive time after a response,
 but nothing else: a connection that sends nothing, or a few header bytes now and then (slowloris), stayed open
 forever, and every such connection holds a file descriptor. Past RLIMIT_NOFILE ``accept()`` fails with EMFILE;
 asyncio then logs a traceback for each of up to ``backlog`` tries per loop tick (thousands of lines a second), and
-/healthz and /metrics can no longer connect. This module closes those gaps, in the spirit of Go's net/http
-(``ReadHeaderTimeout``) and nginx (idle keep-alive connections are reused under pressure):
+/healthz and /metrics can no longer connect. A client that sent requests and never read kept each response in
+memory, however large, for ever (100 of them: 49 MB -> 356 MB). This module closes those gaps, in the spirit of Go's net/http
+(``ReadHeaderTimeout``, ``WriteTimeout``) and nginx (idle keep-alive connections are reused under pressure):
 
 - **Header timeout**: a connection must send a complete request header within ``header_timeout_s`` of
   connecting, and of its previous response ending; else it is closed. Trickling bytes does not extend it.
@@ -14,10 +15,15 @@ asyncio then logs a traceback for each of up to ``backlog`` tries per loop tick 
   past the cap closes the one that has been idle (waiting for a request) the longest; if every connection is busy
   with a request, the new one gets ``503`` and is closed at once. Idle connections therefore cannot lock out a
   scraper or a liveness probe. The cap is lowered to what RLIMIT_NOFILE leaves after the agent's own files.
+- **Send timeout**: a connection whose writes stall (the output buffer above its high-water mark, or a closing
+  connection with unsent data) for ``send_timeout_s`` is aborted and its buffer freed. The guard writes response
+  bodies in pieces of WRITE_CHUNK_BYTES and uvicorn waits for the buffer to drain between pieces, so an unread
+  response holds at most about WRITE_HIGH_WATER_BYTES + WRITE_CHUNK_BYTES of memory, and its request slot until
+  its last piece is handed over (or the send timeout drops it).
 - **EMFILE**: "socket.accept() out of system resource" is logged once per ACCEPT_ERROR_LOG_INTERVAL_S with a
   count, not once per try.
 
-Timers are checked by one sweep every ``header_timeout_s / 4`` (at most once a second),
+Timers are checked by one sweep every ``min(header_timeout_s, send_timeout_s) / 4`` (at most once a second),
 so a connection is closed between the limit and 1.25 times it.
 """
 
@@ -42,6 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hypermesh.agent")
 
+# Output buffered per connection before uvicorn waits for the client to read (asyncio's default is 64 KiB), and
+# the size of the pieces a response body is written in: together they bound an unread response's memory.
+WRITE_HIGH_WATER_BYTES = 32 * 1024
+WRITE_CHUNK_BYTES = 32 * 1024
+
 ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 # File descriptors kept free for the agent's own files beyond those open when the server starts: the node stats
 # reader keeps a few sysfs files open per network interface and disk (~250 on a 32-CPU host with 23 interfaces),
@@ -57,16 +68,17 @@ REFUSED_RESPONSE = (
 class ConnectionLimits:
     """What every connection of one server shares: the caps, the idle queue, the counters."""
 
-    def __init__(self, max_connections: int, header_timeout_s: float, stats: Stats) -> None:
+    def __init__(self, max_connections: int, header_timeout_s: float, send_timeout_s: float, stats: Stats) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
+        self.send_timeout_s = send_timeout_s
         self.stats = stats
         self.open: set[AgentProtocol] = set()
         # Accepted and not yet connected: TLS handshakes in progress (they hold a descriptor too).
         self.handshaking: weakref.WeakSet[AgentProtocol] = weakref.WeakSet()
         # Connections waiting for a request, the longest-waiting first: who is closed on a timeout or to make room.
         self.idle: collections.OrderedDict[AgentProtocol, float] = collections.OrderedDict()
-        self.sweep_interval_s = min(1.0, max(0.05, header_timeout_s / 4))
+        self.sweep_interval_s = min(1.0, max(0.05, min(header_timeout_s, send_timeout_s) / 4))
         self._sweeper: asyncio.TimerHandle | None = None
         self._accept_errors = 0
         self._accept_error_logged = -ACCEPT_ERROR_LOG_INTERVAL_S
@@ -187,6 +199,9 @@ class ConnectionLimits:
             protocol.waiting_since = None
             self.stats.connections_header_timeout += 1
             protocol.close_idle()
+        stalled = now - self.send_timeout_s
+        for protocol in list(self.open):
+            protocol.check_stalled(now, stalled)
         self._sweeper = loop.call_later(self.sweep_interval_s, self._sweep, loop)
 
 
@@ -199,6 +214,8 @@ class AgentProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.waiting_since: float | None = None
         self._refused = False
+        self._paused_since: float | None = None
+        self._closing_since: float | None = None
         # Created per accepted connection, before a TLS handshake: make room now, so the cap counts handshakes.
         self.limits.make_room()
         self.limits.handshaking.add(self)
@@ -216,6 +233,7 @@ class AgentProtocol(H11Protocol):
             transport.close()
             return
         super().connection_made(transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
         limits.open.add(self)
         limits.stats.connections = len(limits.open)
         limits.waiting(self)
@@ -244,12 +262,34 @@ class AgentProtocol(H11Protocol):
         elif not waiting and self.waiting_since is not None:
             self.limits.busy(self)
 
+    def pause_writing(self) -> None:
+        self._paused_since = time.monotonic()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._paused_since = None
+        super().resume_writing()
+
     def close_idle(self) -> None:
         """Close a connection that has no request in progress: at once, dropping unsent data the client did not read."""
         if self.transport.get_write_buffer_size():
             self.transport.abort()
         else:
             self.timeout_keep_alive_handler()  # uvicorn's own close of an idle keep-alive connection
+
+    def check_stalled(self, now: float, stalled_before: float) -> None:
+        """Abort the connection if its writes made no progress since ``stalled_before`` (a client that does not read)."""
+        transport = self.transport
+        if transport.is_closing():
+            # close() waits until the buffer is sent, which is never if the client does not read.
+            if self._closing_since is None:
+                self._closing_since = now
+            elif self._closing_since <= stalled_before and transport.get_write_buffer_size():
+                self.limits.stats.connections_send_timeout += 1
+                transport.abort()
+        elif self._paused_since is not None and self._paused_since <= stalled_before:
+            self.limits.stats.connections_send_timeout += 1
+            transport.abort()
 
 
 def protocol_for(limits: ConnectionLimits) -> type[AgentProtocol]:

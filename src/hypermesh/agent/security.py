@@ -16,7 +16,10 @@ Order matters and is deliberate; no anonymous flood can starve ``/healthz`` or a
    (``max_in_flight``). A flood of /v1 requests or of open streams cannot take a scrape's slot.
 5. A timeout bounds the time until the response starts: a stuck handler gets 503, not a hang.
    Streams (SSE) start their response at once and then live as long as their client.
-6. If the connection fails under a request (a client gone, a malformed body the server already answered
+6. A response body is handed to the server in pieces of ``connections.WRITE_CHUNK_BYTES``; uvicorn waits for
+   the connection's buffer to drain between them, so the request keeps its slot until its body is sent and a
+   client that does not read holds one piece of memory, not the whole body (the send timeout then drops it).
+7. If the connection fails under a request (a client gone, a malformed body the server already answered
    with 400), the rest of the response is dropped quietly instead of logging a traceback per request.
 
 Nothing here logs a header or a credential.
@@ -29,6 +32,8 @@ import base64
 import contextlib
 import hashlib
 import logging
+
+from hypermesh.agent.connections import WRITE_CHUNK_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,6 +70,7 @@ class Stats:
         "connections_evicted",
         "connections_header_timeout",
         "connections_refused",
+        "connections_send_timeout",
         "in_flight",
         "rejected_in_flight",
         "rejected_timeout",
@@ -77,6 +83,7 @@ class Stats:
         self.connections_evicted = 0
         self.connections_header_timeout = 0
         self.connections_refused = 0
+        self.connections_send_timeout = 0
         self.accept_errors = 0
         self.in_flight = 0
         self.rejected_in_flight = 0
@@ -303,7 +310,16 @@ class _SafeSend:
         if self.failed:
             return
         try:
-            await self._send(message)
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if len(body) <= WRITE_CHUNK_BYTES:
+                await self._send(message)
+                return
+            view = memoryview(body)
+            more_body = message.get("more_body", False)
+            for start in range(0, len(view), WRITE_CHUNK_BYTES):
+                piece = view[start : start + WRITE_CHUNK_BYTES]
+                last = start + WRITE_CHUNK_BYTES >= len(view)
+                await self._send({"type": "http.response.body", "body": piece, "more_body": more_body or not last})
         except Exception as exc:  # the connection is unusable; nothing more can reach this client
             self.failed = True
             log.debug("response dropped, connection failed: %s", type(exc).__name__)

@@ -68,6 +68,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="time a connection has to send a request's headers, when new and after each response (default 5s)",
     )
     p.add_argument(
+        "--send-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="time a response may wait for its client to read before the connection is dropped (default 10s)",
+    )
+    p.add_argument(
         "--max-connections",
         type=positive_int,
         metavar="N",
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
         request_timeout_s=args.request_timeout,
         header_timeout_s=args.header_timeout,
+        send_timeout_s=args.send_timeout,
         max_connections=args.max_connections,
         access_log=args.access_log,
         root=args.root,
@@ -163,7 +170,7 @@ def serve(config: object) -> int:
         sampler = hypermesh.Sampler(min_interval=min_interval, backend=backend)
         state = AgentState(config, sampler, hypermesh.__version__, profile_reader=backend.profile)
     app = build_app(state)
-    limits = ConnectionLimits(config.max_connections, config.header_timeout_s, state.stats)
+    limits = ConnectionLimits(config.max_connections, config.header_timeout_s, config.send_timeout_s, state.stats)
     limits.fit_to_descriptor_limit()
     uv_config = uvicorn.Config(
         app,
