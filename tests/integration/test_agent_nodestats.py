@@ -3,6 +3,7 @@ read independently here, and the sample count against a live node_exporter scrap
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -321,6 +322,56 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
                 assert time.monotonic() - start < 0.5
     finally:
         # The hung mount's owner runs as PID 1 of the namespaces: stopping it unblocks the kernel call, then the agent.
+        with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as file:
+            children = file.read().split()
+        for child in children:
+            os.kill(int(child), 15)
+        agent.cleanup()
+    assert "Traceback" not in agent.log()
+
+
+def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_503(tmp_path):
+    # The same hung mount makes the first scrape slow for real (statvfs waits its 1 s limit). The scrape used to run
+    # on the event loop: /healthz and every other endpoint waited for it, and --request-timeout could not fire.
+    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
+    require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
+    unshare = require_binary("unshare")
+    mountpoint = str(tmp_path / "hung")
+    prefix = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+              sys.executable, HUNG_MOUNT, mountpoint, "--"]  # fmt: skip
+    agent = AgentProcess("--interval", "0.5", "--request-timeout", "0.3", prefix=prefix).start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+
+            def timed_scrape() -> tuple[int, float]:
+                start = time.monotonic()
+                status = httpx.get(f"{agent.url}/metrics", timeout=8).status_code
+                return status, time.monotonic() - start
+
+            scrapes = [pool.submit(timed_scrape), pool.submit(timed_scrape)]
+            time.sleep(0.05)
+            health = []
+            while not all(s.done() for s in scrapes):
+                start = time.monotonic()
+                assert httpx.get(f"{agent.url}/healthz", timeout=8).status_code == 200
+                health.append(time.monotonic() - start)
+                time.sleep(0.02)
+            results = [s.result() for s in scrapes]
+        # Both scrapes joined the one slow read and got 503 at the timeout, not after the 1 s statvfs limit.
+        assert [status for status, _ in results] == [503, 503], results
+        assert all(took < 0.9 for _, took in results), results
+        assert health and max(health) < 0.2, health
+        # The read finishes on its own; the next scrape skips the stuck mount and is served.
+        deadline = time.monotonic() + 5
+        while (response := httpx.get(f"{agent.url}/metrics", timeout=8)).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # (that one may have joined the slow read and carry the counters of its start: ask again)
+        response = httpx.get(f"{agent.url}/metrics", timeout=8)
+        timeouts = re.search(r'^hypermesh_agent_http_rejected_total\{reason="timeout"\} (\S+)$', response.text, re.M)
+        assert float(timeouts.group(1)) >= 2  # the two above, and any retry that joined the read before it ended
+        assert 'fstype="fuse.hung"' in response.text
+    finally:
         with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as file:
             children = file.read().split()
         for child in children:

@@ -92,6 +92,7 @@ class AgentState:
         self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
         self.writer = metrics.TextWriter()
+        self._scrape: asyncio.Future[tuple[list[metrics.Family], list[str]]] | None = None
 
     # ------------------------------------------------------------------------------ life cycle
 
@@ -208,6 +209,29 @@ class AgentState:
         )
         return metrics.collect(self.collectors, scrape)
 
+    async def scrape_shared(self) -> tuple[list[metrics.Family], list[str]]:
+        """``scrape()`` in a worker thread, one at a time: scrapes that arrive while one runs share its result.
+
+        A scrape can take a while by design (statvfs of a hung network mount waits up to 1 s per call); on the event
+        loop it held up every endpoint, /healthz included, and no request timeout could interrupt it. Here the loop
+        stays free and the guard's timeout answers 503; the thread finishes on its own and later scrapes join it
+        instead of piling up more threads behind a stuck read.
+        """
+        running = self._scrape
+        if running is None:
+            running = asyncio.ensure_future(asyncio.to_thread(self.scrape))
+            self._scrape = running
+
+            def finished(future: asyncio.Future[tuple[list[metrics.Family], list[str]]]) -> None:
+                if self._scrape is future:
+                    self._scrape = None
+                if not future.cancelled():
+                    future.exception()  # retrieved here, raised to the waiters: no "never retrieved" warning
+
+            running.add_done_callback(finished)
+        # shield: a waiter that times out must not cancel the scrape the others are waiting for.
+        return await asyncio.shield(running)
+
     def assets(self) -> dict[str, Any]:
         return assets_from_profile(self.profile)
 
@@ -306,7 +330,7 @@ def _json_error(status: int, message: str) -> Response:
 
 def build_app(state: AgentState) -> Guard:
     async def metrics_endpoint(request: Request) -> Response:
-        families, failures = state.scrape()
+        families, failures = await state.scrape_shared()
         for failure in failures:
             log.warning("collector failed: %s", failure)
         if metrics.wants_openmetrics(request.headers.get("accept", "")):
