@@ -216,3 +216,33 @@ def test_sample_record_is_immutable() -> None:
     s = CpuRates().compute(raw(0.0, cpu={0: (0.0,) * 8}), raw(1.0, cpu={0: (0.0,) * 8}), 1.0)
     with pytest.raises(AttributeError):
         s.percent = 5.0  # type: ignore[misc]
+
+
+def test_an_idle_device_gets_the_all_zero_record_and_a_busy_one_its_own() -> None:
+    """Unchanged lines (the reader hands back the very same tuple) share one immutable zero record per name."""
+    line = (10, 20, 30, 40, 50, 60, 70, 80)
+    idle = {"lo": line}
+    a, b = raw(0.0, net=idle), raw(0.5, net=idle)
+    first, second = network_rates(a, b, 0.5), network_rates(a, b, 0.25)
+    assert first[0] is second[0]  # shared, whatever the interval
+    assert first[0].to_dict() == {
+        "name": "lo",
+        "rx_bytes_per_s": 0.0,
+        "tx_bytes_per_s": 0.0,
+        "rx_packets_per_s": 0.0,
+        "tx_packets_per_s": 0.0,
+        "errors_per_s": 0.0,
+        "drops_per_s": 0.0,
+    }
+    busy = network_rates(raw(0.0, net={"lo": line}), raw(0.5, net={"lo": tuple(v + 5 for v in line)}), 0.5)
+    assert busy[0].rx_bytes_per_s == 10.0 and busy[0] is not first[0]
+    disks = {"vda": (1, 2, 3, 4, 5, 6, 7)}
+    (disk,) = disk_rates(raw(0.0, disks), raw(1.0, disks), 1.0)
+    assert disk.to_dict() == {
+        "name": "vda",
+        "read_bytes_per_s": 0.0,
+        "write_bytes_per_s": 0.0,
+        "read_ops_per_s": 0.0,
+        "write_ops_per_s": 0.0,
+        "busy_percent": 0.0,
+    }

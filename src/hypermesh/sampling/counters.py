@@ -59,9 +59,33 @@ def _changed(
             yield name, d
 
 
+# A device whose line did not change has all-zero rates whatever the interval: records are immutable, so one
+# per name serves every sample (most interfaces and disks of a host are idle in most intervals). Bounded: names
+# come and go with hot-plug, so the cache starts over past this many.
+_IDLE_CACHE_MAX = 4096
+_idle_disks: dict[str, DiskRates] = {}
+_idle_networks: dict[str, NetworkRates] = {}
+
+
+def _idle_disk(name: str) -> DiskRates:
+    if len(_idle_disks) >= _IDLE_CACHE_MAX:
+        _idle_disks.clear()
+    rates = _idle_disks[name] = DiskRates(name, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return rates
+
+
+def _idle_network(name: str) -> NetworkRates:
+    if len(_idle_networks) >= _IDLE_CACHE_MAX:
+        _idle_networks.clear()
+    rates = _idle_networks[name] = NetworkRates(name, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return rates
+
+
 def disk_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[DiskRates]:
     return [
-        DiskRates(
+        (_idle_disks.get(name) or _idle_disk(name))
+        if d is _NO_CHANGE
+        else DiskRates(
             name=name,
             read_bytes_per_s=d[1] / elapsed,
             write_bytes_per_s=d[4] / elapsed,
@@ -76,7 +100,9 @@ def disk_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[Disk
 
 def network_rates(prev: RawCounters, cur: RawCounters, elapsed: float) -> list[NetworkRates]:
     return [
-        NetworkRates(
+        (_idle_networks.get(name) or _idle_network(name))
+        if d is _NO_CHANGE
+        else NetworkRates(
             name=name,
             rx_bytes_per_s=d[0] / elapsed,
             tx_bytes_per_s=d[4] / elapsed,
