@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -461,3 +462,48 @@ def test_with_the_hosts_root_mounted_elsewhere_uname_names_the_machine(tmp_path)
     info = next(s.labels for f in parse_text(text) for s in f.samples if s.name == "hypermesh_uname_info")
     uname = os.uname()
     assert (info["machine"], info["release"], info["nodename"]) == (uname.machine, uname.release, uname.nodename)
+
+
+FIXTURE_ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", "root")
+# The collectors whose data comes from /proc/diskstats or /proc/net/dev (docs/agent.md).
+FROM_DISKSTATS_AND_NETDEV = {"disk", "network", "netdev", "diskstats", "netclass"}
+
+
+@pytest.mark.parametrize("how", ["deleted", "unreadable"])
+def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_the_log(how):
+    # Both files empty the disk and network parts of a sample. The agent said success 1 for every collector with no
+    # disk or network series at all: the HypermeshCollectorFailing alert could never fire.
+    prefix: list[str] = []
+    if how == "unreadable":
+        require(os.geteuid() == 0, "needs root to run the agent as another user (setpriv) on a mode-000 file")
+        prefix = [require_binary("setpriv"), "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
+    # Not pytest's tmp_path: it is private to root (0700), and the agent runs as nobody.
+    top = tempfile.mkdtemp(prefix="hypermesh-root-")
+    try:
+        root = os.path.join(top, "root")
+        shutil.copytree(FIXTURE_ROOT, root)
+        os.chmod(top, 0o755)
+        for name in ("proc/diskstats", "proc/net/dev"):
+            if how == "deleted":
+                os.unlink(os.path.join(root, name))
+            else:
+                os.chmod(os.path.join(root, name), 0)
+        with (
+            AgentProcess("--root", root, "--interval", "0.2", prefix=prefix) as agent,
+            httpx.Client(base_url=agent.url, timeout=10) as client,
+        ):
+            for _ in range(3):
+                by_name = scrape(client)
+            success = {s.labels["collector"]: s.value for s in by_name["hypermesh_scrape_collector_success"]}
+            assert {area for area, value in success.items() if value == 0} == FROM_DISKSTATS_AND_NETDEV
+            assert success["cpu"] == success["meminfo"] == success["filesystem"] == 1
+            assert "hypermesh_disk_read_bytes_total" not in by_name
+            # The sampler goes on with what it can read; the agent stays up.
+            assert client.get("/healthz").status_code == 200
+            log = agent.log()
+        reason = "No such file or directory" if how == "deleted" else "Permission denied"
+        for area, name in (("disk", "proc/diskstats"), ("network", "proc/net/dev")):
+            line = f"collector failed: {area}: cannot read {root}/{name}: {reason}"
+            assert log.count(line) == 1, log  # three scrapes, one line: not one per scrape
+    finally:
+        shutil.rmtree(top)

@@ -46,6 +46,8 @@ log = logging.getLogger("hypermesh.agent")
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 MAX_SAMPLES_PER_RESPONSE = 3600
+# A collector that keeps failing is logged again this often (and when its failure changes or ends).
+FAILURE_LOG_INTERVAL_S = 600.0
 # The page loads only its own files: no inline script, no third party, not framable.
 PAGE_HEADERS = {
     "cache-control": "no-cache",
@@ -92,6 +94,7 @@ class AgentState:
         self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
         self.writer = metrics.TextWriter()
+        self._failures_logged: dict[str, tuple[str, float]] = {}
         self._scrape: asyncio.Future[tuple[list[metrics.Family], list[str]]] | None = None
 
     # ------------------------------------------------------------------------------ life cycle
@@ -206,8 +209,25 @@ class AgentState:
             },
             self.programs.readings,
             self.sampler.node_stats,
+            lambda: unreadable_sources(self.sampler),
         )
         return metrics.collect(self.collectors, scrape)
+
+    def report_failures(self, failures: list[str]) -> None:
+        """Log each collector's failure when it starts or changes, and again every FAILURE_LOG_INTERVAL_S while it
+        lasts; and when it ends. Prometheus scrapes every few seconds: a line per scrape would drown the log."""
+        now = time.monotonic()
+        failing = {}
+        for failure in failures:
+            area = failure.split(":", 1)[0]
+            failing[area] = failure
+            logged = self._failures_logged.get(area)
+            if logged is None or logged[0] != failure or now - logged[1] >= FAILURE_LOG_INTERVAL_S:
+                log.warning("collector failed: %s", failure)
+                self._failures_logged[area] = (failure, now)
+        for area in [a for a in self._failures_logged if a not in failing]:
+            del self._failures_logged[area]
+            log.warning("collector %s works again", area)
 
     async def scrape_shared(self) -> tuple[list[metrics.Family], list[str]]:
         """``scrape()`` in a worker thread, one at a time: scrapes that arrive while one runs share its result.
@@ -234,6 +254,19 @@ class AgentState:
 
     def assets(self) -> dict[str, Any]:
         return assets_from_profile(self.profile)
+
+
+def unreadable_sources(sampler: Sampler) -> dict[str, str]:
+    """Kernel files the Sampler's readers could not read: ``{name under proc: "path: reason"}``.
+
+    Both readers keep an ``unreadable`` dict (LinuxCounterReader, NodeStatsReader); the Sampler holds them privately
+    (its counter reader, and the backend's node stats reader once a scrape created it). Looked up by attribute so a
+    backend without them (the portable one) simply reports nothing.
+    """
+    found: dict[str, str] = {}
+    for reader in (getattr(sampler, "_reader", None), getattr(sampler.backend, "_node_stats_reader", None)):
+        found.update(getattr(reader, "unreadable", None) or {})
+    return found
 
 
 def as_dict(record: object) -> Any:
@@ -331,8 +364,7 @@ def _json_error(status: int, message: str) -> Response:
 def build_app(state: AgentState) -> Guard:
     async def metrics_endpoint(request: Request) -> Response:
         families, failures = await state.scrape_shared()
-        for failure in failures:
-            log.warning("collector failed: %s", failure)
+        state.report_failures(failures)
         if metrics.wants_openmetrics(request.headers.get("accept", "")):
             return Response(state.writer.render(families, openmetrics=True), media_type=metrics.OPENMETRICS_TYPE)
         return Response(state.writer.render(families), media_type=metrics.TEXT_TYPE)

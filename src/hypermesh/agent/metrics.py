@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     class AreaCollector(Protocol):
         area: str
+        # Optional: the procfs files (relative to proc) the collector's data comes from; if a reader reports one of
+        # them unreadable, the collector failed (success 0), however empty and valid its output looks.
 
         def collect(self, scrape: Scrape) -> list[Family]: ...
 
@@ -72,6 +74,7 @@ class Scrape:
         "_read_counters",
         "_read_node_stats",
         "_read_programs",
+        "_read_unreadable",
         "ebpf_status",
         "profile",
         "stats",
@@ -85,8 +88,10 @@ class Scrape:
         stats: dict[str, float],
         read_programs: Callable[[], dict[str, dict[str, Any]]] | None = None,
         read_node_stats: Callable[[], NodeStats] | None = None,
+        read_unreadable: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self._read_counters = read_counters
+        self._read_unreadable = read_unreadable
         self._read_node_stats = read_node_stats
         self._node_stats: NodeStats | None = None
         self._counters: Counters | None = None
@@ -94,6 +99,10 @@ class Scrape:
         self.profile = profile
         self.ebpf_status = ebpf_status
         self.stats = stats
+
+    def unreadable(self) -> dict[str, str]:
+        """Sources the readers could not read, ``{"diskstats": "/proc/diskstats: Permission denied"}``."""
+        return self._read_unreadable() if self._read_unreadable is not None else {}
 
     def programs(self) -> dict[str, dict[str, Any]]:
         """Readings of the eBPF programs the agent keeps loaded: {name: {loaded, error, reading}}."""
@@ -184,6 +193,7 @@ class PressureCollector:
     """Memory pressure stall information (PSI, /proc/pressure/memory); nothing when the kernel lacks PSI."""
 
     area = "pressure"
+    sources = ("pressure/memory",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         pressure = scrape.counters.pressure
@@ -253,6 +263,7 @@ _NET_COLUMNS = (
 
 class DiskCollector:
     area = "disk"
+    sources = ("diskstats",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         return _per_device(scrape.counters.disks, _DISK_COLUMNS, "device")
@@ -260,6 +271,7 @@ class DiskCollector:
 
 class NetworkCollector:
     area = "network"
+    sources = ("net/dev",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         return _per_device(scrape.counters.network, _NET_COLUMNS, "interface")
@@ -532,6 +544,7 @@ class MeminfoCollector:
     """Every /proc/meminfo field under its kernel name: bytes, except the HugePages_* counts."""
 
     area = "meminfo"
+    sources = ("meminfo",)
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[str, str, str]] = {}  # field -> (name, help, unit), built on first sight
@@ -607,6 +620,7 @@ class VmstatCollector:
     """Selected /proc/vmstat event counters (mm/vmstat.c), under their kernel names."""
 
     area = "vmstat"
+    sources = ("vmstat",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -703,6 +717,7 @@ class KernelCollector:
     """Kernel-wide activity: /proc/stat totals, file handles, entropy, conntrack, guest CPU time, the time."""
 
     area = "kernel"
+    sources = ("stat", "sys/fs/file-nr")
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -738,6 +753,7 @@ class SoftirqsCollector:
     """Softirqs handled per CPU and type (/proc/softirqs): NET_RX piling on one CPU shows an RSS imbalance."""
 
     area = "softirqs"
+    sources = ("softirqs",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -756,6 +772,7 @@ class SoftnetCollector:
     """Per-CPU packet processing (/proc/net/softnet_stat): drops and squeezes mean the CPU could not keep up."""
 
     area = "softnet"
+    sources = ("net/softnet_stat",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -795,6 +812,7 @@ class NetdevCollector:
     """The other half of /proc/net/dev's 16 columns, per interface."""
 
     area = "netdev"
+    sources = ("net/dev",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -850,6 +868,7 @@ class DiskstatsCollector:
     """The rest of /proc/diskstats (merges, queue, discard 4.18+, flush 5.5+) for the Sampler's devices."""
 
     area = "diskstats"
+    sources = ("diskstats",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -968,6 +987,7 @@ class NetstatCollector:
     """
 
     area = "netstat"
+    sources = ("net/snmp", "net/netstat", "net/snmp6")
 
     def __init__(self) -> None:
         # protocol -> (family name, help, [(field, labels)]): built once, the strings stay the same objects.
@@ -1010,6 +1030,7 @@ class SockstatCollector:
     """Sockets in use by protocol and socket memory (/proc/net/sockstat and sockstat6)."""
 
     area = "sockstat"
+    sources = ("net/sockstat", "net/sockstat6")
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -1057,6 +1078,7 @@ class PressureCpuIoCollector:
     """CPU and I/O stall information (PSI, /proc/pressure/cpu and io); memory is the pressure collector's."""
 
     area = "pressure_cpu_io"
+    sources = ("pressure/cpu", "pressure/io")
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -1214,6 +1236,7 @@ class NetclassCollector:
     """Each network interface's state from sysfs (/sys/class/net): up, carrier, MTU, queue, carrier flaps."""
 
     area = "netclass"
+    sources = ("net/dev",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -1273,6 +1296,7 @@ class ArpCollector:
     """Neighbour (ARP) entries per interface (/proc/net/arp): a full table drops traffic to new neighbours."""
 
     area = "arp"
+    sources = ("net/arp",)
 
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.node_stats
@@ -1366,20 +1390,32 @@ def collect(
         "Seconds the collector took in this scrape.",
         "seconds",
     )
+    results: list[tuple[AreaCollector, list[Family] | None]] = []
     for collector in collectors:
         label = (("collector", collector.area),)
         start = clock()
         try:
-            produced = collector.collect(scrape)
+            produced: list[Family] | None = collector.collect(scrape)
         except Exception as exc:  # a broken area must not take the scrape down with it
             failures.append(f"{collector.area}: {type(exc).__name__}: {exc}")
-            success.samples.append((label, 0.0))
-        else:
-            for family in produced:
-                family.area = collector.area
-            families.extend(produced)
-            success.samples.append((label, 1.0))
+            produced = None
+        results.append((collector, produced))
         duration.samples.append((label, clock() - start))
+    # Asked once the readers have run (the node stats reader learns of its files on its first read).
+    unreadable = scrape.unreadable()
+    for collector, produced in results:
+        label = (("collector", collector.area),)
+        broken = [unreadable[name] for name in getattr(collector, "sources", ()) if name in unreadable]
+        if produced is not None and broken:
+            # An unreadable file reads as empty: "no devices" and "could not look" must not both say success.
+            failures.append(f"{collector.area}: cannot read {'; '.join(broken)}")
+        if produced is None or broken:
+            success.samples.append((label, 0.0))
+            continue
+        for family in produced:
+            family.area = collector.area
+        families.extend(produced)
+        success.samples.append((label, 1.0))
     families.append(success)
     families.append(duration)
     return families, failures

@@ -159,19 +159,26 @@ class LinuxCounterReader:
     procfs seq_files and sysfs attributes regenerate their content on a read at offset 0, so one open per file
     for the reader's life saves the open/close pair (about half the cost of a read) on every sample.
     Not thread-safe on its own: the Sampler serialises reads.
+
+    ``unreadable`` names the optional sources that exist on every Linux (or exist here) but could not be opened,
+    ``{"diskstats": "/proc/diskstats: Permission denied"}``: their part of a sample is then empty, and a caller that
+    must tell "no devices" from "could not look" (the agent's per-collector success) asks here.
     """
 
     def __init__(self, backend: LinuxBackend) -> None:
         self._backend = backend
         self._fds: list[int] = []
+        self.unreadable: dict[str, str] = {}
         proc = backend.proc
         self._stat = self._open_required(f"{proc}/stat")
         self._meminfo = self._open_required(f"{proc}/meminfo")
         self._loadavg = self._open_required(f"{proc}/loadavg")
-        self._diskstats = self._open(f"{proc}/diskstats")
-        self._netdev = self._open(f"{proc}/net/dev")
-        # PSI exists since 4.20 and can be disabled at boot (psi=0): the file is then absent or unreadable.
-        self._psi = self._open(f"{proc}/pressure/memory")
+        # In every kernel since 2.6: missing or unreadable is a fault here (permissions, a broken --root).
+        self._diskstats = self._open(f"{proc}/diskstats", source="diskstats")
+        self._netdev = self._open(f"{proc}/net/dev", source="net/dev")
+        # PSI exists since 4.20 and can be disabled at boot (psi=0): the file is then absent or unreadable. Absent
+        # is "this kernel has none"; present and refused (permissions) is a fault.
+        self._psi = self._open(f"{proc}/pressure/memory", source="pressure/memory", absent_ok=True)
         if self._psi is not None and procfs.parse_pressure(self._pread(self._psi)) is None:
             self._psi = None
         self._disk_lines = -1
@@ -234,10 +241,12 @@ class LinuxCounterReader:
         wanted = self._disk_names
         return self._disk_memo.parse(data.split(b"\n"), lambda line: procfs.parse_diskstats_line(line, wanted))
 
-    def _open(self, path: str) -> int | None:
+    def _open(self, path: str, source: str | None = None, absent_ok: bool = False) -> int | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        except OSError as exc:
+            if source is not None and not (absent_ok and isinstance(exc, FileNotFoundError)):
+                self.unreadable[source] = f"{path}: {exc.strerror or exc}"
             return None
         self._fds.append(fd)
         return fd

@@ -511,6 +511,11 @@ class NodeStatsReader:
     every read. A non-live root has no statvfs of its own: ``<root>/statvfs.json`` ({mountpoint: [frsize, blocks,
     bfree, bavail, files, ffree]}) stands in for it when present (fixture trees), else ``<root><mountpoint>`` is
     asked (a host's root mounted into a container, like node_exporter's --path.rootfs). Thread-safe.
+
+    ``unreadable`` names the procfs files (relative to proc) that could not be opened or read, with the path and the
+    reason: those in _ALWAYS_PRESENT whatever the error, the others unless simply absent (a kernel without PSI,
+    netfilter or IPv6). Their part of NodeStats is then empty; the agent reports the collectors reading them as
+    failed rather than as a host with no such data. A file that reads again leaves the dict.
     """
 
     _PROC_FILES = (
@@ -539,6 +544,24 @@ class NodeStatsReader:
         "self/mountinfo",
     )
 
+    # In every kernel this package supports (4.x+), built-in (not modules) and readable by any user.
+    _ALWAYS_PRESENT = frozenset(
+        {
+            "meminfo",
+            "vmstat",
+            "stat",
+            "softirqs",
+            "net/dev",
+            "diskstats",
+            "net/snmp",
+            "net/netstat",
+            "net/sockstat",
+            "net/softnet_stat",
+            "net/arp",
+            "sys/fs/file-nr",
+        }
+    )
+
     def __init__(self, proc: str, sys: str, root: str, live: bool) -> None:
         self._proc = proc
         self._sys = sys
@@ -547,11 +570,14 @@ class NodeStatsReader:
         self._lock = threading.Lock()
         self._closed = False
         self._fds: dict[str, int] = {}
+        self.unreadable: dict[str, str] = {}
         for name in self._PROC_FILES:
             try:
                 self._fds[name] = os.open(f"{proc}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue  # absent on this kernel (no PSI, no netfilter, no IPv6): that part stays empty
+            except OSError as exc:
+                # Absent on this kernel (no PSI, no netfilter, no IPv6): that part stays empty. Else say so.
+                if name in self._ALWAYS_PRESENT or not isinstance(exc, FileNotFoundError):
+                    self.unreadable[name] = f"{proc}/{name}: {exc.strerror or exc}"
         self._disk_names: frozenset[bytes] | None = None
         self._disk_lines = -1
         # sysfs attributes of interfaces and CPUs, kept open like the procfs files; those not asked for in a read
@@ -591,9 +617,12 @@ class NodeStatsReader:
         if fd is None:
             return b""
         try:
-            return sysfs.pread_seq(fd)
-        except OSError:
+            data = sysfs.pread_seq(fd)
+        except OSError as exc:
+            self.unreadable[name] = f"{self._proc}/{name}: {exc.strerror or exc}"
             return b""
+        self.unreadable.pop(name, None)
+        return data
 
     def _attr(self, path: str) -> bytes | None:
         """A sysfs attribute through a kept fd; None where it is absent or the driver refuses (EINVAL while down).
