@@ -48,8 +48,29 @@ def test_no_capabilities_is_permission_denied_exit_3() -> None:
         lines = err.strip().splitlines()
         assert len(lines) == 1, err
         assert "CAP_BPF" in lines[0]
-        assert "setcap cap_bpf,cap_perfmon,cap_net_admin+ep" in lines[0]
+        # Root already, without the capabilities in its bounding set: "run as root" or setcap (file
+        # capabilities are masked by the bounding set too) would change nothing.
+        assert "this process runs as root, but CAP_BPF" in lines[0] and "bounding set" in lines[0], err
+        assert "run as root" not in lines[0] and "setcap" not in lines[0]
         assert "Traceback" not in err
+        as_user = _as_nobody("-all", *args)
+        assert as_user.returncode == 3, as_user.stderr
+        assert "run as root, or grant them" in as_user.stderr
+        assert "setcap cap_bpf,cap_perfmon,cap_net_admin+ep" in as_user.stderr
+
+
+def test_root_whose_capabilities_are_withheld_is_told_so() -> None:
+    """Root with a full bounding set but no effective capabilities (SECBIT_NOROOT)."""
+    require_ebpf()
+    setpriv = require_binary("setpriv")
+    result = subprocess.run(
+        [setpriv, "--securebits", "+noroot", "--", *HYPERMESH, "ebpf", "run", "syscalls", "--duration", "0.1"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "this process runs as root" in lines[0] and "effective set" in lines[0], lines
+    assert "run as root" not in lines[0] and "setcap" not in lines[0]
 
 
 def test_xdp_without_perfmon_names_it() -> None:
@@ -145,7 +166,7 @@ def test_kernel_refuses_without_capabilities_too() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("CAP_BPF 3 ")
-    assert "setcap" in result.stdout
+    assert "runs as root, but CAP_BPF" in result.stdout and "bounding set" in result.stdout
 
 
 def test_verifier_error_carries_the_log() -> None:
@@ -310,7 +331,8 @@ def test_missing_mounts_are_unsupported_with_the_fix(mountpoint: str, args: tupl
 def test_capability_fix_names_the_real_interpreter() -> None:
     """The setcap command is ready to paste: it names this interpreter's real file, not a placeholder."""
     require_ebpf()
-    code, _out, err = _without_caps("ebpf", "run", "syscalls", "--duration", "0.1")
+    result = _as_nobody("-all", "ebpf", "run", "syscalls", "--duration", "0.1")
+    code, err = result.returncode, result.stderr
     assert code == 3, err
     assert f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {os.path.realpath(sys.executable)}" in err
     assert "<python executable>" not in err

@@ -65,13 +65,18 @@ class ProbeReport(Record):
         raise KeyError(name)
 
 
-def effective_capabilities() -> int:
+def _status_capabilities(field: bytes) -> int:
+    """A capability set from /proc/self/status (CapEff, CapBnd, ...) as a bit mask."""
     with open("/proc/self/status", "rb") as f:
         status = f.read()
-    start = status.find(b"\nCapEff:")
+    start = status.find(b"\n" + field + b":")
     if start < 0:
         return 0
-    return int(status[start + 8 : status.index(b"\n", start + 1)].strip(), 16)
+    return int(status[start + len(field) + 2 : status.index(b"\n", start + 1)].strip(), 16)
+
+
+def effective_capabilities() -> int:
+    return _status_capabilities(b"CapEff")
 
 
 def held_capabilities() -> dict[str, bool]:
@@ -95,8 +100,29 @@ def setcap_command() -> str:
 
 
 def capability_fix(missing: list[str]) -> str:
-    """How to get the ``missing`` capabilities, ready to paste."""
-    return f"run as root, or grant them to the interpreter: {setcap_command()}"
+    """How to get the ``missing`` capabilities, ready to paste. A process that is root already and
+    still lacks them was started without them (a container runtime, setpriv, capsh): "run as root"
+    would change nothing, and neither would setcap when the bounding set lacks them."""
+    if os.geteuid() != 0:
+        return f"run as root, or grant them to the interpreter: {setcap_command()}"
+    bounding = _status_capabilities(b"CapBnd")
+    unbounded = [cap for cap in missing if not bounding >> CAPABILITIES[cap] & 1]
+    if unbounded:
+        return (
+            f"this process runs as root, but {', '.join(unbounded)} {_is_are(unbounded)} not in its capability "
+            "bounding set (dropped by what started it: a container runtime, setpriv or capsh), which neither being root "
+            "nor file capabilities can undo: start it with the capability kept (e.g. docker run --cap-add "
+            f"{unbounded[0].removeprefix('CAP_')})"
+        )
+    return (
+        f"this process runs as root, but {', '.join(missing)} {_is_are(missing)} not in its effective set "
+        "(root's capabilities were withheld, e.g. by the SECBIT_NOROOT securebit or a uid change): start it "
+        "as root with its capabilities"
+    )
+
+
+def _is_are(items: list[str]) -> str:
+    return "is" if len(items) == 1 else "are"
 
 
 def check_capabilities(needed: tuple[str, ...], what: str) -> None:
