@@ -413,6 +413,64 @@ def test_garbage_certificate_is_a_config_error(tmp_path):
     assert "bad.crt" in _one_line_error(result)
 
 
+@pytest.fixture(scope="module")
+def other_pair(tmp_path_factory) -> tuple[Path, Path]:
+    openssl = require_binary("openssl")
+    directory = tmp_path_factory.mktemp("other")
+    cert, key = directory / "other.crt", directory / "other.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+JUNK_KEY = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+JUNK_CERT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "blamed", "problem"),
+    [
+        ("junk", "key", "cert_file", "is not a PEM certificate"),
+        ("junk_cert", "key", "cert_file", "is not a PEM certificate"),
+        ("key", "key", "cert_file", "is not a PEM certificate (it holds a private key)"),
+        ("cert", "junk", "key_file", "is not a PEM private key"),
+        ("cert", "junk_key", "key_file", "is not a PEM private key"),
+        ("cert", "cert", "key_file", "is not a PEM private key (it holds a certificate)"),
+        ("cert", "other_key", "key_file", "does not match the certificate in cert_file"),
+    ],
+)
+def test_tls_file_errors_name_the_config_key_and_the_problem(
+    tmp_path, tls_files, other_pair, cert, key, blamed, problem
+):
+    # All of these said "TLS certificate/key <cert>, <key>: [SSL] PEM lib (_ssl.c:3926)": not which file, not why.
+    (tmp_path / "junk.pem").write_text("not a PEM file at all\n")
+    (tmp_path / "junk_key.pem").write_text(JUNK_KEY)
+    (tmp_path / "junk_cert.pem").write_text(JUNK_CERT)
+    files = {
+        "cert": tls_files[0],
+        "key": tls_files[1],
+        "other_key": other_pair[1],
+        "junk": tmp_path / "junk.pem",
+        "junk_key": tmp_path / "junk_key.pem",
+        "junk_cert": tmp_path / "junk_cert.pem",
+    }
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"listen = '127.0.0.1:0'\n[tls_server_config]\ncert_file = '{files[cert]}'\nkey_file = '{files[key]}'\n"
+    )
+    result = run_cli("agent", "--config", str(config))
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    blamed_file = files[cert] if blamed == "cert_file" else files[key]
+    assert line.startswith(f"hypermesh: error: config {config}: tls_server_config.{blamed}: {blamed_file} {problem}"), (
+        line
+    )
+    assert "PEM lib" not in line.split(problem, 1)[0]
+
+
 def test_an_encrypted_key_is_a_one_line_config_error_not_a_passphrase_prompt(tmp_path, tls_files):
     # OpenSSL asked for the passphrase on the controlling terminal: an agent started from a shell hung there, and
     # without a terminal it failed with "[Errno 22] Invalid argument" after printing the prompt twice.

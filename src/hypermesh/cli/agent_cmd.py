@@ -189,16 +189,18 @@ def serve(config: object) -> int:
     )
     try:
         if config.tls_cert_file is not None:
-            _check_tls_files(config.tls_cert_file, config.tls_key_file)
+            _check_tls_files(config.tls_cert_file, config.tls_key_file, f"config {config.source}: tls_server_config")
         server = uvicorn.Server(uv_config)
         state.closing = lambda: bool(server.should_exit)
         uv_config.load()  # loads TLS files: a bad certificate is a config error, reported before serving
     except InvalidInput:
         sock.close()
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # checked above; what uvicorn's own load could still refuse
         sock.close()
-        raise InvalidInput(f"TLS certificate/key {config.tls_cert_file}, {config.tls_key_file}: {exc}") from None
+        raise InvalidInput(
+            f"config {config.source}: tls_server_config: {config.tls_cert_file}, {config.tls_key_file}: {exc}"
+        ) from None
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found and raises the signal again.
     # Ours ask for the same graceful stop, so that re-raise is a normal return (a clean stop is exit 0) and a
     # signal arriving before uvicorn installs its own handlers is not lost.
@@ -237,20 +239,61 @@ def _refuse_passphrase() -> bytes:
     raise _EncryptedKey
 
 
-def _check_tls_files(cert_file: str, key_file: str | None) -> None:
-    """Load the certificate and key once with a passphrase callback that refuses: an encrypted key would otherwise
-    make OpenSSL prompt for its passphrase on the terminal (a service hangs there, or fails with EINVAL)."""
+def _check_tls_files(cert_file: str, key_file: str | None, where: str) -> None:
+    """Check the certificate and key one at a time, so an error names the key and says what is wrong with it: OpenSSL
+    says "[SSL] PEM lib" for a junk certificate, a junk key and a certificate given as the key alike.
+
+    The key is loaded with a passphrase callback that refuses: an encrypted key would otherwise make OpenSSL prompt
+    for its passphrase on the terminal (a service hangs there, or fails with EINVAL).
+    """
     import ssl
 
+    key = key_file or cert_file
+    cert_text = _read_pem(cert_file, f"{where}.cert_file")
+    key_text = cert_text if key_file is None else _read_pem(key_file, f"{where}.key_file")
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
+        held = " (it holds a private key)" if "PRIVATE KEY-----" in cert_text else ""
+        raise InvalidInput(
+            f"{where}.cert_file: {cert_file} is not a PEM certificate{held}; expected -----BEGIN CERTIFICATE-----"
+        )
+    try:
+        # Parses every certificate in the file (and nothing else), independently of the key.
+        ssl.create_default_context().load_verify_locations(cafile=cert_file)
+    except ssl.SSLError as exc:
+        raise InvalidInput(f"{where}.cert_file: {cert_file} is not a PEM certificate ({exc.reason or exc})") from None
+    if "PRIVATE KEY-----" not in key_text:
+        held = " (it holds a certificate)" if "-----BEGIN CERTIFICATE-----" in key_text else ""
+        raise InvalidInput(
+            f"{where}.key_file: {key} is not a PEM private key{held}; expected -----BEGIN PRIVATE KEY----- "
+            "(or RSA/EC PRIVATE KEY)"
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert_file, key_file, password=_refuse_passphrase)
     except _EncryptedKey:
-        key = key_file or cert_file
         raise InvalidInput(
-            f"TLS key {key} is encrypted with a passphrase, which the agent cannot ask for; "
+            f"{where}.key_file: {key} is encrypted with a passphrase, which the agent cannot ask for; "
             f"decrypt it (openssl pkey -in {key} -out agent.key) and keep that file readable only by the agent"
         ) from None
+    except ssl.SSLError as exc:
+        # The certificate parsed above, so OpenSSL's complaint is about the key, or about the two together.
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise InvalidInput(
+                f"{where}.key_file: {key} does not match the certificate in cert_file {cert_file} "
+                "(a key from another pair)"
+            ) from None
+        raise InvalidInput(f"{where}.key_file: {key} is not a PEM private key ({exc.reason or exc})") from None
+
+
+def _read_pem(path: str, where: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1024 * 1024 + 1)
+    except OSError as exc:
+        raise InvalidInput(f"{where}: cannot read {path} ({exc.strerror or exc})") from None
+    if len(data) > 1024 * 1024:
+        raise InvalidInput(f"{where}: {path} is over 1 MiB, not a PEM file")
+    return data.decode("ascii", errors="replace")
 
 
 def _hash_password() -> int:
