@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
 INVALID = str(REPO / "tests" / "fixtures" / "bpf" / "invalid.bpf.o")
 LONG_LOG = str(REPO / "tests" / "fixtures" / "bpf" / "long_log.bpf.o")
+MIXED = str(REPO / "tests" / "fixtures" / "bpf" / "mixed.bpf.o")
+MIXED_PROGRAMS = ["keep_all", "on_getppid", "on_switch", "on_nanosleep", "on_vfs_read"]
 
 
 def _without_caps(*args: str, keep: str = "") -> tuple[int, str, str]:
@@ -486,3 +488,33 @@ def test_pin_by_a_user_who_may_not_write_the_pin_directory_is_permission_denied(
     lines = result.stderr.strip().splitlines()
     assert "cannot pin xdp" in lines[-1] and "run as root" in lines[-1] and "Traceback" not in result.stderr
     assert "xdp-lo" not in [p.name for p in hypermesh.ebpf.pinned()]
+
+
+def test_load_that_fails_still_lists_the_object_and_names_the_refused_program() -> None:
+    """An EPERM on an object of several programs said "loading X was refused" without saying which
+    program, and printed nothing of what the object holds."""
+    require_ebpf()
+    # CAP_BPF alone: the socket filter loads, the first tracing program is refused (needs CAP_PERFMON).
+    as_user = _as_nobody("+bpf", "ebpf", "load", MIXED, "--json")
+    assert as_user.returncode == 3, as_user.stderr
+    data = json.loads(as_user.stdout)
+    assert [p["name"] for p in data["programs"]] == MIXED_PROGRAMS and [m["name"] for m in data["maps"]] == ["hits"]
+    assert data["loaded"] is False
+    refused = data["refused_program"]
+    assert refused in MIXED_PROGRAMS[1:], data  # a tracing one: the socket filter needs only CAP_BPF
+    (line,) = as_user.stderr.strip().splitlines()
+    assert f"loading program {refused!r} (" in line and "missing CAP_PERFMON" in line, line
+    # As root: this 6.18 kernel refuses fentry programs (probe: fentry unsupported); 6.1 loads them all.
+    fentry = hypermesh.ebpf.probe().feature("fentry")
+    text = run_cli("ebpf", "load", MIXED)
+    listing = text.stdout.splitlines()
+    assert len([x for x in listing if x.strip().startswith("program ")]) == 5, text.stdout
+    if fentry.supported:
+        assert text.returncode == 0, text.stderr
+        assert "loaded and unloaded" in listing[0]
+        return
+    assert text.returncode == 3, text.stderr
+    assert listing[0].endswith("NOT loaded: the kernel refused program 'on_vfs_read'"), listing[0]
+    assert [x.split()[1] for x in listing if x.endswith("<- refused")] == ["on_vfs_read"]
+    (line,) = text.stderr.strip().splitlines()
+    assert "loading program 'on_vfs_read' (fentry/vfs_read) of mixed.bpf.o was refused" in line, line

@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from hypermesh.ebpf import Program
+    from hypermesh.ebpf import ObjectInfo, Program
     from hypermesh.ebpf.programs.execsnoop import ExecEvent, ExecsnoopProgram
 
 
@@ -484,27 +484,41 @@ def _print_result(args: argparse.Namespace, prog: Program) -> None:
 def _load(args: argparse.Namespace) -> int:
     from hypermesh.ebpf import BpfObject
     from hypermesh.ebpf.probe import check_capabilities
-    from hypermesh.errors import VerifierError
+    from hypermesh.errors import HypermeshError, VerifierError
 
     with BpfObject(args.file) as obj:
         before = obj.info()
         check_capabilities(("CAP_BPF",), what=f"loading {args.file}")
         try:
             obj.load()
-        except VerifierError as exc:
-            print(exc.log_tail(20), file=sys.stderr)
+        except HypermeshError as exc:
+            # What the object holds is still worth seeing, with the program the kernel refused marked.
+            _print_object(args, before, refused=obj.refused_program, error=str(exc))
+            if isinstance(exc, VerifierError):
+                print(exc.log_tail(20), file=sys.stderr)
             raise
         info = obj.info()
+    _print_object(args, info, refused=None, error=None)
+    return 0
+
+
+def _print_object(args: argparse.Namespace, info: ObjectInfo, refused: str | None, error: str | None) -> None:
     if args.json:
-        print(json.dumps({**info.to_dict(), "loaded": True, "unloaded": True}, indent=2))
-        return 0
-    print(f"{args.file}: {len(before.programs)} programs, {len(before.maps)} maps; loaded and unloaded")
+        extra = {"loaded": True, "unloaded": True} if error is None else {"loaded": False, "refused_program": refused}
+        print(json.dumps({**info.to_dict(), **extra}, indent=2), flush=True)
+        return
+    if error is None:
+        outcome = "loaded and unloaded"
+    else:
+        outcome = f"NOT loaded: the kernel refused program {refused!r}" if refused else "NOT loaded"
+    print(f"{args.file}: {len(info.programs)} programs, {len(info.maps)} maps; {outcome}")
     for p in info.programs:
-        print(f"  program {p.name:<24} section {p.section:<32} type {p.type:<14} {p.instructions} insns")
+        mark = "  <- refused" if p.name == refused else ""
+        print(f"  program {p.name:<24} section {p.section:<32} type {p.type:<14} {p.instructions} insns{mark}")
     for m in info.maps:
         print(f"  map     {m.name:<24} type {m.type:<16} key {m.key_size} B, value {m.value_size} B, "
               f"max {m.max_entries}")  # fmt: skip
-    return 0
+    sys.stdout.flush()
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -388,6 +388,7 @@ class BpfObject:
             )
         self._ptr: int | None = ptr
         self.loaded = False
+        self.refused_program: str | None = None  # after a failed load: the program the kernel refused
         self.programs: dict[str, int] = {}
         self.maps: dict[str, BpfMap] = {}
         self._map_ptrs: dict[str, int] = {}
@@ -473,25 +474,35 @@ class BpfObject:
         text = "".join(messages)
         log = _verifier_log(text)
         name = os.path.basename(self.path)
+        # libbpf names the program it was loading when the kernel said no: "prog 'x': failed to load".
+        prog = next(
+            (m.split("'")[1] for m in messages if m.startswith("libbpf: prog '") and "failed to load" in m), None
+        ) or next((m.split("'")[1] for m in messages if m.startswith("libbpf: prog '")), None)
+        self.refused_program = prog
         if log:
             lines = [line for line in log.splitlines() if line.strip() and not line.startswith("processed ")]
             why = f": {lines[-1].strip()}" if lines else ""
-            prog = next((m.split("'")[1] for m in messages if m.startswith("libbpf: prog '")), None)
             where = f"program {prog!r} in {name}" if prog else f"a program in {name}"
             raise VerifierError(f"the kernel's verifier rejected {where}{why}", log=log)
+        what = name
+        if prog is not None:
+            section = (
+                libbpf.lib().bpf_program__section_name(self.programs[prog]).decode() if prog in self.programs else ""
+            )
+            what = f"program {prog!r} ({section}) of {name}" if section else f"program {prog!r} of {name}"
         if rc in (-errno.EPERM, -errno.EACCES):
             missing = missing_capabilities(("CAP_BPF", "CAP_PERFMON"))
             if missing:
                 raise PermissionDenied(
-                    f"loading {name} was refused ({libbpf.strerror(rc)}): " + _capability_fix(missing),
+                    f"loading {what} was refused ({libbpf.strerror(rc)}): " + _capability_fix(missing),
                     capability=missing[0],
                 )
             raise PermissionDenied(
-                f"loading {name} was refused ({libbpf.strerror(rc)}) although this process holds CAP_BPF "
+                f"loading {what} was refused ({libbpf.strerror(rc)}) although this process holds CAP_BPF "
                 "and CAP_PERFMON: kernel lockdown, an LSM policy or the kernel's configuration forbids it"
             )
         detail = _libbpf_detail(messages) or libbpf.strerror(rc)
-        raise BackendError(f"loading {name} failed: {detail}")
+        raise BackendError(f"loading {what} failed: {detail}")
 
     def program_fd(self, program: str) -> int:
         return int(libbpf.lib().bpf_program__fd(self._program(program)))
