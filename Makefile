@@ -46,7 +46,8 @@ bench: deps venv  ## benchmarks against psutil / node_exporter; writes bench/res
 	@scripts/kernel-mounts.sh
 	$(PY) -m bench
 
-bpf: deps  ## rebuild the committed eBPF objects from src/hypermesh/ebpf/programs/*.bpf.c
+bpf:  ## rebuild the committed eBPF objects from src/hypermesh/ebpf/programs/*.bpf.c (needs only the bpf deps)
+	@scripts/deps.sh bpf
 	$(MAKE) -C src/hypermesh/ebpf/programs
 
 clean:
