@@ -15,7 +15,7 @@ import pytest
 import hypermesh.ebpf
 from hypermesh.ebpf import BpfObject
 from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
-from tests.conftest import require_binary
+from tests.conftest import require, require_binary
 from tests.integration.test_ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
@@ -451,8 +451,11 @@ def test_tracefs_mounted_but_not_readable_is_permission_denied_not_unmounted() -
     default). It used to be told tracefs was not mounted, with a mount command that changes nothing."""
     require_ebpf()
     setpriv = require_binary("setpriv")
-    if os.stat("/sys/kernel/tracing").st_mode & 0o001:
-        pytest.skip("tracefs is searchable by everyone here")
+    require(
+        not os.stat("/sys/kernel/tracing").st_mode & 0o001,
+        "tracefs at /sys/kernel/tracing in its default mode 0700 (here it is searchable by everyone: mounted "
+        "with mode= or chmod'ed, which this test would have to change for the whole machine)",
+    )
     as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
                "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", "--", *HYPERMESH]  # fmt: skip
     run = subprocess.run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -92,18 +93,25 @@ def test_several_programs_at_once() -> None:
 
 
 def test_close_without_wait_returns_before_the_kernel_lets_go() -> None:
+    """close(wait=False) must not leave the kernel's detach (a tracepoint link: an RCU grace period,
+    60-90 ms here) on the caller's path. Measured against a close(wait=True) of the same program in the
+    same test: the caller gets control back in a small fraction of the kernel's detach time."""
     require_ebpf()
     before = _snapshot()
-    prog = hypermesh.ebpf.load("syscalls")
-    prog.attach()
+    blocking = hypermesh.ebpf.load("syscalls").attach()
+    started = time.perf_counter()
+    blocking.close()  # waits for the kernel
+    detach = time.perf_counter() - started
+    prog = hypermesh.ebpf.load("syscalls").attach()
     started = time.perf_counter()
     done = prog.close(wait=False)
     returned = time.perf_counter() - started
     assert isinstance(done, threading.Event)
+    assert not prog.attached  # the Program lets go at once; the kernel later
     assert done.wait(10)
-    total = time.perf_counter() - started
-    # Not a timing assertion on our speed: the background detach must simply not be on the caller's path.
-    assert returned < total
+    # Wide margin (measured: ~0.05 ms against ~75 ms): a close that still waited for the kernel would
+    # take about as long as the blocking one.
+    assert returned < detach / 5, (returned, detach)
     assert _settled(before)
 
 
@@ -160,22 +168,58 @@ def test_close_while_other_threads_read() -> None:
     assert _settled(before)
 
 
-def test_cli_killed_with_sigterm_leaves_nothing() -> None:
+@pytest.mark.parametrize(
+    "args",
+    [["syscalls"], ["xdp", "-i", "lo", "--mode", "generic"], ["execsnoop"]],
+    ids=["syscalls", "xdp", "execsnoop"],
+)
+def test_cli_killed_with_sigterm_leaves_nothing(args: list[str]) -> None:
     require_ebpf()
     before = _snapshot()[1:]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "syscalls", "--json"],
+        [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", *args, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
-    assert proc.stderr is not None
-    assert "attached" in proc.stderr.readline()
-    assert our_kernel_programs() - before[0]  # its program is in the kernel now
-    time.sleep(0.2)
-    proc.terminate()
-    out, err = proc.communicate(timeout=20)
+    try:
+        assert proc.stderr is not None
+        assert "attached" in proc.stderr.readline()
+        assert our_kernel_programs() - before[0]  # its program is in the kernel now
+        assert our_kernel_links() - before[1]  # and attached
+        pids = []
+        for _ in range(3):  # something for each program to see while it runs
+            with subprocess.Popen(["/bin/true"]) as p:
+                pids.append(p.pid)
+        _poke_lo()
+        time.sleep(0.2)
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
-    assert json.loads(out)["total"] > 0  # the result is still printed
-    assert _settled((0, *before), fds=False)
+    assert "stopped after" in err and "Traceback" not in err
+    if args[0] == "syscalls":
+        assert json.loads(out)["total"] > 0  # the result is still printed
+    elif args[0] == "xdp":
+        assert json.loads(out)["packets"]["ipv4_udp"] >= 1  # the datagram _poke_lo sent
+        ip = subprocess.run(["ip", "-d", "link", "show", "dev", "lo"], capture_output=True, text=True, check=True)
+        assert "prog/xdp" not in ip.stdout  # detached from the interface
+    else:
+        events = [json.loads(line) for line in out.splitlines()]
+        assert {e["pid"] for e in events if e["ppid"] == os.getpid()} >= set(pids)
+    assert _settled((0, *before), fds=False)  # programs, links and pins as before
+
+
+def _poke_lo() -> None:
+    """One UDP datagram over lo (to a bound socket: no ICMP reply)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u,
+    ):
+        sink.bind(("127.0.0.1", 0))
+        u.sendto(b"x", sink.getsockname())
+        sink.recv(1)
 
 
 def test_pin_status_detach() -> None:
