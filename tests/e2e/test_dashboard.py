@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -28,14 +29,21 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
-    chromium = require_binary("chromium")
+def playwright():
+    """One Playwright for the module: its sync API cannot run two at once in a thread."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "playwright is not installed: make venv")
+    with sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory, playwright):
+    chromium = require_binary("chromium")
     profile = tmp_path_factory.mktemp("chromium-profile")
-    with AgentProcess("--interval", "0.5") as agent, sync_playwright() as playwright:
+    with AgentProcess("--interval", "0.5") as agent:
         context = playwright.chromium.launch_persistent_context(
             str(profile),
             executable_path=chromium,
@@ -114,3 +122,54 @@ def test_dashboard_uses_only_the_agent_and_keeps_a_screenshot(browser_page):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
     assert problems == []
+
+
+def launch(playwright, profile: Path, width: int, height: int):
+    return playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=require_binary("chromium"),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": width, "height": height},
+    )
+
+
+def test_status_says_disconnected_after_the_agent_stops_and_the_page_fits_a_phone(tmp_path, playwright):
+    # It said "live · every 1s · polling · last 7.7s ago" with the agent gone; at 420 px the cards, 420 px at
+    # least, overflowed sideways.
+    agent = AgentProcess("--interval", "0.5").start()
+    try:
+        context = launch(playwright, tmp_path / "profile", 420, 900)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(agent.url + "/", wait_until="load")
+            wait_for(page, "window.hypermeshDashboard.samplesReceived >= 3")
+            assert page.inner_text("#live-text").startswith("live")
+            assert page.get_attribute("#live-dot", "class") == "dot live"
+            page.wait_for_timeout(300)
+            overflow = page.evaluate(
+                "JSON.stringify({scroll: document.documentElement.scrollWidth,"
+                " client: document.documentElement.clientWidth,"
+                " right: Math.max(...[...document.querySelectorAll('.card, .stat, header')]"
+                ".map((e) => e.getBoundingClientRect().right))})"
+            )
+            sizes = json.loads(overflow)
+            assert sizes["scroll"] <= sizes["client"] <= 420, sizes
+            assert sizes["right"] <= sizes["client"], sizes
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-420px.png"), full_page=True)
+
+            agent.stop()
+            wait_for(page, "document.getElementById('live-dot').className === 'dot down'", 15)
+            words = page.inner_text("#live-text")
+            assert words.startswith("disconnected"), words
+            assert "live" not in words
+            page.screenshot(path=str(ARTIFACTS / "dashboard-agent-stopped.png"))
+            # Console errors for the refused reconnects are the browser's; the page itself threw nothing.
+            assert problems == []
+        finally:
+            context.close()
+    finally:
+        agent.cleanup()

@@ -300,8 +300,11 @@ def test_the_stream_goes_on_when_the_wall_clock_steps_back(tmp_path):
     env = {"LD_PRELOAD": str(shim), "HM_CLOCK_OFFSET_FILE": str(offset)}
     with AgentProcess("--interval", "0.2", env=env) as process, httpx.Client(timeout=5) as client:
         stamps: list[float] = []
+        ids: list[int] = []
         with client.stream("GET", f"{process.url}/v1/stream") as response:
             for line in response.iter_lines():
+                if line.startswith("id: "):
+                    ids.append(int(line[4:]))
                 if not line.startswith("data: "):
                     continue
                 stamps.append(json.loads(line[6:])["timestamp"])
@@ -311,4 +314,14 @@ def test_the_stream_goes_on_when_the_wall_clock_steps_back(tmp_path):
                     break
         # The samples after the step arrived (a read timeout above otherwise), an hour earlier by the clock.
         assert stamps[-1] < stamps[2] - 3000
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # each event carries its sequence number
         assert client.get(f"{process.url}/healthz").json()["status"] == "ok"
+        # A poller (the page's fallback) follows the sequence numbers too: since=<a time before the step> finds
+        # nothing for an hour, after=<the last id seen> finds the new samples.
+        before_step = stamps[2]
+        time.sleep(0.6)
+        assert client.get(f"{process.url}/v1/samples?since={before_step}").json()["samples"] == []
+        polled = client.get(f"{process.url}/v1/samples?after={ids[-1]}").json()
+        assert len(polled["samples"]) >= 2
+        assert polled["sequence"] >= ids[-1] + len(polled["samples"])
+        assert all(sample["timestamp"] < before_step - 3000 for sample in polled["samples"])

@@ -163,11 +163,18 @@ class AgentState:
         with self._lock:
             return self._history[-1] if self._history else None
 
-    def since(self, since: float, limit: int) -> list[bytes]:
+    def since(self, since: float, limit: int, after: int = 0) -> tuple[list[bytes], int]:
+        """Samples taken after Unix time ``since`` and numbered after ``after`` (at most the last ``limit``), and
+        the latest sequence number.
+
+        ``after`` follows the agent's own count, which the wall clock cannot disturb: a poller asking since=its last
+        timestamp got nothing after the agent's clock stepped back, until the clock caught up.
+        """
         with self._lock:
             items = list(self._history)
-        newer = [data for ts, data, _ in items if ts > since]
-        return newer[-limit:]
+            latest = self._sequence
+        newer = [data for ts, data, sequence in items if sequence > after and ts > since]
+        return newer[-limit:], latest
 
     async def next_sample(self, after: int, timeout: float) -> tuple[float, bytes, int] | None:
         """The first sample after sequence number ``after``, waiting up to ``timeout`` seconds for one."""
@@ -384,9 +391,9 @@ def build_app(state: AgentState) -> Guard:
 
     async def samples_endpoint(request: Request) -> Response:
         params = request.query_params
-        extra = sorted(set(params) - {"since", "limit"})
+        extra = sorted(set(params) - {"since", "after", "limit"})
         if extra:
-            return _json_error(400, f"unknown query parameter {extra[0]!r}; known: since, limit")
+            return _json_error(400, f"unknown query parameter {extra[0]!r}; known: since, after, limit")
         try:
             since = float(params.get("since", "0"))
         except ValueError:
@@ -399,8 +406,11 @@ def build_app(state: AgentState) -> Guard:
             return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
         if not 1 <= limit <= MAX_SAMPLES_PER_RESPONSE:
             return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
-        items = state.since(since, limit)
-        parts = [b'{"interval_s":%s,"samples":[' % repr(state.config.interval_s).encode()]
+        after_text = params.get("after", "0")
+        if not (after_text.isascii() and after_text.isdigit()):
+            return _json_error(400, "after must be a sequence number 0 or more, e.g. after=1234")
+        items, latest = state.since(since, limit, int(after_text))
+        parts = [b'{"interval_s":%s,"sequence":%d,"samples":[' % (repr(state.config.interval_s).encode(), latest)]
         for index, item in enumerate(items):
             if index:
                 parts.append(b",")
@@ -423,7 +433,7 @@ def build_app(state: AgentState) -> Guard:
             latest = state.latest()
             if latest is not None:
                 after = latest[2]
-                yield b"data: " + latest[1] + b"\n\n"
+                yield b"data: %s\nid: %d\n\n" % (latest[1], after)
             quiet_since = time.monotonic()
             # Checked every second: an open stream must not hold up the server's graceful shutdown.
             while not state.closing():
@@ -435,7 +445,8 @@ def build_app(state: AgentState) -> Guard:
                     continue
                 after = item[2]
                 quiet_since = time.monotonic()
-                yield b"data: " + item[1] + b"\n\n"
+                # id: the sample's sequence number (EventSource's lastEventId), what a poller gives as after=.
+                yield b"data: %s\nid: %d\n\n" % (item[1], after)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
@@ -535,13 +546,14 @@ def openapi_schema(version: str) -> dict[str, Any]:
             "/v1/profile": get("what this machine is (SystemProfile)", JSON_TYPE, obj),
             "/v1/sample": get("the latest sample (rates over the last interval)", JSON_TYPE, obj),
             "/v1/samples": get(
-                "samples newer than `since`, oldest first, at most `limit`",
+                "samples newer than `since` (Unix time) or numbered after `after`, oldest first, at most `limit`",
                 JSON_TYPE,
                 {
                     "type": "object",
-                    "required": ["interval_s", "samples"],
+                    "required": ["interval_s", "sequence", "samples"],
                     "properties": {
                         "interval_s": {"type": "number"},
+                        "sequence": {"type": "integer", "description": "the latest sample's sequence number"},
                         "samples": {"type": "array", "items": obj},
                     },
                 },
@@ -552,6 +564,13 @@ def openapi_schema(version: str) -> dict[str, Any]:
                         "required": False,
                         "description": "Unix time in seconds; only samples taken after it",
                         "schema": {"type": "number"},
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "sequence number (the stream's event id); only samples numbered after it",
+                        "schema": {"type": "integer", "minimum": 0},
                     },
                     {
                         "name": "limit",

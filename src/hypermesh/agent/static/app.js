@@ -1,6 +1,12 @@
 // hypermesh dashboard: plain JavaScript, no libraries, no network beyond this agent.
 // Data: /v1/profile, /v1/assets, /v1/ebpf once; /v1/samples for history; then the /v1/stream
-// server-sent events (one JSON sample per event), falling back to polling /v1/samples?since=.
+// server-sent events (one JSON sample per event, its id the agent's sequence number), falling back to
+// polling /v1/samples?after=SEQUENCE.
+//
+// Time: the page never compares the browser's clock with the agent's (they differ, and either may step).
+// Samples are ordered by the agent's sequence number; charts are drawn in the agent's time, "now" being the
+// last sample's timestamp plus the time elapsed since it arrived (measured by performance.now()); liveness
+// is the time since the last arrival.
 "use strict";
 
 const WINDOW_S = 300; // seconds of history shown by each chart
@@ -8,12 +14,19 @@ const PALETTE = ["#3fb8af", "#f0b429", "#8e7cc3", "#ef5b5b", "#5aa9e6", "#7bc96f
 
 const state = {
   samplesReceived: 0,
-  lastTimestamp: 0,
+  sequence: 0, // the agent's sequence number of the last sample taken in
+  lastTimestamp: 0, // its timestamp (the agent's clock)
+  lastArrival: 0, // performance.now() when it arrived
   firstTimestamp: 0,
   intervalS: 1,
   transport: "none",
+  connected: true, // false while the stream is gone and polls fail
   errors: [],
 };
+
+function agentNow() {
+  return state.lastTimestamp + (performance.now() - state.lastArrival) / 1000;
+}
 window.hypermeshDashboard = state; // read by the end-to-end test and handy in the console
 
 // ----------------------------------------------------------------------------------- formatting
@@ -35,12 +48,13 @@ function text(id, value) { const node = el(id); if (node) node.textContent = val
 // ------------------------------------------------------------------------------------------ chart
 
 class Chart {
-  constructor(name, format, fixedMax) {
+  constructor(name, format, fixedMax, floorMax) {
     this.name = name;
     this.canvas = el("chart-" + name);
     this.legend = el("legend-" + name);
     this.format = format;
     this.fixedMax = fixedMax;
+    this.floorMax = floorMax || 1; // an idle series still gets a readable scale (1 KiB/s, not "0 B, 1 B")
     this.series = new Map(); // label -> {color, points: [[t, v], ...], valueNode}
     this.dirty = true;
     this.draws = 0;
@@ -85,11 +99,19 @@ class Chart {
     const ctx = this.canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, w, h);
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.fillStyle = "#8b9bab";
+    if (![...this.series.values()].some((s) => s.points.length)) {
+      // No scale to show before the first value: a bare axis read "1 B, 1 B, 1 B, 0 B, 0 B".
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText(state.samplesReceived ? "no data from this agent" : "waiting for data…", w / 2, h / 2);
+      return;
+    }
 
     let max = this.fixedMax || 0;
     if (!this.fixedMax) for (const s of this.series.values()) for (const p of s.points) max = Math.max(max, p[1]);
-    if (!(max > 0)) max = 1;
-    max = niceCeil(max);
+    max = niceCeil(Math.max(max, this.floorMax));
     const left = 70, right = 8, top = 8, bottom = 18;
     const pw = w - left - right, ph = h - top - bottom;
     // Show the last 5 minutes, or less while the agent has less history: a new agent fills the chart.
@@ -98,7 +120,6 @@ class Chart {
     const y = (v) => top + ph * (1 - v / max);
 
     ctx.font = "11px system-ui, sans-serif";
-    ctx.fillStyle = "#8b9bab";
     ctx.strokeStyle = "#263240";
     ctx.lineWidth = 1;
     ctx.textAlign = "right";
@@ -141,19 +162,23 @@ function niceCeil(v) {
 
 const charts = {
   cpu: new Chart("cpu", (v) => v.toFixed(0) + " %", 100),
-  memory: new Chart("memory", fmtBytes),
-  pressure: new Chart("pressure", fmtNum),
-  disk: new Chart("disk", fmtRate),
-  network: new Chart("network", fmtRate),
+  memory: new Chart("memory", fmtBytes, 0, 1024 * 1024),
+  pressure: new Chart("pressure", fmtNum, 0, 1),
+  disk: new Chart("disk", fmtRate, 0, 1024),
+  network: new Chart("network", fmtRate, 0, 1024),
 };
 
 // ---------------------------------------------------------------------------------------- samples
 
 function sum(list, key) { return list.reduce((acc, item) => acc + (item[key] || 0), 0); }
 
-function ingest(sample) {
-  if (!sample || sample.timestamp <= state.lastTimestamp) return;
+function ingest(sample, sequence) {
+  // By sequence number, not timestamp: after the agent's clock steps back, its new samples have older times.
+  if (!sample || sequence <= state.sequence) return;
+  state.sequence = sequence;
   state.lastTimestamp = sample.timestamp;
+  state.lastArrival = performance.now();
+  state.connected = true;
   if (!state.firstTimestamp) state.firstTimestamp = sample.timestamp;
   state.samplesReceived++;
   const t = sample.timestamp;
@@ -215,18 +240,34 @@ async function getJSON(path) {
   return response.json();
 }
 
-async function loadHistory() {
-  const since = state.lastTimestamp || Date.now() / 1000 - WINDOW_S;
-  const data = await getJSON(`/v1/samples?since=${since}`);
+async function loadSamples(limit) {
+  // after= follows the agent's sequence numbers; the response's "sequence" is its last sample's.
+  let data = await getJSON(`/v1/samples?after=${state.sequence}&limit=${limit}`);
+  if (data.sequence < state.sequence) {
+    // The agent restarted and counts from 1 again: follow its new numbers.
+    state.sequence = 0;
+    data = await getJSON(`/v1/samples?after=0&limit=${limit}`);
+  }
   state.intervalS = data.interval_s;
-  data.samples.forEach(ingest);
+  const first = data.sequence - data.samples.length + 1;
+  data.samples.forEach((sample, i) => ingest(sample, first + i));
+  return data;
+}
+
+async function loadHistory() {
+  if (state.sequence === 0) {
+    // The first call learns the interval: then ask for the chart's window worth of samples.
+    const probe = await getJSON("/v1/samples?limit=1");
+    state.intervalS = probe.interval_s;
+  }
+  await loadSamples(Math.max(1, Math.min(3600, Math.ceil(WINDOW_S / state.intervalS) + 1)));
 }
 
 function startStream() {
   if (!window.EventSource) return startPolling();
   const source = new EventSource("/v1/stream");
   state.transport = "sse";
-  source.onmessage = (event) => ingest(JSON.parse(event.data));
+  source.onmessage = (event) => ingest(JSON.parse(event.data), Number(event.lastEventId));
   source.onerror = () => {
     // The agent restarted, refused (503 when busy) or the network blinked: poll until the stream is back.
     source.close();
@@ -244,12 +285,14 @@ function startPolling() {
     try {
       await loadHistory();
       failures = 0;
+      state.connected = true;
       if (++polls % 30 === 0 && window.EventSource) {
         polling = false;
         return startStream(); // try the push channel again now and then
       }
     } catch (err) {
       failures++;
+      state.connected = false; // the stream is gone and the agent does not answer either
     }
     setTimeout(tick, Math.min(10000, Math.max(1000, state.intervalS * 1000) * (1 + failures)));
   };
@@ -257,19 +300,30 @@ function startPolling() {
 }
 
 function updateLiveness() {
-  const age = Date.now() / 1000 - state.lastTimestamp;
-  const dot = el("live-dot");
+  // The time since the last sample arrived, on the browser's own monotonic clock.
+  const age = (performance.now() - state.lastArrival) / 1000;
   const limit = Math.max(3, state.intervalS * 3);
-  dot.className = "dot " + (state.lastTimestamp === 0 ? "" : age < limit ? "live" : age < 30 ? "stale" : "down");
-  text(
-    "live-text",
-    state.lastTimestamp === 0 ? "waiting for the first sample…" :
-      `live · every ${state.intervalS}s · ${state.transport} · last ${age.toFixed(1)}s ago`,
-  );
+  let status, words;
+  if (state.sequence === 0) {
+    status = "";
+    words = state.connected ? "waiting for the first sample…" : "disconnected · the agent does not answer";
+  } else if (!state.connected || age >= 30) {
+    status = "down";
+    words = `disconnected · last sample ${age.toFixed(0)}s ago · retrying`;
+  } else if (age >= limit) {
+    status = "stale";
+    words = `stale · no sample for ${age.toFixed(1)}s · ${state.transport}`;
+  } else {
+    status = "live";
+    words = `live · every ${state.intervalS}s · ${state.transport}`;
+  }
+  el("live-dot").className = "dot " + status;
+  state.status = status || "waiting";
+  text("live-text", words);
 }
 
 function frame() {
-  const now = Date.now() / 1000;
+  const now = agentNow();
   for (const chart of Object.values(charts)) chart.draw(now);
   requestAnimationFrame(frame);
 }
