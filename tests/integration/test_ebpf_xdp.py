@@ -179,6 +179,7 @@ def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
     TCP segments of one small exchange, counted by the peer namespace's own TCP statistics. The TCP
     payload (1000 bytes) fits one segment: in generic mode a GSO super-packet from the peer would be
     one frame to XDP but several segments to the counters. IPv6 is off on both ends."""
+    require_binary("bpftool")
     n_udp, n_arp = 137, 7
     veth.static_neighbours()
     with hypermesh.ebpf.load("xdp", interface=veth.host_if, mode=mode) as prog:
@@ -191,6 +192,7 @@ def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
         time.sleep(0.2)  # the last ACK of the close, which may trail the exchange
         counts = prog.read()
         rx_after, tcp_sent = veth.rx_packets(), veth.peer_tcp_segments_sent() - tcp_before
+        by_bpftool = _per_cpu_stats_by_bpftool(prog._stats.fd)
     assert counts.mode == prog.attached_mode
     assert tcp_sent >= 5  # SYN, ACK, data, FIN, ACK at least: the exchange did happen
     expected = dict.fromkeys(counts.packets, 0) | {"ipv4_udp": n_udp, "arp": n_arp, "ipv4_tcp": tcp_sent}
@@ -201,6 +203,28 @@ def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
     assert counts.total_packets == rx_after - rx_before
     assert counts.total_packets == sum(counts.packets.values()) == sum(counts.cpu_packets)
     assert len(counts.cpu_packets) == _possible_cpus()  # one slot per possible CPU, as the kernel lays out
+    # Per CPU and protocol, against bpftool's own read of the same map (an independent reader).
+    assert [
+        p + b for p, b in zip(counts.cpu_packets_by_protocol, counts.cpu_bytes_by_protocol, strict=True)
+    ] == by_bpftool
+    assert [sum(column) for column in zip(*counts.cpu_packets_by_protocol, strict=True)] == list(
+        counts.packets.values()
+    )
+    assert [sum(column) for column in zip(*counts.cpu_bytes_by_protocol, strict=True)] == list(counts.bytes.values())
+    assert counts.cpu_packets == [sum(cpu) for cpu in counts.cpu_packets_by_protocol]
+
+
+def _per_cpu_stats_by_bpftool(map_fd: int) -> list[list[int]]:
+    """xdp_stats[0] per CPU as bpftool reads it: 20 u64 counters (packets then bytes by protocol)."""
+    with open(f"/proc/self/fdinfo/{map_fd}") as f:
+        map_id = next(line.split()[1] for line in f if line.startswith("map_id:"))
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "lookup", "id", map_id, "key", "0", "0", "0", "0"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    values = json.loads(out)["values"]
+    raw = [bytes(int(b, 16) for b in cpu["value"]) for cpu in sorted(values, key=lambda v: v["cpu"])]
+    return [list(memoryview(value).cast("Q"))[:20] for value in raw]
 
 
 def _possible_cpus() -> int:
