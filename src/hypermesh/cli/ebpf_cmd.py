@@ -297,14 +297,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.pin:
             prog.check_pin_free()
         how_long = f"running {args.duration:g} s" if args.duration else "Ctrl-C to stop"
-        describe = _attached_line  # its imports are done here, not between attach and announcement
         signal.signal(signal.SIGINT, note)
         signal.signal(signal.SIGTERM, note)
         prog.attach()
         pinned_at = prog.pin() if args.pin else None
         started = time.monotonic()
         pinned = "" if pinned_at is None else f", pinned at {pinned_at}"
-        print(f"hypermesh: {describe(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
+        print(f"hypermesh: {_attached_line(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
         try:
             if args.program == "execsnoop":
                 # keeps noting signals: raising inside the ring buffer's ctypes callback loses them
