@@ -200,3 +200,42 @@ def test_the_systemd_unit_leaves_the_filesystems_the_agent_measures_visible():
     assert settings.get("ProtectHome", "no") in ("no", "read-only")
     assert not {"InaccessiblePaths", "TemporaryFileSystem"} & set(settings)
     assert settings["ProtectSystem"] == "strict"  # read-only views are fine: sizes stay true
+
+
+def test_the_grafana_dashboard_names_its_data_source_one_way_everywhere():
+    # It declared an import input DS_PROMETHEUS that no panel used (they all use the ${datasource} variable):
+    # Grafana's import asked for a data source and then ignored the answer.
+    text = DASHBOARD.read_text()
+    dashboard = json.loads(text)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    inputs = {i["name"] for i in dashboard.get("__inputs", [])}
+    used_inputs = set(re.findall(r"\$\{(DS_[A-Z_]+)\}", text))
+    assert inputs == used_inputs, (inputs, used_inputs)  # every input used, nothing used that is not declared
+
+    references = []
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "datasource" and not (isinstance(value, dict) and value.get("type") == "datasource"):
+                    references.append((where, value))
+                else:
+                    walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}[{index}]")
+
+    walk(dashboard["panels"], "panels")
+    walk([v for v in dashboard["templating"]["list"] if v["name"] != "datasource"], "templating")
+    assert references, "the dashboard has panels and a query variable"
+    expected = {"type": "prometheus", "uid": "${datasource}"}
+    assert [(where, ref) for where, ref in references if ref != expected] == []
+    # Every panel and every target says it, not only some (Grafana would use its default data source otherwise).
+    for panel in dashboard["panels"]:
+        if panel.get("type") == "row":
+            continue
+        assert panel.get("datasource") == expected, panel.get("title")
+        for target in panel.get("targets", []):
+            assert target.get("datasource") == expected, (panel.get("title"), target.get("refId"))

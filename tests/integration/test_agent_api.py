@@ -217,7 +217,29 @@ def test_head_has_headers_and_no_body(agent, path):
 
 @pytest.mark.parametrize(
     "query",
-    ["since=abc", "since=nan", "since=inf", "limit=0", "limit=x", "limit=100000", "color=blue"],
+    [
+        "since=abc",
+        "since=nan",
+        "since=inf",
+        "limit=0",
+        "limit=x",
+        "limit=100000",
+        "color=blue",
+        # Python's float()/int() take these; no client means them.
+        "since=1_000",
+        "since=%20%205",
+        "since=5%20",
+        "limit=1_0",
+        "limit=%2010",
+        "since=%C2%B2",
+        "after=-1",
+        "after=1_0",
+        "after=1.5",
+        # Given twice: one of them would be used silently.
+        "since=0&since=1",
+        "limit=1&limit=2",
+        "after=0&after=1",
+    ],
 )
 def test_bad_query_values_get_400_with_a_reason(agent, query):
     response = agent.get(f"/v1/samples?{query}")
@@ -242,6 +264,26 @@ def test_openapi_lists_every_endpoint(agent):
     assert {"/v1/stream", "/", "/openapi.json"} <= set(schema["paths"])
     assert "text/event-stream" in schema["paths"]["/v1/stream"]["get"]["responses"]["200"]["content"]
     assert "text/html" in schema["paths"]["/"]["get"]["responses"]["200"]["content"]
+    # Both formats /metrics speaks, and the refusals every endpoint can answer (docs/agent.md).
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {
+        "text/plain",
+        "application/openmetrics-text",
+    }
+    for path, item in schema["paths"].items():
+        responses = item["get"]["responses"]
+        expected = {"200", "405", "431", "503"} | (set() if path == "/healthz" else {"401"})
+        assert expected <= set(responses), path
+        for response in responses.values():
+            if "$ref" in response:
+                name = response["$ref"].rsplit("/", 1)[1]
+                assert schema["components"]["responses"][name]["description"]
+
+
+def test_what_openapi_says_each_refusal_looks_like_is_what_the_agent_answers(agent):
+    assert agent.post("/v1/sample").status_code == 405
+    assert agent.get("/v1/sample", headers={"x-filler": "a" * 17 * 1024}).status_code == 431
+    response = agent.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["content-type"].split(";")[0] == "application/openmetrics-text"
 
 
 def test_dashboard_page_and_its_files_are_served_locally(agent):

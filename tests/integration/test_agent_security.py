@@ -529,6 +529,8 @@ def test_an_encrypted_key_is_a_one_line_config_error_not_a_passphrase_prompt(tmp
         (["--interval", "1e308"], 2, "at most 1e+06"),
         (["--interval", "0.0001"], 2, "at least 0.001"),
         (["--listen", "no-such-host.invalid:9137"], 2, "cannot resolve"),
+        (["--listen", "[::1"], 2, "opens '[' and never closes it"),
+        (["--listen", "[::1:9137"], 2, "opens '[' and never closes it"),
     ],
 )
 def test_bad_flags_are_one_line_errors(flags, code, text):

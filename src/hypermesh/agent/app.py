@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 
@@ -46,6 +47,10 @@ log = logging.getLogger("hypermesh.agent")
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 MAX_SAMPLES_PER_RESPONSE = 3600
+# Query numbers: ASCII digits, an optional sign, fraction and exponent for since; nothing else (no spaces, no "_").
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+WHOLE = re.compile(r"[0-9]{1,19}")
+MAX_SEQUENCE = 2**63 - 1  # the schema's maximum for after=, far past any count
 # A collector that keeps failing is logged again this often (and when its failure changes or ends).
 FAILURE_LOG_INTERVAL_S = 600.0
 # The page loads only its own files: no inline script, no third party, not framable.
@@ -394,21 +399,24 @@ def build_app(state: AgentState) -> Guard:
         extra = sorted(set(params) - {"since", "after", "limit"})
         if extra:
             return _json_error(400, f"unknown query parameter {extra[0]!r}; known: since, after, limit")
-        try:
-            since = float(params.get("since", "0"))
-        except ValueError:
+        for name in ("since", "after", "limit"):
+            if len(params.getlist(name)) > 1:
+                return _json_error(400, f"{name} is given twice; give it once")
+        # Checked against a plain decimal grammar first: Python's float() and int() also take "1_000", " 5 " and
+        # "²", which no client means.
+        since_text = params.get("since", "0")
+        if not DECIMAL.fullmatch(since_text):
             return _json_error(400, "since must be a Unix time in seconds, e.g. since=1700000000.5")
+        since = float(since_text)
         if not math.isfinite(since):
             return _json_error(400, "since must be a finite Unix time in seconds")
-        try:
-            limit = int(params.get("limit", str(MAX_SAMPLES_PER_RESPONSE)))
-        except ValueError:
+        limit_text = params.get("limit", str(MAX_SAMPLES_PER_RESPONSE))
+        if not WHOLE.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_SAMPLES_PER_RESPONSE:
             return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
-        if not 1 <= limit <= MAX_SAMPLES_PER_RESPONSE:
-            return _json_error(400, f"limit must be a whole number 1..{MAX_SAMPLES_PER_RESPONSE}")
+        limit = int(limit_text)
         after_text = params.get("after", "0")
-        if not (after_text.isascii() and after_text.isdigit()):
-            return _json_error(400, "after must be a sequence number 0 or more, e.g. after=1234")
+        if not WHOLE.fullmatch(after_text) or int(after_text) > MAX_SEQUENCE:
+            return _json_error(400, f"after must be a sequence number 0..{MAX_SEQUENCE}, e.g. after=1234")
         items, latest = state.since(since, limit, int(after_text))
         parts = [b'{"interval_s":%s,"sequence":%d,"samples":[' % (repr(state.config.interval_s).encode(), latest)]
         for index, item in enumerate(items):
@@ -517,14 +525,27 @@ def build_app(state: AgentState) -> Guard:
 
 
 def openapi_schema(version: str) -> dict[str, Any]:
-    def get(summary: str, content: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None) -> Any:
-        responses: dict[str, Any] = {"200": {"description": summary, "content": {content: {"schema": schema}}}}
+    def get(
+        path: str,
+        summary: str,
+        content: str | list[str],
+        schema: dict[str, Any],
+        params: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        types = [content] if isinstance(content, str) else content
+        responses: dict[str, Any] = {
+            "200": {"description": summary, "content": {kind: {"schema": schema} for kind in types}}
+        }
         if params:
             responses["400"] = {
                 "description": "a query value is malformed",
                 "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
-        responses["503"] = {"description": "overloaded, timed out, or no data yet; retry"}
+        if path != "/healthz":
+            responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
+        responses["405"] = {"$ref": "#/components/responses/MethodNotAllowed"}
+        responses["431"] = {"$ref": "#/components/responses/HeadersTooLarge"}
+        responses["503"] = {"$ref": "#/components/responses/Unavailable"}
         op: dict[str, Any] = {"summary": summary, "responses": responses}
         if params:
             op["parameters"] = params
@@ -539,13 +560,17 @@ def openapi_schema(version: str) -> dict[str, Any]:
             "description": "Samples, profile, eBPF status and Prometheus metrics of one machine.",
         },
         "paths": {
-            "/healthz": get("liveness and sampler health", JSON_TYPE, obj),
+            "/healthz": get("/healthz", "liveness and sampler health", JSON_TYPE, obj),
             "/metrics": get(
-                "Prometheus text format 0.0.4, or OpenMetrics 1.0 if asked", "text/plain", {"type": "string"}
+                "/metrics",
+                "Prometheus text format 0.0.4, or OpenMetrics 1.0 when the Accept header prefers it",
+                [metrics.TEXT_TYPE.split(";")[0], metrics.OPENMETRICS_TYPE.split(";")[0]],
+                {"type": "string"},
             ),
-            "/v1/profile": get("what this machine is (SystemProfile)", JSON_TYPE, obj),
-            "/v1/sample": get("the latest sample (rates over the last interval)", JSON_TYPE, obj),
+            "/v1/profile": get("/v1/profile", "what this machine is (SystemProfile)", JSON_TYPE, obj),
+            "/v1/sample": get("/v1/sample", "the latest sample (rates over the last interval)", JSON_TYPE, obj),
             "/v1/samples": get(
+                "/v1/samples",
                 "samples newer than `since` (Unix time) or numbered after `after`, oldest first, at most `limit`",
                 JSON_TYPE,
                 {
@@ -570,7 +595,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "sequence number (the stream's event id); only samples numbered after it",
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQUENCE},
                     },
                     {
                         "name": "limit",
@@ -581,22 +606,38 @@ def openapi_schema(version: str) -> dict[str, Any]:
                 ],
             ),
             "/v1/stream": get(
+                "/v1/stream",
                 "server-sent events: one `data: <Sample JSON>` line pair per new sample, until the client leaves",
                 "text/event-stream",
                 {"type": "string"},
             ),
-            "/": get("the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
-            "/v1/assets": get("capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),
-            "/v1/ebpf": get("eBPF availability and feature probe", JSON_TYPE, obj),
-            "/openapi.json": get("this document", JSON_TYPE, obj),
+            "/": get("/", "the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
+            "/v1/assets": get("/v1/assets", "capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),
+            "/v1/ebpf": get("/v1/ebpf", "eBPF availability and feature probe", JSON_TYPE, obj),
+            "/openapi.json": get("/openapi.json", "this document", JSON_TYPE, obj),
         },
         "components": {
+            "responses": {
+                "Unauthorized": {
+                    "description": "basic auth is configured and the credentials are missing or wrong",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                },
+                "MethodNotAllowed": {
+                    "description": "never for GET or HEAD: every other method gets 405 (listed here for completeness)"
+                },
+                "HeadersTooLarge": {"description": "the request headers exceed 16 KiB"},
+                "Unavailable": {
+                    "description": "overloaded (in-flight or connection cap), timed out, or no data yet; retry "
+                    "after Retry-After seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": {"type": "string"}},
                 }
-            }
+            },
         },
     }

@@ -90,6 +90,8 @@ class AgentConfig:
 def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 picks a free port."""
     host, sep, port_text = text.rpartition(":")
+    if text.startswith("[") and "]" not in text:
+        raise InvalidInput(f"{where}: {text!r} opens '[' and never closes it; IPv6 is [ADDRESS]:PORT, e.g. [::1]:9137")
     if not sep or not port_text.isdigit():
         raise InvalidInput(f"{where}: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9137 or [::1]:9137")
     port = int(port_text)
