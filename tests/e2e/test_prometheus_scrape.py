@@ -98,6 +98,24 @@ def test_prometheus_scrapes_the_agent(prometheus):
     assert float(health[0]["value"][1]) == 1.0
 
 
+def test_prometheus_scrapes_openmetrics_and_keeps_its_units(prometheus):
+    # Prometheus asks for OpenMetrics first; only that format carries "# UNIT", which its metadata API then reports.
+    # A unit here proves the real scraper took and parsed the agent's OpenMetrics output, not the text fallback.
+    wait_for(prometheus, 'up{job="hypermesh"} == 1')
+    deadline = time.monotonic() + 30
+    while True:
+        # (OpenMetrics names the family without _total: ask for all and look under either name.)
+        body = prometheus.get("/api/v1/metadata").json()
+        entries = body["data"].get("hypermesh_cpu_seconds_total") or body["data"].get("hypermesh_cpu_seconds")
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert entries, body
+    assert entries[0]["type"] == "counter"
+    assert entries[0]["unit"] == "seconds"
+    assert entries[0]["help"].startswith("Seconds each CPU spent")
+
+
 def test_prometheus_rates_of_our_counters_add_up_to_one_cpu_second_per_second(prometheus):
     # Every mode of a CPU together: one second per second, so a wrong unit (ticks, ms) shows at once.
     # Wide margins: with NO_HZ the kernel adds an idle period to /proc/stat only when it ends, so a
