@@ -77,6 +77,10 @@ def test_idle_and_half_sent_connections_are_closed_within_the_header_timeout():
         after_response = socket.create_connection(address)
         after_response.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert after_response.recv(4096).startswith(b"HTTP/1.1 200")
+        # A body that never ends after its request was answered (405): the server keeps reading it.
+        endless_body = socket.create_connection(address)
+        endless_body.sendall(b"POST /v1/sample HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nab")
+        assert endless_body.recv(4096).startswith(b"HTTP/1.1 405")
         header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
         try:
             closed = seconds_until_closed(
@@ -85,16 +89,17 @@ def test_idle_and_half_sent_connections_are_closed_within_the_header_timeout():
                     "trickling": (trickling, header),
                     # Idle again after a response (keep-alive): a partial next request does not extend the limit.
                     "after_response": (after_response, b"GET /metr"),
+                    "endless_body": (endless_body, b"x" * 100),
                 }
             )
         finally:
-            for sock in (idle, trickling, after_response):
+            for sock in (idle, trickling, after_response, endless_body):
                 sock.close()
         assert all(seconds < CLOSED_BY_S for seconds in closed.values()), closed
         # ...and not before the limit (the clock started a little after they connected).
         assert all(seconds > HEADER_TIMEOUT_S - 0.3 for seconds in closed.values()), closed
         stats = agent_metrics(agent.url)
-        assert stats["hypermesh_agent_http_connections_closed_total[header_timeout]"] >= 3
+        assert stats["hypermesh_agent_http_connections_closed_total[header_timeout]"] >= 4
         # A connection that sends its request at once is served as before.
         assert httpx.get(f"{agent.url}/healthz", timeout=5).status_code == 200
 

@@ -37,7 +37,6 @@ import resource
 import time
 import weakref
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 TYPE_CHECKING = False
@@ -254,9 +253,11 @@ class AgentProtocol(H11Protocol):
         self._follow_state()
 
     def _follow_state(self) -> None:
-        # h11's view of the client: IDLE = no request begun on this connection (since it opened, or since the
-        # last response ended); a complete header block moves it to SEND_BODY or DONE.
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        # Waiting = no response in progress: nothing received yet, or the last response sent. The latter includes
+        # a request body still trickling in after its answer (a 405 to a POST of "Content-Length: 10**9"): h11 keeps
+        # reading it, and only a new complete header (a new cycle) makes the connection busy again.
+        cycle = self.cycle
+        waiting = (cycle is None or cycle.response_complete) and not self.transport.is_closing()
         if waiting and self.waiting_since is None:
             self.limits.waiting(self)
         elif not waiting and self.waiting_since is not None:
