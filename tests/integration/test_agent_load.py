@@ -124,7 +124,7 @@ def test_200_concurrent_clients_get_answers_or_deliberate_503s():
         # or refused at once when the ~28 load clients asking for /metrics filled its lane (measured: 10 of 23
         # served, median 0.10 s, slowest 0.26 s; docs/agent.md).
         times = sorted(took for _, took in scrapes)
-        assert len(scrapes) >= 15, scrapes
+        assert len(scrapes) >= 10, scrapes  # ~25 in the 8.5 s it polls
         assert times[len(times) // 2] < 0.5 and times[-1] < 2.0, times
         assert any(status == 200 for status, _ in scrapes), scrapes
         assert rss_after < 120 * 2**20, rss_after
