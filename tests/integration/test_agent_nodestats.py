@@ -7,7 +7,9 @@ import concurrent.futures
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -507,3 +509,52 @@ def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_th
             assert log.count(line) == 1, log  # three scrapes, one line: not one per scrape
     finally:
         shutil.rmtree(top)
+
+
+def _remote_fstypes_in_init_mounts() -> set[str]:
+    """Network and FUSE filesystems in /proc/1/mountinfo, by the kernel's own names (an independent list)."""
+    network = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "afs", "lustre", "sshfs"}
+    with open("/proc/1/mountinfo") as f:
+        fstypes = {line.split(" - ", 1)[1].split()[0] for line in f if " - " in line}
+    return {t for t in fstypes if t in network or t.startswith("fuse")}
+
+
+def test_node_stats_may_block_only_with_a_network_or_fuse_mount(tmp_path):
+    """The agent scrapes on its event loop unless this says a read may wait on a filesystem server."""
+    from hypermesh.platform.linux import LinuxBackend
+    from hypermesh.sampling.sampler import Sampler
+
+    with Sampler(backend=LinuxBackend()) as sampler:
+        assert sampler.node_stats_may_block() is True  # nothing read yet: assume the worst
+        sampler.node_stats()
+        assert sampler.node_stats_may_block() is bool(_remote_fstypes_in_init_mounts())
+        assert sampler.unreadable_sources() == {}  # every kernel file is readable here, as root
+    # The same question inside namespaces where a FUSE mount is one of init's mounts.
+    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
+    require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) for a hung mount")
+    unshare = require_binary("unshare")
+    script = (
+        "from hypermesh.platform.linux import LinuxBackend\n"
+        "from hypermesh.sampling.sampler import Sampler\n"
+        "s = Sampler(backend=LinuxBackend()); s.node_stats(); print(s.node_stats_may_block(), flush=True)\n"
+        "import time; time.sleep(60)\n"  # its statvfs thread is stuck in the mount until the owner lets go
+    )
+    command = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", sys.executable]
+    command += [HUNG_MOUNT, str(tmp_path / "hung"), "--", sys.executable, "-c", script]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        line = _first_line_then_release(proc)
+    assert line == "True"
+
+
+def _first_line_then_release(proc: subprocess.Popen[str]) -> str:
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().strip() if ready and proc.stdout else ""
+    finally:
+        # The mount's owner is PID 1 of the namespaces: SIGTERM closes /dev/fuse (unblocking statvfs), then the rest.
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as file:
+            children = file.read().split()
+        for child in children:
+            os.kill(int(child), signal.SIGTERM)
+        proc.wait(timeout=30)
+    return line

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from hypermesh.model import NodeStats, SystemProfile
 
     class CounterReader(Protocol):
+        # Sources that should be there but could not be read: {name: "path: reason"} (empty where all were).
+        unreadable: dict[str, str]
+
         def read(self) -> RawCounters: ...
 
         def close(self) -> None: ...
@@ -34,6 +37,14 @@ if TYPE_CHECKING:
         def counter_reader(self) -> CounterReader: ...
 
         def node_stats(self) -> NodeStats: ...
+
+        def node_stats_unreadable(self) -> dict[str, str]:
+            """The node-stats sources the last node_stats() could not read: {name: "path: reason"}."""
+            ...
+
+        def node_stats_may_block(self) -> bool:
+            """Whether node_stats() may wait on something outside the kernel (a network or FUSE filesystem)."""
+            ...
 
 
 # Positions inside the tuples of RawCounters (documented once, used by sampling and the portable backend).

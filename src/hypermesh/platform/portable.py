@@ -227,10 +227,11 @@ def _mhz(value: float | None) -> float | None:
 class PortableCounterReader:
     """Reads every counter through psutil; nothing to keep open, so ``close()`` only marks it closed."""
 
-    __slots__ = ("_closed", "_mounted")
+    __slots__ = ("_closed", "_mounted", "unreadable")
 
     def __init__(self) -> None:
         self._closed = False
+        self.unreadable: dict[str, str] = {}  # psutil raises rather than leave a source out
         # Which loop/RAM disks back a mount, decided once per reader as the Linux backend does.
         self._mounted = frozenset(_mounts_by_disk(sizes=False))
 
@@ -305,6 +306,12 @@ class PortableBackend:
 
     def counter_reader(self) -> PortableCounterReader:
         return PortableCounterReader()
+
+    def node_stats_unreadable(self) -> dict[str, str]:
+        return {}
+
+    def node_stats_may_block(self) -> bool:
+        return True  # psutil's disk_partitions + statvfs ask network mounts too, with no time limit
 
     def node_stats(self) -> NodeStats:
         """What psutil can say beyond the counters: filesystems, swap, per-NIC and per-disk totals, boot time."""

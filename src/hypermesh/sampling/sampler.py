@@ -175,6 +175,17 @@ class Sampler:
         """The node's other kernel statistics (meminfo, vmstat, SNMP, filesystems...) read fresh; own files, own lock."""
         return self.backend.node_stats()
 
+    def unreadable_sources(self) -> dict[str, str]:
+        """Kernel files that should be there but could not be read, by the counters or the last node_stats():
+        ``{name: "path: reason"}``. A collector built on them has nothing to report and should say it failed."""
+        found = dict(self._reader.unreadable)  # a C-level copy, whole under the GIL: no lock to wait behind
+        found.update(self.backend.node_stats_unreadable())
+        return found
+
+    def node_stats_may_block(self) -> bool:
+        """Whether node_stats() may wait on a network or FUSE filesystem, as of its last read (True before one)."""
+        return self.backend.node_stats_may_block()
+
     def counters(self) -> Counters:
         """A fresh reading of the raw monotonic counters (what Prometheus wants), leaving the rate state alone."""
         with self._lock:

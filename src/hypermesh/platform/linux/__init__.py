@@ -142,6 +142,14 @@ class LinuxBackend:
             reader = self._node_stats_reader = NodeStatsReader(self.proc, self.sys, self.root, self.live)
         return reader.read()
 
+    def node_stats_unreadable(self) -> dict[str, str]:
+        reader = getattr(self, "_node_stats_reader", None)
+        return dict(reader.unreadable) if reader is not None else {}
+
+    def node_stats_may_block(self) -> bool:
+        reader = getattr(self, "_node_stats_reader", None)
+        return True if reader is None else reader.may_block
+
     def counter_reader(self) -> LinuxCounterReader:
         return LinuxCounterReader(self)
 

@@ -659,6 +659,19 @@ class NodeStatsReader:
         data = self._attr(path)
         return None if data is None else data.decode(errors="replace").strip()
 
+    @property
+    def may_block(self) -> bool:
+        """Whether a read may wait on a network or FUSE filesystem (statvfs in StatvfsWorker, up to its limit).
+
+        As of the last read's mount table: True before the first read; a remote mount added since is found by the
+        next read, which waits for it at most STATVFS_TIMEOUT_S.
+        """
+        if self._statvfs_json is not None:
+            return False
+        if not self._mountinfo:
+            return True
+        return any(may_hang(fstype) for _, _, fstype, _ in self._mounts)
+
     def read(self) -> NodeStats:
         with self._lock:
             if self._closed:
