@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -56,21 +59,58 @@ def test_one_sampler_shared_by_ten_threads() -> None:
     sampler.close()
 
 
+STREAM_100_HZ = """
+import json, threading, time, hypermesh
+
+
+def wake_ups(seconds):
+    # The best any Python schedule can do here: plain Event.wait towards the same 10 ms deadlines.
+    event, start, late = threading.Event(), time.monotonic(), []
+    for k in range(1, int(seconds * 100) + 1):
+        event.wait(max(0.0, start + k * 0.01 - time.monotonic()))
+        late.append(max(0.0, time.monotonic() - (start + k * 0.01)))
+    return late
+
+
+control = wake_ups(3.0)
+sampler = hypermesh.Sampler()
+offsets = []
+n = 0
+for n, _s in enumerate(sampler.stream(0.01, count=1000), start=1):
+    # Yield n is due at the stream's start + (n + skipped) * 0.01: a deadline missed by a whole interval is skipped,
+    # not chased. This side cannot see the start (it follows the baseline read), so the earliest yield stands for
+    # it: each error is how much later than that best case a yield came. The first yield is no reference: it also
+    # pays for the first use of the Sample records.
+    offsets.append(time.monotonic() - (n + sampler.missed_deadlines) * 0.01)
+base = min(offsets)
+errors = [o - base for o in offsets]
+total = offsets[-1] - offsets[0] + (n - 1 + sampler.missed_deadlines) * 0.01
+control += wake_ups(3.0)
+print(json.dumps({"n": n, "total": total, "errors": errors, "missed": sampler.missed_deadlines, "control": control}))
+"""
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * len(values))]
+
+
 @pytest.mark.slow
 def test_100_hz_for_10_seconds() -> None:
-    """Count exact; schedule error p99 within 5 ms (docs/benchmarks.md): 2.5x the 2 ms goal as margin for a noisy
-    shared CI machine, a quarter of the original's ±20 ms. The real figure is measured by `make bench`."""
-    sampler = hypermesh.Sampler()
-    start = time.monotonic()
-    errors = []
-    n = 0
-    for n, _s in enumerate(sampler.stream(0.01, count=1000), start=1):
-        errors.append(abs(time.monotonic() - (start + n * 0.01)))
-    total = time.monotonic() - start
-    errors.sort()
-    assert n == 1000
-    assert 9.9 <= total <= 10.5
-    assert errors[int(0.99 * len(errors))] <= 0.005 + 0.01 * sampler.missed_deadlines
+    """Count exact, no drift, and a p99 schedule error within 5 ms, or within 2 ms (the goal) of what plain
+    Event.wait achieves in the same process just before and after, where the VM's own wake-ups are worse (under
+    host CPU steal they reach 3 ms and more at p99 here). `make bench` measures the figure itself (p99 0.3-0.8 ms).
+
+    In a process of its own: inside the pytest process the threads and children of earlier tests compete for the
+    GIL, which says nothing about the Sampler.
+    """
+    out = subprocess.run([sys.executable, "-c", STREAM_100_HZ], capture_output=True, text=True, timeout=90, check=True)
+    result = json.loads(out.stdout)
+    assert result["n"] == 1000
+    # Deadlines are start + k * interval: no drift accumulates (skipped deadlines add their intervals).
+    assert 9.89 <= result["total"] - 0.01 * result["missed"] <= 10.5  # 999 intervals after the first yield
+    assert result["missed"] <= 20  # a consumer that keeps up misses none; a stalled VM a few
+    bound = max(0.005, p99(result["control"]) + 0.002)
+    assert p99(result["errors"]) <= bound, (p99(result["errors"]), p99(result["control"]), result["missed"])
 
 
 def test_thousand_samples_and_profiles_keep_rss_bounded() -> None:
