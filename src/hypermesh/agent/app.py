@@ -88,6 +88,9 @@ class AgentState:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_sample: asyncio.Event | None = None
+        # Requests waiting in next_sample(): the sampler thread wakes the event loop only for them. At 100 Hz a wake
+        # per sample with nobody waiting cost a loop iteration and two thread switches each time.
+        self._waiters = 0
         self._profile_reader = profile_reader
         self._ebpf_reader = ebpf_reader or read_ebpf_status
         self.profile: SystemProfile | None = None
@@ -151,8 +154,10 @@ class AgentState:
             self.samples_taken += 1
         self.sampler_error = None
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            # The loop may close between the check and the call (shutdown): nothing to wake then.
+        # A waiter counts itself before it looks at the history (next_sample): either it is counted here, or it
+        # sees the sample just appended. The loop may close between the check and the call (shutdown): nothing to
+        # wake then.
+        if self._waiters and loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake)
 
@@ -184,18 +189,22 @@ class AgentState:
     async def next_sample(self, after: int, timeout: float) -> tuple[float, bytes, int] | None:
         """The first sample after sequence number ``after``, waiting up to ``timeout`` seconds for one."""
         deadline = time.monotonic() + timeout
-        while True:
-            latest = self.latest()
-            if latest is not None and latest[2] > after:
-                return latest
-            remaining = deadline - time.monotonic()
-            event = self._new_sample
-            if remaining <= 0 or event is None:
-                return None
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return None
+        self._waiters += 1  # before looking: see _record
+        try:
+            while True:
+                latest = self.latest()
+                if latest is not None and latest[2] > after:
+                    return latest
+                remaining = deadline - time.monotonic()
+                event = self._new_sample
+                if remaining <= 0 or event is None:
+                    return None
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    return None
+        finally:
+            self._waiters -= 1
 
     def counters(self) -> Counters:
         return self.sampler.counters()
