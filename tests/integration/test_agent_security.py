@@ -561,3 +561,13 @@ def test_sigterm_with_an_open_stream_shuts_down_promptly():
         assert "Traceback" not in agent.log()
     finally:
         agent.cleanup()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("'2s'", 2.0), ('"0.5s"', 0.5), ("3", 3.0), ("0.25", 0.25)])
+def test_config_takes_seconds_as_the_command_line_does(tmp_path, text, seconds):
+    from hypermesh.agent import config as agent_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text(f"interval = {text}\nhistory = {text}\n")
+    loaded = agent_config.load(str(path))
+    assert loaded["interval_s"] == seconds and loaded["history_s"] == seconds

@@ -104,9 +104,10 @@ def test_syscalls_without_filter_sees_other_processes() -> None:
     pids = {p.pid for p in counts.processes}
     assert child.pid in pids and os.getpid() in pids
     assert counts.syscalls["getppid"] >= n
-    # The two maps are read one after the other, so syscalls made in between (by any process on a
-    # busy machine, our own bpf() read among them) can reach the per-process map only.
-    assert counts.total <= sum(p.count for p in counts.processes)
+    # The per-process map is read first and the totals last, so syscalls made in between (by any process on a
+    # busy machine, our own bpf() reads among them) reach the totals only: the parts never exceed the total (but
+    # for the one syscall per CPU the program may be counting between its two map updates as we read).
+    assert counts.total >= sum(p.count for p in counts.processes) + counts.untracked - os.cpu_count()
     child_count = next(p.count for p in counts.processes if p.pid == child.pid)
     assert child_count >= n
 

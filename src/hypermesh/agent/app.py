@@ -573,7 +573,8 @@ def openapi_schema(version: str) -> dict[str, Any]:
             "/v1/sample": get("/v1/sample", "the latest sample (rates over the last interval)", JSON_TYPE, obj),
             "/v1/samples": get(
                 "/v1/samples",
-                "samples newer than `since` (Unix time) or numbered after `after`, oldest first, at most `limit`",
+                "samples newer than `since` (Unix time) and numbered after `after`, oldest first; with `limit`, the newest "
+                "`limit` of them",
                 JSON_TYPE,
                 {
                     "type": "object",

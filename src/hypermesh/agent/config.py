@@ -294,8 +294,10 @@ def bcrypt_problem(hashed: object) -> str | None:
 
 
 def _positive_seconds(value: object, fail: Any) -> float:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]*)?s", value.strip()):
+        value = float(value.strip()[:-1])  # "2s", as the command line takes it
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail("must be a number of seconds, e.g. 1.0")
+        raise fail('must be a number of seconds, e.g. 1.0 or "1s"')
     if not 0 < value < float("inf"):
         raise fail(f"must be a positive number of seconds, got {value}")
     if value > MAX_SECONDS:

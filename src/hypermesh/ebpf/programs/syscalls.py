@@ -164,11 +164,13 @@ class SyscallsProgram(Program):
     def read(self) -> SyscallCounts:
         with self._read_lock:
             self._require_loaded()  # under the lock: close() takes it too
-            syscalls = self._read_syscalls()
+            # The program keeps counting while we read (our own bpf() calls among them): the parts first, the
+            # totals last, so that no process or untracked count can exceed the total read with it.
             processes = self._read_processes()
             untracked = 0
             if self._untracked.lookup_into(self._untracked_key, self._untracked_value):
                 untracked = sum(memoryview(self._untracked_value).cast("B").cast("Q"))
+            syscalls = self._read_syscalls()
         processes.sort(key=lambda p: (-p.count, p.pid))
         ordered = dict(sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0])))
         if self.top is not None:
