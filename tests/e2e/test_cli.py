@@ -16,7 +16,7 @@ import pytest
 import hypermesh
 import hypermesh.model
 from tests.conftest import require, require_root
-from tests.integration.test_backend_contract import PROFILE_KEYS
+from tests.integration.test_backend_contract import PROFILE_KEYS, SAMPLE_KEYS
 
 HYPERMESH = str(Path(sys.executable).with_name("hypermesh"))
 
@@ -54,15 +54,8 @@ def test_sample_json_lines() -> None:
     assert len(lines) == 3
     for s in lines:
         assert set(s) == {"timestamp", "interval_s", "cpu", "memory", "disks", "network", "load"}
-        assert set(s["cpu"]) == {
-            "percent",
-            "per_core",
-            "user_percent",
-            "system_percent",
-            "iowait_percent",
-            "steal_percent",
-            "source",
-        }
+        for part, keys in SAMPLE_KEYS.items():
+            assert set(s[part]) == keys, part
         assert len(s["cpu"]["per_core"]) == os.cpu_count()
         assert 0.03 <= s["interval_s"] <= 0.5
     assert lines[0]["timestamp"] < lines[1]["timestamp"] < lines[2]["timestamp"]
