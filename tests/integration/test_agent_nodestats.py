@@ -297,15 +297,30 @@ def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
 HUNG_MOUNT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", "hung_mount.py")
 
 
-def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path):
-    # A hard NFS mount of a dead server blocks statvfs in the kernel for good. The scrape used to call it on the
-    # event loop: one scrape froze the whole agent, /healthz included, until the server came back.
+def hung_mount_prefix(mountpoint: str) -> list[str]:
+    """A command prefix that runs the rest under private mount and PID namespaces with a FUSE mount at
+    ``mountpoint`` whose statfs never answers (fixtures/agent/hung_mount.py), listed in /proc/1/mountinfo there."""
     require(os.geteuid() == 0, "needs root for mount and PID namespaces")
     require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
     unshare = require_binary("unshare")
+    return [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+            sys.executable, HUNG_MOUNT, mountpoint, "--"]  # fmt: skip
+
+
+def release_hung_mount(pid: int) -> None:
+    """Stop the hung mount's owner, the child of ``pid`` (unshare) that runs as PID 1 of the namespaces: it closes
+    /dev/fuse first, which unblocks every call stuck in the mount, then stops the command."""
+    with open(f"/proc/{pid}/task/{pid}/children") as file:
+        children = file.read().split()
+    for child in children:
+        os.kill(int(child), signal.SIGTERM)
+
+
+def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path):
+    # A hard NFS mount of a dead server blocks statvfs in the kernel for good. The scrape used to call it on the
+    # event loop: one scrape froze the whole agent, /healthz included, until the server came back.
     mountpoint = str(tmp_path / "hung")
-    prefix = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-              sys.executable, HUNG_MOUNT, mountpoint, "--"]  # fmt: skip
+    prefix = hung_mount_prefix(mountpoint)
     agent = AgentProcess("--interval", "0.5", prefix=prefix).start()
     try:
         with httpx.Client(base_url=agent.url, timeout=8) as client:
@@ -324,11 +339,7 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
                 assert client.get("/healthz").status_code == 200
                 assert time.monotonic() - start < 0.5
     finally:
-        # The hung mount's owner runs as PID 1 of the namespaces: stopping it unblocks the kernel call, then the agent.
-        with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as file:
-            children = file.read().split()
-        for child in children:
-            os.kill(int(child), 15)
+        release_hung_mount(agent.pid)
         agent.cleanup()
     assert "Traceback" not in agent.log()
 
@@ -336,12 +347,8 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
 def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_503(tmp_path):
     # The same hung mount makes the first scrape slow for real (statvfs waits its 1 s limit). The scrape used to run
     # on the event loop: /healthz and every other endpoint waited for it, and --request-timeout could not fire.
-    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
-    require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
-    unshare = require_binary("unshare")
     mountpoint = str(tmp_path / "hung")
-    prefix = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-              sys.executable, HUNG_MOUNT, mountpoint, "--"]  # fmt: skip
+    prefix = hung_mount_prefix(mountpoint)
     agent = AgentProcess("--interval", "0.5", "--request-timeout", "0.3", prefix=prefix).start()
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -377,10 +384,7 @@ def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_5
         assert float(timeouts.group(1)) >= 2  # the two above, and any retry that joined the read before it ended
         assert 'fstype="fuse.hung"' in response.text
     finally:
-        with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as file:
-            children = file.read().split()
-        for child in children:
-            os.kill(int(child), 15)
+        release_hung_mount(agent.pid)
         agent.cleanup()
     assert "Traceback" not in agent.log()
 
@@ -532,17 +536,13 @@ def test_node_stats_may_block_only_with_a_network_or_fuse_mount(tmp_path):
         assert sampler.node_stats_may_block() is bool(_remote_fstypes_in_init_mounts())
         assert sampler.unreadable_sources() == {}  # every kernel file is readable here, as root
     # The same question inside namespaces where a FUSE mount is one of init's mounts.
-    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
-    require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) for a hung mount")
-    unshare = require_binary("unshare")
     script = (
         "from hypermesh.platform.linux import LinuxBackend\n"
         "from hypermesh.sampling.sampler import Sampler\n"
         "s = Sampler(backend=LinuxBackend()); s.node_stats(); print(s.node_stats_may_block(), flush=True)\n"
         "import time; time.sleep(60)\n"  # its statvfs thread is stuck in the mount until the owner lets go
     )
-    command = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", sys.executable]
-    command += [HUNG_MOUNT, str(tmp_path / "hung"), "--", sys.executable, "-c", script]
+    command = [*hung_mount_prefix(str(tmp_path / "hung")), sys.executable, "-c", script]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         line = _first_line_then_release(proc)
     assert line == "True"
@@ -553,10 +553,6 @@ def _first_line_then_release(proc: subprocess.Popen[str]) -> str:
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline().strip() if ready and proc.stdout else ""
     finally:
-        # The mount's owner is PID 1 of the namespaces: SIGTERM closes /dev/fuse (unblocking statvfs), then the rest.
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as file:
-            children = file.read().split()
-        for child in children:
-            os.kill(int(child), signal.SIGTERM)
+        release_hung_mount(proc.pid)
         proc.wait(timeout=30)
     return line

@@ -41,19 +41,22 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+def self_signed(directory: Path, name: str, *subject: str) -> tuple[Path, Path]:
+    """A fresh self-signed certificate and its key from openssl: ``openssl req -x509`` with ``subject`` options."""
     openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "agent.crt", directory / "agent.key"
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject,
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    return self_signed(directory, "agent", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -415,15 +418,7 @@ def test_garbage_certificate_is_a_config_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def other_pair(tmp_path_factory) -> tuple[Path, Path]:
-    openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("other")
-    cert, key = directory / "other.crt", directory / "other.key"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("other"), "other", "-subj", "/CN=other")
 
 
 JUNK_KEY = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
