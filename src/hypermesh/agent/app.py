@@ -22,11 +22,12 @@ import os
 import re
 import threading
 import time
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from hypermesh.agent import metrics
@@ -37,7 +38,7 @@ from hypermesh.agent.security import Credentials, Guard, Stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
 
     from hypermesh.model import Counters, Sample, SystemProfile
@@ -371,6 +372,36 @@ class PartsResponse(Response):
         await send({"type": "http.response.body", "body": b"".join(piece), "more_body": False})
 
 
+def _authorization(request: Request) -> bytes | None:
+    for name, value in request.headers.raw:
+        if name == b"authorization":
+            return value
+    return None
+
+
+def _slash_redirect(router: Router) -> Callable[..., Awaitable[None]]:
+    """404, or a redirect to the same path with its trailing slash added or removed when that path exists."""
+
+    async def not_found_or_redirect(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path != "/":
+            other = path.rstrip("/") if path.endswith("/") else path + "/"
+            # Never "//...": a Location that starts so names another host.
+            if other.startswith("/") and not other.startswith("//"):
+                probe = dict(scope, path=other)
+                if any(route.matches(probe)[0] is not Match.NONE for route in router.routes):
+                    location = quote(other, safe="/:@!$&'()*+,;=")
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    response = Response(
+                        status_code=307, headers={"location": f"{location}?{query}" if query else location}
+                    )
+                    await response(scope, receive, send)
+                    return
+        await router.not_found(scope, receive, send)
+
+    return not_found_or_redirect
+
+
 def _json_error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -466,6 +497,8 @@ def build_app(state: AgentState) -> Guard:
     async def ebpf_endpoint(request: Request) -> Response:
         return JSONResponse(dict(state.ebpf_status, programs=state.programs.summary()))
 
+    credentials = Credentials(state.config.basic_auth_users)
+
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()
         age = None if latest is None else round(time.time() - latest[0], 3)
@@ -478,6 +511,12 @@ def build_app(state: AgentState) -> Guard:
             "last_sample_age_s": age,
             "sampler_error": state.sampler_error,
         }
+        # /healthz is open to anyone, so with auth on an anonymous client learns only whether the agent is well: the
+        # version names the exploits worth trying, uptime (and samples_taken, uptime over the interval) when the host
+        # was last rebooted or patched, a sampler error paths on the host. Credentials verified before see it all
+        # (only cached ones: a bcrypt run here would bypass the guard's cap on logins being checked).
+        if credentials.enabled and credentials.cached(_authorization(request)) is not True:
+            body = {"status": body["status"], "last_sample_age_s": age}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def openapi_endpoint(request: Request) -> Response:
@@ -512,7 +551,10 @@ def build_app(state: AgentState) -> Guard:
             await asyncio.to_thread(state.stop)
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    credentials = Credentials(state.config.basic_auth_users)
+    # Starlette's own slash redirect writes an absolute URL built from the request's Host header into Location: a
+    # client (or a proxy's cache) could be sent to any host it named. Ours is relative, on the same host.
+    app.router.redirect_slashes = False
+    app.router.default = _slash_redirect(app.router)
     return Guard(
         app,
         state.config.max_in_flight,

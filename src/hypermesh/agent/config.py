@@ -77,6 +77,8 @@ class AgentConfig:
     # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
     ebpf_programs: list[str] = []  # noqa: RUF012 - records are immutable
     source: str | None = None
+    # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
+    warnings: tuple[str, ...] = ()
 
     @property
     def history_samples(self) -> int:
@@ -92,11 +94,13 @@ def parse_listen(text: str, where: str = "--listen") -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if text.startswith("[") and "]" not in text:
         raise InvalidInput(f"{where}: {text!r} opens '[' and never closes it; IPv6 is [ADDRESS]:PORT, e.g. [::1]:9137")
-    if not sep or not port_text.isdigit():
+    # [0-9], not isdigit(): that also takes "²" (which int() then refuses) and other scripts' digits ("١٠" is 10).
+    if not sep or not re.fullmatch(r"[0-9]+", port_text):
         raise InvalidInput(f"{where}: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9137 or [::1]:9137")
+    if len(port_text) > 10 or int(port_text) > 65535:  # int() of over 4300 digits raises
+        shown = port_text if len(port_text) <= 12 else port_text[:12] + "..."
+        raise InvalidInput(f"{where}: port {shown} is out of range 0-65535")
     port = int(port_text)
-    if port > 65535:
-        raise InvalidInput(f"{where}: port {port} is out of range 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host:
@@ -197,8 +201,9 @@ def load(path: str) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise fail(f"tls_server_config.{key}", "missing; TLS needs both cert_file and key_file")
             resolved = os.path.join(os.path.dirname(os.path.abspath(path)), value)
-            if not os.path.exists(resolved):
-                raise fail(f"tls_server_config.{key}", f"file {resolved} does not exist")
+            problem = _stat_problem(resolved)
+            if problem:
+                raise fail(f"tls_server_config.{key}", problem)
             if not os.path.isfile(resolved):
                 raise fail(
                     f"tls_server_config.{key}", f"{resolved} is not a regular file (a directory, device or FIFO)"
@@ -218,7 +223,27 @@ def load(path: str) -> dict[str, Any]:
             if ":" in user:
                 raise fail(f"basic_auth_users.{user}", "a user name cannot contain ':' (basic auth separator)")
         out["basic_auth_users"] = dict(users)
+        if not users:
+            out["warnings"] = (
+                f"config {path}: basic_auth_users is empty, so no password is asked; add a user "
+                "(hypermesh agent --hash-password) or remove the table",
+            )
     return out
+
+
+def _stat_problem(path: str) -> str | None:
+    """Why ``path`` cannot be opened as a file (os.path.exists says only False), or None."""
+    import errno
+
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return f"file {path} does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop (too many levels of symbolic links); point it at the real file"
+        return f"cannot reach {path} ({exc.strerror or exc})"
+    return None
 
 
 def read_config_bytes(path: str) -> bytes:
@@ -353,3 +378,51 @@ def build(
         raise InvalidInput(f"--interval: must be at least {MIN_INTERVAL:g} s (1 kHz), got {interval_s:g}")
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)
+
+
+def startup_warnings(config: AgentConfig) -> list[str]:
+    """What works but exposes this machine more than its owner likely meant: one line each, printed at start."""
+    found = list(config.warnings)
+    open_to_network = reaches_beyond_loopback(config.host)
+    if open_to_network and config.tls_cert_file is None and not config.basic_auth_users:
+        found.append(
+            f"listening on {config.host} (beyond loopback) with neither basic auth nor TLS: anyone who reaches "
+            "the port reads this machine's metrics; add basic_auth_users and tls_server_config (docs/agent.md)"
+        )
+    if config.tls_cert_file is None and config.basic_auth_users:
+        found.append("basic auth without TLS sends passwords in clear text; add tls_server_config")
+    key = config.tls_key_file
+    if key is not None:
+        try:
+            mode = os.stat(key).st_mode
+        except OSError:
+            mode = 0  # the TLS check that runs before serving names the problem
+        if mode & stat.S_IROTH:
+            found.append(
+                f"the TLS private key {key} is readable by every user (mode {stat.S_IMODE(mode):04o}); chmod o-r {key}"
+            )
+    return found
+
+
+def reaches_beyond_loopback(host: str) -> bool:
+    """Whether a socket bound to ``host`` accepts connections from other machines (0.0.0.0 and :: do)."""
+    import ipaddress
+    import socket
+
+    def beyond(address: str) -> bool:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback, though Python 3.11 says it is not
+        return not ip.is_loopback
+
+    try:
+        return beyond(host)
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always loopback
+        return False
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # binding fails too, and says why
+    return any(beyond(str(info[4][0])) for info in found)

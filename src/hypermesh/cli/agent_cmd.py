@@ -119,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
         root=args.root,
         ebpf_programs=args.ebpf,
     )
-    if config.tls_cert_file is None and config.basic_auth_users:
-        print(
-            "hypermesh: warning: basic auth without TLS sends passwords in clear text; add tls_server_config",
-            file=sys.stderr,
-        )
+    if config.tls_cert_file is not None:
+        # Before the warnings: a config that cannot serve gets its one error line, not warnings about it first.
+        _check_tls_files(config.tls_cert_file, config.tls_key_file, f"config {config.source}: tls_server_config")
+    for warning in config_module.startup_warnings(config):
+        print(f"hypermesh: warning: {warning}", file=sys.stderr)
     return serve(config)
 
 
@@ -277,10 +277,17 @@ def _check_tls_files(cert_file: str, key_file: str | None, where: str) -> None:
         ) from None
     except ssl.SSLError as exc:
         # The certificate parsed above, so OpenSSL's complaint is about the key, or about the two together.
-        if exc.reason == "KEY_VALUES_MISMATCH":
+        # KEY_VALUES_MISMATCH: a key of the certificate's type from another pair. NO_CERTIFICATE_ASSIGNED: a key of
+        # another type (EC for an RSA certificate): OpenSSL files it in that type's slot, which holds no certificate.
+        # Either way the key itself parsed (a junk key fails earlier with "PEM lib").
+        mismatch = {
+            "KEY_VALUES_MISMATCH": "a key from another pair",
+            "NO_CERTIFICATE_ASSIGNED": "a key of another type than the certificate's, e.g. EC for RSA",
+        }
+        if exc.reason in mismatch:
             raise InvalidInput(
                 f"{where}.key_file: {key} does not match the certificate in cert_file {cert_file} "
-                "(a key from another pair)"
+                f"({mismatch[exc.reason]})"
             ) from None
         raise InvalidInput(f"{where}.key_file: {key} is not a PEM private key ({exc.reason or exc})") from None
 

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from hypermesh.cli.main import positive_float, positive_int
+from hypermesh.cli.main import interface_name, positive_float, positive_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         ),
         formatter_class=raw,
     )
-    x.add_argument("--interface", "-i", required=True, metavar="IF", help="network interface, e.g. eth0")
+    x.add_argument(
+        "--interface", "-i", type=interface_name, required=True, metavar="IF", help="network interface, e.g. eth0"
+    )
     x.add_argument(
         "--mode",
         choices=("auto", "native", "generic"),

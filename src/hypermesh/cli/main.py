@@ -12,6 +12,7 @@ import argparse
 import importlib
 import math
 import os
+import re
 import sys
 
 from hypermesh.errors import HypermeshError, InvalidInput
@@ -49,15 +50,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InvalidInput(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
+# What a user types for seconds: ASCII digits with an optional fraction and exponent. float() and int() take far more:
+# "1_0" (10), " 5 ", other scripts' digits ("١" is 1) and full-width ones; "²" they refuse. Nobody means those, and
+# a flag that silently reads "١٠" as 10 is worse than one that says no.
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+WHOLE = re.compile(r"[+-]?[0-9]+")
+# Linux's dev_valid_name(): at most IFNAMSIZ - 1 bytes, not "." or "..", no "/", ":" or whitespace.
+IFNAMSIZ = 16
+
+
 def positive_float(text: str) -> float:
     """Seconds for --interval/--duration: positive, at most MAX_SECONDS (sleep() overflows far above that)."""
-    try:
-        # float() also takes Python's "1_0" (10); nobody writing seconds means that.
-        value = float(text.removesuffix("s")) if "_" not in text else math.nan
-    except ValueError:
-        value = math.nan
-    if math.isnan(value):
+    number = text.removesuffix("s")
+    if not DECIMAL.fullmatch(number):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 0.5 or 2s")
+    value = float(number)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     if value > MAX_SECONDS:
@@ -74,15 +81,30 @@ def interval_seconds(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    try:
-        if "_" in text:  # int() takes "1_0" as 10
-            raise ValueError(text)
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not WHOLE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (ASCII digits 0-9)")
+    if len(text) > 18:  # past 4300 digits int() raises; no count, pid or cap here is near 10**18
+        raise argparse.ArgumentTypeError(f"{text[:20]}... is too large")
+    value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
     return value
+
+
+def interface_name(text: str) -> str:
+    """A network interface name as the kernel accepts one; whether it exists is checked where it is used."""
+    if not text:
+        raise argparse.ArgumentTypeError("the interface name is empty; give one, e.g. eth0 (see 'ip link')")
+    size = len(os.fsencode(text))
+    if size >= IFNAMSIZ:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {size} bytes; Linux interface names have at most {IFNAMSIZ - 1} (see 'ip link')"
+        )
+    if text in (".", "..") or any(c in text for c in "/:") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an interface name: Linux refuses '.', '..', '/', ':' and spaces (see 'ip link')"
+        )
+    return text
 
 
 def build_parser() -> ArgumentParser:

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="live CPU, memory, pressure, disk and network rates",
         description="Sample CPU (total and per core), memory and pressure (PSI), disk and network rates every "
         "--interval seconds. The first sample covers a real interval: there is no fake 0 % first line. "
-        "Without --count it runs until Ctrl-C, which exits 0. On a terminal the table redraws in place; "
+        "Without --count it runs until Ctrl-C or SIGTERM, which exit 0. On a terminal the table redraws in place; "
         "into a file or a pipe it prints one line per sample.",
         epilog="examples:\n  hypermesh sample                       live table, once a second\n"
         "  hypermesh sample --interval 0.01 --count 500 --json > samples.jsonl   100 Hz, JSON lines\n"
@@ -40,7 +40,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(handler=run)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``timeout``, ``kill``) ends a run as Ctrl-C does: exit 0, not 143."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _sample(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sample(args: argparse.Namespace) -> int:
     import hypermesh
 
     sampler = None
@@ -60,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
             live_samples(stream, args.interval)
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how a live view ends: not an error
+        pass  # Ctrl-C (or SIGTERM) is how a live view ends: not an error
     finally:
         if sampler is not None:
             sampler.close()
