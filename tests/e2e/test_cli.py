@@ -77,6 +77,26 @@ def test_sample_json_lines() -> None:
         (["sample", "--interval"], "expected one argument"),
         (["sample", "--count", "-3"], "--count"),
         (["sample", "--count", "1_0"], "--count"),
+        # int() and float() read other scripts' digits: "١" (Arabic-Indic one) was 1, "١٠" 10; "²" was refused.
+        (["sample", "--interval", "١"], "'١' is not a number of seconds"),
+        (["sample", "--interval", "١٠s"], "is not a number of seconds"),
+        (["sample", "--interval", "１"], "is not a number of seconds"),  # full-width one
+        (["sample", "--interval", " 1"], "is not a number of seconds"),
+        (["sample", "--count", "١"], "'١' is not a whole number"),
+        (["sample", "--count", "9" * 5000], "--count"),  # int() refuses over 4300 digits with its own ValueError
+        (["ebpf", "run", "syscalls", "--pid", "١", "--duration", "1"], "'١' is not a whole number"),
+        (["ebpf", "run", "syscalls", "--top", "٣", "--duration", "1"], "'٣' is not a whole number"),
+        (["ebpf", "run", "xdp", "--interface", "lo", "--duration", "٣"], "'٣' is not a number of seconds"),
+        (["agent", "--interval", "١"], "'١' is not a number of seconds"),
+        (["agent", "--max-connections", "٥٠"], "is not a whole number"),
+        (["agent", "--listen", "127.0.0.1:²"], "is not HOST:PORT"),  # was exit 1, a ValueError from int()
+        # Was 'serving http://127.0.0.1:10/': "١٠" is ten. The timeout ends the old behaviour's test.
+        (["agent", "--listen", "127.0.0.1:١٠"], "is not HOST:PORT"),
+        (["agent", "--listen", "127.0.0.1:" + "9" * 5000], "out of range"),
+        # Was "interface must be an interface name (str), got str ''", and only once root and libbpf had been checked.
+        (["ebpf", "run", "xdp", "--interface", "", "--duration", "1"], "the interface name is empty"),
+        (["ebpf", "run", "xdp", "-i", "x" * 16, "--duration", "1"], "at most 15"),
+        (["ebpf", "run", "xdp", "-i", "a/b", "--duration", "1"], "not an interface name"),
         (["frobnicate"], "frobnicate"),
         (["profile", "--nope"], "'hypermesh profile --help'"),
         (["sample", "--nope"], "'hypermesh sample --help'"),
@@ -85,7 +105,7 @@ def test_sample_json_lines() -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
-    r = run(*args)
+    r = run(*args, timeout=30)
     assert r.returncode == 2
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
@@ -134,13 +154,15 @@ def test_help_teaches() -> None:
     assert "--interval" in run("sample", "--help").stdout
 
 
-def interrupted(args: list[str], when: Callable[[subprocess.Popen[str]], object]) -> tuple[int, str, str]:
-    """Run the CLI, send SIGINT once ``when(proc)`` returns, and give (exit code, stdout, stderr); never leaves the
+def interrupted(
+    args: list[str], when: Callable[[subprocess.Popen[str]], object], sig: signal.Signals = signal.SIGINT
+) -> tuple[int, str, str]:
+    """Run the CLI, send ``sig`` once ``when(proc)`` returns, and give (exit code, stdout, stderr); never leaves the
     process behind."""
     proc = subprocess.Popen([HYPERMESH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         when(proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
@@ -149,9 +171,10 @@ def interrupted(args: list[str], when: Callable[[subprocess.Popen[str]], object]
     return proc.returncode, out, err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # SIGTERM was exit 143; agent and ebpf run exit 0
 @pytest.mark.parametrize("mode", [["--json"], []])
-def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
-    code, out, err = interrupted(["sample", "--interval", "0.05", *mode], lambda _proc: time.sleep(1.5))
+def test_ctrl_c_or_sigterm_ends_a_running_sample_cleanly(mode: list[str], sig: signal.Signals) -> None:
+    code, out, err = interrupted(["sample", "--interval", "0.05", *mode], lambda _proc: time.sleep(1.5), sig)
     assert code == 0, err
     assert "Traceback" not in err
     if mode:
@@ -161,8 +184,9 @@ def test_ctrl_c_ends_a_running_sample_cleanly(mode: list[str]) -> None:
         assert " cpu " in out  # not a terminal: one plain line per sample
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("mode", [["--json"], []])
-def test_ctrl_c_while_the_sampler_opens_its_files_exits_0(mode: list[str]) -> None:
+def test_ctrl_c_or_sigterm_while_the_sampler_opens_its_files_exits_0(mode: list[str], sig: signal.Signals) -> None:
     """The window between parsing and the first sample (Sampler() opening /proc, rich loading) was exit 130."""
 
     def until_proc_stat_is_open(proc: subprocess.Popen[str]) -> None:
@@ -177,7 +201,7 @@ def test_ctrl_c_while_the_sampler_opens_its_files_exits_0(mode: list[str]) -> No
             time.sleep(0.0005)
         raise AssertionError("the sampler never opened /proc/stat")
 
-    code, _out, err = interrupted(["sample", "--interval", "5", *mode], until_proc_stat_is_open)
+    code, _out, err = interrupted(["sample", "--interval", "5", *mode], until_proc_stat_is_open, sig)
     assert code == 0, err
     assert "Traceback" not in err
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hypermesh.cli.main import positive_float, positive_int
+from hypermesh.cli.main import positive_float, positive_int, require_modules
 from hypermesh.errors import BackendError, InvalidInput
 
 DESCRIPTION = """\
@@ -28,7 +28,7 @@ exit codes:
   1  runtime error (e.g. the port is already in use)
   2  bad input: a flag, the config file, an address that cannot be resolved, a password over 72 bytes
   3  permission denied (e.g. --ebpf without CAP_BPF)
-  4  unsupported on this system"""
+  4  unsupported here, e.g. installed without the agent extra: pip install 'hypermesh[agent]'"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -101,7 +101,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def run(args: argparse.Namespace) -> int:
     if args.hash_password:
+        require_modules("hypermesh agent --hash-password", "bcrypt")
         return _hash_password()
+    require_modules("hypermesh agent", "starlette", "uvicorn", "prometheus_client")
     from hypermesh.agent import config as config_module
 
     config = config_module.build(
@@ -119,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         root=args.root,
         ebpf_programs=args.ebpf,
     )
+    if config.basic_auth_users:
+        require_modules("hypermesh agent with basic_auth_users", "bcrypt")
     if config.tls_cert_file is not None:
         # Before the warnings: a config that cannot serve gets its one error line, not warnings about it first.
         _check_tls_files(config.tls_cert_file, config.tls_key_file, f"config {config.source}: tls_server_config")

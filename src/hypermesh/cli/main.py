@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from hypermesh.errors import HypermeshError, InvalidInput
+from hypermesh.errors import HypermeshError, InvalidInput, Unsupported
 from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
 TYPE_CHECKING = False
@@ -107,6 +107,32 @@ def interface_name(text: str) -> str:
     return text
 
 
+# Modules of an optional extra (pyproject's [project.optional-dependencies]) -> that extra. A base install
+# (`pip install hypermesh`) lacks them: a command that needs one says which extra to install and exits 4.
+OPTIONAL_MODULES = {"starlette": "agent", "uvicorn": "agent", "prometheus_client": "agent", "bcrypt": "agent"}
+
+
+def require_modules(command: str, *modules: str) -> None:
+    """Unsupported (exit 4) naming the extra to install, unless every one of ``modules`` can be imported.
+
+    Checked before a command starts rather than left to its imports: some run only on a first request
+    (prometheus_client on the first scrape), long after the command said it was serving.
+    """
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _missing_extra(command, missing[0])
+
+
+def _missing_extra(command: str, module: str) -> Unsupported:
+    extra = OPTIONAL_MODULES.get(module, "")
+    return Unsupported(
+        command,
+        f"it needs {module}, from the optional {extra!r} extra, which is not installed: pip install 'hypermesh[{extra}]'",
+    )
+
+
 def build_parser() -> ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -167,6 +193,19 @@ def _version() -> str:
     return __version__
 
 
+def _run(args_list: list[str]) -> int:
+    parser = build_parser()
+    args = _parse(parser, args_list)
+    try:
+        return int(args.handler(args))
+    except ModuleNotFoundError as exc:
+        # The backstop behind require_modules(): an optional module imported where no check looked.
+        module = (exc.name or "").partition(".")[0]
+        if module not in OPTIONAL_MODULES:
+            raise
+        raise _missing_extra(args.help_prog, module) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("HYPERMESH_DEBUG") == "1"
@@ -176,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # than fail on them under a strict UTF-8 locale.
         sys.stdout.reconfigure(errors="surrogateescape")
     try:
-        parser = build_parser()
-        args = _parse(parser, args_list)
-        code = int(args.handler(args))
+        code = _run(args_list)
     except HypermeshError as exc:
         if debug:
             _print_traceback()  # and still the error's own exit code: --debug shows more, it changes nothing
