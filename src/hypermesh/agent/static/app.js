@@ -410,7 +410,8 @@ async function main() {
   refreshEbpf();
   setInterval(refreshEbpf, 10000); // program readings change; the probe does not
   optional(getJSON("/v1/assets"), showAssets);
-  optional(getJSON("/healthz"), (h) => text("footer-version", "agent " + h.version));
+  // With basic auth on, /healthz names the version only to a client whose credentials the agent has verified.
+  optional(getJSON("/healthz"), (h) => h.version && text("footer-version", "agent " + h.version));
   try {
     await loadHistory();
   } catch (err) {
