@@ -383,8 +383,8 @@ def build(
 def startup_warnings(config: AgentConfig) -> list[str]:
     """What works but exposes this machine more than its owner likely meant: one line each, printed at start."""
     found = list(config.warnings)
-    open_to_network = reaches_beyond_loopback(config.host)
-    if open_to_network and config.tls_cert_file is None and not config.basic_auth_users:
+    unguarded = config.tls_cert_file is None and not config.basic_auth_users
+    if unguarded and reaches_beyond_loopback(config.host):
         found.append(
             f"listening on {config.host} (beyond loopback) with neither basic auth nor TLS: anyone who reaches "
             "the port reads this machine's metrics; add basic_auth_users and tls_server_config (docs/agent.md)"
