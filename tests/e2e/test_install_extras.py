@@ -70,6 +70,8 @@ def test_the_base_install_lacks_the_agent_extra_and_still_runs_the_core(base_ins
     profile = _run(base_install, "profile", "--json")
     assert profile.returncode == 0, profile.stderr
     assert '"cpu"' in profile.stdout
+    helped = _run(base_install, "agent", "--help")  # the command is listed and explained, extra or not
+    assert helped.returncode == 0 and "pip install 'hypermesh[agent]'" in helped.stdout, helped.stderr
 
 
 @pytest.mark.slow
