@@ -21,6 +21,7 @@ from hypermesh.model import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
 from tests.conftest import require_binary
+from tests.fixtures.agent.reference_registry import ClientRegistry
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "agent"
 ROOT = FIXTURES / "root"
@@ -116,7 +117,7 @@ def _go(value: float) -> str:
 
 def test_fast_writer_is_byte_identical_to_prometheus_client():
     families = fixture_families()
-    registry = metrics.ClientRegistry([c.area for c in metrics.default_collectors("x")])
+    registry = ClientRegistry([c.area for c in metrics.default_collectors("x")])
     registry.load(families)
     reference = registry.render_text()
     writer = metrics.TextWriter()
@@ -139,7 +140,7 @@ def test_fast_writer_escapes_and_formats_like_prometheus_client():
     family.add(123456789.0, device="big")
     counter = metrics.Family("hypermesh_test_events_total", "counter", "Events.")
     counter.add(7, a="1", b="2")
-    registry = metrics.ClientRegistry(["test"])
+    registry = ClientRegistry(["test"])
     registry.load([family, counter])
     assert metrics.TextWriter().render([family, counter]) == registry.render_text()
     assert metrics.TextWriter().render([family, counter], openmetrics=True) == registry.render_openmetrics()
