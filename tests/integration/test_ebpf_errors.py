@@ -281,26 +281,18 @@ def test_missing_libbpf_is_unsupported_naming_the_package() -> None:
     assert not any(f["supported"] for f in data["features"])
 
 
-def test_a_library_that_is_not_libbpf_or_too_old_is_named(tmp_path: Path) -> None:
-    """HYPERMESH_LIBBPF at libc was "older than libbpf 1.0"; a libbpf 1.0 was accepted although 1.1
-    is what the binding needs (and it then failed on the first missing function, with a traceback)."""
+def test_a_library_that_is_not_libbpf_is_named() -> None:
+    """HYPERMESH_LIBBPF at libc was "older than libbpf 1.0". (A libbpf too old or lacking functions:
+    test_ebpf_binding.py, through the loader seam, with a fake library instead of one built with gcc.)"""
     require_ebpf()
-    gcc = require_binary("gcc")
-    old = tmp_path / "libbpf-1.0.so"
-    source = tmp_path / "old.c"
-    source.write_text(
-        "unsigned libbpf_major_version(void) { return 1; }\nunsigned libbpf_minor_version(void) { return 0; }\n"
-    )
-    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(old), str(source)], check=True, timeout=60)
     libc = "/lib/x86_64-linux-gnu/libc.so.6" if os.path.exists("/lib/x86_64-linux-gnu/libc.so.6") else "libc.so.6"
-    for library, expected in ((libc, f"{libc} is not libbpf"), (str(old), f"{old} is libbpf 1.0, older than 1.1")):
-        env = {**os.environ, "HYPERMESH_LIBBPF": library}
-        result = run_cli("ebpf", "run", "syscalls", "--duration", "0.1", env=env)
-        assert result.returncode == 4, result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr, result.stderr
-        assert f"HYPERMESH_LIBBPF={library}" in lines[0] and "libbpf1" in lines[0]
-        assert "older than libbpf 1.0" not in lines[0]
+    env = {**os.environ, "HYPERMESH_LIBBPF": libc}
+    result = run_cli("ebpf", "run", "syscalls", "--duration", "0.1", env=env)
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{libc} is not libbpf" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert f"HYPERMESH_LIBBPF={libc}" in lines[0] and "libbpf1" in lines[0]
+    assert "older than libbpf 1.0" not in lines[0]
 
 
 @pytest.mark.parametrize(
