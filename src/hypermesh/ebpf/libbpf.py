@@ -8,6 +8,11 @@ newer libbpf versions accept them unchanged.
 libbpf reports details (CO-RE failures, the verifier log) only through its print callback. We install
 one callback per process that appends warnings to a per-thread capture list while hypermesh is inside
 a libbpf call that may fail, so an error can carry exactly the lines that explain it.
+
+The library is an argument, as httpx's transport is: ``lib()`` is the process's binding and the
+default of every ``lib=`` parameter (``ObjectSpec``, ``pinned``); ``open_library(override, loader=...)``
+binds whatever the loader returns. Tests pass a fake library there (tests/fixtures/libbpf), no
+monkey-patching and no root needed.
 """
 
 from __future__ import annotations

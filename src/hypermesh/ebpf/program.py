@@ -99,7 +99,7 @@ class Program:
         try:
             self.links = self._attach(collection)
         except BaseException:
-            self._destroy_links()
+            self._close_links()
             raise
         return self
 
@@ -221,7 +221,7 @@ class Program:
             raise InvalidInput(f"the {self.name} program is not loaded (use hypermesh.ebpf.load) or already closed")
         return self.collection
 
-    def _destroy_links(self) -> None:
+    def _close_links(self) -> None:
         links, self.links = self.links, []
         for link in links:
             link.close()
