@@ -258,7 +258,7 @@ def _attach_detach_interleaved(kind: str, n: int, plain: str | None, interface: 
             if plain
             else None
         )  # fmt: skip
-    obj = prog.obj
+    obj = prog.collection
     assert obj is not None
     try:
         for _ in range(n):
@@ -269,7 +269,7 @@ def _attach_detach_interleaved(kind: str, n: int, plain: str | None, interface: 
             else:
                 link = obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")
             t1 = time.perf_counter()
-            link.destroy()
+            link.close()
             out["detach"].append(time.perf_counter() - t1)
             out["attach"].append(t1 - t0)
             if server is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hypermesh.ebpf import BpfObject
+from hypermesh.ebpf import ObjectSpec
 from tests.conftest import require_binary
 from tests.integration.test_ebpf_support import REPO, require_ebpf
 
@@ -51,7 +51,7 @@ def test_make_bpf_regenerates_vmlinux_h_for_another_kernel_and_cleans_up(tmp_pat
     first = _make(programs)
     for source in PROGRAMS.glob("*.bpf.c"):
         built = programs / source.name.replace(".c", ".o")
-        with BpfObject(str(built)) as fresh, BpfObject(str(PROGRAMS / built.name)) as committed:
+        with ObjectSpec(str(built)) as fresh, ObjectSpec(str(PROGRAMS / built.name)) as committed:
             assert fresh.info().programs == committed.info().programs  # path aside, the same object
     assert "btf dump" in first and (build / "vmlinux.h").exists()
     stamp = (build / "vmlinux.id").read_text().split()

@@ -466,7 +466,7 @@ def test_a_pin_in_the_old_layout_is_still_listed_and_detached() -> None:
 
 
 def test_pin_names_round_trip() -> None:
-    from hypermesh.ebpf.program import pin_component, unpin_component
+    from hypermesh.ebpf.pin import pin_component, unpin_component
 
     for name in ("eth0", "eth0.100", "a%b", "br-lan_1", "we\udcffird"):
         spelled = pin_component(name)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
+from hypermesh._files import FileReadError, FileTooLarge, NotRegularFile, read_regular_file
 from hypermesh.errors import InvalidInput
 from hypermesh.model import record
 from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
@@ -249,34 +249,23 @@ def _stat_problem(path: str) -> str | None:
 def read_config_bytes(path: str) -> bytes:
     """The bytes of a config file: a regular file of at most MAX_CONFIG_BYTES, or InvalidInput naming it."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_regular_file(path, MAX_CONFIG_BYTES).data
     except FileNotFoundError:
         raise InvalidInput(f"config {path}: no such file") from None
     except PermissionError:
         raise InvalidInput(f"config {path}: not readable by this user (permission denied)") from None
+    except NotRegularFile as exc:
+        if exc.is_directory:
+            raise InvalidInput(f"config {path}: is a directory, expected a TOML file") from None
+        raise InvalidInput(f"config {path}: not a regular file (a device, FIFO or socket); give a TOML file") from None
+    except FileTooLarge as exc:
+        if exc.size is None:  # grew while we read
+            raise InvalidInput(f"config {path}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB)") from None
+        raise InvalidInput(f"config {path}: {exc.size} bytes, larger than {MAX_CONFIG_BYTES} (1 MiB)") from None
+    except FileReadError as exc:
+        raise InvalidInput(f"config {path}: cannot read it ({exc.error.strerror or exc.error})") from None
     except OSError as exc:
         raise InvalidInput(f"config {path}: cannot open it ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise InvalidInput(f"config {path}: is a directory, expected a TOML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidInput(f"config {path}: not a regular file (a device, FIFO or socket); give a TOML file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise InvalidInput(f"config {path}: {info.st_size} bytes, larger than {MAX_CONFIG_BYTES} (1 MiB)")
-        chunks = []
-        size = 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_CONFIG_BYTES:  # grew while we read
-                raise InvalidInput(f"config {path}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB)")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise InvalidInput(f"config {path}: cannot read it ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
 
 
 def check_root(root: str, where: str = "--root") -> str:

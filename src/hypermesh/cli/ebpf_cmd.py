@@ -483,22 +483,23 @@ def _print_result(args: argparse.Namespace, prog: Program) -> None:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from hypermesh.ebpf import BpfObject
+    from hypermesh.ebpf import ObjectSpec
     from hypermesh.ebpf.probe import check_capabilities
     from hypermesh.errors import HypermeshError, VerifierError
 
-    with BpfObject(args.file) as obj:
-        before = obj.info()
+    with ObjectSpec(args.file) as spec:
+        before = spec.info()
         check_capabilities(("CAP_BPF",), what=f"loading {args.file}")
         try:
-            obj.load()
+            collection = spec.load()
         except HypermeshError as exc:
             # What the object holds is still worth seeing, with the program the kernel refused marked.
-            _print_object(args, before, refused=obj.refused_program, error=str(exc))
+            _print_object(args, before, refused=spec.refused_program, error=str(exc))
             if isinstance(exc, VerifierError):
                 print(exc.log_tail(20), file=sys.stderr)
             raise
-        info = obj.info()
+        with collection:
+            info = collection.info()
     _print_object(args, info, refused=None, error=None)
     return 0
 
@@ -524,7 +525,7 @@ def _print_object(args: argparse.Namespace, info: ObjectInfo, refused: str | Non
 
 def _status(args: argparse.Namespace) -> int:
     import hypermesh.ebpf
-    from hypermesh.ebpf.program import require_bpffs
+    from hypermesh.ebpf.pin import require_bpffs
 
     require_bpffs("listing pinned programs")
     entries = hypermesh.ebpf.pinned()

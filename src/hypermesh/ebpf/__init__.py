@@ -11,39 +11,42 @@ Import it explicitly (``import hypermesh.ebpf``); ``import hypermesh`` does not,
 
 Built-in programs (``PROGRAMS``): ``xdp`` (per-protocol packet/byte counts on an interface), ``syscalls``
 (counts per syscall and per process), ``biolatency`` (block I/O latency histograms), ``execsnoop``
-(exec events through a ring buffer). ``BpfObject`` opens any user ``.bpf.o``.
+(exec events through a ring buffer). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
+privileges needed); its ``load()`` returns the ``Collection`` the kernel holds (maps, program fds).
+
+Rooms: ``libbpf`` (the binding, the only file touching libbpf.so.1), ``probe`` (features, capabilities
+and what to do about a missing one), ``object`` (spec and collection), ``maps``, ``link`` (attach,
+detach thread), ``pin`` (what is pinned on bpffs), ``program`` (the built-ins' base), ``programs/``.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.maps import Map
+from hypermesh.ebpf.object import Collection, MapInfo, ObjectInfo, ObjectSpec, ProgramInfo
+from hypermesh.ebpf.pin import PIN_ROOT, PinnedObject, PinnedProgram, detach_pinned, pinned
 from hypermesh.ebpf.probe import Feature, ProbeReport, probe
-from hypermesh.ebpf.program import (
-    PIN_ROOT,
-    BpfObject,
-    Link,
-    ObjectInfo,
-    PinnedObject,
-    PinnedProgram,
-    Program,
-    close_all,
-    detach_pinned,
-    pinned,
-)
+from hypermesh.ebpf.program import Program, close_all
 from hypermesh.errors import NotFound
 
 __all__ = [
     "PIN_ROOT",
     "PROGRAMS",
     "BpfObject",
+    "Collection",
     "Feature",
     "Link",
+    "Map",
+    "MapInfo",
     "ObjectInfo",
+    "ObjectSpec",
     "PinnedObject",
     "PinnedProgram",
     "ProbeReport",
     "Program",
+    "ProgramInfo",
     "close_all",
     "detach_pinned",
     "load",
@@ -53,6 +56,10 @@ __all__ = [
 ]
 
 PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop")
+
+# The earlier name of ObjectSpec, from when one class was both the opened file and the loaded object:
+# ``BpfObject(path)`` still opens a file; its ``load()`` now returns the Collection.
+BpfObject = ObjectSpec
 
 
 def program_class(name: str) -> type[Program]:

@@ -8,6 +8,11 @@ newer libbpf versions accept them unchanged.
 libbpf reports details (CO-RE failures, the verifier log) only through its print callback. We install
 one callback per process that appends warnings to a per-thread capture list while hypermesh is inside
 a libbpf call that may fail, so an error can carry exactly the lines that explain it.
+
+The library is an argument, as httpx's transport is: ``lib()`` is the process's binding and the
+default of every ``lib=`` parameter (``ObjectSpec``, ``pinned``); ``open_library(override, loader=...)``
+binds whatever the loader returns. Tests pass a fake library there (tests/fixtures/libbpf), no
+monkey-patching and no root needed.
 """
 
 from __future__ import annotations
@@ -37,7 +42,18 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-__all__ = ["LIBBPF_PACKAGE", "Lib", "bounded_message", "capture", "lib", "strerror"]
+__all__ = [
+    "LIBBPF_PACKAGE",
+    "MAP_TYPE_NAMES",
+    "PROG_TYPE_NAMES",
+    "Lib",
+    "bounded_message",
+    "capture",
+    "explain",
+    "lib",
+    "open_library",
+    "strerror",
+]
 
 MIN_VERSION = (1, 1)
 LIBBPF_PACKAGE = "libbpf1 (Debian/Ubuntu: apt install libbpf1; Fedora/Arch: the libbpf package)"
@@ -45,22 +61,54 @@ LIBBPF_PACKAGE = "libbpf1 (Debian/Ubuntu: apt install libbpf1; Fedora/Arch: the 
 # enum libbpf_print_level
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
-# uapi enum bpf_prog_type / bpf_map_type / bpf_attach_type values we use
-PROG_TYPE_KPROBE = 2
-PROG_TYPE_TRACEPOINT = 5
-PROG_TYPE_XDP = 6
-PROG_TYPE_RAW_TRACEPOINT = 17
-PROG_TYPE_TRACING = 26
-MAP_TYPE_HASH = 1
-MAP_TYPE_PERCPU_HASH = 5
-MAP_TYPE_PERCPU_ARRAY = 6
-MAP_TYPE_LRU_PERCPU_HASH = 10
-MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
-MAP_TYPE_RINGBUF = 27
-ATTACH_XDP = 37
+# uapi enum bpf_prog_type and enum bpf_map_type (include/uapi/linux/bpf.h, Linux 6.1): the one table of
+# their names, for everything that shows a type to a user (``hypermesh ebpf load``'s listing).
+PROG_TYPE_NAMES = {
+    0: "unspec", 1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act", 5: "tracepoint",
+    6: "xdp", 7: "perf_event", 8: "cgroup_skb", 9: "cgroup_sock", 10: "lwt_in", 11: "lwt_out",
+    12: "lwt_xmit", 13: "sock_ops", 14: "sk_skb", 15: "cgroup_device", 16: "sk_msg",
+    17: "raw_tracepoint", 18: "cgroup_sock_addr", 19: "lwt_seg6local", 20: "lirc_mode2",
+    21: "sk_reuseport", 22: "flow_dissector", 23: "cgroup_sysctl", 24: "raw_tracepoint_writable",
+    25: "cgroup_sockopt", 26: "tracing", 27: "struct_ops", 28: "ext", 29: "lsm", 30: "sk_lookup",
+    31: "syscall",
+}  # fmt: skip
+MAP_TYPE_NAMES = {
+    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
+    6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash", 10: "lru_percpu_hash",
+    11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps", 14: "devmap", 15: "sockmap", 16: "cpumap",
+    17: "xskmap", 18: "sockhash", 19: "cgroup_storage", 20: "reuseport_sockarray",
+    21: "percpu_cgroup_storage", 22: "queue", 23: "stack", 24: "sk_storage", 25: "devmap_hash",
+    26: "struct_ops", 27: "ringbuf", 28: "inode_storage", 29: "task_storage", 30: "bloom_filter",
+    31: "user_ringbuf", 32: "cgrp_storage",
+}  # fmt: skip
+_PROG_TYPES = {name: number for number, name in PROG_TYPE_NAMES.items()}
+_MAP_TYPES = {name: number for number, name in MAP_TYPE_NAMES.items()}
+
+PROG_TYPE_KPROBE = _PROG_TYPES["kprobe"]
+PROG_TYPE_TRACEPOINT = _PROG_TYPES["tracepoint"]
+PROG_TYPE_XDP = _PROG_TYPES["xdp"]
+PROG_TYPE_RAW_TRACEPOINT = _PROG_TYPES["raw_tracepoint"]
+PROG_TYPE_TRACING = _PROG_TYPES["tracing"]
+MAP_TYPE_HASH = _MAP_TYPES["hash"]
+MAP_TYPE_PERCPU_HASH = _MAP_TYPES["percpu_hash"]
+MAP_TYPE_PERCPU_ARRAY = _MAP_TYPES["percpu_array"]
+MAP_TYPE_LRU_PERCPU_HASH = _MAP_TYPES["lru_percpu_hash"]
+MAP_TYPE_PERCPU_CGROUP_STORAGE = _MAP_TYPES["percpu_cgroup_storage"]
+MAP_TYPE_RINGBUF = _MAP_TYPES["ringbuf"]
+ATTACH_XDP = 37  # enum bpf_attach_type
+LINK_TYPE_XDP = 6  # enum bpf_link_type
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
+
+
+def prog_type_name(number: int) -> str:
+    return PROG_TYPE_NAMES.get(number, str(number))
+
+
+def map_type_name(number: int) -> str:
+    return MAP_TYPE_NAMES.get(number, str(number))
+
 
 PERCPU_MAP_TYPES = frozenset(
     {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_CGROUP_STORAGE}
@@ -159,9 +207,13 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 
 
 class Lib:
-    """libbpf.so.1 with typed functions as attributes (``lib.bpf_object__load(obj)``)."""
+    """libbpf with typed functions as attributes (``lib.bpf_object__load(obj)``).
 
-    def __init__(self, cdll: ctypes.CDLL) -> None:
+    ``cdll`` is what ``open_library`` bound (``ctypes.CDLL``); everything that calls libbpf takes a
+    ``Lib`` argument defaulting to ``lib()``, the process's one binding, so a test can hand in a
+    ``Lib`` over a fake library instead (the seam: httpx's transport argument)."""
+
+    def __init__(self, cdll: Any) -> None:
         self.cdll = cdll
         for name, (restype, argtypes) in _SIGNATURES.items():
             fn = getattr(cdll, name)
@@ -190,6 +242,21 @@ class Lib:
     def __getattr__(self, name: str) -> Callable[..., Any]:  # pragma: no cover - typing aid only
         raise AttributeError(name)
 
+    def capture(self) -> AbstractContextManager[_Capture]:
+        """Collect libbpf's warnings printed by this thread inside the ``with`` block."""
+        return _Capture(self)
+
+    def strerror(self, err: int) -> str:
+        """libbpf's text for an error code (positive or negative), which knows libbpf's own codes."""
+        buf = ctypes.create_string_buffer(256)
+        self.libbpf_strerror(abs(err), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") or os.strerror(abs(err))
+
+    @staticmethod
+    def errno() -> int:
+        """errno as the last libbpf call returning NULL left it (ctypes keeps a copy per thread)."""
+        return ctypes.get_errno()
+
     def _capture_begin(self) -> None:
         with self._capture_lock:
             if self._captures == 0:
@@ -205,6 +272,9 @@ class Lib:
     def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
         messages: list[str] | None = getattr(_capture_state, "messages", None)
         if messages is None or level == LIBBPF_DEBUG or fmt is None:
+            return 0
+        if args is None:  # no va_list: the message came formatted already (a test's fake library)
+            messages.append(bounded_message(fmt).decode("utf-8", "replace"))
             return 0
         out = c_void_p()
         n = self._libc.vasprintf(ctypes.byref(out), fmt, args)
@@ -242,25 +312,34 @@ def bounded_message(message: bytes, limit: int = MESSAGE_LIMIT) -> bytes:
     )
 
 
+def explain(messages: list[str], limit: int = 3) -> str:
+    """The last ``limit`` lines libbpf printed (the verifier log's markers left out): what a failed
+    call's error carries when the kernel gave no verifier log."""
+    lines = [line.strip() for m in messages for line in m.splitlines() if line.strip()]
+    lines = [line for line in lines if "PROG LOAD LOG" not in line]
+    return "; ".join(lines[-limit:])
+
+
 _capture_state = threading.local()
 
 
 class _Capture:
-    """Collects libbpf's warnings printed by this thread inside the ``with`` block."""
+    """Collects ``lib``'s warnings printed by this thread inside the ``with`` block."""
 
-    def __init__(self) -> None:
+    def __init__(self, lib: Lib) -> None:
         self.messages: list[str] = []
+        self._lib = lib
         self._outer: list[str] | None = None
 
     def __enter__(self) -> _Capture:
-        lib()._capture_begin()
+        self._lib._capture_begin()
         self._outer = getattr(_capture_state, "messages", None)
         _capture_state.messages = self.messages
         return self
 
     def __exit__(self, *exc: object) -> None:
         _capture_state.messages = self._outer
-        lib()._capture_end()
+        self._lib._capture_end()
 
     @property
     def text(self) -> str:
@@ -269,10 +348,6 @@ class _Capture:
     def lines(self) -> Iterator[str]:
         for message in self.messages:
             yield from message.splitlines()
-
-
-def capture() -> AbstractContextManager[_Capture]:
-    return _Capture()
 
 
 _lib: Lib | None = None
@@ -286,20 +361,25 @@ def lib() -> Lib:
         return _lib
     with _lib_lock:
         if _lib is None:
-            _lib = Lib(_open_cdll())
+            _lib = open_library(os.environ.get("HYPERMESH_LIBBPF"))
     return _lib
 
 
-def _open_cdll() -> ctypes.CDLL:
-    # HYPERMESH_LIBBPF names the one library to use (no fall back): for a libbpf built elsewhere.
-    override = os.environ.get("HYPERMESH_LIBBPF")
+def _ctypes_loader(name: str) -> Any:
+    return ctypes.CDLL(name, use_errno=True)
+
+
+def open_library(override: str | None = None, *, loader: Callable[[str], Any] = _ctypes_loader) -> Lib:
+    """Bind libbpf >= 1.1: ``override`` (the value of HYPERMESH_LIBBPF: that one library, no fall back,
+    for a libbpf built elsewhere) or the system's. ``loader`` turns a library name into its functions
+    or raises OSError (``ctypes.CDLL``; a test passes one that returns a fake library)."""
     candidates = [override] if override else ["libbpf.so.1", ctypes.util.find_library("bpf")]
     errors = []
     for candidate in candidates:
         if not candidate:
             continue
         try:
-            cdll = ctypes.CDLL(candidate, use_errno=True)
+            cdll = loader(candidate)
         except OSError as exc:
             errors.append(str(exc))
             continue
@@ -318,7 +398,7 @@ def _open_cdll() -> ctypes.CDLL:
         if missing:
             errors.append(f"{candidate} (libbpf {version[0]}.{version[1]}) lacks {', '.join(missing[:5])}")
             continue
-        return cdll
+        return Lib(cdll)
     detail = "; ".join(errors) or "libbpf.so.1 not found"
     if override:
         raise Unsupported(
@@ -329,11 +409,14 @@ def _open_cdll() -> ctypes.CDLL:
     raise Unsupported("eBPF", f"libbpf >= 1.1 is needed: install {LIBBPF_PACKAGE} ({detail})")
 
 
+def capture() -> AbstractContextManager[_Capture]:
+    """``lib().capture()``."""
+    return lib().capture()
+
+
 def strerror(err: int) -> str:
-    """libbpf's text for an error code (positive or negative), which knows libbpf's own codes."""
-    buf = ctypes.create_string_buffer(256)
-    lib().libbpf_strerror(abs(err), buf, len(buf))
-    return buf.value.decode("utf-8", "replace") or os.strerror(abs(err))
+    """``lib().strerror(err)``."""
+    return lib().strerror(err)
 
 
 def get_errno() -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "kernel_config",
     "kprobes_absent_reason",
     "missing_capabilities",
+    "permission_refused",
     "probe",
 ]
 
@@ -132,6 +133,17 @@ def check_capabilities(needed: tuple[str, ...], what: str) -> None:
             f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
             capability=missing[0],
         )
+
+
+def permission_refused(refusal: str, needed: tuple[str, ...], blame: str) -> PermissionDenied:
+    """The error for a bpf() call the kernel refused (EPERM/EACCES): which capabilities of ``needed``
+    this process lacks and how to get them; or, holding them all, ``blame``: what else forbids it."""
+    missing = missing_capabilities(needed)
+    if missing:
+        return PermissionDenied(
+            f"{refusal}: missing {', '.join(missing)}; {capability_fix(missing)}", capability=missing[0]
+        )
+    return PermissionDenied(f"{refusal} although this process holds {' and '.join(needed)}: {blame}")
 
 
 # What the kernel demands to load each program type we probe (kernel/bpf/syscall.c, bpf_prog_load):

@@ -6,7 +6,9 @@ program attached has no start time and is not counted.
 
 from __future__ import annotations
 
-from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.object import Collection
+from hypermesh.ebpf.program import Program
 from hypermesh.model import Record, record
 
 
@@ -44,16 +46,16 @@ def device_name(major: int, minor: int) -> str | None:
 class BioLatencyProgram(Program):
     name = "biolatency"
 
-    def _after_load(self, obj: BpfObject) -> None:
-        self._hist = obj.map("latency_hist")
+    def _after_load(self, collection: Collection) -> None:
+        self._hist = collection.map("latency_hist")
 
-    def _attach(self, obj: BpfObject) -> list[Link]:
+    def _attach(self, collection: Collection) -> list[Link]:
         # Completion first: a request is only timed once both are attached, so no half-measured entries.
-        complete = obj.attach_tracepoint("on_complete", "block", "block_rq_complete")
+        complete = collection.attach_tracepoint("on_complete", "block", "block_rq_complete")
         try:
-            issue = obj.attach_tracepoint("on_issue", "block", "block_rq_issue")
+            issue = collection.attach_tracepoint("on_issue", "block", "block_rq_issue")
         except BaseException:
-            complete.destroy()
+            complete.close()
             raise
         return [complete, issue]
 

@@ -18,8 +18,10 @@ import subprocess
 import threading
 
 from hypermesh.ebpf import libbpf
+from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.probe import BTF_PATH
-from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.ebpf.program import Program
 from hypermesh.errors import Unsupported
 from hypermesh.model import Record, record
 
@@ -142,16 +144,16 @@ class ExecsnoopProgram(Program):
         rebuilt = minimised_btf(self.object_path, rebuild=True)
         return [rebuilt, None] if rebuilt is not None else [None]
 
-    def _after_load(self, obj: BpfObject) -> None:
+    def _after_load(self, collection: Collection) -> None:
         lib = libbpf.lib()
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
-        ring = lib.ring_buffer__new(obj.map("events").fd, self._callback, None, None)
+        ring = lib.ring_buffer__new(collection.map("events").fd, self._callback, None, None)
         if not ring:
             raise Unsupported(
                 "execsnoop", f"cannot create the ring buffer reader: {libbpf.strerror(libbpf.get_errno())}"
             )
         self._ring = ring
-        self._lost = obj.map("lost")
+        self._lost = collection.map("lost")
         self._lost_key = ctypes.create_string_buffer(4)  # key 0
         self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
 
@@ -178,8 +180,8 @@ class ExecsnoopProgram(Program):
             return -errno.EINTR
         return 0
 
-    def _attach(self, obj: BpfObject) -> list[Link]:
-        return [obj.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
+    def _attach(self, collection: Collection) -> list[Link]:
+        return [collection.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
 
     def poll(self, timeout: float) -> list[ExecEvent]:
         """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""

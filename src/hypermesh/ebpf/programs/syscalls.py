@@ -12,8 +12,10 @@ import operator
 import platform
 import struct
 
+from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import Feature, check_capabilities, kprobes_absent_reason, probe
-from hypermesh.ebpf.program import BpfObject, Link, Program
+from hypermesh.ebpf.program import Program
 from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
 from hypermesh.model import Record, record
@@ -142,24 +144,24 @@ class SyscallsProgram(Program):
         self.requested_attach = attach
         self.attach_type, self.attach_reason = _choose_hook(attach)
 
-    def _configure(self, obj: BpfObject) -> None:
-        obj.set_autoload("on_x64_sys_call", self.attach_type == "kprobe")
-        obj.set_autoload("on_sys_enter", self.attach_type == "tracepoint")
+    def _configure(self, spec: ObjectSpec) -> None:
+        spec.set_autoload("on_x64_sys_call", self.attach_type == "kprobe")
+        spec.set_autoload("on_sys_enter", self.attach_type == "tracepoint")
 
-    def _after_load(self, obj: BpfObject) -> None:
-        obj.map("config").update(struct.pack("<I", 0), struct.pack("<I", self.pid or 0))
-        self._syscalls = obj.map("syscall_counts")
-        self._processes = obj.map("process_counts")
+    def _after_load(self, collection: Collection) -> None:
+        collection.map("config").update(struct.pack("<I", 0), struct.pack("<I", self.pid or 0))
+        self._syscalls = collection.map("syscall_counts")
+        self._processes = collection.map("process_counts")
         self._syscall_keys = self._syscalls.max_entries
         self._cpus = self._syscalls.cpus
-        self._untracked = obj.map("untracked")
+        self._untracked = collection.map("untracked")
         self._untracked_key = ctypes.create_string_buffer(4)  # key 0
         self._untracked_value = ctypes.create_string_buffer(self._untracked.value_buffer_size)
 
-    def _attach(self, obj: BpfObject) -> list[Link]:
+    def _attach(self, collection: Collection) -> list[Link]:
         if self.attach_type == "kprobe":
-            return [obj.attach_kprobe("on_x64_sys_call", KPROBE_FUNCTION)]
-        return [obj.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")]
+            return [collection.attach_kprobe("on_x64_sys_call", KPROBE_FUNCTION)]
+        return [collection.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")]
 
     def read(self) -> SyscallCounts:
         with self._read_lock:

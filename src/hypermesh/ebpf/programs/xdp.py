@@ -10,7 +10,10 @@ import ctypes
 import socket
 
 from hypermesh.ebpf import libbpf
-from hypermesh.ebpf.program import BpfObject, Link, Program, pin_component
+from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.object import Collection
+from hypermesh.ebpf.pin import pin_component
+from hypermesh.ebpf.program import Program
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
 
@@ -74,14 +77,14 @@ class XdpProgram(Program):
         """One pin per interface: xdp-<interface> (bpffs-safe spelling, see pin_component)."""
         return f"xdp-{pin_component(self.interface)}"
 
-    def _after_load(self, obj: BpfObject) -> None:
-        self._stats = obj.map("xdp_stats")
+    def _after_load(self, collection: Collection) -> None:
+        self._stats = collection.map("xdp_stats")
         self._key = ctypes.create_string_buffer(4)  # key 0
         self._value = ctypes.create_string_buffer(self._stats.value_buffer_size)
         self._stride = self._stats.slot_size // 8
 
-    def _attach(self, obj: BpfObject) -> list[Link]:
-        link = obj.attach_xdp("count_packets", self.ifindex, self.interface, self.mode)
+    def _attach(self, collection: Collection) -> list[Link]:
+        link = collection.attach_xdp("count_packets", self.ifindex, self.interface, self.mode)
         self.attached_mode = link.mode
         self.native_refused = link.native_refused
         return [link]
