@@ -13,7 +13,7 @@ import time
 from hypermesh.errors import BackendError
 from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
 from hypermesh.platform.base import RawCounters, assemble_profile
-from hypermesh.platform.linux import block, cgroup, files, net, procfs, procnet, sysfs
+from hypermesh.platform.linux import block, cgroup, files, identity, net, procfs, procnet, sysfs
 
 
 class LinuxBackend:
@@ -52,24 +52,17 @@ class LinuxBackend:
     def _os(self) -> OsInfo:
         kernel = f"{self.proc}/sys/kernel"
         release = files.read_str(f"{kernel}/osrelease") or ""
-        os_release = procfs.parse_os_release(files.read_str(f"{self.etc}/os-release") or "")
+        os_release = identity.os_release(self.root)
         stat = files.read_to_end(f"{self.proc}/stat") or b""
         return OsInfo(
             system="Linux",
             release=release,
             kernel=files.read_str(f"{kernel}/version") or release,
             distribution=os_release.get("PRETTY_NAME") or os_release.get("NAME"),
-            architecture=self._architecture(),
+            architecture=identity.machine(self.root, self.live),
             hostname=files.read_str(f"{kernel}/hostname") or "",
             boot_time=procfs.parse_stat_btime(stat),
         )
-
-    def _architecture(self) -> str:
-        if self.live:
-            return os.uname().machine
-        import platform  # fixture trees without an arch file only: it costs ~3 ms (re, enum) to import
-
-        return files.read_str(f"{self.root}/arch") or platform.machine()
 
     def _cpu(self) -> CpuInfo:
         cpus = sysfs.online_cpus(self.sys)
@@ -83,7 +76,7 @@ class LinuxBackend:
             # x86 says vendor_id/model name; arm64 says CPU implementer and has no model name.
             vendor=info.get("vendor_id") or info.get("CPU implementer"),
             model=info.get("model name") or info.get("Model") or info.get("cpu model") or info.get("Hardware"),
-            architecture=self._architecture(),
+            architecture=identity.machine(self.root, self.live),
             logical_cores=len(cpus),
             physical_cores=physical,
             sockets=sockets,

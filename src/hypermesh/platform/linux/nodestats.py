@@ -14,7 +14,7 @@ import threading
 import time
 
 from hypermesh.model import CpuIdleState, FilesystemStats, InterfaceStats, NodeStats
-from hypermesh.platform.linux import block, files, procfs, procnet, sysfs
+from hypermesh.platform.linux import block, files, identity, procfs, procnet, sysfs
 from hypermesh.platform.linux.filesystems import StatvfsWorker, filesystem_stats, may_hang, real_filesystems
 from hypermesh.platform.linux.mounts import MountEntry, parse_mountinfo
 
@@ -139,16 +139,11 @@ class NodeStatsReader:
             "sysname": files.read_str(f"{kernel}/ostype") or "Linux",
             "release": files.read_str(f"{kernel}/osrelease") or "",
             "version": files.read_str(f"{kernel}/version") or "",
-            # A recorded tree names its machine in <root>/arch; a real host's root seen from a container (--root /host)
-            # has none, and runs the kernel this process runs on.
-            "machine": os.uname().machine
-            if self._live
-            else (files.read_str(f"{self._root}/arch") or os.uname().machine),
+            "machine": identity.machine(self._root, self._live),
             "nodename": files.read_str(f"{kernel}/hostname") or "",
             "domainname": files.read_str(f"{kernel}/domainname") or "(none)",
         }
-        text = files.read_str(f"{self._root}/etc/os-release") or files.read_str(f"{self._root}/usr/lib/os-release")
-        return uname, procfs.parse_os_release(text or "")
+        return uname, identity.os_release(self._root)
 
     def _read(self, name: str) -> bytes:
         fd = self._fds.get(name)
