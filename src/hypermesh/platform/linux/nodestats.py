@@ -162,7 +162,7 @@ class NodeStatsReader:
         """Whether a read may wait on a network or FUSE filesystem (statvfs in StatvfsWorker, up to its limit).
 
         As of the last read's mount table: True before the first read; a remote mount added since is found by the
-        next read, which waits for it at most STATVFS_TIMEOUT_S.
+        next read, which waits for it at most filesystems.STATVFS_TIMEOUT_S.
         """
         if self._statvfs_json is not None:
             return False
@@ -253,8 +253,8 @@ class NodeStatsReader:
                 values = self._statvfs_json.get(mountpoint)
                 if values is None:
                     continue
-                frsize, blocks, bfree, bavail, files, ffree = values
-                st = os.statvfs_result((frsize, frsize, blocks, bfree, bavail, files, ffree, ffree, 0, 255))
+                frsize, blocks, bfree, bavail, inodes, ifree = values
+                st = os.statvfs_result((frsize, frsize, blocks, bfree, bavail, inodes, ifree, ifree, 0, 255))
             elif may_hang(fstype):
                 st = results.get(f"{self._root}{mountpoint}")
             else:
