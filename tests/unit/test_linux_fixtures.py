@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hypermesh.platform.linux import LinuxBackend, procfs
+from hypermesh.platform.linux.mounts import parse_mountinfo
 from hypermesh.sampling import counters
 
 TREES = Path(__file__).resolve().parent.parent / "fixtures" / "linux"
@@ -212,7 +213,8 @@ def test_meminfo_sample_fields_by_name(tree: str, kernel: str) -> None:
 )
 def test_mountinfo_paths_are_unescaped_as_the_kernel_escapes_them(field: str, mountpoint: str) -> None:
     line = f"36 35 98:0 / {field} rw,noatime master:1 - ext4 /dev/vdb rw\n"
-    assert procfs.parse_mountinfo(line) == [(98, 0, mountpoint, "ext4", "/dev/vdb")]
+    [m] = parse_mountinfo(line)
+    assert (m.major, m.minor, m.mountpoint, m.fstype, m.source) == (98, 0, mountpoint, "ext4", "/dev/vdb")
 
 
 def test_btrfs_mounts_with_anonymous_device_numbers_belong_to_their_disk() -> None:

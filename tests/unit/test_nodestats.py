@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from hypermesh.platform.linux import LinuxBackend, nodestats
+from hypermesh.platform.linux import LinuxBackend, procfs, procnet
+from hypermesh.platform.linux.filesystems import real_filesystems
+from hypermesh.platform.linux.mounts import parse_mountinfo
 from hypermesh.platform.portable import PortableBackend
 
 ROOT = Path(__file__).parent.parent / "fixtures" / "agent" / "root"
@@ -15,25 +17,25 @@ PROC = ROOT / "proc"
 
 def test_snmp_pairs_on_the_recorded_files():
     text = (PROC / "net" / "snmp").read_text().splitlines()
-    parsed = nodestats.parse_snmp((PROC / "net" / "snmp").read_bytes())
+    parsed = procnet.parse_snmp((PROC / "net" / "snmp").read_bytes())
     for header, values in zip(text[0::2], text[1::2], strict=True):
         protocol = header.split(":")[0]
         expected = dict(zip(header.split()[1:], map(int, values.split()[1:]), strict=True))
         assert parsed[protocol] == expected
     assert parsed["Tcp"]["MaxConn"] == -1  # signed
-    netstat = nodestats.parse_snmp((PROC / "net" / "netstat").read_bytes())
+    netstat = procnet.parse_snmp((PROC / "net" / "netstat").read_bytes())
     assert "ListenOverflows" in netstat["TcpExt"] and "InOctets" in netstat["IpExt"]
 
 
 def test_snmp6_splits_protocol_and_field():
     data = b"Ip6InReceives  \t55\nIcmp6OutMsgs 73\nUdp6InDatagrams 4\nUdpLite6InErrors 1\nIcmp6InType1 2\n"
-    assert nodestats.parse_snmp6(data) == {
+    assert procnet.parse_snmp6(data) == {
         "Ip6": {"InReceives": 55},
         "Icmp6": {"OutMsgs": 73, "InType1": 2},
         "Udp6": {"InDatagrams": 4},
         "UdpLite6": {"InErrors": 1},
     }
-    recorded = nodestats.parse_snmp6((PROC / "net" / "snmp6").read_bytes())
+    recorded = procnet.parse_snmp6((PROC / "net" / "snmp6").read_bytes())
     lines = (PROC / "net" / "snmp6").read_text().split("\n")
     assert sum(len(v) for v in recorded.values()) == len([line for line in lines if line.strip()])
 
@@ -42,26 +44,26 @@ def test_diskstats_columns_by_kernel_generation():
     old = b" 253 0 vda 10 1 80 7 20 2 160 9 0 30 40\n"  # 4.15: 11 fields after the name
     discard = old.rstrip() + b" 3 1 64 5\n"  # 4.18
     flush = discard.rstrip() + b" 6 12\n"  # 5.5
-    row = nodestats.parse_diskstats_full(old)["vda"]
+    row = procfs.parse_diskstats(old, procfs.diskstats_all)["vda"]
     assert row["read_bytes"] == 80 * 512 and row["write_time_seconds"] == 0.009
     assert row["io_time_weighted_seconds"] == 0.04 and "discards_completed" not in row
-    row = nodestats.parse_diskstats_full(discard)["vda"]
+    row = procfs.parse_diskstats(discard, procfs.diskstats_all)["vda"]
     assert row["discarded_bytes"] == 64 * 512 and row["discard_time_seconds"] == 0.005 and "flush_requests" not in row
-    row = nodestats.parse_diskstats_full(flush)["vda"]
+    row = procfs.parse_diskstats(flush, procfs.diskstats_all)["vda"]
     assert row["flush_requests"] == 6 and row["flush_time_seconds"] == 0.012
-    assert nodestats.parse_diskstats_full(flush, frozenset({b"sda"})) == {}
+    assert procfs.parse_diskstats(flush, procfs.diskstats_all, frozenset({b"sda"})) == {}
 
 
 def test_softnet_cpu_column_and_row_order():
     new = b"00000010 00000001 00000002 0 0 0 0 0 0 0 0 0 00000003 0 0\n"  # 5.10+: CPU id in column 13
-    assert nodestats.parse_softnet(new) == {3: [16, 1, 2]}
+    assert procnet.parse_softnet(new) == {3: [16, 1, 2]}
     old = b"00000010 00000001 00000002 0 0 0 0 0 0 0 0\n0000000a 0 0 0 0 0 0 0 0 0 0\n"
-    assert nodestats.parse_softnet(old) == {0: [16, 1, 2], 1: [10, 0, 0]}
+    assert procnet.parse_softnet(old) == {0: [16, 1, 2], 1: [10, 0, 0]}
 
 
 def test_sockstat_memory_in_bytes():
     data = b"sockets: used 20\nTCP: inuse 6 orphan 1 tw 2 alloc 7 mem 3\nUDP: inuse 1 mem 2\nFRAG: inuse 0 memory 0\n"
-    parsed = nodestats.parse_sockstat(data)
+    parsed = procnet.parse_sockstat(data)
     assert parsed["sockets"] == {"used": 20}
     assert parsed["TCP"] == {"inuse": 6, "orphan": 1, "tw": 2, "alloc": 7, "mem_bytes": 3 * os.sysconf("SC_PAGE_SIZE")}
     assert parsed["FRAG"] == {"inuse": 0, "memory": 0}
@@ -72,7 +74,7 @@ def test_stat_kernel_lines_and_guest_time():
         b"cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 300 100\nintr 12345 1 2 3\nctxt 99\nbtime 1700000000\n"
         b"processes 4242\nprocs_running 3\nprocs_blocked 1\nsoftirq 5 1 1\n"
     )
-    kernel, guest = nodestats.parse_stat_kernel(data)
+    kernel, guest = procfs.parse_stat_kernel(data)
     assert kernel == {
         "interrupts": 12345.0,
         "context_switches": 99.0,
@@ -83,6 +85,10 @@ def test_stat_kernel_lines_and_guest_time():
     }
     hz = os.sysconf("SC_CLK_TCK")
     assert guest == {0: [300 / hz, 100 / hz]}
+
+
+def _real_filesystems(text: str) -> list[tuple[str, str, str, bool]]:
+    return [(m.source, m.mountpoint, m.fstype, m.readonly) for m in real_filesystems(parse_mountinfo(text))]
 
 
 def test_mounts_keep_real_filesystems_once():
@@ -96,7 +102,7 @@ def test_mounts_keep_real_filesystems_once():
         "34 27 254:3 / /home rw - ext4 /dev/vdd rw\n"  # mounted over: the visible one wins
         "35 27 0:40 / /var/lib/docker/overlay2/x/merged rw - ext4 /dev/vda rw\n"
     )
-    assert nodestats.parse_mounts(text) == [
+    assert _real_filesystems(text) == [
         ("/dev/vda", "/", "ext4", False),
         ("/dev/vdb1", "/srv/my data", "xfs", True),
         ("/dev/vdd", "/home", "ext4", False),
@@ -199,4 +205,4 @@ def test_mounts_read_only_by_their_own_flag_or_their_superblocks():
         "31 27 254:1 / /srv/a ro,relatime - xfs /dev/vdb1 rw\n"  # the mount is read-only
         "33 27 254:2 / /srv/b rw,relatime - ext4 /dev/vdc ro,errors=remount-ro\n"  # the kernel made it read-only
     )
-    assert [m[3] for m in nodestats.parse_mounts(text)] == [False, True, True]
+    assert [m[3] for m in _real_filesystems(text)] == [False, True, True]

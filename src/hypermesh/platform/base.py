@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import time
 
+from hypermesh.errors import BackendError
+from hypermesh.model import SystemProfile
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Protocol
+    from collections.abc import Callable
+    from typing import Protocol, TypeVar
 
-    from hypermesh.model import NodeStats, SystemProfile
+    from hypermesh.model import CpuInfo, Limits, MemoryInfo, NetworkInterface, NodeStats, OsInfo, StorageDevice
+
+    T = TypeVar("T")
 
     class CounterReader(Protocol):
         # Sources that should be there but could not be read: {name: "path: reason"} (empty where all were).
@@ -138,3 +144,49 @@ class Stopwatch:
     def timings_ms(self) -> dict[str, float]:
         """The laps so far plus ``total``."""
         return {**self._timings, "total": round((self._last - self._start) * 1000.0, 3)}
+
+
+def assemble_profile(
+    *,
+    os: Callable[[], OsInfo],
+    cpu: Callable[[], CpuInfo],
+    memory: Callable[[], MemoryInfo],
+    storage: Callable[[], list[StorageDevice]],
+    network: Callable[[], list[NetworkInterface]],
+    limits: Callable[[], Limits],
+    where: str | None = None,
+) -> SystemProfile:
+    """The SystemProfile every backend returns: its parts read in this order, each timed, GPUs left to the assets layer.
+
+    ``where`` names what the parts read (a Linux root): a part whose files do not parse (ValueError, IndexError,
+    KeyError from a parser) then raises BackendError naming the part and that place. Without it such errors pass.
+    """
+    watch = Stopwatch()
+
+    def part(name: str, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except (ValueError, IndexError, KeyError) as exc:
+            if where is None:
+                raise
+            raise BackendError(f"the {name} part of the profile under {where} did not parse: {exc}") from exc
+        finally:
+            watch.lap(name)
+
+    os_info = part("os", os)
+    cpu_info = part("cpu", cpu)
+    memory_info = part("memory", memory)
+    storage_devices = part("storage", storage)
+    interfaces = part("network", network)
+    binding_limits = part("limits", limits)
+    watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM) on every OS; a headless host has none
+    return SystemProfile(
+        os=os_info,
+        cpu=cpu_info,
+        memory=memory_info,
+        storage=storage_devices,
+        network=interfaces,
+        gpus=[],
+        limits=binding_limits,
+        timings_ms=watch.timings_ms(),
+    )

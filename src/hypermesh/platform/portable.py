@@ -47,7 +47,7 @@ from hypermesh.model import (
     StorageDevice,
     SystemProfile,
 )
-from hypermesh.platform.base import CPU_MODES, RawCounters, Stopwatch
+from hypermesh.platform.base import CPU_MODES, RawCounters, assemble_profile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ class PortableBackend:
 
     def node_stats(self) -> NodeStats:
         """What psutil can say beyond the counters: filesystems, swap, per-NIC and per-disk totals, boot time."""
-        from hypermesh.platform.linux.nodestats import filesystem_stats
+        from hypermesh.platform.linux.filesystems import filesystem_stats
 
         filesystems = []
         for part in psutil.disk_partitions(all=False):
@@ -390,35 +390,27 @@ class PortableBackend:
         )
 
     def profile(self) -> SystemProfile:
-        watch = Stopwatch()
-        os_info = self._os()
-        watch.lap("os")
-        cpu = self._cpu()
-        watch.lap("cpu")
-        memory = MemoryInfo(
+        return assemble_profile(
+            os=self._os,
+            cpu=self._cpu,
+            memory=self._memory,
+            storage=self._storage,
+            network=self._network,
+            limits=self._limits,
+        )
+
+    @staticmethod
+    def _memory() -> MemoryInfo:
+        return MemoryInfo(
             total_bytes=int(psutil.virtual_memory().total),
             swap_total_bytes=int(psutil.swap_memory().total),
             hugepage_size_bytes=None,
         )
-        watch.lap("memory")
-        storage = self._storage()
-        watch.lap("storage")
-        network = self._network()
-        watch.lap("network")
+
+    @staticmethod
+    def _limits() -> Limits:
         # psutil sees no cgroup or job-object limits: unknown, as on a host without them.
-        limits = Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None)
-        watch.lap("limits")
-        watch.lap("gpus")  # GPUs come from the assets layer on every OS; a headless host has none
-        return SystemProfile(
-            os=os_info,
-            cpu=cpu,
-            memory=memory,
-            storage=storage,
-            network=network,
-            gpus=[],
-            limits=limits,
-            timings_ms=watch.timings_ms(),
-        )
+        return Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None)
 
     @staticmethod
     def _os() -> OsInfo:

@@ -159,12 +159,14 @@ class CpuRates:
     last split, scaled to the current busy figure.
     """
 
-    __slots__ = ("_coarse_source", "_credit", "_last_busy", "_last_split", "_last_state")
+    __slots__ = ("_coarse_source", "_credit", "_in_counted_state", "_last_busy", "_last_split")
 
     def __init__(self, coarse_source: str = "proc_stat") -> None:
         self._coarse_source = coarse_source  # cpu.source when only the coarse per-mode times are there
         self._credit: dict[int, float] = {}
-        self._last_state: dict[int, bool] = {}  # cpu -> was idle during the last interval with no residency
+        # cpu -> whether the last interval the fine counter did not advance in was spent in the state it counts
+        # (running for schedstat, idle for cpuidle), as the ticks judged it.
+        self._in_counted_state: dict[int, bool] = {}
         self._last_busy: dict[int, float] = {}
         self._last_split: tuple[float, float, float] | None = None
 
@@ -172,11 +174,9 @@ class CpuRates:
         fine_kind = cur.fine_kind if cur.fine_kind == prev.fine_kind else None
         fine_now, fine_before = cur.fine or {}, prev.fine or {}
         from_fine = None
-        if cur.fine is not None and prev.fine is not None:
-            if fine_kind == "cpuidle":
-                from_fine = self._from_cpuidle
-            elif fine_kind == "schedstat":
-                from_fine = self._from_schedstat
+        if cur.fine is not None and prev.fine is not None and fine_kind in ("cpuidle", "schedstat"):
+            from_fine = self._from_fine
+        counts_idle = fine_kind == "cpuidle"
         last_busy = self._last_busy
         per_core: list[float] = []
         ticks_total = ticks_user = ticks_system = ticks_iowait = ticks_steal = 0.0
@@ -214,7 +214,7 @@ class CpuRates:
                 ticks_iowait += iowait
                 ticks_steal += steal
             if from_fine is not None:
-                busy = from_fine(cpu, fine_now.get(cpu), fine_before.get(cpu), elapsed, total, idle_coarse)
+                busy = from_fine(cpu, fine_now.get(cpu), fine_before.get(cpu), elapsed, total, idle_coarse, counts_idle)
             else:
                 busy = min(1.0, max(0.0, (total - idle_coarse) / total)) if total > 0 else None
             if busy is None:
@@ -243,7 +243,7 @@ class CpuRates:
             source=fine_kind or self._coarse_source,
         )
 
-    def _from_schedstat(
+    def _from_fine(
         self,
         cpu: int,
         now: tuple[float, int] | None,
@@ -251,52 +251,30 @@ class CpuRates:
         elapsed: float,
         ticks: float,
         idle_ticks: float,
+        counts_idle: bool,
     ) -> float | None:
-        if now is None or before is None:
-            return None
-        run = now[0] - before[0]
-        credit = self._credit.get(cpu, 0.0)
-        if run > 0:
-            # A task left the CPU in this interval; the part of its run already reported busy is not counted twice.
-            busy = max(0.0, run - credit)
-            self._credit[cpu] = 0.0
-            return min(1.0, busy / elapsed)
-        # No task left the CPU: idle throughout, or one task running all along. The ticks say which; within a
-        # single tick, the last verdict stands (_last_state: True when that verdict was idle).
-        if ticks > 0:
-            busy_share = max(0.0, 1.0 - idle_ticks / ticks)
-            self._last_state[cpu] = busy_share < 0.5
-        else:
-            busy_share = 0.0 if self._last_state.get(cpu, True) else 1.0
-        if busy_share > 0:
-            self._credit[cpu] = credit + busy_share * elapsed
-        return busy_share
+        """The busy share of one CPU from a counter the kernel adds to only when a period *ends*.
 
-    def _from_cpuidle(
-        self,
-        cpu: int,
-        now: tuple[float, int] | None,
-        before: tuple[float, int] | None,
-        elapsed: float,
-        ticks: float,
-        idle_ticks: float,
-    ) -> float | None:
+        schedstat counts running (``counts_idle`` False), cpuidle counts idling (True): the same algorithm with the
+        polarity flipped. ``share`` is the counted state's share of the interval; busy is it or its complement.
+        """
         if now is None or before is None:
             return None
-        residency = now[0] - before[0]
+        added = now[0] - before[0]
         credit = self._credit.get(cpu, 0.0)
-        if residency > 0:
-            # An idle period ended in this interval; the part of it already reported as idle is not counted twice.
-            idle = max(0.0, residency - credit)
+        if added > 0:
+            # A counted period ended in this interval; the part of it already reported is not counted twice.
+            share = min(1.0, max(0.0, added - credit) / elapsed)
             self._credit[cpu] = 0.0
-            return 1.0 - min(1.0, idle / elapsed)
-        # No idle period ended: busy throughout, or inside an idle period that is still going on. The ticks
-        # (which count an idle period in progress) say which; within a single tick, the last verdict stands.
-        if ticks > 0:
-            idle_share = idle_ticks / ticks
-            self._last_state[cpu] = idle_share >= 0.5
         else:
-            idle_share = 1.0 if self._last_state.get(cpu, False) else 0.0
-        if idle_share > 0:
-            self._credit[cpu] = credit + idle_share * elapsed
-        return 1.0 - idle_share
+            # No counted period ended: either none happened, or one is still going on. The ticks (which count an
+            # idle period in progress, and a running one) say which; within a single tick, the last verdict stands.
+            if ticks > 0:
+                idle_share = idle_ticks / ticks
+                share = idle_share if counts_idle else max(0.0, 1.0 - idle_share)
+                self._in_counted_state[cpu] = share >= 0.5
+            else:
+                share = 1.0 if self._in_counted_state.get(cpu, False) else 0.0
+            if share > 0:
+                self._credit[cpu] = credit + share * elapsed
+        return 1.0 - share if counts_idle else share

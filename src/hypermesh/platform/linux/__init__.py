@@ -12,15 +12,8 @@ import time
 
 from hypermesh.errors import BackendError
 from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
-from hypermesh.platform.base import RawCounters, Stopwatch
-from hypermesh.platform.linux import block, cgroup, net, procfs, sysfs
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import TypeVar
-
-    T = TypeVar("T")
+from hypermesh.platform.base import RawCounters, assemble_profile
+from hypermesh.platform.linux import block, cgroup, files, identity, net, procfs, procnet, sysfs
 
 
 class LinuxBackend:
@@ -42,64 +35,40 @@ class LinuxBackend:
     # ------------------------------------------------------------------------------------ profile
 
     def profile(self) -> SystemProfile:
-        watch = Stopwatch()
-        os_info = self._part(watch, "os", self._os)
-        cpu = self._part(watch, "cpu", self._cpu)
-        memory = self._part(watch, "memory", self._memory)
-        storage = self._part(watch, "storage", self._storage)
-        network = self._part(watch, "network", lambda: net.interfaces(self.sys, self.live))
-        limits = self._part(watch, "limits", lambda: cgroup.limits(self.proc, self.sys))
-        watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM); a headless host has none, never an error
-        return SystemProfile(
-            os=os_info,
-            cpu=cpu,
-            memory=memory,
-            storage=storage,
-            network=network,
-            gpus=[],
-            limits=limits,
-            timings_ms=watch.timings_ms(),
+        return assemble_profile(
+            os=self._os,
+            cpu=self._cpu,
+            memory=self._memory,
+            storage=self._storage,
+            network=lambda: net.interfaces(self.sys, self.live),
+            limits=lambda: cgroup.limits(self.proc, self.sys),
+            where=self.root or "/",
         )
 
-    def _part(self, watch: Stopwatch, name: str, read: Callable[[], T]) -> T:
-        try:
-            return read()
-        except (ValueError, IndexError, KeyError) as exc:
-            raise BackendError(f"the {name} part of the profile under {self.root or '/'} did not parse: {exc}") from exc
-        finally:
-            watch.lap(name)
-
     def _storage(self) -> list[StorageDevice]:
-        mountinfo = (sysfs.read_proc(f"{self.proc}/self/mountinfo") or b"").decode(errors="surrogateescape")
+        mountinfo = (files.read_to_end(f"{self.proc}/self/mountinfo") or b"").decode(errors="surrogateescape")
         return block.storage_devices(self.sys, mountinfo, "" if self.live else None)
 
     def _os(self) -> OsInfo:
         kernel = f"{self.proc}/sys/kernel"
-        release = sysfs.read_str(f"{kernel}/osrelease") or ""
-        os_release = procfs.parse_os_release(sysfs.read_str(f"{self.etc}/os-release") or "")
-        stat = sysfs.read_proc(f"{self.proc}/stat") or b""
+        release = files.read_str(f"{kernel}/osrelease") or ""
+        os_release = identity.os_release(self.root)
+        stat = files.read_to_end(f"{self.proc}/stat") or b""
         return OsInfo(
             system="Linux",
             release=release,
-            kernel=sysfs.read_str(f"{kernel}/version") or release,
+            kernel=files.read_str(f"{kernel}/version") or release,
             distribution=os_release.get("PRETTY_NAME") or os_release.get("NAME"),
-            architecture=self._architecture(),
-            hostname=sysfs.read_str(f"{kernel}/hostname") or "",
+            architecture=identity.machine(self.root, self.live),
+            hostname=files.read_str(f"{kernel}/hostname") or "",
             boot_time=procfs.parse_stat_btime(stat),
         )
-
-    def _architecture(self) -> str:
-        if self.live:
-            return os.uname().machine
-        import platform  # fixture trees without an arch file only: it costs ~3 ms (re, enum) to import
-
-        return sysfs.read_str(f"{self.root}/arch") or platform.machine()
 
     def _cpu(self) -> CpuInfo:
         cpus = sysfs.online_cpus(self.sys)
         if not cpus:
             raise BackendError(f"no CPUs found under {self.sys}/devices/system/cpu: is sysfs mounted?")
-        info = procfs.parse_cpuinfo(sysfs.read_str(f"{self.proc}/cpuinfo") or "")
+        info = procfs.parse_cpuinfo(files.read_str(f"{self.proc}/cpuinfo") or "")
         physical, sockets, threads_per_core = sysfs.topology(self.sys, cpus)
         fmin, fmax, fcur = sysfs.frequency_khz(self.sys, cpus[0])
         current = fcur / 1000 if fcur else _float(info.get("cpu MHz"))
@@ -107,7 +76,7 @@ class LinuxBackend:
             # x86 says vendor_id/model name; arm64 says CPU implementer and has no model name.
             vendor=info.get("vendor_id") or info.get("CPU implementer"),
             model=info.get("model name") or info.get("Model") or info.get("cpu model") or info.get("Hardware"),
-            architecture=self._architecture(),
+            architecture=identity.machine(self.root, self.live),
             logical_cores=len(cpus),
             physical_cores=physical,
             sockets=sockets,
@@ -122,7 +91,7 @@ class LinuxBackend:
         )
 
     def _memory(self) -> MemoryInfo:
-        meminfo = procfs.parse_meminfo(sysfs.read_proc(f"{self.proc}/meminfo") or b"")
+        meminfo = procfs.parse_meminfo(files.read_to_end(f"{self.proc}/meminfo") or b"")
         if "MemTotal" not in meminfo:
             raise BackendError(f"{self.proc}/meminfo has no MemTotal: is procfs mounted?")
         return MemoryInfo(
@@ -152,6 +121,10 @@ class LinuxBackend:
 
     def counter_reader(self) -> LinuxCounterReader:
         return LinuxCounterReader(self)
+
+
+def _net_dev_counters_line(line: bytes) -> tuple[str, tuple[int, ...]] | None:
+    return procnet.parse_net_dev_line(line, procnet.net_dev_counters)
 
 
 def _float(text: str | None) -> float | None:
@@ -223,10 +196,10 @@ class LinuxCounterReader:
                 os.close(fd)
         self._idle_fds = []
         self.fine_kind = None
-        for cpu, files in sysfs.cpuidle_time_paths(self._backend.sys, cpus).items():
-            fds = [fd for fd in (self._open(p) for p in files) if fd is not None]
+        for cpu, paths in sysfs.cpuidle_time_paths(self._backend.sys, cpus).items():
+            fds = [fd for fd in (self._open(p) for p in paths) if fd is not None]
             self._idle_fds.append((cpu, fds))
-            if len(fds) != len(files):
+            if len(fds) != len(paths):
                 return self._open_cpuidle([])  # a state we cannot read would bias every sample: use /proc/stat
         if self._idle_fds:
             self.fine_kind = "cpuidle"
@@ -240,14 +213,17 @@ class LinuxCounterReader:
         if lines != self._disk_lines or (self._mounts_poll is not None and self._mounts_poll.poll(0)):
             # A device came or went (hot-plug), or something was mounted or unmounted (a loop device put to use):
             # recompute which lines we keep.
-            mountinfo = (sysfs.read_proc(f"{self._backend.proc}/self/mountinfo") or b"").decode(
+            mountinfo = (files.read_to_end(f"{self._backend.proc}/self/mountinfo") or b"").decode(
                 errors="surrogateescape"
             )
             self._disk_names = block.sample_disk_names(self._backend.sys, mountinfo)
             self._disk_lines = lines
             self._disk_memo = procfs.LineMemo()
         wanted = self._disk_names
-        return self._disk_memo.parse(data.split(b"\n"), lambda line: procfs.parse_diskstats_line(line, wanted))
+        counters = procfs.diskstats_counters
+        return self._disk_memo.parse(
+            data.split(b"\n"), lambda line: procfs.parse_diskstats_line(line, wanted, counters)
+        )
 
     def _open(self, path: str, source: str | None = None, absent_ok: bool = False) -> int | None:
         try:
@@ -265,7 +241,7 @@ class LinuxCounterReader:
             raise BackendError(f"cannot read {path}; is procfs mounted and readable?")
         return fd
 
-    _pread = staticmethod(sysfs.pread_seq)
+    _pread = staticmethod(files.pread_to_end)
 
     def read(self) -> RawCounters:
         try:
@@ -280,12 +256,12 @@ class LinuxCounterReader:
             ("stat", lambda d: [procfs.parse_stat_cpu_line(x) for x in procfs.stat_cpu_lines(d)]),
             ("meminfo", procfs.parse_meminfo_sample),
             ("pressure/memory", procfs.parse_pressure),
-            ("diskstats", lambda d: [procfs.parse_diskstats_line(x) for x in d.split(b"\n")]),
-            ("net/dev", lambda d: [procfs.parse_net_dev_line(x) for x in d.split(b"\n")]),
+            ("diskstats", lambda d: procfs.parse_diskstats(d, procfs.diskstats_counters)),
+            ("net/dev", lambda d: procnet.parse_net_dev(d, procnet.net_dev_counters)),
             ("loadavg", procfs.parse_loadavg),
         )
         for name, parse in checks:
-            data = sysfs.read_proc(f"{proc}/{name}")
+            data = files.read_to_end(f"{proc}/{name}")
             try:
                 if data is not None:
                     parse(data)
@@ -320,7 +296,7 @@ class LinuxCounterReader:
             memory=procfs.parse_meminfo_sample(pread(self._meminfo)),
             pressure=procfs.parse_pressure(pread(self._psi)) if self._psi is not None else None,
             disks=self._disks(),
-            network=self._net_memo.parse(pread(self._netdev).split(b"\n"), procfs.parse_net_dev_line)
+            network=self._net_memo.parse(pread(self._netdev).split(b"\n"), _net_dev_counters_line)
             if self._netdev is not None
             else {},
             load=procfs.parse_loadavg(pread(self._loadavg)),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from hypermesh.model import Mount, StorageDevice
-from hypermesh.platform.linux.procfs import SECTOR_BYTES, parse_mountinfo
-from hypermesh.platform.linux.sysfs import listdir, read_int, read_str
+from hypermesh.platform.linux.files import listdir, read_int, read_str
+from hypermesh.platform.linux.mounts import parse_mountinfo
+from hypermesh.platform.linux.procfs import SECTOR_BYTES
 
 # Pseudo devices that only count when mounted; zram also when configured (size > 0).
 _ON_DEMAND_PREFIXES = ("loop", "ram", "zram")
@@ -64,11 +65,11 @@ def _mounts(
     """
     by_name = {name: dev for ids in tree.values() for name, dev in ids}
     out = []
-    for major, minor, mountpoint, fstype, source in parse_mountinfo(mountinfo):
-        if major != 0:
-            out.append(((major, minor), mountpoint, fstype))
-        elif source.startswith("/dev/") and (dev := by_name.get(os.path.basename(os.path.realpath(source)))):
-            out.append((dev, mountpoint, fstype))
+    for m in parse_mountinfo(mountinfo):
+        if m.major != 0:
+            out.append(((m.major, m.minor), m.mountpoint, m.fstype))
+        elif m.source.startswith("/dev/") and (dev := by_name.get(os.path.basename(os.path.realpath(m.source)))):
+            out.append((dev, m.mountpoint, m.fstype))
     return out
 
 
@@ -128,11 +129,14 @@ def _mount(mountpoint: str, fstype: str, statvfs_root: str | None) -> Mount:
 
 
 def sample_disk_names(sys_root: str, mountinfo: str) -> frozenset[bytes]:
-    """Names /proc/diskstats lines are kept for: the same whole devices the profile lists."""
+    """Names /proc/diskstats lines are kept for: the same whole devices the profile lists.
+
+    Encoded back as os.listdir decoded them (surrogateescape), so a name that is not UTF-8 is the kernel's bytes.
+    """
     tree = block_tree(sys_root)
     mounted = {dev for dev, _mountpoint, _fstype in _mounts(mountinfo, tree)}
     return frozenset(
-        name.encode()
+        name.encode(errors="surrogateescape")
         for name, ids in tree.items()
         if mounted.intersection(dev for _n, dev in ids)
         or _in_use_unmounted(name, read_int(f"{sys_root}/block/{name}/size") if name.startswith("zram") else None)

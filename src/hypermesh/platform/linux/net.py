@@ -11,7 +11,7 @@ import socket
 import struct
 
 from hypermesh.model import NetworkInterface
-from hypermesh.platform.linux.sysfs import listdir, read_bytes, read_int, read_str
+from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 
 _RTM_GETADDR = 22
 _NLMSG_DONE = 3
@@ -76,7 +76,7 @@ def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
     else:
         import json  # fixture trees only: not worth its import on every live profile
 
-        recorded = read_bytes(f"{os.path.dirname(sys_root)}/addresses.json")
+        recorded = read_once(f"{os.path.dirname(sys_root)}/addresses.json")
         by_name = json.loads(recorded) if recorded else {}
     out = []
     for name in names:

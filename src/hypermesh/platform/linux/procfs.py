@@ -1,4 +1,9 @@
-"""Pure parsers for /proc files: bytes in, typed values out, no I/O.
+"""Pure parsers for /proc files (and the few text formats beside them): bytes in, typed values out, no I/O.
+
+One parser per file format, used by every reader that needs the file: the Sampler's counter reader and the agent's
+node stats reader both come here. Where they want different columns of one format, the parser takes a projection
+(``columns``) and the format's rules (which lines count, how a name is decoded) stay in one place. /proc/net/* is in
+procnet.py, mountinfo in mounts.py.
 
 Hot-path parsers (stat, meminfo, diskstats, net/dev, loadavg, pressure) run up to 100 times a second, so they
 parse only the fields we emit and avoid building intermediate dicts. Each names the kernel source that defines
@@ -16,6 +21,7 @@ if TYPE_CHECKING:
 
     K = TypeVar("K")
     V = TypeVar("V")
+    T = TypeVar("T")
 else:
     # typing costs ~7 ms to import; at run time LineMemo[...] only needs to be subscriptable.
     class Generic:
@@ -27,6 +33,7 @@ else:
 # /proc/stat counts in USER_HZ (clock ticks visible to userspace), not CONFIG_HZ.
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size (block/genhd.c)
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def parse_stat_cpu_line(line: bytes) -> tuple[int, tuple[float, ...]] | None:
@@ -60,6 +67,49 @@ def parse_stat_btime(data: bytes) -> float | None:
     if start < 0:
         return None
     return float(data[start + 7 : data.index(b"\n", start + 7)])
+
+
+_STAT_KEYS = {
+    b"ctxt": "context_switches",
+    b"processes": "forks",
+    b"procs_running": "procs_running",
+    b"procs_blocked": "procs_blocked",
+    b"btime": "boot_time_seconds",
+}
+
+
+def parse_stat_kernel(data: bytes) -> tuple[dict[str, float], dict[int, list[float]]]:
+    """Kernel-wide lines of /proc/stat (fs/proc/stat.c) and each CPU's guest/guest_nice seconds.
+
+    ``intr`` starts with the total of all interrupts (its per-IRQ columns are left out); ``processes`` counts
+    forks since boot; guest time (columns 9 and 10 of a cpuN line, 2.6.24+/2.6.33+) is in USER_HZ ticks.
+    """
+    kernel: dict[str, float] = {}
+    guest: dict[int, list[float]] = {}
+    for line in data.split(b"\n"):
+        if line.startswith(b"cpu"):
+            parts = line.split()
+            if parts[0] != b"cpu" and len(parts) > 9:
+                nice = int(parts[10]) / USER_HZ if len(parts) > 10 else 0.0
+                guest[int(parts[0][3:])] = [int(parts[9]) / USER_HZ, nice]
+            continue
+        key, _, rest = line.partition(b" ")
+        if key == b"intr":
+            kernel["interrupts"] = float(rest.split(b" ", 1)[0])
+        elif key in _STAT_KEYS:
+            kernel[_STAT_KEYS[key]] = float(rest)
+    return kernel, guest
+
+
+def parse_softirqs(data: bytes) -> dict[str, list[int]]:
+    """{type: [count per CPU]} from /proc/softirqs (kernel/softirq.c show_softirqs): a CPU header, one row per type."""
+    lines = data.split(b"\n")
+    out: dict[str, list[int]] = {}
+    for line in lines[1:]:
+        name, _, counts = line.partition(b":")
+        if counts:
+            out[name.strip().decode()] = [int(c) for c in counts.split()]
+    return out
 
 
 # The sample's fields, each found by name with bytes.find (a C scan of ~1.5 KB, cheaper than splitting the file
@@ -123,17 +173,41 @@ def parse_meminfo(data: bytes) -> dict[str, int]:
     return out
 
 
-def parse_diskstats_line(line: bytes, wanted: frozenset[bytes] | None = None) -> tuple[str, tuple[int, ...]] | None:
-    """(device, (read_ops, read_bytes, read_ms, write_ops, write_bytes, write_ms, busy_ms)) (block/genhd.c).
+def parse_vmstat(data: bytes) -> dict[str, int]:
+    """Every /proc/vmstat field: ``name value`` lines (mm/vmstat.c, vmstat_text[]); counts, mostly pages."""
+    words = data.split()
+    names = words[0::2]
+    # The kernel prints the same names in the same order every time: decode them once.
+    decoded = _VMSTAT_NAMES.get(len(names))
+    if decoded is None or decoded[0] != names:
+        decoded = _VMSTAT_NAMES[len(names)] = (names, [n.decode() for n in names])
+    return dict(zip(decoded[1], map(int, words[1::2]), strict=False))
 
-    Columns after the name: reads, reads merged, sectors read, ms reading, writes, writes merged, sectors written,
-    ms writing, in flight, ms doing I/O (io_ticks), weighted ms; discard (4.18+) and flush (5.5+) columns follow
-    and are ignored. ``wanted`` limits parsing to those device names.
+
+_VMSTAT_NAMES: dict[int, tuple[list[bytes], list[str]]] = {}
+
+
+def parse_diskstats_line(
+    line: bytes, wanted: frozenset[bytes] | None, columns: Callable[[list[bytes]], T]
+) -> tuple[str, T] | None:
+    """(device, ``columns`` of its line) for a /proc/diskstats line of a wanted device (block/genhd.c diskstats_show).
+
+    Fields: major minor name, then 11 columns since 2.6 (reads, reads merged, sectors read, ms reading, writes,
+    writes merged, sectors written, ms writing, in flight, ms doing I/O (io_ticks), weighted ms), discard columns
+    since 4.18, flush columns since 5.5 (Documentation/admin-guide/iostats.rst). ``wanted`` (None: all) limits
+    parsing to those device names. Names are bytes to the kernel; they are decoded as os.listdir decodes
+    /sys/block, so a device has the profile's name in every sample, and a name that is not UTF-8 is that name,
+    not an error that stops every sample.
     """
     parts = line.split()
     if len(parts) < 14 or (wanted is not None and parts[2] not in wanted):
         return None
-    return parts[2].decode(), (
+    return parts[2].decode(errors="surrogateescape"), columns(parts)
+
+
+def diskstats_counters(parts: list[bytes]) -> tuple[int, ...]:
+    """The Sampler's columns: (read_ops, read_bytes, read_ms, write_ops, write_bytes, write_ms, busy_ms)."""
+    return (
         int(parts[3]),
         int(parts[5]) * SECTOR_BYTES,
         int(parts[6]),
@@ -144,40 +218,38 @@ def parse_diskstats_line(line: bytes, wanted: frozenset[bytes] | None = None) ->
     )
 
 
-def parse_diskstats(data: bytes, wanted: frozenset[bytes] | None = None) -> dict[str, tuple[int, ...]]:
-    """Every (wanted) line of /proc/diskstats: see parse_diskstats_line."""
-    return dict(p for line in data.split(b"\n") if (p := parse_diskstats_line(line, wanted)) is not None)
+def diskstats_all(parts: list[bytes]) -> dict[str, float]:
+    """Every column the kernel has, in base units: bytes (sectors are 512 bytes whatever the device), seconds."""
+    v = [int(x) for x in parts[3:]]
+    row: dict[str, float] = {
+        "reads_completed": v[0],
+        "reads_merged": v[1],
+        "read_bytes": v[2] * SECTOR_BYTES,
+        "read_time_seconds": v[3] / 1000,
+        "writes_completed": v[4],
+        "writes_merged": v[5],
+        "written_bytes": v[6] * SECTOR_BYTES,
+        "write_time_seconds": v[7] / 1000,
+        "io_now": v[8],
+        "io_time_seconds": v[9] / 1000,
+        "io_time_weighted_seconds": v[10] / 1000,
+    }
+    if len(v) >= 15:
+        row["discards_completed"] = v[11]
+        row["discards_merged"] = v[12]
+        row["discarded_bytes"] = v[13] * SECTOR_BYTES
+        row["discard_time_seconds"] = v[14] / 1000
+    if len(v) >= 17:
+        row["flush_requests"] = v[15]
+        row["flush_time_seconds"] = v[16] / 1000
+    return row
 
 
-def parse_net_dev_line(line: bytes) -> tuple[str, tuple[int, ...]] | None:
-    """(interface, (rx_bytes, rx_packets, rx_errors, rx_drops, tx_bytes, tx_packets, tx_errors, tx_drops)).
-
-    net/core/net-procfs.c: "name: 8 receive columns 8 transmit columns". The name may be glued to the first
-    number when the counter is wide ("eth0:123"), so split on the colon first. Header lines give None.
-    """
-    name, sep, rest = line.partition(b":")
-    if not sep:
-        return None
-    f = rest.split()
-    if len(f) < 16:
-        return None
-    # Interface names are bytes to the kernel (anything but "/", ":", whitespace): decoded as os.listdir decodes
-    # /sys/class/net, so a non-UTF-8 name is the profile's name, not an error that stops every sample.
-    return name.strip().decode(errors="surrogateescape"), (
-        int(f[0]),
-        int(f[1]),
-        int(f[2]),
-        int(f[3]),
-        int(f[8]),
-        int(f[9]),
-        int(f[10]),
-        int(f[11]),
-    )
-
-
-def parse_net_dev(data: bytes) -> dict[str, tuple[int, ...]]:
-    """Every interface of /proc/net/dev: see parse_net_dev_line."""
-    return dict(p for line in data.split(b"\n")[2:] if (p := parse_net_dev_line(line)) is not None)
+def parse_diskstats(
+    data: bytes, columns: Callable[[list[bytes]], T], wanted: frozenset[bytes] | None = None
+) -> dict[str, T]:
+    """Every (wanted) device of /proc/diskstats: see parse_diskstats_line."""
+    return dict(p for line in data.split(b"\n") if (p := parse_diskstats_line(line, wanted, columns)) is not None)
 
 
 class LineMemo(Generic[K, V]):
@@ -232,6 +304,32 @@ def parse_pressure(data: bytes) -> tuple[float, float | None, int, int | None] |
     return some_avg, full_avg, some_total, full_total
 
 
+def pressure_seconds(parsed: tuple[float, float | None, int, int | None] | None) -> dict[str, float]:
+    """parse_pressure's figures by name, totals in seconds: {} without PSI; no full_* where the file has no full."""
+    if parsed is None:
+        return {}
+    some_avg, full_avg, some_total, full_total = parsed
+    out = {"some_avg10": some_avg, "some_total_seconds": some_total / 1e6}
+    if full_avg is not None and full_total is not None:
+        out["full_avg10"] = full_avg
+        out["full_total_seconds"] = full_total / 1e6
+    return out
+
+
+def parse_file_nr(data: bytes) -> dict[str, float]:
+    """``allocated  free(always 0 since 2.6)  max`` from /proc/sys/fs/file-nr (fs/file_table.c)."""
+    parts = data.split()
+    if len(parts) < 3:
+        return {}
+    return {"file_handles_allocated": float(parts[0]), "file_handles_maximum": float(parts[2])}
+
+
+def parse_number(data: bytes) -> float | None:
+    """A /proc/sys file of one number (entropy_avail, nf_conntrack_count...); None for an empty or absent file."""
+    data = data.strip()
+    return float(data) if data else None
+
+
 def parse_schedstat(data: bytes) -> dict[int, float]:
     """{cpu: seconds spent running tasks} from /proc/schedstat version 15+ (kernel/sched/stats.c).
 
@@ -268,40 +366,6 @@ def parse_cpulist(text: str) -> list[int]:
         lo, _, hi = part.partition("-")
         cpus.extend(range(int(lo), int(hi or lo) + 1))
     return cpus
-
-
-def _unescape_mount(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c, mangle()) and nothing else:
-    # every other character, UTF-8 included, is as the path has it (so no "unicode_escape", which reads UTF-8 bytes
-    # as Latin-1).
-    if "\\" not in path:
-        return path
-    first, *rest = path.split("\\")
-    out = [first]
-    for part in rest:
-        code = part[:3]
-        if len(code) == 3 and all("0" <= c <= "7" for c in code):
-            out.append(chr(int(code, 8)) + part[3:])
-        else:
-            out.append("\\" + part)
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[tuple[int, int, str, str, str]]:
-    """[(major, minor, mountpoint, fstype, source)] from /proc/self/mountinfo (Documentation/filesystems/proc.rst).
-
-    Fields: id parent major:minor root mountpoint options [optional fields...] - fstype source super-options.
-    """
-    mounts: list[tuple[int, int, str, str, str]] = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        f = left.split()
-        major, _, minor = f[2].partition(":")
-        r = right.split()
-        mounts.append((int(major), int(minor), _unescape_mount(f[4]), r[0], r[1] if len(r) > 1 else ""))
-    return mounts
 
 
 def parse_proc_cgroup(text: str) -> list[tuple[str, list[str], str]]:

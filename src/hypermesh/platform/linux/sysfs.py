@@ -1,94 +1,13 @@
-"""Readers for /sys: CPU topology, caches, NUMA, hybrid core types, block devices and network interfaces.
+"""Readers for /sys/devices/system: CPU topology, caches, frequency, NUMA nodes, hybrid core types, cpuidle.
 
-Every reader takes the sysfs root so tests point it at a fixture tree. Files are read with os.open/os.read:
-a profile reads ~100 small files and the text-IO layer of open() would double the cost.
+Every reader takes the sysfs root so tests point it at a fixture tree; files are read through files.py.
 """
 
 from __future__ import annotations
 
-import os
-
 from hypermesh.model import CoreType, CpuCache, NumaNode
+from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 from hypermesh.platform.linux.procfs import parse_cpulist, parse_meminfo
-
-
-def read_bytes(path: str) -> bytes | None:
-    """The file's content (one read(2): sysfs attributes, small files), or None when it does not exist or the
-    kernel refuses the read. Multi-record procfs files need read_proc.
-
-    Refusals are normal in sysfs: ``speed`` of a down or virtual link answers EINVAL, some attributes are
-    root-only. The caller decides what a missing value means.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 65536)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def pread_seq(fd: int) -> bytes:
-    """The whole content of a procfs seq_file kept open, re-read from offset 0 with pread(2).
-
-    One read stops at the first record that does not fit the kernel's buffer of at least a page
-    (fs/seq_file.c), not at the size asked for: about 30 interfaces fill it in /proc/net/dev. Records of the
-    files we keep open are under 1 KiB, so a read shorter than 2 KiB is the whole file; anything longer is
-    read on, from where the kernel stopped, until EOF.
-    """
-    data = os.pread(fd, 65536, 0)
-    if len(data) < 2048:
-        return data
-    chunks = [data]
-    offset = len(data)
-    while chunk := os.pread(fd, 65536, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def read_proc(path: str) -> bytes | None:
-    """A procfs seq_file's whole content (mountinfo, /proc/stat, meminfo...), or None as read_bytes.
-
-    One read(2) of a seq_file stops at the first record that does not fit the kernel's page-sized buffer
-    (fs/seq_file.c), so a /proc/self/mountinfo of more than ~4 KiB comes in several reads: read until EOF.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_str(path: str) -> str | None:
-    data = read_bytes(path)
-    return None if data is None else data.decode(errors="replace").strip()
-
-
-def read_int(path: str) -> int | None:
-    data = read_bytes(path)
-    try:
-        return None if data is None else int(data)
-    except ValueError:
-        return None
-
-
-def listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
 
 
 def cpu_dir(sys_root: str) -> str:
@@ -176,7 +95,7 @@ def numa_nodes(sys_root: str) -> list[NumaNode]:
     ids = parse_cpulist(online) if online else []
     nodes = []
     for node in ids:
-        meminfo = read_bytes(f"{base}/node{node}/meminfo")
+        meminfo = read_once(f"{base}/node{node}/meminfo")
         total = None
         if meminfo:
             # "Node 0 MemTotal:  123 kB": drop the "Node N" prefix, then it is /proc/meminfo's format.
