@@ -13,7 +13,8 @@ memory, however large, for ever (100 of them: 49 MB -> 356 MB). This module clos
   Over TLS the handshake has the same limit (``ssl_handshake_timeout``; asyncio's default is 60 s), and so has
   the closing exchange of close_notify alerts (``ssl_shutdown_timeout``; asyncio's default is 30 s).
 - **Connection cap**: at most ``max_connections`` open, TLS handshakes in progress included. A new connection
-  past the cap closes the one that has been idle (waiting for a request) the longest; if every connection is busy
+  past the cap closes the oldest TLS handshake in progress if there is one, else the connection that has been idle
+  (waiting for a request) the longest; if every connection is busy
   with a request, the new one gets ``503`` and is closed at once (over TLS with a close_notify alert, not a bare
   TCP close). Idle connections therefore cannot lock out a scraper or a liveness probe. The cap is lowered to
   what RLIMIT_NOFILE leaves after the agent's own files.
@@ -212,12 +213,14 @@ class ConnectionLimits:
         return False
 
     def handshake_started(self, handshake: AgentSSLProtocol) -> None:
-        """Count a new TLS handshake, making room first: past the handshake cap the oldest handshake is aborted;
-        past the connection cap the longest-idle connection is closed, else the oldest handshake."""
-        if len(self.handshaking) >= self.max_handshakes or (
-            self.occupied() >= self.max_connections and not self.evict_idle()
-        ):
+        """Count a new TLS handshake, making room first. Past either cap the oldest handshake in progress is
+        aborted; only when none is in progress does the longest-idle connection make room. So a flood of
+        handshakes never closes a connection that completed its own (a scraper's kept-alive one)."""
+        full = self.occupied() >= self.max_connections
+        if len(self.handshaking) >= self.max_handshakes or (full and self.handshaking):
             self._abort_oldest_handshake()
+        elif full:
+            self.evict_idle()
         self.handshaking[handshake] = None
 
     def handshake_ended(self, handshake: AgentSSLProtocol) -> None:
@@ -302,6 +305,11 @@ class AgentProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            # Over TLS, the request that came with the handshake's last flight is still delivered while the 503's
+            # close_notify goes out; uvicorn, never told of the connection, failed on it, and asyncio then dropped
+            # the connection without its alert (ECONNRESET for the client) and logged a traceback.
+            return
         super().data_received(data)
         self._follow_state()
 
