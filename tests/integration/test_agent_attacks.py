@@ -26,9 +26,18 @@ from tests.conftest import require, require_binary
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
 from tests.integration.test_agent_security import self_signed
 
-# The shipped unit (deploy/systemd/hypermesh-agent.service): MemoryMax=128M, LimitNOFILE=8192.
-UNIT_MEMORY_BYTES = 128 * 2**20
-UNIT_NOFILE = 8192
+UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "hypermesh-agent.service"
+
+
+def unit_setting(name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)$", UNIT.read_text(), re.MULTILINE)
+    assert match, f"{UNIT} sets no {name}"
+    return match.group(1)
+
+
+# The shipped unit's limits, as it states them (MemoryMax=128M, LimitNOFILE=8192 when written).
+UNIT_MEMORY_BYTES = int(unit_setting("MemoryMax").rstrip("M")) * 2**20
+UNIT_NOFILE = int(unit_setting("LimitNOFILE"))
 
 
 def host_port(url: str) -> tuple[str, int]:
