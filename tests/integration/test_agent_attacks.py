@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import require, require_binary
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+from tests.integration.test_agent_connections import agent_metrics
 from tests.integration.test_agent_security import self_signed
 
 UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "hypermesh-agent.service"
@@ -388,6 +389,29 @@ def test_streams_whose_clients_never_read_are_dropped_within_the_send_timeout():
             for sock in readers:
                 sock.close()
     assert accepted, f"no new stream accepted within {SEND_TIMEOUT_S + 5} s ({elapsed:.1f} s)"
+
+
+def test_a_slow_stream_whose_client_stopped_reading_is_dropped_once_its_kernel_queue_backs_up():
+    """At 5 samples a second a stream sends ~7 KB/s: the agent's own buffer would take many seconds more to fill
+    behind the kernel's; counting the kernel's unacknowledged bytes (SIOCOUTQ) drops the stream soon after its
+    client's small receive buffer is full."""
+    with AgentProcess("--interval", "0.2", "--send-timeout", str(SEND_TIMEOUT_S)) as agent:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            sock.connect(host_port(agent.url))
+            sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            start = time.monotonic()
+            dropped = wait_until(
+                lambda: agent_metrics(agent.url).get("hypermesh_agent_http_connections_closed_total[send_timeout]"),
+                timeout=SEND_TIMEOUT_S + 10,
+                interval=0.5,
+            )
+            elapsed = time.monotonic() - start
+        finally:
+            sock.close()
+    assert dropped, f"not dropped within {SEND_TIMEOUT_S + 10} s"
+    print(f"dropped after {elapsed:.1f} s")
 
 
 # --------------------------------------------------------------------------------- log floods before auth
