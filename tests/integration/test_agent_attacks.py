@@ -514,3 +514,66 @@ def test_a_tls_connection_refused_for_want_of_room_gets_its_503_and_a_close_noti
         # Not ssl.SSLEOFError ("EOF occurred in violation of protocol": a bare TCP close) nor ECONNRESET.
         assert ending == "close_notify", ending
     assert "Traceback" not in log, log[-3000:]
+
+
+def handshake_ending(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO) -> object:
+    """Read what the agent sends a client whose ClientHello is incomplete, and feed it to that client's TLS:
+    what the client's TLS library makes of the end of its handshake."""
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except OSError as exc:
+        return exc
+    incoming.write(received)
+    incoming.write_eof()
+    try:
+        tls.do_handshake()
+    except ssl.SSLError as exc:
+        return exc
+    return received
+
+
+def half_a_handshake(address: tuple[str, int]) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    sock = socket.create_connection(address, timeout=10)
+    sock.sendall(hello[: len(hello) // 2])
+    return sock, tls, incoming
+
+
+def assert_alerted(ending: object) -> None:
+    # The client's TLS reads a fatal alert from the agent, not ECONNRESET nor "EOF occurred in violation of
+    # protocol" (a bare close: SSLEOFError, what it read before).
+    assert isinstance(ending, ssl.SSLError), ending
+    assert "ALERT_INTERNAL_ERROR" in str(ending.reason), ending
+
+
+def test_a_tls_handshake_that_times_out_ends_with_an_alert(tmp_path, tls_files):
+    with AgentProcess("--config", tls_config(tmp_path, tls_files), "--header-timeout", "1") as agent:
+        sock, tls, incoming = half_a_handshake(host_port(agent.url))
+        with sock:
+            assert_alerted(handshake_ending(sock, tls, incoming))
+
+
+def test_a_tls_handshake_aborted_past_the_handshake_cap_ends_with_an_alert(tmp_path, tls_files):
+    with AgentProcess("--config", tls_config(tmp_path, tls_files), "--max-handshakes", "2") as agent:
+        address = host_port(agent.url)
+        first = half_a_handshake(address)
+        time.sleep(0.2)
+        later = [half_a_handshake(address) for _ in range(2)]  # a third in progress: the oldest makes room
+        try:
+            start = time.monotonic()
+            ending = handshake_ending(*first)
+            elapsed = time.monotonic() - start
+        finally:
+            for sock, _, _ in (first, *later):
+                sock.close()
+    assert_alerted(ending)
+    assert elapsed < 2.5  # at once, not at the 5 s handshake timeout

@@ -82,6 +82,10 @@ TLS_READ_BUFFER_BYTES = 16 * 1024
 # acknowledges it within a round trip.
 STREAM_SNDBUF_BYTES = 32 * 1024
 STREAM_STALL_BYTES = 16 * 1024
+# A fatal TLS alert record, internal_error (RFC 8446 sections 5.1 and 6: content type 21, legacy version 3.3, length
+# 2, level 2, description 80), sent in the clear to a handshake aborted before the agent sent anything: until the
+# server's first flight there are no keys, and that is the only time an unencrypted alert is valid.
+PLAINTEXT_FATAL_ALERT = bytes((21, 3, 3, 0, 2, 2, 80))
 # ioctl(SIOCOUTQ) (= TIOCOUTQ, linux/sockios.h): bytes in a TCP socket's send queue, not yet acknowledged.
 SIOCOUTQ = 0x5411
 # File descriptors kept free for the agent's own files beyond those open when the server starts: the node stats
@@ -405,6 +409,7 @@ class AgentSSLProtocol(sslproto.SSLProtocol):
         app = self._app_protocol
         self._limits = app.limits if isinstance(app, AgentProtocol) else None
         self._abandoned = False
+        self._flight_sent = False
         if self._limits is not None:
             self._limits.handshake_started(self)
 
@@ -412,14 +417,35 @@ class AgentSSLProtocol(sslproto.SSLProtocol):
         """Abort the handshake to make room: at once, or when the socket is handed over (in the same loop tick)."""
         self._abandoned = True
         if isinstance(self._transport, asyncio.Transport):
-            self._transport.abort()
+            self._refuse(self._transport)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        # With an alert where one can be sent (a bare close reads as ECONNRESET or a truncated handshake); the
+        # socket's buffer is empty before the first flight, so the write completes at once and abort() drops
+        # nothing.
+        if not self._flight_sent:
+            transport.write(PLAINTEXT_FATAL_ALERT)
+        transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._abandoned and isinstance(transport, asyncio.Transport):
             self._transport = transport
-            transport.abort()
+            self._refuse(transport)
             return
         super().connection_made(transport)
+
+    # Private to asyncio's SSLProtocol (3.11+) and not in typeshed: where every byte of TLS output goes to the socket.
+    def _process_outgoing(self) -> None:
+        if self._outgoing.pending:  # type: ignore[attr-defined]
+            self._flight_sent = True
+        super()._process_outgoing()  # type: ignore[misc]
+
+    def _check_handshake_timeout(self) -> None:
+        handshaking = self._state == sslproto.SSLProtocolState.DO_HANDSHAKE  # type: ignore[attr-defined]
+        if handshaking and isinstance(self._transport, asyncio.Transport):
+            self._refuse(self._transport)  # connection_lost follows, as after asyncio's own abort
+            return
+        super()._check_handshake_timeout()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._limits is not None:
