@@ -441,7 +441,7 @@ class AgentCollector:
             "hypermesh_agent_http_connections_closed_total",
             "counter",
             "HTTP connections the agent closed or refused, by reason: header_timeout (no complete request in "
-            "time), send_timeout (the client did not read its response in time), evicted (the longest idle, to make room), refused (503, all busy at max_connections).",
+            "time), send_timeout (the client did not read its response in time), evicted (the longest idle connection or oldest TLS handshake, to make room), refused (503, all busy at max_connections).",
         )
         for reason in CONNECTION_CLOSE_REASONS:
             closed.samples.append(((("reason", reason),), stats.get(f"connections_{reason}", 0.0)))
