@@ -25,7 +25,8 @@ memory, however large, for ever (100 of them: 49 MB -> 356 MB). This module clos
   asyncio leaves it in reference cycles (the exception's traceback holds the protocol, the accept task's waiter
   holds the exception) that only a full garbage collection frees, a few hundred kilobytes each; AgentSSLProtocol
   breaks them. Its read buffer is TLS_READ_BUFFER_BYTES instead of asyncio's 256 KiB (``SSLProtocol.max_size``),
-  which every TLS connection kept for its whole life.
+  which every TLS connection kept for its whole life. A handshake aborted (by a cap or its timeout) before the
+  agent sent anything gets a fatal alert in the clear (PLAINTEXT_FATAL_ALERT), not a bare close.
 - **Send timeout**: a connection whose writes stall (the output buffer above its high-water mark, or a closing
   connection with unsent data) for ``send_timeout_s`` is aborted and its buffer freed. The guard writes response
   bodies in pieces of WRITE_CHUNK_BYTES and uvicorn waits for the buffer to drain between pieces, so an unread
