@@ -302,7 +302,7 @@ def test_a_failed_tls_handshake_is_freed_without_the_garbage_collector(tls_files
     its socket is closed, with the collector disabled (before: one cycle of ~300 KB per connection)."""
     from asyncio import sslproto
 
-    from hypermesh.agent.connections import AgentEventLoop
+    from hypermesh.agent.tls import AgentEventLoop
 
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(*tls_files)

@@ -143,8 +143,9 @@ def serve(config: object) -> int:
     import hypermesh
     from hypermesh.agent.app import AgentState, build_app
     from hypermesh.agent.config import AgentConfig
-    from hypermesh.agent.connections import ConnectionLimits, RepeatedMessageFilter, event_loop_factory, protocol_for
+    from hypermesh.agent.connections import ConnectionLimits, RepeatedMessageFilter, protocol_for
     from hypermesh.agent.security import STREAM_PATHS
+    from hypermesh.agent.tls import event_loop_factory
 
     assert isinstance(config, AgentConfig)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
