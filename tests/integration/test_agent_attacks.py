@@ -451,7 +451,7 @@ def test_malformed_requests_and_websocket_upgrades_log_a_bounded_number_of_lines
     assert 1 <= len(upgrades) <= per_kind, upgrades[:5]
     assert len(lines) <= 2 * per_kind + 5, lines[:20]
     # The count is in the line: the flood is visible, not hidden.
-    assert re.search(r"\b\d+ invalid HTTP requests received", invalid[0]), invalid[0]
+    assert re.search(r"invalid HTTP requests \(answered 400\): \d+ since the last report", invalid[0]), invalid[0]
 
 
 # ------------------------------------------------------------------------------------ TLS refusals

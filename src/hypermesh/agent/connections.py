@@ -393,7 +393,7 @@ def protocol_for(limits: ConnectionLimits) -> type[AgentProtocol]:
 # What uvicorn logs (logger "uvicorn.error") for every malformed request and every Upgrade: websocket it cannot
 # serve, as message prefix -> the line kept (None: dropped, its event is already counted by the other line).
 REPEATED_MESSAGES: dict[str, str | None] = {
-    "Invalid HTTP request received.": "invalid HTTP requests received (answered 400)",
+    "Invalid HTTP request received.": "invalid HTTP requests (answered 400)",
     "Unsupported upgrade request.": "upgrade requests refused (the agent serves no WebSocket)",
     "No supported WebSocket library detected.": None,
 }
@@ -423,8 +423,8 @@ class RepeatedMessageFilter(logging.Filter):
         now = time.monotonic()
         if now - self._logged.get(prefix, -self.interval_s) < self.interval_s:
             return False
-        record.msg = "%d %s since the last report (reported at most every %gs)"
-        record.args = (self._counts.pop(prefix), line, self.interval_s)
+        record.msg = "%s: %d since the last report (logged at most every %gs)"
+        record.args = (line, self._counts.pop(prefix), self.interval_s)
         record.exc_info = None
         self._logged[prefix] = now
         return True
