@@ -13,11 +13,11 @@ memory, however large, for ever (100 of them: 49 MB -> 356 MB). This module clos
   Over TLS the handshake has the same limit (``ssl_handshake_timeout``; asyncio's default is 60 s), and so has
   the closing exchange of close_notify alerts (``ssl_shutdown_timeout``; asyncio's default is 30 s).
 - **Connection cap**: at most ``max_connections`` open, TLS handshakes in progress included. A new connection
-  past the cap closes the oldest TLS handshake in progress if there is one, else the connection that has been idle
-  (waiting for a request) the longest; if every connection is busy
-  with a request, the new one gets ``503`` and is closed at once (over TLS with a close_notify alert, not a bare
-  TCP close). Idle connections therefore cannot lock out a scraper or a liveness probe. The cap is lowered to
-  what RLIMIT_NOFILE leaves after the agent's own files.
+  past the cap closes the oldest TLS handshake in progress if there is one, else the connection that has been
+  idle (waiting for a request) the longest; if every connection is busy with a request, the new one gets ``503``
+  and is closed at once (over TLS after a close_notify alert, not with a bare TCP close). Idle connections
+  therefore cannot lock out a scraper or a liveness probe. The cap is lowered to what RLIMIT_NOFILE leaves after
+  the agent's own files.
 - **Handshake cap**: at most ``max_handshakes`` TLS handshakes in progress; a new one past it aborts the oldest
   (a client that completes its handshake does so within a round trip or two, so the oldest is the likeliest to
   be an attacker's), so a flood of half-open handshakes holds a bounded number of descriptors and never evicts
@@ -302,9 +302,8 @@ class AgentProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            # Over TLS, the request that came with the handshake's last flight is still delivered while the 503's
-            # close_notify goes out; uvicorn, never told of the connection, failed on it, and asyncio then dropped
-            # the connection without its alert (ECONNRESET for the client) and logged a traceback.
+            # Over TLS, a request that came with the handshake's last flight is still delivered while the 503 and
+            # its close_notify go out; uvicorn, never told of the connection, ran it and failed with a traceback.
             return
         super().data_received(data)
         self._follow_state()
