@@ -191,7 +191,7 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503_at_once():
         assert agent_metrics(agent.url)["hypermesh_agent_http_connections_closed_total[refused]"] >= 1
 
 
-@pytest.mark.parametrize("key", ["header_timeout", "max_connections"])
+@pytest.mark.parametrize("key", ["header_timeout", "max_connections", "max_handshakes"])
 def test_connection_limits_are_checked_config_keys(tmp_path, key):
     config = tmp_path / "agent.toml"
     config.write_text(f"{key} = -1\n")

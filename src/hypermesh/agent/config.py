@@ -14,6 +14,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
     header_timeout = 5.0          # seconds a connection may take to send a request's headers (idle ones too)
     send_timeout = 10.0           # seconds a response may wait for its client to read before it is dropped
     max_connections = 512         # connections open at once; past it the longest-idle one is closed, else 503
+    max_handshakes = 64           # TLS handshakes in progress at once; past it the oldest is aborted
 
     [tls_server_config]
     cert_file = "/etc/hypermesh/agent.crt"
@@ -67,6 +68,8 @@ class AgentConfig:
     header_timeout_s: float = 5.0
     send_timeout_s: float = 10.0
     max_connections: int = 512
+    # TLS handshakes in progress at once (they count against max_connections too); docs/agent.md, Hardening.
+    max_handshakes: int = 64
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # user -> bcrypt hash; empty means no authentication.
@@ -118,6 +121,7 @@ _TOP_KEYS = {
     "header_timeout",
     "send_timeout",
     "max_connections",
+    "max_handshakes",
     "access_log",
     "root",
     "ebpf",
@@ -167,7 +171,7 @@ def load(path: str) -> dict[str, Any]:
             out[field] = _positive_seconds(data[key], lambda problem, key=key: fail(key, problem))
     if out.get("interval_s", MIN_INTERVAL) < MIN_INTERVAL:
         raise fail("interval", f"must be at least {MIN_INTERVAL:g} s (1 kHz), got {out['interval_s']:g}")
-    for key in ("max_in_flight", "max_streams", "max_connections"):
+    for key in ("max_in_flight", "max_streams", "max_connections", "max_handshakes"):
         if key in data:
             value = data[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -331,6 +335,7 @@ def build(
     header_timeout_s: float | None = None,
     send_timeout_s: float | None = None,
     max_connections: int | None = None,
+    max_handshakes: int | None = None,
     access_log: bool | None = None,
     root: str | None = None,
     ebpf_programs: list[str] | None = None,
@@ -350,6 +355,7 @@ def build(
         "header_timeout_s": header_timeout_s,
         "send_timeout_s": send_timeout_s,
         "max_connections": max_connections,
+        "max_handshakes": max_handshakes,
         "access_log": access_log,
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),

@@ -10,18 +10,35 @@ memory, however large, for ever (100 of them: 49 MB -> 356 MB). This module clos
 
 - **Header timeout**: a connection must send a complete request header within ``header_timeout_s`` of
   connecting, and of its previous response ending; else it is closed. Trickling bytes does not extend it.
-  Over TLS the handshake has the same limit (``ssl_handshake_timeout``; asyncio's default is 60 s).
-- **Connection cap**: at most ``max_connections`` open (TLS handshakes in progress included). A new connection
-  past the cap closes the one that has been idle (waiting for a request) the longest; if every connection is busy
-  with a request, the new one gets ``503`` and is closed at once. Idle connections therefore cannot lock out a
-  scraper or a liveness probe. The cap is lowered to what RLIMIT_NOFILE leaves after the agent's own files.
+  Over TLS the handshake has the same limit (``ssl_handshake_timeout``; asyncio's default is 60 s), and so has
+  the closing exchange of close_notify alerts (``ssl_shutdown_timeout``; asyncio's default is 30 s).
+- **Connection cap**: at most ``max_connections`` open, TLS handshakes in progress included. A new connection
+  past the cap closes the oldest TLS handshake in progress if there is one, else the connection that has been
+  idle (waiting for a request) the longest; if every connection is busy with a request, the new one gets ``503``
+  and is closed at once (over TLS after a close_notify alert, not with a bare TCP close). Idle connections
+  therefore cannot lock out a scraper or a liveness probe. The cap is lowered to what RLIMIT_NOFILE leaves after
+  the agent's own files.
+- **Handshake cap**: at most ``max_handshakes`` TLS handshakes in progress; a new one past it aborts the oldest
+  (a client that completes its handshake does so within a round trip or two, so the oldest is the likeliest to
+  be an attacker's), so a flood of half-open handshakes holds a bounded number of descriptors and never evicts
+  a connection that finished its handshake. A handshake that fails, times out or is aborted is released at once:
+  asyncio leaves it in reference cycles (the exception's traceback holds the protocol, the accept task's waiter
+  holds the exception) that only a full garbage collection frees, a few hundred kilobytes each; tls.py breaks
+  them, gives each TLS connection a 16 KiB read buffer instead of asyncio's 256 KiB, and ends an aborted
+  handshake with an alert where one can be sent.
 - **Send timeout**: a connection whose writes stall (the output buffer above its high-water mark, or a closing
   connection with unsent data) for ``send_timeout_s`` is aborted and its buffer freed. The guard writes response
   bodies in pieces of WRITE_CHUNK_BYTES and uvicorn waits for the buffer to drain between pieces, so an unread
   response holds at most about WRITE_HIGH_WATER_BYTES + WRITE_CHUNK_BYTES of memory, and its request slot until
   its last piece is handed over (or the send timeout drops it).
-- **EMFILE**: "socket.accept() out of system resource" is logged once per ACCEPT_ERROR_LOG_INTERVAL_S with a
-  count, not once per try.
+- **Streams**: an event stream writes a little at a time, and Linux grows a socket's send buffer up to
+  ``net.ipv4.tcp_wmem``'s maximum (4 MiB) on its own, so the output buffer of a stream whose client stopped
+  reading reached its high-water mark after about an hour. Stream sockets get a fixed STREAM_SNDBUF_BYTES send
+  buffer, and the sweep counts the bytes the kernel still holds for them (SIOCOUTQ): a stream with
+  STREAM_STALL_BYTES or more unacknowledged for ``send_timeout_s`` is aborted like a stalled write.
+- **Log floods**: "socket.accept() out of system resource" (EMFILE), and what uvicorn says for every malformed
+  request and every WebSocket upgrade (a client can send thousands a second, before any authentication), are
+  logged once per LOG_REPEAT_INTERVAL_S with a count, not once per event.
 
 Timers are checked by one sweep every ``min(header_timeout_s, send_timeout_s) / 4`` (at most once a second),
 so a connection is closed between the limit and 1.25 times it.
@@ -31,11 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
 import os
 import resource
+import socket
+import struct
 import time
-import weakref
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -44,6 +63,7 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
     from hypermesh.agent.security import Stats
+    from hypermesh.agent.tls import AgentSSLProtocol
 
 log = logging.getLogger("hypermesh.agent")
 
@@ -52,7 +72,14 @@ log = logging.getLogger("hypermesh.agent")
 WRITE_HIGH_WATER_BYTES = 32 * 1024
 WRITE_CHUNK_BYTES = 32 * 1024
 
-ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
+LOG_REPEAT_INTERVAL_S = 10.0
+# Send buffer of an event-stream socket (Linux doubles what is asked, for its bookkeeping), and the unacknowledged
+# bytes in it that mean the client is not reading: a sample event is a few kilobytes, and a client that reads
+# acknowledges it within a round trip.
+STREAM_SNDBUF_BYTES = 32 * 1024
+STREAM_STALL_BYTES = 16 * 1024
+# ioctl(SIOCOUTQ) (= TIOCOUTQ, linux/sockios.h): bytes in a TCP socket's send queue, not yet acknowledged.
+SIOCOUTQ = 0x5411
 # File descriptors kept free for the agent's own files beyond those open when the server starts: the node stats
 # reader keeps a few sysfs files open per network interface and disk (~250 on a 32-CPU host with 23 interfaces),
 # plus eBPF maps, the TLS files and statvfs workers.
@@ -67,20 +94,33 @@ REFUSED_RESPONSE = (
 class ConnectionLimits:
     """What every connection of one server shares: the caps, the idle queue, the counters."""
 
-    def __init__(self, max_connections: int, header_timeout_s: float, send_timeout_s: float, stats: Stats) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        header_timeout_s: float,
+        send_timeout_s: float,
+        stats: Stats,
+        *,
+        max_handshakes: int | None = None,
+        stream_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.max_connections = max_connections
+        self.max_handshakes = max_connections if max_handshakes is None else max_handshakes
         self.header_timeout_s = header_timeout_s
         self.send_timeout_s = send_timeout_s
         self.stats = stats
+        self.stream_paths = stream_paths
         self.open: set[AgentProtocol] = set()
-        # Accepted and not yet connected: TLS handshakes in progress (they hold a descriptor too).
-        self.handshaking: weakref.WeakSet[AgentProtocol] = weakref.WeakSet()
+        # TLS handshakes in progress, the oldest first (each holds a descriptor): held strongly and removed when the
+        # handshake ends, succeeded or not. A WeakSet here counted failed handshakes for as long as the garbage
+        # collector took to free them, and the agent, believing itself full, evicted healthy connections.
+        self.handshaking: dict[AgentSSLProtocol, None] = {}
         # Connections waiting for a request, the longest-waiting first: who is closed on a timeout or to make room.
         self.idle: collections.OrderedDict[AgentProtocol, float] = collections.OrderedDict()
         self.sweep_interval_s = min(1.0, max(0.05, min(header_timeout_s, send_timeout_s) / 4))
         self._sweeper: asyncio.TimerHandle | None = None
         self._accept_errors = 0
-        self._accept_error_logged = -ACCEPT_ERROR_LOG_INTERVAL_S
+        self._accept_error_logged = -LOG_REPEAT_INTERVAL_S
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -111,6 +151,7 @@ class ConnectionLimits:
                 in_use,
             )
             self.max_connections = fitted
+        self.max_handshakes = min(self.max_handshakes, self.max_connections)
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the sweep and take over the loop's reports of failed accepts (call from the running loop)."""
@@ -139,7 +180,7 @@ class ConnectionLimits:
         self._accept_errors += 1
         self.stats.accept_errors += 1
         now = time.monotonic()
-        if now - self._accept_error_logged >= ACCEPT_ERROR_LOG_INTERVAL_S:
+        if now - self._accept_error_logged >= LOG_REPEAT_INTERVAL_S:
             log.error(
                 "cannot accept connections: %s (%d failed accepts since the last report; %d connections open, "
                 "RLIMIT_NOFILE %d)",
@@ -156,10 +197,6 @@ class ConnectionLimits:
     def occupied(self) -> int:
         return len(self.open) + len(self.handshaking)
 
-    def make_room(self) -> bool:
-        """True if a new connection fits, after closing the longest-idle one if the cap is reached."""
-        return self.occupied() < self.max_connections or self.evict_idle()
-
     def evict_idle(self) -> bool:
         """Close the connection that has waited for a request the longest; False if none is waiting."""
         while self.idle:
@@ -170,6 +207,27 @@ class ConnectionLimits:
                 oldest.close_idle()
                 return True
         return False
+
+    def handshake_started(self, handshake: AgentSSLProtocol) -> None:
+        """Count a new TLS handshake, making room first. Past either cap the oldest handshake in progress is
+        aborted; only when none is in progress does the longest-idle connection make room. So a flood of
+        handshakes never closes a connection that completed its own (a scraper's kept-alive one)."""
+        full = self.occupied() >= self.max_connections
+        if len(self.handshaking) >= self.max_handshakes or (full and self.handshaking):
+            self._abort_oldest_handshake()
+        elif full:
+            self.evict_idle()
+        self.handshaking[handshake] = None
+
+    def handshake_ended(self, handshake: AgentSSLProtocol) -> None:
+        self.handshaking.pop(handshake, None)
+
+    def _abort_oldest_handshake(self) -> None:
+        for oldest in self.handshaking:
+            del self.handshaking[oldest]
+            self.stats.connections_evicted += 1
+            oldest.abandon()
+            return
 
     def waiting(self, protocol: AgentProtocol) -> None:
         now = time.monotonic()
@@ -183,7 +241,6 @@ class ConnectionLimits:
     def forget(self, protocol: AgentProtocol) -> None:
         self.busy(protocol)
         self.open.discard(protocol)
-        self.handshaking.discard(protocol)
 
     # ------------------------------------------------------------------------------- sweep
 
@@ -215,13 +272,12 @@ class AgentProtocol(H11Protocol):
         self._refused = False
         self._paused_since: float | None = None
         self._closing_since: float | None = None
-        # Created per accepted connection, before a TLS handshake: make room now, so the cap counts handshakes.
-        self.limits.make_room()
-        self.limits.handshaking.add(self)
+        # An event stream's socket, once its request is seen, and since when its kernel queue has been backed up.
+        self._stream_socket: socket.socket | None = None
+        self._queued_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self.limits
-        limits.handshaking.discard(self)
         assert isinstance(transport, asyncio.Transport)
         # Counted without the handshakes still in progress: in a burst, asyncio accepts many connections before
         # any of them is connected, and those would otherwise refuse each other.
@@ -245,6 +301,10 @@ class AgentProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            # Over TLS, a request that came with the handshake's last flight is still delivered while the 503 and
+            # its close_notify go out; uvicorn, never told of the connection, ran it and failed with a traceback.
+            return
         super().data_received(data)
         self._follow_state()
 
@@ -262,6 +322,19 @@ class AgentProtocol(H11Protocol):
             self.limits.waiting(self)
         elif not waiting and self.waiting_since is not None:
             self.limits.busy(self)
+            if cycle is not None and self._stream_socket is None and cycle.scope["path"] in self.limits.stream_paths:
+                self._bound_send_buffer()
+
+    def _bound_send_buffer(self) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            # Setting it also stops the kernel from growing it (SOCK_SNDBUF_LOCK), for the life of the connection.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
+        except OSError:
+            return
+        self._stream_socket = sock
 
     def pause_writing(self) -> None:
         self._paused_since = time.monotonic()
@@ -291,6 +364,24 @@ class AgentProtocol(H11Protocol):
         elif self._paused_since is not None and self._paused_since <= stalled_before:
             self.limits.stats.connections_send_timeout += 1
             transport.abort()
+        elif self._stream_socket is not None:
+            self._check_stream_queue(now, stalled_before)
+
+    def _check_stream_queue(self, now: float, stalled_before: float) -> None:
+        """Abort a stream whose kernel send queue stayed backed up since ``stalled_before``: a client that reads
+        acknowledges each event within a round trip, one that does not leaves them queued."""
+        assert self._stream_socket is not None
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self._stream_socket.fileno(), SIOCOUTQ, b"\0" * 4))[0]
+        except OSError:  # closed meanwhile
+            return
+        if queued < STREAM_STALL_BYTES:
+            self._queued_since = None
+        elif self._queued_since is None:
+            self._queued_since = now
+        elif self._queued_since <= stalled_before:
+            self.limits.stats.connections_send_timeout += 1
+            self.transport.abort()
 
 
 def protocol_for(limits: ConnectionLimits) -> type[AgentProtocol]:
@@ -298,16 +389,41 @@ def protocol_for(limits: ConnectionLimits) -> type[AgentProtocol]:
     return type("AgentProtocol", (AgentProtocol,), {"limits": limits})
 
 
-class AgentEventLoop(asyncio.SelectorEventLoop):
-    """The selector loop, with TLS handshakes limited like request headers (uvicorn passes no handshake timeout)."""
-
-    ssl_handshake_timeout_s: float = 60.0
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
-        if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_handshake_timeout", self.ssl_handshake_timeout_s)
-        return await super().create_server(*args, **kwargs)
+# What uvicorn logs (logger "uvicorn.error") for every malformed request and every Upgrade: websocket it cannot
+# serve, as message prefix -> the line kept (None: dropped, its event is already counted by the other line).
+REPEATED_MESSAGES: dict[str, str | None] = {
+    "Invalid HTTP request received.": "invalid HTTP requests (answered 400)",
+    "Unsupported upgrade request.": "upgrade requests refused (the agent serves no WebSocket)",
+    "No supported WebSocket library detected.": None,
+}
 
 
-def event_loop_factory(handshake_timeout_s: float) -> type[AgentEventLoop]:
-    return type("AgentEventLoop", (AgentEventLoop,), {"ssl_handshake_timeout_s": handshake_timeout_s})
+class RepeatedMessageFilter(logging.Filter):
+    """Lets one of each REPEATED_MESSAGES through per LOG_REPEAT_INTERVAL_S, saying how many there were: a client
+    sending malformed requests as fast as it can wrote 160 KB of log a second, before any authentication."""
+
+    def __init__(self, interval_s: float = LOG_REPEAT_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._logged: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if not isinstance(message, str):
+            return True
+        prefix = next((known for known in REPEATED_MESSAGES if message.startswith(known)), None)
+        if prefix is None:
+            return True
+        line = REPEATED_MESSAGES[prefix]
+        if line is None:
+            return False
+        self._counts[prefix] += 1
+        now = time.monotonic()
+        if now - self._logged.get(prefix, -self.interval_s) < self.interval_s:
+            return False
+        record.msg = "%s: %d since the last report (logged at most every %gs)"
+        record.args = (line, self._counts.pop(prefix), self.interval_s)
+        record.exc_info = None
+        self._logged[prefix] = now
+        return True

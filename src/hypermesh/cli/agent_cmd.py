@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="connections open at once; past it the longest-idle one is closed, else 503 (default 512)",
     )
     p.add_argument(
+        "--max-handshakes",
+        type=positive_int,
+        metavar="N",
+        help="TLS handshakes in progress at once, within --max-connections; past it the oldest is aborted (default 64)",
+    )
+    p.add_argument(
         "--root",
         metavar="DIR",
         help="read DIR/proc, DIR/sys and DIR/etc instead of the host's (e.g. a container with the host at /host)",
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         send_timeout_s=args.send_timeout,
         max_connections=args.max_connections,
+        max_handshakes=args.max_handshakes,
         access_log=args.access_log,
         root=args.root,
         ebpf_programs=args.ebpf,
@@ -140,7 +147,9 @@ def serve(config: object) -> int:
     import hypermesh
     from hypermesh.agent.app import AgentState, build_app
     from hypermesh.agent.config import AgentConfig
-    from hypermesh.agent.connections import ConnectionLimits, event_loop_factory, protocol_for
+    from hypermesh.agent.connections import ConnectionLimits, RepeatedMessageFilter, protocol_for
+    from hypermesh.agent.security import STREAM_PATHS
+    from hypermesh.agent.tls import event_loop_factory
 
     assert isinstance(config, AgentConfig)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -174,7 +183,14 @@ def serve(config: object) -> int:
         sampler = hypermesh.Sampler(min_interval=min_interval, backend=backend)
         state = AgentState(config, sampler, hypermesh.__version__, profile_reader=backend.profile)
     app = build_app(state)
-    limits = ConnectionLimits(config.max_connections, config.header_timeout_s, config.send_timeout_s, state.stats)
+    limits = ConnectionLimits(
+        config.max_connections,
+        config.header_timeout_s,
+        config.send_timeout_s,
+        state.stats,
+        max_handshakes=config.max_handshakes,
+        stream_paths=STREAM_PATHS,
+    )
     limits.fit_to_descriptor_limit()
     uv_config = uvicorn.Config(
         app,
@@ -191,6 +207,8 @@ def serve(config: object) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    # After uvicorn.Config, which configures its loggers: a logger's filters see what is logged on it directly.
+    logging.getLogger("uvicorn.error").addFilter(RepeatedMessageFilter())
     try:
         if config.tls_cert_file is not None:
             _check_tls_files(config.tls_cert_file, config.tls_key_file, f"config {config.source}: tls_server_config")

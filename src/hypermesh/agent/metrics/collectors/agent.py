@@ -19,8 +19,8 @@ CONNECTIONS = gauge("hypermesh_agent_http_connections", "HTTP connections open r
 CONNECTIONS_CLOSED = counter(
     "hypermesh_agent_http_connections_closed_total",
     "HTTP connections the agent closed or refused, by reason: header_timeout (no complete request in "
-    "time), send_timeout (the client did not read its response in time), evicted (the longest idle, to make room), "
-    "refused (503, all busy at max_connections).",
+    "time), send_timeout (the client did not read its response in time), evicted (the longest idle connection or "
+    "oldest TLS handshake, to make room), refused (503, all busy at max_connections).",
 )
 ACCEPT_ERRORS = counter(
     "hypermesh_agent_http_accept_errors_total",
