@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from hypermesh._files import FileReadError, FileTooLarge, NotRegularFile, read_regular_file
 from hypermesh.errors import InvalidInput
