@@ -70,7 +70,10 @@ METRICS_PATHS = frozenset({"/metrics"})
 MAX_PASSWORD_BYTES = 72
 # The login lane (LoginLane): credentials not yet verified cost bcrypt, one check at a time, using at most
 # this share of one core on average, after a burst of this many CPU seconds (a few logins at once when idle).
-VERIFY_CPU_SHARE = 0.5
+# A quarter core: a monitoring agent must not become the host's load, and new logins are rare (Prometheus
+# logs in once, a browser once a session), so even at cost 12 (~0.3 s) this answers ~0.8 new logins a
+# second beyond the burst of ~3, and a login from an address that is not flooding waits ~1.5 s at worst.
+VERIFY_CPU_SHARE = 0.25
 VERIFY_BURST_S = 1.0
 # Logins waiting for a check: per client address, in all, and how long one may wait before 503.
 MAX_WAITING_PER_SOURCE = 4
