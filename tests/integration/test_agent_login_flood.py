@@ -26,6 +26,7 @@ import bcrypt
 import pytest
 
 from hypermesh.agent.security import MAX_PASSWORD_BYTES, VERIFY_BURST_S, VERIFY_CPU_SHARE
+from tests.conftest import require_binary, require_root
 from tests.fixtures.agent.agent_process import AgentProcess
 
 PASSWORD = b"correct horse battery staple"
@@ -56,11 +57,11 @@ def agent_with(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Starts an agent whose [basic_auth_users] are the given user -> bcrypt hash."""
     started: list[AgentProcess] = []
 
-    def start(users: dict[str, bytes]) -> AgentProcess:
+    def start(users: dict[str, bytes], prefix: list[str] | None = None) -> AgentProcess:
         config = tmp_path / f"agent-{len(started)}.toml"
         table = "".join(f'{user} = "{hashed.decode()}"\n' for user, hashed in users.items())
         config.write_text(f"[basic_auth_users]\n{table}")
-        process = AgentProcess("--config", str(config), "--interval", "0.5")
+        process = AgentProcess("--config", str(config), "--interval", "0.5", prefix=prefix)
         started.append(process)
         return process.start()
 
@@ -77,9 +78,7 @@ class Flood:
         process: AgentProcess,
         headers: Callable[[], dict[str, str]],
         clients: int = 4,
-        pause_on_503_s: float = 0.0,
     ) -> None:
-        self.pause_on_503_s = pause_on_503_s
         self.answers: collections.Counter[object] = collections.Counter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -98,8 +97,6 @@ class Flood:
                     connection.close()  # reconnects on the next request
                 with self._lock:
                     self.answers[status] += 1
-                if status == 503 and self.pause_on_503_s:
-                    time.sleep(self.pause_on_503_s)
         finally:
             connection.close()
 
@@ -292,20 +289,26 @@ def cpu_during(process: AgentProcess, seconds: float) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_a_login_flood_uses_a_bounded_share_of_cpu(agent_with):
-    process = agent_with({"prometheus": bcrypt.hashpw(PASSWORD, bcrypt.gensalt(rounds=COST))})
-    window = 10.0
+    require_root()
+    # Raised priority: the agent gets whatever CPU it asks for even on a box busy with other work, so what
+    # is measured is what it takes, not what the box's load left it (under load 5 on 2 cores the old agent
+    # got only ~0.45 core at normal priority, within reach of the bound).
+    nice = require_binary("nice")
+    process = agent_with(
+        {"prometheus": bcrypt.hashpw(PASSWORD, bcrypt.gensalt(rounds=COST))}, prefix=[nice, "-n", "-10"]
+    )
+    window = 15.0
     idle = cpu_during(process, 2.0) / 2.0  # the sampler's own share, measured in the same test
-    # Attackers that pause 10 ms after a 503 keep every free check slot of the old agent busy without
-    # spending the box's CPU on a loop of 503s (which only starved the agent under test).
-    with Flood(process, unknown_user, pause_on_503_s=0.01) as flood:
+    with Flood(process, unknown_user) as flood:
         time.sleep(1.0)
         used = cpu_during(process, window)
     # The lane's bound: VERIFY_CPU_SHARE of one core, plus its burst (not all spent yet when the window
     # opens: on a loaded box a check takes longer than its CPU time, so the bucket drains slowly) and one
     # check of debt; then the agent's idle share and 10 % of a core for answering the flood's requests.
-    # Before: two checks at once, 0.85-1.5 cores (what the box's other load left), so a share of 0.25 and
-    # 10 s leave a margin of seconds on either side.
+    # Measured here under load 7 on 2 cores: 0.3 core now (4.5 s of 15); before, two checks at once and a loop
+    # of 503s took 0.7-0.8 core (10.5-11.7 s), so the bound (~6.7 s) leaves seconds on either side.
     bound = window * (VERIFY_CPU_SHARE + idle + 0.1) + VERIFY_BURST_S + 2 * check_cpu_s(COST)
     assert used <= bound, (used, bound, idle, flood.answers)
     assert flood.answers[401] >= 5, flood.answers  # the lane was working, not shut
