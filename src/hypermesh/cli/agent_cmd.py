@@ -140,15 +140,21 @@ def run(args: argparse.Namespace) -> int:
 def _hash_password() -> int:
     import bcrypt
 
-    line = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    from hypermesh.agent.security import MAX_PASSWORD_BYTES
+
+    # bcrypt uses at most 72 bytes; read one more to tell a longer password, and room for "\r\n". Never
+    # more: `--hash-password < /dev/zero` (or any endless stream) must not grow memory until the OOM killer.
+    raw = sys.stdin.buffer.readline(MAX_PASSWORD_BYTES + 3)
+    line = raw.removesuffix(b"\n").removesuffix(b"\r")
+    if len(line) > MAX_PASSWORD_BYTES:
+        # bcrypt ignores everything past 72 bytes: a longer password would silently match its first 72.
+        size = f"{len(line)} bytes" if raw.endswith(b"\n") else f"over {MAX_PASSWORD_BYTES} bytes"
+        raise InvalidInput(f"--hash-password: the password is {size}; bcrypt uses at most {MAX_PASSWORD_BYTES}")
     if not line:
         raise InvalidInput("--hash-password: no password on stdin (give it as one line)")
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("--hash-password: the password on stdin is not UTF-8; give it as UTF-8 text") from None
-    if len(line) > 72:
-        # bcrypt ignores everything past 72 bytes: a longer password would silently match its first 72.
-        raise InvalidInput(f"--hash-password: the password is {len(line)} bytes; bcrypt uses at most 72")
     print(bcrypt.hashpw(line, bcrypt.gensalt(rounds=12)).decode())
     return 0
