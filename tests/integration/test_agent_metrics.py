@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from hypermesh.agent import metrics
+from hypermesh.agent.guards import AgentStats
 from hypermesh.model import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
@@ -37,7 +38,7 @@ EBPF_STATUS = {
         "features": [{"name": "tracepoint", "supported": True}, {"name": "kprobe", "supported": False}],
     },
 }
-STATS = {"samples": 42.0, "in_flight": 1.0, "rejected_in_flight": 3.0, "rejected_timeout": 0.0}
+STATS = AgentStats(samples=42, in_flight=1, rejected_in_flight=3, rejected_timeout=0)
 
 
 def fixed_time(read: Callable[[], NodeStats]) -> Callable[[], NodeStats]:

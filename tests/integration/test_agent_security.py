@@ -22,7 +22,8 @@ import bcrypt
 import httpx
 import pytest
 
-from hypermesh.agent.security import Credentials, Guard, Stats
+from hypermesh.agent.guards import Stats
+from hypermesh.agent.security import Credentials, Guard
 from tests.conftest import require_binary
 from tests.fixtures.agent.agent_process import AgentProcess
 

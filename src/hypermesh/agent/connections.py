@@ -58,19 +58,19 @@ import time
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from hypermesh.agent.guards import WRITE_HIGH_WATER_BYTES, Stats
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, ClassVar
+    from typing import Any, ClassVar, Protocol
 
-    from hypermesh.agent.security import Stats
-    from hypermesh.agent.tls import AgentSSLProtocol
+    class Handshake(Protocol):
+        """A TLS handshake in progress (tls.Handshake), as the caps see it: something that can be abandoned."""
+
+        def abandon(self) -> None: ...
+
 
 log = logging.getLogger("hypermesh.agent")
-
-# Output buffered per connection before uvicorn waits for the client to read (asyncio's default is 64 KiB), and
-# the size of the pieces a response body is written in: together they bound an unread response's memory.
-WRITE_HIGH_WATER_BYTES = 32 * 1024
-WRITE_CHUNK_BYTES = 32 * 1024
 
 LOG_REPEAT_INTERVAL_S = 10.0
 # Send buffer of an event-stream socket (Linux doubles what is asked, for its bookkeeping), and the unacknowledged
@@ -114,7 +114,7 @@ class ConnectionLimits:
         # TLS handshakes in progress, the oldest first (each holds a descriptor): held strongly and removed when the
         # handshake ends, succeeded or not. A WeakSet here counted failed handshakes for as long as the garbage
         # collector took to free them, and the agent, believing itself full, evicted healthy connections.
-        self.handshaking: dict[AgentSSLProtocol, None] = {}
+        self.handshaking: dict[Handshake, None] = {}
         # Connections waiting for a request, the longest-waiting first: who is closed on a timeout or to make room.
         self.idle: collections.OrderedDict[AgentProtocol, float] = collections.OrderedDict()
         self.sweep_interval_s = min(1.0, max(0.05, min(header_timeout_s, send_timeout_s) / 4))
@@ -208,7 +208,7 @@ class ConnectionLimits:
                 return True
         return False
 
-    def handshake_started(self, handshake: AgentSSLProtocol) -> None:
+    def handshake_started(self, handshake: Handshake) -> None:
         """Count a new TLS handshake, making room first. Past either cap the oldest handshake in progress is
         aborted; only when none is in progress does the longest-idle connection make room. So a flood of
         handshakes never closes a connection that completed its own (a scraper's kept-alive one)."""
@@ -219,7 +219,7 @@ class ConnectionLimits:
             self.evict_idle()
         self.handshaking[handshake] = None
 
-    def handshake_ended(self, handshake: AgentSSLProtocol) -> None:
+    def handshake_ended(self, handshake: Handshake) -> None:
         self.handshaking.pop(handshake, None)
 
     def _abort_oldest_handshake(self) -> None:

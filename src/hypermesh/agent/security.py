@@ -23,7 +23,7 @@ Order matters and is deliberate; no anonymous flood can starve ``/healthz`` or a
    (``max_in_flight``). A flood of /v1 requests or of open streams cannot take a scrape's slot.
 5. A timeout bounds the time until the response starts: a stuck handler gets 503, not a hang.
    Streams (SSE) start their response at once and then live as long as their client.
-6. A response body is handed to the server in pieces of ``connections.WRITE_CHUNK_BYTES``; uvicorn waits for
+6. A response body is handed to the server in pieces of ``guards.WRITE_CHUNK_BYTES``; uvicorn waits for
    the connection's buffer to drain between them, so the request keeps its slot until its body is sent and a
    client that does not read holds one piece of memory, not the whole body (the send timeout then drops it).
 7. If the connection fails under a request (a client gone, a malformed body the server already answered
@@ -45,7 +45,7 @@ import logging
 import secrets
 import time
 
-from hypermesh.agent.connections import WRITE_CHUNK_BYTES
+from hypermesh.agent.guards import WRITE_CHUNK_BYTES, Stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,36 +83,6 @@ MAX_WAIT_S = 5.0
 # are Prometheus and browsers, whose headers are a few hundred bytes). uvicorn's h11 parser separately
 # refuses an incomplete header block past 128 KiB.
 MAX_HEADER_BYTES = 16 * 1024
-
-
-class Stats:
-    """Counters the guard keeps; exported by the agent collector."""
-
-    __slots__ = (
-        "accept_errors",
-        "connections",
-        "connections_evicted",
-        "connections_header_timeout",
-        "connections_refused",
-        "connections_send_timeout",
-        "in_flight",
-        "rejected_in_flight",
-        "rejected_timeout",
-        "rejected_unauthorized",
-    )
-
-    def __init__(self) -> None:
-        # Kept by connections.ConnectionLimits: open connections, and those closed or refused by the caps.
-        self.connections = 0
-        self.connections_evicted = 0
-        self.connections_header_timeout = 0
-        self.connections_refused = 0
-        self.connections_send_timeout = 0
-        self.accept_errors = 0
-        self.in_flight = 0
-        self.rejected_in_flight = 0
-        self.rejected_timeout = 0
-        self.rejected_unauthorized = 0
 
 
 class Login:

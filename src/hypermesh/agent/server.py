@@ -17,10 +17,11 @@ import sys
 import uvicorn
 
 import hypermesh
-from hypermesh.agent.app import AgentState, build_app
+from hypermesh.agent.app import build_app
 from hypermesh.agent.config import AgentConfig, startup_warnings
 from hypermesh.agent.connections import ConnectionLimits, RepeatedMessageFilter, protocol_for
 from hypermesh.agent.security import STREAM_PATHS
+from hypermesh.agent.state import AgentState
 from hypermesh.agent.tls import event_loop_factory
 from hypermesh.agent.tls_files import check_tls_files
 from hypermesh.errors import BackendError, InvalidInput

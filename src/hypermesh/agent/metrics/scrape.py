@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from hypermesh.agent.guards import AgentStats
+
 
 class NoData(Exception):  # node_exporter's ErrNoData: an outcome, not an error
     """This host has nothing for the collector (the kernel lacks the feature, the scrape lacks the reader)."""
@@ -41,7 +43,7 @@ class Scrape:
         read_counters: Callable[[], Counters],
         profile: SystemProfile | None,
         ebpf_status: dict[str, Any],
-        stats: dict[str, float],
+        stats: AgentStats,
         read_programs: Callable[[], dict[str, dict[str, Any]]] | None = None,
         read_node_stats: Callable[[], NodeStats] | None = None,
         read_unreadable: Callable[[], dict[str, str]] | None = None,

@@ -5,8 +5,6 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
-CONNECTION_CLOSE_REASONS = ("header_timeout", "send_timeout", "evicted", "refused")
-
 SAMPLES = counter("hypermesh_agent_samples_total", "Samples the agent's sampler has taken since start.")
 IN_FLIGHT = gauge(
     "hypermesh_agent_http_requests_in_flight", "HTTP requests being served right now, this scrape included."
@@ -34,16 +32,25 @@ class AgentCollector:
     def collect(self, scrape: Scrape) -> list[Family]:
         stats = scrape.stats
         rejected = REJECTED.family()
-        for reason in ("in_flight", "timeout", "unauthorized"):
-            rejected.samples.append(((("reason", reason),), stats.get(f"rejected_{reason}", 0.0)))
+        for reason, value in (
+            ("in_flight", stats.rejected_in_flight),
+            ("timeout", stats.rejected_timeout),
+            ("unauthorized", stats.rejected_unauthorized),
+        ):
+            rejected.samples.append(((("reason", reason),), value))
         closed = CONNECTIONS_CLOSED.family()
-        for reason in CONNECTION_CLOSE_REASONS:
-            closed.samples.append(((("reason", reason),), stats.get(f"connections_{reason}", 0.0)))
+        for reason, value in (
+            ("header_timeout", stats.connections_header_timeout),
+            ("send_timeout", stats.connections_send_timeout),
+            ("evicted", stats.connections_evicted),
+            ("refused", stats.connections_refused),
+        ):
+            closed.samples.append(((("reason", reason),), value))
         return [
-            SAMPLES.value(stats.get("samples", 0.0)),
-            IN_FLIGHT.value(stats.get("in_flight", 0.0)),
+            SAMPLES.value(stats.samples),
+            IN_FLIGHT.value(stats.in_flight),
             rejected,
-            CONNECTIONS.value(stats.get("connections", 0.0)),
+            CONNECTIONS.value(stats.connections),
             closed,
-            ACCEPT_ERRORS.value(stats.get("accept_errors", 0.0)),
+            ACCEPT_ERRORS.value(stats.accept_errors),
         ]
