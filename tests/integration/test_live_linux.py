@@ -3,6 +3,7 @@ and against workloads the tests generate themselves."""
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import multiprocessing
@@ -327,8 +328,16 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     index = sorted(os.sched_getaffinity(0)).index(cpu)
     has_cpuidle = os.path.exists(f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state0/time")
     reader = LinuxBackend().counter_reader()
-    require(reader.fine_kind is not None, "no schedstat and no cpuidle driver: /proc/stat is all this kernel has")
     assert has_cpuidle <= (reader.fine_kind is not None)
+    if reader.fine_kind is None:
+        # A kernel without CONFIG_SCHEDSTATS and without a cpuidle driver (some VMs: current_driver "none"). What
+        # must hold here is honesty: neither file exists, the readings carry no finer source, and the rates are
+        # the ticks' own. The finer path runs in the second kernel (tests/vm: Debian 6.1 has schedstat).
+        reader.close()
+        assert not os.path.exists("/proc/schedstat")
+        assert not glob.glob("/sys/devices/system/cpu/cpu*/cpuidle/state*/time")
+        check_tick_fallback(cpu, index)
+        return
     child = duty_cycle_child(cpu, 4.0)
     readings = []
     try:
@@ -360,6 +369,30 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     tick_extremes = sum(v in (0.0, 100.0) for v in tick_values)
     assert tick_extremes >= 0.6 * len(tick_values), tick_values  # what tick counting gives at 100 Hz
     assert fine_extremes <= 0.5 * tick_extremes, (fine_extremes, tick_extremes, fine_values)
+
+
+def check_tick_fallback(cpu: int, index: int) -> None:
+    """Without a finer source the per-core rates are /proc/stat's ticks, computed as such, never invented."""
+    reader = LinuxBackend().counter_reader()
+    child = duty_cycle_child(cpu, 1.5)
+    readings = []
+    try:
+        time.sleep(0.3)
+        for _ in range(40):
+            readings.append(reader.read())
+            time.sleep(0.025)
+    finally:
+        child.kill()
+        child.join()
+        reader.close()
+    ours, ticks = CpuRates(), CpuRates()
+    for a, b in itertools.pairwise(readings):
+        assert (a.fine_kind, a.fine) == (None, None)
+        dt = b.monotonic - a.monotonic
+        expected = ticks.compute(without_fine_source(a), without_fine_source(b), dt).per_core[index]
+        assert ours.compute(a, b, dt).per_core[index] == expected
+    overall = CpuRates().compute(readings[0], readings[-1], readings[-1].monotonic - readings[0].monotonic)
+    assert overall.per_core[index] >= 30.0  # the 50 % duty load is seen over the whole window
 
 
 # ------------------------------------------------------------------------ big hosts and mounts that come and go
