@@ -2,7 +2,8 @@
 
 A test may skip only when a capability is truly absent on this machine *and* CI is unset: under
 CI=true a missing capability is a failure, because CI runs as root on a machine that has them all.
-Use ``require(condition, "what is missing and how to get it")`` instead of ``pytest.skip``.
+Use ``require(condition, "what is missing and how to get it")`` instead of ``pytest.skip``. The hooks of
+tests/suite_rules.py make any other skip fail under CI=true too, and check each test's markers against what it did.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import shutil
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from tests.suite_rules import (  # noqa: F401 - pytest finds hooks by name in a conftest
+    IN_CI,
+    needs,
+    pytest_configure,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+)
 
 
 def require(condition: object, missing: str) -> None:
@@ -25,6 +33,7 @@ def require(condition: object, missing: str) -> None:
 
 
 def require_root() -> None:
+    needs("root", "require_root()")
     require(os.geteuid() == 0, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
 
 
