@@ -16,7 +16,7 @@ import hypermesh.ebpf
 from hypermesh.ebpf import BpfObject
 from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
 from tests.conftest import require, require_binary
-from tests.integration.test_ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
+from tests.integration.ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 

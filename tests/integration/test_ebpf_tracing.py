@@ -21,7 +21,7 @@ import pytest
 import hypermesh.ebpf
 from hypermesh.errors import InvalidInput
 from tests.conftest import require, require_binary
-from tests.integration.test_ebpf_support import REPO, require_ebpf, run_cli
+from tests.integration.ebpf_support import REPO, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
