@@ -10,6 +10,8 @@
    run|probe``, ``bpftool prog load``, ``bpftrace``) needs ``ebpf`` and ``root``; booting a second kernel
    (``vng``) needs ``vm``; calling ``require_root()`` needs ``root``. A missing marker fails the test, naming
    the marker and what triggered it. Unknown markers already fail collection (``--strict-markers``).
+3. tests/unit/ holds only tests that touch no live kernel file and spawn nothing: a unit test that opens a path
+   under /proc, /sys or /dev, or starts a process, fails, naming what it did (it belongs in tests/integration).
 
 Run a lone file under these rules with ``python -m pytest -p tests.suite_rules FILE`` from the checkout.
 """
@@ -21,6 +23,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +34,12 @@ IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # (libbpf loads a minimal program of that type to see whether the kernel takes it).
 LOADING_CALLS = ("bpf_object__load", "libbpf_probe_bpf_prog_type")
 
-_current: dict[str, Any] = {"item": None}
+# The proof of this rule (tests/integration/test_suite_rules.py) points it at a throwaway directory.
+UNIT_DIR = Path(os.environ.get("HYPERMESH_TEST_UNIT_DIR") or Path(__file__).resolve().parent / "unit")
+LIVE_PREFIXES = ("/proc/", "/sys/", "/dev/")
+SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.spawn")
+
+_current: dict[str, Any] = {"item": None, "unit": False}
 _seen: dict[str, dict[str, str]] = {}  # nodeid -> marker -> what showed it was needed
 
 
@@ -87,6 +95,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     # Runs on every audit event of the process: only two are of interest, and the test must be running.
     if _current["item"] is None:
         return
+    if _current["unit"]:
+        if event == "open" and isinstance(args[0], str | bytes):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if path.startswith(LIVE_PREFIXES) and path != "/dev/null":
+                needs("live", f"opened {path}")
+        elif event in SPAWN_EVENTS:
+            needs("live", f"{event} {str(args[1] if len(args) > 1 else args[0])[:120]}")
     if event == "subprocess.Popen":
         command: object = args[1] if args[1] is not None else args[0]
     elif event == "os.system":
@@ -141,10 +156,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     _current["item"] = item
+    _current["unit"] = item.path.is_relative_to(UNIT_DIR)
     try:
         yield
     finally:
         _current["item"] = None
+        _current["unit"] = False
         _seen.pop(item.nodeid, None)
 
 
@@ -155,6 +172,9 @@ def missing_markers(item: pytest.Item) -> list[str]:
     have = {m.name for m in item.iter_markers()}
     problems = []
     for need, because in sorted(_seen.get(item.nodeid, {}).items()):
+        if need == "live":
+            problems.append(f"a unit test touches the live system ({because}): move it to tests/integration")
+            continue
         lacking = [m for m in IMPLIED[need] if m not in have]
         if lacking:
             problems.append(f"missing marker(s) {', '.join(lacking)}: it ran {because!r}")

@@ -406,3 +406,17 @@ def test_sampler_over_portable_backend_counts_loopback_traffic() -> None:
     # Bytes and packets over the interval: at least what we sent (each datagram crosses lo once).
     assert lo.rx_bytes_per_s * sample.interval_s >= count * size * 0.999
     assert lo.rx_packets_per_s * sample.interval_s >= count * 0.999
+
+
+def test_node_stats_filesystems_match_statvfs(backend) -> None:  # type: ignore[no-untyped-def]
+    stats = backend.node_stats()
+    assert stats.kernel["boot_time_seconds"] > 0
+    for fs in stats.filesystems:
+        st = os.statvfs(fs.mountpoint)
+        assert fs.size_bytes == st.f_blocks * st.f_frsize and fs.files == st.f_files, fs.mountpoint
+    # "/" is listed when a block device holds it (psutil lists filesystems the kernel does not mark nodev); in a
+    # container / is an overlay, which has no device and is not listed: neither case may fail.
+    block_types = {line.split()[-1] for line in _read("/proc/filesystems").splitlines() if not line.startswith("nodev")}
+    root_type = next(line.split(" - ")[1].split()[0] for line in _read("/proc/self/mountinfo").splitlines()
+                     if line.split()[4] == "/")  # fmt: skip
+    assert (root_type in block_types) == any(fs.mountpoint == "/" for fs in stats.filesystems), root_type

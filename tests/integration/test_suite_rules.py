@@ -20,12 +20,14 @@ from tests.conftest import require_binary, require_root
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_pytest(tmp_path: Path, body: str, *, ci: bool) -> subprocess.CompletedProcess[str]:
+def run_pytest(tmp_path: Path, body: str, *, ci: bool, unit: bool = False) -> subprocess.CompletedProcess[str]:
     test = tmp_path / "test_throwaway.py"
     test.write_text(textwrap.dedent(body))
     env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_")}
     if ci:
         env["CI"] = "true"
+    if unit:
+        env["HYPERMESH_TEST_UNIT_DIR"] = str(tmp_path)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.suite_rules", "-q", "-rA", "--rootdir", str(tmp_path),
          "-c", os.devnull, "-p", "no:cacheprovider", str(test)],
@@ -181,3 +183,25 @@ def test_an_unknown_marker_fails_collection(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0 and "'netnss' not found in `markers`" in result.stdout, result.stdout
+
+
+LIVE_UNIT_TESTS = {
+    "proc": "def test_reads_the_kernel():\n    assert open('/proc/loadavg').read()\n",
+    "sys": "import os\ndef test_reads_sysfs():\n    os.close(os.open('/sys/kernel/uevent_seqnum', os.O_RDONLY))\n",
+    "spawn": "import subprocess\ndef test_spawns():\n    subprocess.run(['true'], check=True)\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LIVE_UNIT_TESTS))
+def test_a_unit_test_that_touches_the_live_system_fails(tmp_path: Path, kind: str) -> None:
+    as_unit = run_pytest(tmp_path, LIVE_UNIT_TESTS[kind], ci=False, unit=True)
+    assert as_unit.returncode == 1, as_unit.stdout
+    assert "a unit test touches the live system" in as_unit.stdout and "move it to tests/integration" in as_unit.stdout
+    # The same file outside tests/unit is an integration test and passes.
+    elsewhere = run_pytest(tmp_path, LIVE_UNIT_TESTS[kind], ci=False)
+    assert elsewhere.returncode == 0 and "1 passed" in elsewhere.stdout, elsewhere.stdout
+
+
+def test_a_pure_unit_test_passes_under_the_unit_rule(tmp_path: Path) -> None:
+    body = "import json\ndef test_pure(tmp_path):\n    (tmp_path / 'x').write_text('[1]')\n    assert json.loads((tmp_path / 'x').read_text()) == [1]\n"
+    assert run_pytest(tmp_path, body, ci=True, unit=True).returncode == 0
