@@ -7,7 +7,7 @@
    subprocess that creates a network namespace or a veth pair (``ip netns add``, ``ip link add ... type veth``,
    ``unshare --net``) needs ``netns`` and ``root``; loading BPF programs in this process (libbpf's
    ``bpf_object__load`` or a program-type probe, seen through the binding) or in a child (``hypermesh ebpf
-   run|probe``, ``bpftool prog load``, ``bpftrace``) needs ``ebpf`` and ``root``; booting a second kernel
+   run|probe``, ``bpftool prog load``, ``bpftool feature probe``, ``bpftrace``) needs ``ebpf`` and ``root``; booting a second kernel
    (``vng``) needs ``vm``; calling ``require_root()`` needs ``root``. A missing marker fails the test, naming
    the marker and what triggered it. Unknown markers already fail collection (``--strict-markers``).
 3. tests/unit/ holds only tests that touch no live kernel file and spawn nothing: a unit test that opens a path
@@ -84,7 +84,7 @@ def classify(args: object) -> dict[str, str]:
             found.setdefault("netns", shown)
         if name == "ebpf" and i + 1 < len(tokens) and tokens[i + 1] in ("run", "probe"):
             found.setdefault("ebpf", shown)
-        if name == "bpftool" and after(i, "prog", "load"):
+        if name == "bpftool" and (after(i, "prog", "load") or "feature" in tokens[i + 1 :]):
             found.setdefault("ebpf", shown)
         if name in ("bpftrace", "vng"):
             found.setdefault("ebpf" if name == "bpftrace" else "vm", shown)

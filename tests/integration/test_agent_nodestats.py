@@ -232,7 +232,7 @@ def test_live_scrape_has_at_least_node_exporters_samples(agent):
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
     assert samples(ours) >= samples(theirs), (samples(ours), samples(theirs))
-    assert shutil.which("promtool") is None or promtool_clean(ours)
+    assert promtool_clean(ours)
 
 
 def promtool_clean(text: str) -> bool:
@@ -428,11 +428,7 @@ def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_pat
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
     assert list(parse_openmetrics(texts["application/openmetrics-text"]))
-    promtool = shutil.which("promtool")
-    if promtool:
-        check = subprocess.run([promtool, "check", "metrics"], input=texts["text/plain"], capture_output=True,
-                               text=True, timeout=60)  # fmt: skip
-        assert check.returncode == 0, check.stdout + check.stderr
+    assert promtool_clean(texts["text/plain"])
 
 
 def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():

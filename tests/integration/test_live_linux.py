@@ -23,7 +23,10 @@ from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.counters import CpuRates
 from tests.conftest import require, require_binary, require_root
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
+
+@pytest.fixture(autouse=True)
+def linux_only() -> None:
+    require(sys.platform.startswith("linux"), "the Linux backend's live tests run on Linux")
 
 
 def meminfo_kib(key: str) -> int:

@@ -18,6 +18,7 @@ from tests.suite_rules import classify
         (["/venv/bin/python", "-m", "hypermesh", "ebpf", "run", "syscalls"], {"ebpf"}),
         (["hypermesh", "ebpf", "probe", "--json"], {"ebpf"}),
         (["bpftool", "prog", "load", "x.o", "/sys/fs/bpf/x"], {"ebpf"}),
+        (["bpftool", "-j", "feature", "probe", "kernel"], {"ebpf"}),
         (["bpftrace", "-e", "BEGIN { exit(); }"], {"ebpf"}),
         (["vng", "--disable-kvm", "--", "true"], {"vm"}),
         ("ip netns add hm-z", {"netns"}),
