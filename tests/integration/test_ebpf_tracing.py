@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import hypermesh.ebpf
+from hypermesh.ebpf.syscall_names import syscall_number
 from hypermesh.errors import InvalidInput
 from tests.conftest import require, require_binary
 from tests.integration.ebpf_support import REPO, require_ebpf, run_cli
@@ -26,7 +27,6 @@ from tests.integration.ebpf_support import REPO, require_ebpf, run_cli
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
 SYSCALL_MARGIN = 2
-READ_SYSCALL_NR = {"x86_64": 0, "aarch64": 63}[os.uname().machine]  # read(2): asm/unistd.h of each ABI
 CHILD = (
     "import os, sys\n"
     "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
@@ -55,7 +55,7 @@ def _go(child: subprocess.Popen[str], n: int) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         with open(f"/proc/{child.pid}/syscall") as f:
-            if f.read().split(" ", 1)[0] == str(READ_SYSCALL_NR):
+            if f.read().split(" ", 1)[0] == str(syscall_number("read")):
                 return
         time.sleep(0.001)
     raise AssertionError("the child never blocked in read(2) after its loop")
