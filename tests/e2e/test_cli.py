@@ -58,7 +58,7 @@ def test_sample_json_lines() -> None:
         for part, keys in SAMPLE_KEYS.items():
             assert set(s[part]) == keys, part
         assert len(s["cpu"]["per_core"]) == len(online_cpus())
-        assert 0.03 <= s["interval_s"] <= 0.5
+        assert 0.03 <= s["interval_s"] <= 2.5  # 0.05 s asked; the upper end only catches a stuck stream
     assert lines[0]["timestamp"] < lines[1]["timestamp"] < lines[2]["timestamp"]
 
 
@@ -301,6 +301,7 @@ def test_absurdly_long_intervals_are_refused(args: list[str]) -> None:
     assert "at most" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.root
 def test_a_zero_pids_limit_is_shown_as_a_limit_not_unlimited() -> None:
     """pids.max 0 (legal: no fork allowed) in a cgroup we make; the table said "unlimited", the JSON 0."""
     require_root()

@@ -273,6 +273,8 @@ print(json.dumps({
 """
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
     # The reader keeps sysfs attribute files open; a kept fd of a deleted interface answers ENODEV for good, so a
     # veth or tun re-created under the same name lost its address, operstate, MTU and queue length until restart.
@@ -325,19 +327,19 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
     try:
         with httpx.Client(base_url=agent.url, timeout=8) as client:
             labels = f'device="hung",fstype="fuse.hung",mountpoint="{mountpoint}"'
+            took = []
             for attempt in range(2):
                 start = time.monotonic()
                 text = client.get("/metrics").text
-                took = time.monotonic() - start
-                # The first scrape waits for the statvfs timeout (1 s); later ones skip the stuck mount.
-                assert took < (3.0 if attempt == 0 else 0.5), (attempt, took)
+                took.append(time.monotonic() - start)
+                # The first scrape waits for the statvfs timeout (1 s, a deadline with seconds of margin); later ones
+                # skip the stuck mount, so they save that whole second against the first (the control).
+                assert took[0] < 3.0 and (attempt == 0 or took[attempt] < took[0] - 0.5), took
                 assert f"hypermesh_filesystem_device_error{{{labels}}} 1.0" in text
                 assert f"hypermesh_filesystem_size_bytes{{{labels}}}" not in text
                 assert 'hypermesh_filesystem_device_error{device="' in text.replace(labels, "")  # the others stay
                 assert 'hypermesh_scrape_collector_success{collector="filesystem"} 1.0' in text
-                start = time.monotonic()
-                assert client.get("/healthz").status_code == 200
-                assert time.monotonic() - start < 0.5
+                assert client.get("/healthz").status_code == 200  # a frozen agent would hit the 8 s client timeout
     finally:
         release_hung_mount(agent.pid)
         agent.cleanup()
@@ -361,18 +363,23 @@ def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_5
             scrapes = [pool.submit(timed_scrape), pool.submit(timed_scrape)]
             time.sleep(0.05)
             health = []
+            answered_during_scrapes = 0
             # One kept-alive client: a fresh httpx.get costs 50-100 ms of client setup on this VM by itself.
             with httpx.Client(base_url=agent.url, timeout=8) as client:
                 while not all(s.done() for s in scrapes):
                     start = time.monotonic()
                     assert client.get("/healthz").status_code == 200
                     health.append(time.monotonic() - start)
+                    answered_during_scrapes += not all(s.done() for s in scrapes)
                     time.sleep(0.02)
             results = [s.result() for s in scrapes]
-        # Both scrapes joined the one slow read and got 503 at the timeout, not after the 1 s statvfs limit.
+        # Both scrapes joined the one slow read and got 503 at the timeout, not after the 1 s statvfs limit: beyond
+        # what a plain request costs now (the median /healthz, the control), each waited less than that limit.
         assert [status for status, _ in results] == [503, 503], results
-        assert all(took < 0.9 for _, took in results), results
-        assert health and max(health) < 0.2, health
+        plain = sorted(health)[len(health) // 2]
+        assert all(took - plain < 1.0 for _, took in results), (results, plain)
+        # /healthz was served while the scrapes were still waiting: the slow read is off the event loop.
+        assert answered_during_scrapes >= 1, health
         # The read finishes on its own; the next scrape skips the stuck mount and is served.
         deadline = time.monotonic() + 5
         while (response := httpx.get(f"{agent.url}/metrics", timeout=8)).status_code != 200:
@@ -396,6 +403,8 @@ sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
 """
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_path):
     # Linux interface names are bytes. One named b"hm\xff" made /metrics a 500 (the text could not be encoded) and
     # every node stats collector fail (/proc/net/dev could not be decoded), until the interface went away.
