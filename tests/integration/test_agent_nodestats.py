@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from tests.conftest import require, require_binary
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+from tests.world_readable import hypermesh_for_others
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
@@ -487,9 +488,11 @@ def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_th
     # Both files empty the disk and network parts of a sample. The agent said success 1 for every collector with no
     # disk or network series at all: the HypermeshCollectorFailing alert could never fire.
     prefix: list[str] = []
+    command = None
     if how == "unreadable":
         require(os.geteuid() == 0, "needs root to run the agent as another user (setpriv) on a mode-000 file")
         prefix = [require_binary("setpriv"), "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
+        command = hypermesh_for_others()  # a checkout under /root (0700) is out of nobody's reach
     # Not pytest's tmp_path: it is private to root (0700), and the agent runs as nobody.
     top = tempfile.mkdtemp(prefix="hypermesh-root-")
     try:
@@ -502,7 +505,7 @@ def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_th
             else:
                 os.chmod(os.path.join(root, name), 0)
         with (
-            AgentProcess("--root", root, "--interval", "0.2", prefix=prefix) as agent,
+            AgentProcess("--root", root, "--interval", "0.2", prefix=prefix, command=command) as agent,
             httpx.Client(base_url=agent.url, timeout=10) as client,
         ):
             for _ in range(3):

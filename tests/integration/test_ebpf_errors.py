@@ -17,6 +17,7 @@ from hypermesh.ebpf import BpfObject
 from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
 from tests.conftest import require, require_binary
 from tests.integration.ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
+from tests.world_readable import hypermesh_for_others
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -96,7 +97,7 @@ def _as_nobody(caps: str, *args: str) -> subprocess.CompletedProcess[str]:
     setpriv = require_binary("setpriv")
     return subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
-         f"--ambient-caps={caps}", "--", *HYPERMESH, *args],
+         f"--ambient-caps={caps}", "--", *hypermesh_for_others(), *args],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip
 

@@ -131,12 +131,13 @@ def test_kprobe_reason_needs_no_privileges() -> None:
     import subprocess
 
     from tests.conftest import require_binary
-    from tests.integration.ebpf_support import HYPERMESH, REPO
+    from tests.integration.ebpf_support import REPO
+    from tests.world_readable import hypermesh_for_others
 
     setpriv = require_binary("setpriv")
     for drop in (["--reuid=65534", "--regid=65534", "--clear-groups"], ["--bounding-set=-all"]):
         result = subprocess.run(
-            [setpriv, *drop, "--inh-caps=-all", "--", *HYPERMESH, "ebpf", "run", "syscalls", "--attach", "kprobe"],
+            [setpriv, *drop, "--inh-caps=-all", "--", *hypermesh_for_others(), "ebpf", "run", "syscalls", "--attach", "kprobe"],
             capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         )  # fmt: skip
         lines = result.stderr.strip().splitlines()
