@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,12 @@ def require_binary(name: str) -> str:
 def requires() -> object:
     """The ``require`` helper as a fixture, for tests that prefer injection."""
     return require
+
+
+@pytest.fixture
+def block_device_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a real block device (an ext4 loop device), whatever / sits on: see tests/block_device.py."""
+    from tests.block_device import mounted_block_device
+
+    with mounted_block_device(tmp_path) as directory:
+        yield directory

@@ -21,3 +21,20 @@ def online_cpus() -> list[int]:
     # Where this process may run is always among the online CPUs: a cross-check of the reading itself.
     assert set(os.sched_getaffinity(0)) <= set(cpus), (os.sched_getaffinity(0), cpus)
     return cpus
+
+
+def root_mount() -> tuple[str, str]:
+    """(major:minor, fstype) of this process's / from /proc/self/mountinfo."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            parts = fields.split()
+            if parts[4] == "/":
+                root = (parts[2], tail.split()[0])
+    return root
+
+
+def root_on_block_device() -> bool:
+    """Whether a block device holds / (false on a container's overlay root: major 0, an anonymous device)."""
+    device, _ = root_mount()
+    return os.path.exists(f"/sys/dev/block/{device}")
