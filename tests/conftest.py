@@ -34,9 +34,9 @@ def require(condition: object, missing: str) -> None:
     pytest.skip(missing)
 
 
-def require_root() -> None:
+def require_root(why: str = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)") -> None:
     needs("root", "require_root()")
-    require(os.geteuid() == 0, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+    require(os.geteuid() == 0, why)
 
 
 def require_binary(name: str) -> str:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.conftest import require, require_binary
+from tests.conftest import require, require_binary, require_root
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
 from tests.world_readable import hypermesh_for_others
 
@@ -279,7 +279,7 @@ print(json.dumps({
 def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
     # The reader keeps sysfs attribute files open; a kept fd of a deleted interface answers ENODEV for good, so a
     # veth or tun re-created under the same name lost its address, operstate, MTU and queue length until restart.
-    require(os.geteuid() == 0, "needs root for a network namespace")
+    require_root("needs root for a network namespace")
     ip = require_binary("ip")
     namespace = f"hm-churn-{os.getpid()}"
     subprocess.run([ip, "netns", "add", namespace], check=True, timeout=30)
@@ -303,7 +303,7 @@ HUNG_MOUNT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", 
 def hung_mount_prefix(mountpoint: str) -> list[str]:
     """A command prefix that runs the rest under private mount and PID namespaces with a FUSE mount at
     ``mountpoint`` whose statfs never answers (fixtures/agent/hung_mount.py), listed in /proc/1/mountinfo there."""
-    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
+    require_root("needs root for mount and PID namespaces")
     require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
     unshare = require_binary("unshare")
     return [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
@@ -319,6 +319,7 @@ def release_hung_mount(pid: int) -> None:
         os.kill(int(child), signal.SIGTERM)
 
 
+@pytest.mark.root
 def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path):
     # A hard NFS mount of a dead server blocks statvfs in the kernel for good. The scrape used to call it on the
     # event loop: one scrape froze the whole agent, /healthz included, until the server came back.
@@ -347,6 +348,7 @@ def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_
     assert "Traceback" not in agent.log()
 
 
+@pytest.mark.root
 def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_503(tmp_path):
     # The same hung mount makes the first scrape slow for real (statvfs waits its 1 s limit). The scrape used to run
     # on the event loop: /healthz and every other endpoint waited for it, and --request-timeout could not fire.
@@ -409,7 +411,7 @@ sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
 def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_path):
     # Linux interface names are bytes. One named b"hm\xff" made /metrics a 500 (the text could not be encoded) and
     # every node stats collector fail (/proc/net/dev could not be decoded), until the interface went away.
-    require(os.geteuid() == 0, "needs root for a network namespace")
+    require_root("needs root for a network namespace")
     ip = require_binary("ip")
     namespace = f"hm-names-{os.getpid()}"
     names = [b"hm\xff", b"hm\xfe", b'hm"q\\']
@@ -441,11 +443,12 @@ def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_pat
     assert promtool_clean(texts["text/plain"])
 
 
+@pytest.mark.root
 def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
     # systemd's ProtectSystem=strict (deploy/systemd/hypermesh-agent.service) remounts everything read-only in the
     # agent's own mount namespace. statvfs there says ST_RDONLY, and the agent used to report every filesystem as
     # read-only, which silences HypermeshFilesystemAlmostFull. The host's mount table (init's) is what counts.
-    require(os.geteuid() == 0, "needs root for a mount namespace")
+    require_root("needs root for a mount namespace")
     unshare = require_binary("unshare")
     with open("/proc/1/mountinfo") as file:
         host_root_readonly = next("ro" in line.split()[5].split(",") for line in file if line.split()[4] == "/")
@@ -461,10 +464,11 @@ def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
     assert one(by_name, "hypermesh_filesystem_readonly", mountpoint="/") == 0.0
 
 
+@pytest.mark.root
 def test_with_the_hosts_root_mounted_elsewhere_uname_names_the_machine(tmp_path):
     # A container with the host's / at /host (docs/agent.md, --root): the kernel fields came from /host/proc but the
     # machine was read from a /host/arch that only recorded trees have, so hypermesh_uname_info said machine="".
-    require(os.geteuid() == 0, "needs root for a mount namespace")
+    require_root("needs root for a mount namespace")
     unshare = require_binary("unshare")
     host = tmp_path / "host"
     for part in ("proc", "sys", "etc"):
@@ -483,14 +487,14 @@ FIXTURE_ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent"
 FROM_DISKSTATS_AND_NETDEV = {"disk", "network", "netdev", "diskstats", "netclass"}
 
 
-@pytest.mark.parametrize("how", ["deleted", "unreadable"])
+@pytest.mark.parametrize("how", ["deleted", pytest.param("unreadable", marks=pytest.mark.root)])
 def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_the_log(how):
     # Both files empty the disk and network parts of a sample. The agent said success 1 for every collector with no
     # disk or network series at all: the HypermeshCollectorFailing alert could never fire.
     prefix: list[str] = []
     command = None
     if how == "unreadable":
-        require(os.geteuid() == 0, "needs root to run the agent as another user (setpriv) on a mode-000 file")
+        require_root("needs root to run the agent as another user (setpriv) on a mode-000 file")
         prefix = [require_binary("setpriv"), "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
         command = hypermesh_for_others()  # a checkout under /root (0700) is out of nobody's reach
     # Not pytest's tmp_path: it is private to root (0700), and the agent runs as nobody.
