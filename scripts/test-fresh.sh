@@ -30,9 +30,10 @@ if [ "${1:-}" = "--inside" ]; then
   done
   cp -r /etc/apt/apt.conf.d/. "$R/etc/apt/apt.conf.d/"
   cp /etc/resolv.conf /etc/hosts "$R/etc/" 2>/dev/null || true
-  # pip's configuration and the CA files it names (a proxy's certificate, say), at the same paths.
-  for f in /etc/pip.conf /etc/xdg/pip/pip.conf "${PIP_CERT:-}" "${REQUESTS_CA_BUNDLE:-}" \
-    $(sed -n 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*//p' /etc/pip.conf 2>/dev/null); do
+  # pip's configuration and the files it names (a proxy's CA certificate, constraints), at the same paths.
+  confs=(/etc/pip.conf /etc/xdg/pip/pip.conf)
+  for f in "${confs[@]}" "${PIP_CERT:-}" "${PIP_CONSTRAINT:-}" "${REQUESTS_CA_BUNDLE:-}" \
+    $(sed -n 's/^[^#=]*=[[:space:]]*\(\/[^[:space:]]*\)[[:space:]]*$/\1/p' "${confs[@]}" 2>/dev/null); do
     [ -n "$f" ] && [ -f "$f" ] && mkdir -p "$R$(dirname "$f")" && cp -L "$f" "$R$f"
   done
   # Package scripts must not start services in here (prometheus, node-exporter): tests start their own.
