@@ -537,6 +537,7 @@ def _remote_fstypes_in_init_mounts() -> set[str]:
     return {t for t in fstypes if t in network or t.startswith("fuse")}
 
 
+@pytest.mark.root
 def test_node_stats_may_block_only_with_a_network_or_fuse_mount(tmp_path):
     """The agent scrapes on its event loop unless this says a read may wait on a filesystem server."""
     from hypermesh.platform.linux import LinuxBackend
