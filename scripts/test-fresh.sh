@@ -30,6 +30,9 @@ if [ "${1:-}" = "--inside" ]; then
   done
   cp -r /etc/apt/apt.conf.d/. "$R/etc/apt/apt.conf.d/"
   cp /etc/resolv.conf /etc/hosts "$R/etc/" 2>/dev/null || true
+  # Certificate authorities this machine added (a proxy's): ca-certificates, once a package pulls it in, rebuilds
+  # the bundle from these, so copying the bundle alone would not last.
+  [ -d /usr/local/share/ca-certificates ] && cp -r /usr/local/share/ca-certificates/. "$R/usr/local/share/ca-certificates/"
   # pip's configuration and the files it names (a proxy's CA certificate, constraints), at the same paths.
   confs=(/etc/pip.conf /etc/xdg/pip/pip.conf)
   for f in "${confs[@]}" "${PIP_CERT:-}" "${PIP_CONSTRAINT:-}" "${REQUESTS_CA_BUNDLE:-}" \
