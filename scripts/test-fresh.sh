@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make test-fresh: the two-command promise checked as a new user meets it. A minimal Debian 12 root
 # (debootstrap --variant=minbase bookworm, cached and never written to), an overlay over it as / (as in a
-# container: no block device behind /), the checkout copied to /root/project (mode 0700 above it), then, in
-# private mount and PID namespaces and chrooted there: `apt-get install make`, `CI=true make test`.
+# container: no block device behind /), the checkout copied to /root/project (mode 0700 above it), then, in a
+# private mount namespace and chrooted there: `apt-get install make`, `CI=true make test`.
 # The mirror is this machine's own (its apt sources); apt and pip inside use this machine's configuration.
 # Needs root. Output: the run's log at $HYPERMESH_FRESH_DIR/run-*/fresh.log; exit code: make test's.
 # Usage: scripts/test-fresh.sh [make arguments inside, default: test]
@@ -13,7 +13,7 @@ SUITE=bookworm
 WORK=${HYPERMESH_FRESH_DIR:-/var/tmp/hypermesh-fresh}
 
 if [ "${1:-}" = "--inside" ]; then
-  # PID 1 of fresh namespaces: assemble the root, then become its first process (so /proc/1 is the container's).
+  # In the private mount namespace: assemble the root, then become its first process (PID 1 with a PID namespace).
   shift
   RUN=$1 BASE=$2
   shift 2
@@ -50,7 +50,9 @@ if [ "${1:-}" = "--inside" ]; then
     case $name in PIP_*|REQUESTS_CA_BUNDLE|SSL_CERT_FILE|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY)
       keep+=("$name=${!name}");; esac
   done
-  exec chroot "$R" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CI=true \
+  # SIGINT and SIGQUIT back to their defaults: started in the background (nohup ... &), a shell hands them on
+  # ignored, and Python then leaves Ctrl-C ignored, which the Ctrl-C tests would take for a hang.
+  exec chroot "$R" /usr/bin/env --default-signal=INT,QUIT -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${keep[@]}" /bin/bash -c '
       set -e
       echo "test-fresh: $(. /etc/os-release; echo "$PRETTY_NAME"), / is $(findmnt -no FSTYPE / 2>/dev/null || stat -f -c %T /)"
@@ -100,7 +102,11 @@ fi
 RUN=$(mktemp -d "$WORK/run-XXXXXX")
 echo "test-fresh: running in $RUN (log: $RUN/fresh.log)" >&2
 set +e
-unshare --mount --pid --fork --propagation private "$REPO/scripts/test-fresh.sh" --inside "$RUN" "$BASE" "${@:-test}" 2>&1 | tee "$RUN/fresh.log"
+# A private mount namespace; HYPERMESH_FRESH_PID_NS=1 adds a PID namespace, as a container has (then /proc/1 is the
+# root's own first process, and eBPF programs, which see the kernel's global PIDs, disagree with the tests' PIDs).
+namespaces=(--mount --propagation private)
+[ -z "${HYPERMESH_FRESH_PID_NS:-}" ] || namespaces+=(--pid --fork)
+unshare "${namespaces[@]}" "$REPO/scripts/test-fresh.sh" --inside "$RUN" "$BASE" "${@:-test}" 2>&1 | tee "$RUN/fresh.log"
 status=${PIPESTATUS[0]}
 set -e
 echo "test-fresh: exit $status; $(grep -E '^=+ .*(passed|failed).* =+$' "$RUN/fresh.log" | tail -n1)" >&2

@@ -97,3 +97,13 @@ def _find_command(repo: Path, python: Path, prefix: Path) -> list[str]:
     return _command(
         python, paths, "import runpy; runpy.run_module('hypermesh.cli.main', run_name='__main__', alter_sys=True)"
     )
+
+
+def path_for_others(path: str) -> str:
+    """``path`` (a file of this checkout, such as a test's .bpf.o) as nobody can reach it: through the bind mount
+    that hypermesh_for_others() made, if it had to make one."""
+    hypermesh_for_others()
+    bound = _bound.get(str(REPO))
+    if bound is not None and Path(path).is_relative_to(REPO):
+        return str(bound / Path(path).relative_to(REPO))
+    return path

@@ -36,7 +36,6 @@ def test_a_checkout_under_a_private_directory_runs_as_nobody_through_the_helper(
     subprocess.run(["mount", "--bind", str(REPO), str(checkout)], check=True)
     try:
         assert not reachable_by_others(checkout)
-        assert command_for_others(REPO, python, Path(sys.prefix)) == [str(python), "-m", "hypermesh.cli.main"]
         hidden_python = checkout / python.relative_to(REPO)
         # What a user of the old tests got: the interpreter or the package out of reach.
         plain = as_nobody([str(hidden_python), "-m", "hypermesh.cli.main"], "profile", "--json")
