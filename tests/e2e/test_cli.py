@@ -347,6 +347,7 @@ def test_live_view_survives_a_wall_clock_step_and_ends_on_the_last_sample(
     from hypermesh.cli.render import live_samples
 
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws the live view as on a terminal
+    monkeypatch.setenv("TERM", "xterm")  # ... that can move its cursor: TERM=dumb (CI, a bare chroot) draws once
     with hypermesh.Sampler(min_interval=0.01) as sampler:
         real = sampler.sample()
 
