@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 # This machine's pip config names local package folders that may not exist; pip warns once per package.
 PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help deps venv run test lint fmt bench bpf clean
+.PHONY: help deps venv run test test-fresh lint fmt bench bpf clean
 
 help:  ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps:  ## system packages (apt-get as root, only what is missing)
 	@scripts/deps.sh
@@ -41,6 +41,9 @@ fmt: venv  ## apply ruff's formatting and fixes
 test: deps venv lint  ## lint and the whole pytest suite (CI runs this)
 	@scripts/kernel-mounts.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fresh:  ## CI=true make test in a fresh minimal Debian 12 root (debootstrap, overlay /, chroot; root, ~15 min)
+	@scripts/test-fresh.sh
 
 bench: deps venv  ## benchmarks against psutil / node_exporter; writes bench/results/latest.json
 	@scripts/kernel-mounts.sh

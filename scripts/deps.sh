@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs the system packages hypermesh's build, tests and benchmarks need, only when missing.
 # Run as root (CI and the dev machines are root); as another user it prints what is missing and stops.
-# Usage: scripts/deps.sh [group...]   groups: base bpf prom browser vm (default: all)
+# Usage: scripts/deps.sh [group...]   groups: base bpf prom browser vm (default: these), fresh (make test-fresh)
+# Every system package a test or a tool uses is named here: a fresh minimal Debian 12 has none of them
+# (`make test-fresh` proves it on one).
 set -euo pipefail
 
 declare -A GROUP=(
-  [base]="iproute2 util-linux libcap2-bin procps e2fsprogs btrfs-progs"
-  [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace"
+  # python3-venv: `make venv` (ensurepip); mount: losetup; openssl: the TLS tests' certificates
+  [base]="python3 python3-venv make iproute2 util-linux mount libcap2-bin procps e2fsprogs btrfs-progs openssl"
+  # gcc: `make bpf` asks it for the multiarch include dir, and a test builds a fake old libbpf with it
+  [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace gcc libc6-dev"
   [prom]="prometheus prometheus-node-exporter"
   [browser]="chromium"
-  [vm]="qemu-system-x86 busybox-static linux-image-amd64"
+  # file: virtme-ng runs it on the kernel image it boots
+  [vm]="qemu-system-x86 busybox-static linux-image-amd64 file"
+  # make test-fresh: builds the minimal Debian 12 root it runs the suite in
+  [fresh]="debootstrap"
 )
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(base bpf prom browser vm)

@@ -2,17 +2,27 @@
 
 A test may skip only when a capability is truly absent on this machine *and* CI is unset: under
 CI=true a missing capability is a failure, because CI runs as root on a machine that has them all.
-Use ``require(condition, "what is missing and how to get it")`` instead of ``pytest.skip``.
+Use ``require(condition, "what is missing and how to get it")`` instead of ``pytest.skip``. The hooks of
+tests/suite_rules.py make any other skip fail under CI=true too, and check each test's markers against what it did.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from tests.suite_rules import (  # noqa: F401 - pytest finds hooks by name in a conftest
+    IN_CI,
+    needs,
+    pytest_configure,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+)
 
 
 def require(condition: object, missing: str) -> None:
@@ -24,8 +34,9 @@ def require(condition: object, missing: str) -> None:
     pytest.skip(missing)
 
 
-def require_root() -> None:
-    require(os.geteuid() == 0, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+def require_root(why: str = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)") -> None:
+    needs("root", "require_root()")
+    require(os.geteuid() == 0, why)
 
 
 def require_binary(name: str) -> str:
@@ -38,3 +49,12 @@ def require_binary(name: str) -> str:
 def requires() -> object:
     """The ``require`` helper as a fixture, for tests that prefer injection."""
     return require
+
+
+@pytest.fixture
+def block_device_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a real block device (an ext4 loop device), whatever / sits on: see tests/block_device.py."""
+    from tests.block_device import mounted_block_device
+
+    with mounted_block_device(tmp_path) as directory:
+        yield directory

@@ -17,6 +17,7 @@ import hypermesh
 import hypermesh.model
 from tests.conftest import require, require_root
 from tests.integration.test_backend_contract import PROFILE_KEYS, SAMPLE_KEYS
+from tests.kernel_facts import online_cpus
 
 HYPERMESH = str(Path(sys.executable).with_name("hypermesh"))
 
@@ -34,7 +35,7 @@ def test_profile_json_is_the_documented_record() -> None:
     assert set(data) == {"os", "cpu", "memory", "storage", "network", "gpus", "limits", "timings_ms"}
     for part, keys in PROFILE_KEYS.items():  # the names the issue fixes, as the library's contract test has them
         assert set(data[part]) == keys, part
-    assert data["cpu"]["logical_cores"] == os.cpu_count()
+    assert data["cpu"]["logical_cores"] == len(online_cpus())
     for device in data["storage"]:
         assert device["kind"] in ("nvme", "ssd", "hdd", "virtual")
     for iface in data["network"]:
@@ -56,8 +57,8 @@ def test_sample_json_lines() -> None:
         assert set(s) == {"timestamp", "interval_s", "cpu", "memory", "disks", "network", "load"}
         for part, keys in SAMPLE_KEYS.items():
             assert set(s[part]) == keys, part
-        assert len(s["cpu"]["per_core"]) == os.cpu_count()
-        assert 0.03 <= s["interval_s"] <= 0.5
+        assert len(s["cpu"]["per_core"]) == len(online_cpus())
+        assert 0.03 <= s["interval_s"] <= 2.5  # 0.05 s asked; the upper end only catches a stuck stream
     assert lines[0]["timestamp"] < lines[1]["timestamp"] < lines[2]["timestamp"]
 
 
@@ -248,7 +249,7 @@ def test_table_view_on_a_terminal_redraws_in_place() -> None:
 def test_portable_backend_cli() -> None:
     r = run("profile", "--json", env={"HYPERMESH_BACKEND": "portable"})
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["cpu"]["logical_cores"] == os.cpu_count()
+    assert json.loads(r.stdout)["cpu"]["logical_cores"] == len(online_cpus())
 
 
 def test_import_stays_light() -> None:
@@ -324,6 +325,7 @@ def test_absurdly_long_intervals_are_refused(args: list[str]) -> None:
     assert "at most" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.root
 def test_a_zero_pids_limit_is_shown_as_a_limit_not_unlimited() -> None:
     """pids.max 0 (legal: no fork allowed) in a cgroup we make; the table said "unlimited", the JSON 0."""
     require_root()
@@ -369,6 +371,7 @@ def test_live_view_survives_a_wall_clock_step_and_ends_on_the_last_sample(
     from hypermesh.cli.render import live_samples
 
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws the live view as on a terminal
+    monkeypatch.setenv("TERM", "xterm")  # ... that can move its cursor: TERM=dumb (CI, a bare chroot) draws once
     with hypermesh.Sampler(min_interval=0.01) as sampler:
         real = sampler.sample()
 

@@ -106,9 +106,18 @@ async def run_load(url: str) -> tuple[collections.Counter, list[tuple[int, float
     return statuses, scrapes, [r for r in results if isinstance(r, BaseException)]
 
 
+async def idle_scrapes(url: str) -> list[tuple[int, float]]:
+    """The control: the same scraper against the same agent with nothing else running, just before the load."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    scrapes: list[tuple[int, float]] = []
+    await scraper(host, int(port), time.monotonic() + 3.0, scrapes)
+    return scrapes
+
+
 def test_200_concurrent_clients_get_answers_or_deliberate_503s():
     with AgentProcess("--interval", "0.5", "--max-streams", str(MAX_STREAMS)) as agent:
         time.sleep(1.0)
+        idle = sorted(took for _, took in asyncio.run(idle_scrapes(agent.url)))
         rss_before = agent.rss_bytes()
         statuses, scrapes, errors = asyncio.run(run_load(agent.url))
         rss_after = agent.rss_bytes()
@@ -120,15 +129,17 @@ def test_200_concurrent_clients_get_answers_or_deliberate_503s():
             assert statuses[(path, 200)] > 0, (path, statuses)  # every kind of request was served at times
         # More streams were asked for than --max-streams allows: those were refused at once, the others streamed.
         assert statuses[("/v1/stream", 503)] > 0, statuses
-        # The scraper's answers came promptly however busy the rest was (a scrape takes ~5 ms alone here): served,
-        # or refused at once when the ~28 load clients asking for /metrics filled its lane (measured: 10 of 23
-        # served, median 0.10 s, slowest 0.26 s; docs/agent.md).
+        # The scraper's answers came promptly however busy the rest was: served, or refused at once when the ~28 load
+        # clients asking for /metrics filled its lane (measured: 10 of 23 served, median 0.10 s against 5 ms idle,
+        # slowest 0.26 s; docs/agent.md). Against the idle scrapes of the same agent a minute before (the control),
+        # the median stays within 50x; a scrape that queued behind the load would take seconds.
         times = sorted(took for _, took in scrapes)
-        assert len(scrapes) >= 10, scrapes  # ~25 in the 8.5 s it polls
-        assert times[len(times) // 2] < 0.5 and times[-1] < 2.0, times
+        assert len(idle) >= 4 and len(scrapes) >= 10, (idle, scrapes)  # ~25 in the 8.5 s it polls
+        assert times[len(times) // 2] < 50 * idle[len(idle) // 2], (times, idle)
+        assert times[-1] < 5.0, times  # the deadline a Prometheus scrape_timeout would set, with seconds to spare
         assert any(status == 200 for status, _ in scrapes), scrapes
-        assert rss_after < 120 * 2**20, rss_after
-        assert rss_after - rss_before < 60 * 2**20, (rss_before, rss_after)
+        # Memory under load: bounded relative to the agent's own size at rest (measured: ~50 MiB, +20 MiB under load).
+        assert rss_after < 2 * rss_before, (rss_before, rss_after)
 
         response = httpx.get(f"{agent.url}/metrics", timeout=10)
         assert response.status_code == 200

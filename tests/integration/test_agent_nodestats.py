@@ -20,8 +20,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.conftest import require, require_binary
+from tests.conftest import require, require_binary, require_root
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+from tests.world_readable import hypermesh_for_others
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
@@ -232,7 +233,7 @@ def test_live_scrape_has_at_least_node_exporters_samples(agent):
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
     assert samples(ours) >= samples(theirs), (samples(ours), samples(theirs))
-    assert shutil.which("promtool") is None or promtool_clean(ours)
+    assert promtool_clean(ours)
 
 
 def promtool_clean(text: str) -> bool:
@@ -273,10 +274,12 @@ print(json.dumps({
 """
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_an_interface_deleted_and_created_again_under_its_name_is_read_afresh():
     # The reader keeps sysfs attribute files open; a kept fd of a deleted interface answers ENODEV for good, so a
     # veth or tun re-created under the same name lost its address, operstate, MTU and queue length until restart.
-    require(os.geteuid() == 0, "needs root for a network namespace")
+    require_root("needs root for a network namespace")
     ip = require_binary("ip")
     namespace = f"hm-churn-{os.getpid()}"
     subprocess.run([ip, "netns", "add", namespace], check=True, timeout=30)
@@ -300,7 +303,7 @@ HUNG_MOUNT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent", 
 def hung_mount_prefix(mountpoint: str) -> list[str]:
     """A command prefix that runs the rest under private mount and PID namespaces with a FUSE mount at
     ``mountpoint`` whose statfs never answers (fixtures/agent/hung_mount.py), listed in /proc/1/mountinfo there."""
-    require(os.geteuid() == 0, "needs root for mount and PID namespaces")
+    require_root("needs root for mount and PID namespaces")
     require(os.path.exists("/dev/fuse"), "needs FUSE (/dev/fuse) to simulate a hung mount")
     unshare = require_binary("unshare")
     return [unshare, "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
@@ -316,34 +319,40 @@ def release_hung_mount(pid: int) -> None:
         os.kill(int(child), signal.SIGTERM)
 
 
-def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path):
+@pytest.mark.root
+def test_a_hung_network_mount_is_a_device_error_and_does_not_hang_the_agent(tmp_path, block_device_dir):
     # A hard NFS mount of a dead server blocks statvfs in the kernel for good. The scrape used to call it on the
-    # event loop: one scrape froze the whole agent, /healthz included, until the server came back.
+    # event loop: one scrape froze the whole agent, /healthz included, until the server came back. Beside it, a
+    # healthy filesystem of the test's own (a loop device: on an overlay root there may be no other real one).
     mountpoint = str(tmp_path / "hung")
     prefix = hung_mount_prefix(mountpoint)
     agent = AgentProcess("--interval", "0.5", prefix=prefix).start()
     try:
         with httpx.Client(base_url=agent.url, timeout=8) as client:
             labels = f'device="hung",fstype="fuse.hung",mountpoint="{mountpoint}"'
+            took = []
             for attempt in range(2):
                 start = time.monotonic()
                 text = client.get("/metrics").text
-                took = time.monotonic() - start
-                # The first scrape waits for the statvfs timeout (1 s); later ones skip the stuck mount.
-                assert took < (3.0 if attempt == 0 else 0.5), (attempt, took)
+                took.append(time.monotonic() - start)
+                # The first scrape waits for the statvfs timeout (1 s, a deadline with seconds of margin); later ones
+                # skip the stuck mount, so they save that whole second against the first (the control).
+                assert took[0] < 3.0 and (attempt == 0 or took[attempt] < took[0] - 0.5), took
                 assert f"hypermesh_filesystem_device_error{{{labels}}} 1.0" in text
                 assert f"hypermesh_filesystem_size_bytes{{{labels}}}" not in text
-                assert 'hypermesh_filesystem_device_error{device="' in text.replace(labels, "")  # the others stay
+                healthy = re.search(
+                    rf'^hypermesh_filesystem_device_error{{[^}}]*mountpoint="{block_device_dir}"}} (\S+)$', text, re.M
+                )
+                assert healthy and healthy.group(1) == "0.0", text[-3000:]  # the others stay
                 assert 'hypermesh_scrape_collector_success{collector="filesystem"} 1.0' in text
-                start = time.monotonic()
-                assert client.get("/healthz").status_code == 200
-                assert time.monotonic() - start < 0.5
+                assert client.get("/healthz").status_code == 200  # a frozen agent would hit the 8 s client timeout
     finally:
         release_hung_mount(agent.pid)
         agent.cleanup()
     assert "Traceback" not in agent.log()
 
 
+@pytest.mark.root
 def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_503(tmp_path):
     # The same hung mount makes the first scrape slow for real (statvfs waits its 1 s limit). The scrape used to run
     # on the event loop: /healthz and every other endpoint waited for it, and --request-timeout could not fire.
@@ -361,18 +370,23 @@ def test_a_slow_scrape_runs_off_the_event_loop_and_the_request_timeout_answers_5
             scrapes = [pool.submit(timed_scrape), pool.submit(timed_scrape)]
             time.sleep(0.05)
             health = []
+            answered_during_scrapes = 0
             # One kept-alive client: a fresh httpx.get costs 50-100 ms of client setup on this VM by itself.
             with httpx.Client(base_url=agent.url, timeout=8) as client:
                 while not all(s.done() for s in scrapes):
                     start = time.monotonic()
                     assert client.get("/healthz").status_code == 200
                     health.append(time.monotonic() - start)
+                    answered_during_scrapes += not all(s.done() for s in scrapes)
                     time.sleep(0.02)
             results = [s.result() for s in scrapes]
-        # Both scrapes joined the one slow read and got 503 at the timeout, not after the 1 s statvfs limit.
+        # Both scrapes joined the one slow read and got 503 at the timeout, not after the 1 s statvfs limit: beyond
+        # what a plain request costs now (the median /healthz, the control), each waited less than that limit.
         assert [status for status, _ in results] == [503, 503], results
-        assert all(took < 0.9 for _, took in results), results
-        assert health and max(health) < 0.2, health
+        plain = sorted(health)[len(health) // 2]
+        assert all(took - plain < 1.0 for _, took in results), (results, plain)
+        # /healthz was served while the scrapes were still waiting: the slow read is off the event loop.
+        assert answered_during_scrapes >= 1, health
         # The read finishes on its own; the next scrape skips the stuck mount and is served.
         deadline = time.monotonic() + 5
         while (response := httpx.get(f"{agent.url}/metrics", timeout=8)).status_code != 200:
@@ -396,10 +410,12 @@ sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
 """
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_path):
     # Linux interface names are bytes. One named b"hm\xff" made /metrics a 500 (the text could not be encoded) and
     # every node stats collector fail (/proc/net/dev could not be decoded), until the interface went away.
-    require(os.geteuid() == 0, "needs root for a network namespace")
+    require_root("needs root for a network namespace")
     ip = require_binary("ip")
     namespace = f"hm-names-{os.getpid()}"
     names = [b"hm\xff", b"hm\xfe", b'hm"q\\']
@@ -428,18 +444,15 @@ def test_interface_names_that_are_not_utf8_or_need_escaping_are_exported(tmp_pat
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
     assert list(parse_openmetrics(texts["application/openmetrics-text"]))
-    promtool = shutil.which("promtool")
-    if promtool:
-        check = subprocess.run([promtool, "check", "metrics"], input=texts["text/plain"], capture_output=True,
-                               text=True, timeout=60)  # fmt: skip
-        assert check.returncode == 0, check.stdout + check.stderr
+    assert promtool_clean(texts["text/plain"])
 
 
+@pytest.mark.root
 def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
     # systemd's ProtectSystem=strict (deploy/systemd/hypermesh-agent.service) remounts everything read-only in the
     # agent's own mount namespace. statvfs there says ST_RDONLY, and the agent used to report every filesystem as
     # read-only, which silences HypermeshFilesystemAlmostFull. The host's mount table (init's) is what counts.
-    require(os.geteuid() == 0, "needs root for a mount namespace")
+    require_root("needs root for a mount namespace")
     unshare = require_binary("unshare")
     with open("/proc/1/mountinfo") as file:
         host_root_readonly = next("ro" in line.split()[5].split(",") for line in file if line.split()[4] == "/")
@@ -455,10 +468,11 @@ def test_a_read_only_view_of_the_filesystems_does_not_make_them_read_only():
     assert one(by_name, "hypermesh_filesystem_readonly", mountpoint="/") == 0.0
 
 
+@pytest.mark.root
 def test_with_the_hosts_root_mounted_elsewhere_uname_names_the_machine(tmp_path):
     # A container with the host's / at /host (docs/agent.md, --root): the kernel fields came from /host/proc but the
     # machine was read from a /host/arch that only recorded trees have, so hypermesh_uname_info said machine="".
-    require(os.geteuid() == 0, "needs root for a mount namespace")
+    require_root("needs root for a mount namespace")
     unshare = require_binary("unshare")
     host = tmp_path / "host"
     for part in ("proc", "sys", "etc"):
@@ -477,14 +491,16 @@ FIXTURE_ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "agent"
 FROM_DISKSTATS_AND_NETDEV = {"disk", "network", "netdev", "diskstats", "netclass"}
 
 
-@pytest.mark.parametrize("how", ["deleted", "unreadable"])
+@pytest.mark.parametrize("how", ["deleted", pytest.param("unreadable", marks=pytest.mark.root)])
 def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_the_log(how):
     # Both files empty the disk and network parts of a sample. The agent said success 1 for every collector with no
     # disk or network series at all: the HypermeshCollectorFailing alert could never fire.
     prefix: list[str] = []
+    command = None
     if how == "unreadable":
-        require(os.geteuid() == 0, "needs root to run the agent as another user (setpriv) on a mode-000 file")
+        require_root("needs root to run the agent as another user (setpriv) on a mode-000 file")
         prefix = [require_binary("setpriv"), "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
+        command = hypermesh_for_others()  # a checkout under /root (0700) is out of nobody's reach
     # Not pytest's tmp_path: it is private to root (0700), and the agent runs as nobody.
     top = tempfile.mkdtemp(prefix="hypermesh-root-")
     try:
@@ -497,7 +513,7 @@ def test_a_collector_whose_kernel_file_cannot_be_read_reports_failure_once_in_th
             else:
                 os.chmod(os.path.join(root, name), 0)
         with (
-            AgentProcess("--root", root, "--interval", "0.2", prefix=prefix) as agent,
+            AgentProcess("--root", root, "--interval", "0.2", prefix=prefix, command=command) as agent,
             httpx.Client(base_url=agent.url, timeout=10) as client,
         ):
             for _ in range(3):
@@ -525,6 +541,7 @@ def _remote_fstypes_in_init_mounts() -> set[str]:
     return {t for t in fstypes if t in network or t.startswith("fuse")}
 
 
+@pytest.mark.root
 def test_node_stats_may_block_only_with_a_network_or_fuse_mount(tmp_path):
     """The agent scrapes on its event loop unless this says a read may wait on a filesystem server."""
     from hypermesh.platform.linux import LinuxBackend

@@ -13,7 +13,7 @@ import pytest
 
 from hypermesh.ebpf import ObjectSpec
 from tests.conftest import require_binary
-from tests.integration.test_ebpf_support import REPO, require_ebpf
+from tests.integration.ebpf_support import REPO, require_ebpf
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 

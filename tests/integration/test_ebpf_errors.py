@@ -16,7 +16,8 @@ import hypermesh.ebpf
 from hypermesh.ebpf import ObjectSpec
 from hypermesh.errors import InvalidInput, NotFound, Unsupported, VerifierError
 from tests.conftest import require, require_binary
-from tests.integration.test_ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
+from tests.integration.ebpf_support import HYPERMESH, REPO, our_kernel_programs, require_ebpf, run_cli
+from tests.world_readable import hypermesh_for_others, path_for_others
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -96,7 +97,7 @@ def _as_nobody(caps: str, *args: str) -> subprocess.CompletedProcess[str]:
     setpriv = require_binary("setpriv")
     return subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
-         f"--ambient-caps={caps}", "--", *HYPERMESH, *args],
+         f"--ambient-caps={caps}", "--", *hypermesh_for_others(), *map(path_for_others, args)],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip
 
@@ -427,7 +428,7 @@ def test_detach_by_a_user_who_may_not_remove_the_pins_is_permission_denied() -> 
     try:
         result = subprocess.run(
             [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--",
-             *HYPERMESH, "ebpf", "detach", "syscalls"],
+             *hypermesh_for_others(), "ebpf", "detach", "syscalls"],
             capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         )  # fmt: skip
         assert result.returncode == 3, result.stderr
@@ -449,7 +450,7 @@ def test_tracefs_mounted_but_not_readable_is_permission_denied_not_unmounted() -
         "with mode= or chmod'ed, which this test would have to change for the whole machine)",
     )
     as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-               "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", "--", *HYPERMESH]  # fmt: skip
+               "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", "--", *hypermesh_for_others()]  # fmt: skip
     run = subprocess.run(
         [*as_user, "ebpf", "run", "syscalls", "--duration", "0.1"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
@@ -475,7 +476,7 @@ def test_pin_by_a_user_who_may_not_write_the_pin_directory_is_permission_denied(
     os.makedirs(hypermesh.ebpf.PIN_ROOT, exist_ok=True)  # root's, as after any root --pin
     result = subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon,+net_admin",
-         "--ambient-caps=+bpf,+perfmon,+net_admin", "--", *HYPERMESH, "ebpf", "run", "xdp", "-i", "lo", "--mode", "generic",
+         "--ambient-caps=+bpf,+perfmon,+net_admin", "--", *hypermesh_for_others(), "ebpf", "run", "xdp", "-i", "lo", "--mode", "generic",
          "--pin", "--duration", "0.1"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip

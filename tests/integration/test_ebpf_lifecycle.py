@@ -16,7 +16,7 @@ import pytest
 
 import hypermesh.ebpf
 from hypermesh.errors import InvalidInput, NotFound
-from tests.integration.test_ebpf_support import (
+from tests.integration.ebpf_support import (
     REPO,
     open_fds,
     our_kernel_links,

@@ -9,7 +9,7 @@ import pytest
 
 import hypermesh.ebpf
 from tests.conftest import require
-from tests.integration.test_ebpf_support import bpftool_json, require_ebpf, run_cli
+from tests.integration.ebpf_support import bpftool_json, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -105,7 +105,7 @@ def test_without_a_readable_kernel_config_the_kprobe_reason_says_what_was_observ
     import subprocess
 
     from tests.conftest import require_binary
-    from tests.integration.test_ebpf_support import HYPERMESH, REPO
+    from tests.integration.ebpf_support import HYPERMESH, REPO
 
     unshare = require_binary("unshare")
     hide = "mount -t tmpfs none /boot && { [ ! -e /proc/config.gz ] || mount --bind /dev/null /proc/config.gz; }"
@@ -131,12 +131,13 @@ def test_kprobe_reason_needs_no_privileges() -> None:
     import subprocess
 
     from tests.conftest import require_binary
-    from tests.integration.test_ebpf_support import HYPERMESH, REPO
+    from tests.integration.ebpf_support import REPO
+    from tests.world_readable import hypermesh_for_others
 
     setpriv = require_binary("setpriv")
     for drop in (["--reuid=65534", "--regid=65534", "--clear-groups"], ["--bounding-set=-all"]):
         result = subprocess.run(
-            [setpriv, *drop, "--inh-caps=-all", "--", *HYPERMESH, "ebpf", "run", "syscalls", "--attach", "kprobe"],
+            [setpriv, *drop, "--inh-caps=-all", "--", *hypermesh_for_others(), "ebpf", "run", "syscalls", "--attach", "kprobe"],
             capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         )  # fmt: skip
         lines = result.stderr.strip().splitlines()

@@ -21,7 +21,7 @@ import pytest
 import hypermesh.ebpf
 from hypermesh.errors import NotFound, Unsupported
 from tests.conftest import require_binary
-from tests.integration.test_ebpf_support import our_kernel_links, require_ebpf, run_cli
+from tests.integration.ebpf_support import our_kernel_links, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.netns]
 

@@ -22,9 +22,14 @@ import hypermesh
 from hypermesh.platform.base import RawCounters
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.counters import CpuRates
+from tests.block_device import make_loop_device
 from tests.conftest import require, require_binary, require_root
+from tests.kernel_facts import online_cpus, root_on_block_device
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
+
+@pytest.fixture(autouse=True)
+def linux_only() -> None:
+    require(sys.platform.startswith("linux"), "the Linux backend's live tests run on Linux")
 
 
 def meminfo_kib(key: str) -> int:
@@ -61,10 +66,14 @@ def test_profile_storage_matches_statvfs_and_lsblk(profile: hypermesh.SystemProf
             assert name not in listed  # an unconfigured zram device is noise, like an idle loop
             continue
         assert listed[name].size_bytes == size
-    root = next(m for d in profile.storage for m in d.mounts if m.mountpoint == "/")
-    usage = psutil.disk_usage("/")
-    assert root.total_bytes == usage.total
-    assert root.free_bytes is not None and abs(root.free_bytes - usage.free) < 64 * 1024**2
+    roots = [m for d in profile.storage for m in d.mounts if m.mountpoint == "/"]
+    if not root_on_block_device():  # a container's overlay: no device holds /, so none may claim it
+        assert roots == [], roots
+    else:
+        (root,) = roots
+        usage = psutil.disk_usage("/")
+        assert root.total_bytes == usage.total
+        assert root.free_bytes is not None and abs(root.free_bytes - usage.free) < 64 * 1024**2
     # loop devices that back no mount are noise and must not be listed
     mounted = {p.device.removeprefix("/dev/") for p in psutil.disk_partitions(all=True)}
     for d in profile.storage:
@@ -138,6 +147,7 @@ def _remove_cgroups(paths: list[pathlib.Path]) -> None:
                 time.sleep(0.1)
 
 
+@pytest.mark.root
 def test_limits_bind_as_the_kernel_enforces_them_in_nested_cgroups() -> None:
     """A process in cgroups we make sees the tightest limit on its path: 0.5 cores and 256 MiB set on an outer
     group, pids 37 on the outer group although the inner group it sits in allows 80."""
@@ -210,48 +220,81 @@ def pinned_busy_child(cpu: int, seconds: float) -> multiprocessing.Process:
 
 
 def test_pinned_busy_loop_shows_near_100_percent_on_its_core() -> None:
+    # On a loaded machine the spinner does not get its whole core, so the control is the spinner itself: the CPU time
+    # the kernel charged it (psutil reads /proc/PID/stat) over the same window. Its core is at least that busy.
     cpu = max(os.sched_getaffinity(0))
     child = pinned_busy_child(cpu, 3.0)
+    spinner = psutil.Process(child.pid)
+
+    def charged() -> tuple[float, float]:
+        times = spinner.cpu_times()
+        return times.user + times.system, time.monotonic()
+
     try:
         time.sleep(0.3)
         sampler = hypermesh.Sampler()
         psutil.cpu_percent(percpu=True)
+        before_first = charged()
         first = sampler.sample()  # the first sample already covers a real interval
+        before = charged()
         time.sleep(0.5)
         s = sampler.sample()
+        after = charged()
         ps = psutil.cpu_percent(percpu=True)
     finally:
         child.kill()
         child.join()
-    index = sorted(os.sched_getaffinity(0)).index(cpu)
-    assert first.cpu.per_core[index] >= 85.0, first.cpu
-    assert s.cpu.per_core[index] >= 90.0, s.cpu
+
+    def share(a: tuple[float, float], b: tuple[float, float]) -> float:
+        return 100.0 * (b[0] - a[0]) / (b[1] - a[1])
+
+    index = online_cpus().index(cpu)  # per_core follows the online CPUs, not this process's affinity
+    spun_first, spun = share(before_first, before), share(before, after)
+    assert spun > 20.0, spun  # the control ran at all: otherwise the test proves nothing
+    # /proc/PID/stat moves in 10 ms ticks: 2 ticks over the 0.1 s first window, ~1 over 0.5 s, plus the bracket.
+    assert first.cpu.per_core[index] >= spun_first - 25.0, (first.cpu, spun_first)
+    assert s.cpu.per_core[index] >= spun - 10.0, (s.cpu, spun)
     assert abs(s.cpu.per_core[index] - ps[index]) <= 12.0, (s.cpu.per_core, ps)
     assert s.cpu.source in ("cpuidle", "schedstat", "proc_stat")
-    assert s.cpu.percent >= 100.0 / len(s.cpu.per_core) * 0.85
+    assert s.cpu.percent * len(s.cpu.per_core) >= spun - 10.0, (s.cpu.percent, spun)
+
+
+def lo_counters() -> tuple[int, int]:
+    """(rx bytes, rx packets) of lo from /proc/net/dev: the kernel's own count, read beside ours."""
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, values = line.partition(":")
+            if name.strip() == "lo":
+                fields = values.split()
+                return int(fields[0]), int(fields[1])
+    raise AssertionError("no lo in /proc/net/dev")
 
 
 def test_loopback_rates_under_a_known_udp_volume() -> None:
+    # Other processes (other tests, other users of this machine) talk over lo too: the kernel's counters read just
+    # outside our two readings bound what we may report from above; our own datagrams bound it from below.
     count, size = 2000, 1000
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sampler = hypermesh.Sampler()
+    outer_before = lo_counters()
     sampler.sample()
     payload = b"x" * size
     for _ in range(count):
         sender.sendto(payload, receiver.getsockname())
     s = sampler.sample()
+    outer_after = lo_counters()
     sender.close()
     receiver.close()
     lo = next(n for n in s.network if n.name == "lo")
-    rx_bytes = lo.rx_bytes_per_s * s.interval_s
-    rx_packets = lo.rx_packets_per_s * s.interval_s
+    rx_bytes = round(lo.rx_bytes_per_s * s.interval_s)
+    rx_packets = round(lo.rx_packets_per_s * s.interval_s)
     # loopback_xmit counts skb->len after eth_type_trans pulled the Ethernet header: payload + 20 IPv4 + 8 UDP.
     expected = count * (size + 28)
-    assert expected <= round(rx_bytes) <= expected + 200_000  # other loopback talk may add a little
-    assert count <= round(rx_packets) <= count + 500
+    assert expected <= rx_bytes <= outer_after[0] - outer_before[0], (rx_bytes, outer_before, outer_after)
+    assert count <= rx_packets <= outer_after[1] - outer_before[1], (rx_packets, outer_before, outer_after)
 
 
 def test_disk_rates_under_a_write_and_fsync(tmp_path: pytest.TempPathFactory) -> None:
@@ -325,7 +368,7 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     Both views are computed from the same readings, so machine noise affects them alike.
     """
     cpu = max(os.sched_getaffinity(0))
-    index = sorted(os.sched_getaffinity(0)).index(cpu)
+    index = online_cpus().index(cpu)  # per_core follows the online CPUs, not this process's affinity
     has_cpuidle = os.path.exists(f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state0/time")
     reader = LinuxBackend().counter_reader()
     assert has_cpuidle <= (reader.fine_kind is not None)
@@ -408,6 +451,8 @@ def run_python(prefix: list[str], script: str) -> dict[str, object]:
     return result
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_sampler_sees_every_interface_when_net_dev_is_longer_than_a_page() -> None:
     """A read of /proc/net/dev stops after about one page of records (~30 interfaces): read on to EOF."""
     require_root()
@@ -434,21 +479,6 @@ def test_sampler_sees_every_interface_when_net_dev_is_longer_than_a_page() -> No
     assert got["sample"] == got["counters"] == got["node_stats"] == got["sysfs"]
 
 
-def make_loop_device(tmp_path: pathlib.Path, mkfs: list[str], size: int) -> Iterator[str]:
-    require_root()
-    require_binary("losetup")
-    require_binary(mkfs[0])
-    image = os.path.join(str(tmp_path), "disk.img")
-    with open(image, "wb") as f:
-        f.truncate(size)
-    subprocess.run([*mkfs, image], check=True, capture_output=True)
-    device = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True, check=True)
-    try:
-        yield device.stdout.strip()
-    finally:
-        subprocess.run(["losetup", "-d", device.stdout.strip()], check=False)
-
-
 @pytest.fixture
 def loop_device(tmp_path: pathlib.Path) -> Iterator[str]:
     """A 32 MiB ext4 loop device, detached afterwards."""
@@ -465,6 +495,7 @@ def loop_device_btrfs(tmp_path: pathlib.Path) -> Iterator[str]:
 PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
 
 
+@pytest.mark.root
 def test_a_loop_mount_past_the_first_page_of_mountinfo_is_listed(loop_device: str, tmp_path: pathlib.Path) -> None:
     """mountinfo longer than a page: the mount in its later records belongs to the profile and the sampler too."""
     require_binary("unshare")
@@ -489,6 +520,7 @@ def test_a_loop_mount_past_the_first_page_of_mountinfo_is_listed(loop_device: st
     assert name in got["sample"]  # type: ignore[operator]
 
 
+@pytest.mark.root
 def test_sampler_follows_a_loop_device_mounted_and_unmounted_while_it_runs(
     loop_device: str, tmp_path: pathlib.Path
 ) -> None:
@@ -515,6 +547,7 @@ def test_sampler_follows_a_loop_device_mounted_and_unmounted_while_it_runs(
     assert all(name not in names for names in got["after"])  # type: ignore[attr-defined]
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("name", ["caf\u00e9 disk".encode(), b"caf\xe9 latin-1"], ids=["utf8", "not-utf8"])
 def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(
     loop_device: str, tmp_path: pathlib.Path, name: bytes
@@ -538,6 +571,7 @@ def test_a_mountpoint_with_utf8_and_a_space_is_reported_as_it_is(
     assert mount["total_bytes"] == got["statvfs"]
 
 
+@pytest.mark.root
 def test_a_btrfs_mount_is_listed_with_its_device(loop_device_btrfs: str, tmp_path: pathlib.Path) -> None:
     """btrfs shows an anonymous 0:N device number in mountinfo: the device must still get its mount, as in lsblk."""
     require_binary("unshare")
@@ -557,6 +591,8 @@ def test_a_btrfs_mount_is_listed_with_its_device(loop_device_btrfs: str, tmp_pat
     assert name in got["sample"]  # type: ignore[operator]
 
 
+@pytest.mark.netns
+@pytest.mark.root
 def test_an_interface_name_that_is_not_utf8_does_not_stop_sampling() -> None:
     """Interface names are bytes ("caf\\xe9" in Latin-1): every sample failed with "unexpected content"."""
     require_root()

@@ -166,7 +166,7 @@ def test_stream_ends_promptly_when_stop_is_set() -> None:
     stop.set()
     t.join(timeout=10)
     assert not t.is_alive()
-    assert time.monotonic() - began < 1.0  # not the 5 s interval
+    assert time.monotonic() - began < 2.5  # not the 5 s interval: a deadline missed by seconds, whatever the load
     assert got == []  # stopped before the first deadline: no sample, and certainly no fake one
     sampler.close()
 
@@ -238,6 +238,6 @@ def test_close_wakes_a_stream_waiting_for_a_long_deadline(with_stop: bool) -> No
     sampler.close()
     t.join(timeout=10)
     assert not t.is_alive()
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 2.5  # not the 5 s interval: a deadline missed by seconds, whatever the load
     assert got == []
     assert stop is None or not stop.is_set()  # the caller's event is theirs: close() does not touch it

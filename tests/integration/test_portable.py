@@ -158,13 +158,15 @@ def test_root_mount_is_on_the_disk_sysfs_names(profile) -> None:  # type: ignore
         }
         if root_dev in devs:
             disk = name
-    require(disk, f"/ is not on a block device here (major:minor {root_dev})")
-    device = next(d for d in profile.storage if d.name == disk)
-    root = next(m for m in device.mounts if m.mountpoint == "/")
-    st = os.statvfs("/")
-    assert root.total_bytes == st.f_blocks * st.f_frsize
-    assert root.free_bytes is not None
-    assert 0 <= root.free_bytes <= root.total_bytes
+    if disk is None:  # a container's overlay root (major 0): no device holds /, so none may claim it
+        assert not any(m.mountpoint == "/" for d in profile.storage for m in d.mounts), profile.storage
+    else:
+        device = next(d for d in profile.storage if d.name == disk)
+        root = next(m for m in device.mounts if m.mountpoint == "/")
+        st = os.statvfs("/")
+        assert root.total_bytes == st.f_blocks * st.f_frsize
+        assert root.free_bytes is not None
+        assert 0 <= root.free_bytes <= root.total_bytes
     # Same membership rule as the kernel's view: every whole disk except idle loop/RAM devices and zram devices
     # with no disksize set.
     listed = {d.name for d in profile.storage}
@@ -406,3 +408,17 @@ def test_sampler_over_portable_backend_counts_loopback_traffic() -> None:
     # Bytes and packets over the interval: at least what we sent (each datagram crosses lo once).
     assert lo.rx_bytes_per_s * sample.interval_s >= count * size * 0.999
     assert lo.rx_packets_per_s * sample.interval_s >= count * 0.999
+
+
+def test_node_stats_filesystems_match_statvfs(backend) -> None:  # type: ignore[no-untyped-def]
+    stats = backend.node_stats()
+    assert stats.kernel["boot_time_seconds"] > 0
+    for fs in stats.filesystems:
+        st = os.statvfs(fs.mountpoint)
+        assert fs.size_bytes == st.f_blocks * st.f_frsize and fs.files == st.f_files, fs.mountpoint
+    # "/" is listed when a block device holds it (psutil lists filesystems the kernel does not mark nodev); in a
+    # container / is an overlay, which has no device and is not listed: neither case may fail.
+    block_types = {line.split()[-1] for line in _read("/proc/filesystems").splitlines() if not line.startswith("nodev")}
+    root_type = next(line.split(" - ")[1].split()[0] for line in _read("/proc/self/mountinfo").splitlines()
+                     if line.split()[4] == "/")  # fmt: skip
+    assert (root_type in block_types) == any(fs.mountpoint == "/" for fs in stats.filesystems), root_type
