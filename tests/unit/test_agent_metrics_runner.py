@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import prometheus_client.utils  # noqa: F401 - imported here: its import reads /proc/stat (ProcessCollector)
 import pytest
 
 from hypermesh.agent import metrics
