@@ -23,7 +23,7 @@ from hypermesh.ebpf.probe import missing_capabilities, tracefs_path
 from hypermesh.errors import HypermeshError, PermissionDenied, Unsupported
 from tests.conftest import require
 from tests.fixtures.libbpf.fake_libbpf import FakeLibbpf, recorded, recorded_on
-from tests.integration.test_ebpf_support import REPO, require_ebpf
+from tests.integration.ebpf_support import REPO, require_ebpf
 
 PROGRAMS = Path(hypermesh.ebpf.__file__).parent / "programs"
 OBJECTS = {

@@ -17,7 +17,7 @@ from hypermesh.ebpf import Collection, ObjectSpec
 from hypermesh.ebpf.programs.syscalls import SyscallsProgram
 from hypermesh.errors import InvalidInput, NotFound
 from tests.conftest import require_binary
-from tests.integration.test_ebpf_support import REPO, bpftool_json, open_fds, our_kernel_links, require_ebpf
+from tests.integration.ebpf_support import REPO, bpftool_json, open_fds, our_kernel_links, require_ebpf
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
