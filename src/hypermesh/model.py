@@ -29,6 +29,40 @@ else:
         return lambda f: f
 
 
+__all__ = [
+    "CoreType",
+    "Counters",
+    "CpuCache",
+    "CpuFrequency",
+    "CpuIdleState",
+    "CpuInfo",
+    "CpuSample",
+    "CpuTimes",
+    "DiskCounters",
+    "DiskRates",
+    "FilesystemStats",
+    "InterfaceStats",
+    "Limits",
+    "LoadAverage",
+    "MemoryInfo",
+    "MemorySample",
+    "Mount",
+    "NetworkCounters",
+    "NetworkInterface",
+    "NetworkRates",
+    "NodeStats",
+    "NumaNode",
+    "OsInfo",
+    "Pressure",
+    "PressureTotals",
+    "Record",
+    "Sample",
+    "StorageDevice",
+    "SystemProfile",
+    "record",
+]
+
+
 class Record:
     """Base of every record: what type checkers see of the methods ``record`` generates."""
 

@@ -113,3 +113,67 @@ def test_the_cli_imports_no_web_framework_and_platform_no_consumer():
         if name.startswith(("hypermesh.platform", "hypermesh.sampling", "hypermesh.model")):
             upward = {t for t in targets if t.startswith(("hypermesh.agent", "hypermesh.cli", "hypermesh.ebpf"))}
             assert upward == set(), name
+
+
+def exported(path: Path) -> set[str] | None:
+    """The module's ``__all__`` (None when it has none)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+                return {ast.literal_eval(e) for e in node.value.elts}  # type: ignore[attr-defined]
+    return None
+
+
+def runtime_imports(tree: ast.Module) -> list[ast.ImportFrom]:
+    """``from hypermesh... import`` statements outside ``if TYPE_CHECKING:`` blocks (types may name anything)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip.update(id(inner) for inner in ast.walk(node))
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and id(node) not in skip
+    ]
+
+
+def surface_violations(consumers: tuple[str, ...]) -> list[str]:
+    known = modules()
+    found = []
+    for name, path in known.items():
+        if not name.startswith(consumers):
+            continue
+        tree = ast.parse(path.read_text())
+        aliases: dict[str, str] = {}
+        for node in runtime_imports(tree):
+            target = node.module or ""
+            if target not in known:
+                continue
+            for alias in node.names:
+                if f"{target}.{alias.name}" in known:
+                    aliases[alias.asname or alias.name] = f"{target}.{alias.name}"
+                    continue
+                public = exported(known[target])
+                if public is None or alias.name not in public:
+                    found.append(f"{name} imports {alias.name} from {target}, which does not export it")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                target = aliases[node.value.id]
+                public = exported(known[target])
+                if public is None or node.attr not in public:
+                    found.append(f"{name} uses {target}.{node.attr}, which {target} does not export")
+    return sorted(set(found))
+
+
+def test_the_cli_and_the_agent_use_only_what_a_module_exports():
+    """httpx's rule: a module says what it offers in ``__all__``; the CLI and the agent take nothing else."""
+    assert surface_violations(("hypermesh.cli", "hypermesh.agent")) == []
+
+
+def test_the_surface_check_sees_an_unexported_name(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text('__all__ = ["kept"]\nkept = 1\nhidden = 2\n')
+    assert exported(module) == {"kept"}
+    tree = ast.parse("from hypermesh.x import a\nif TYPE_CHECKING:\n    from hypermesh.y import b\n")
+    assert [n.module for n in runtime_imports(tree)] == ["hypermesh.x"]

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
 
+__all__ = ["build_app"]
+
 
 log = logging.getLogger("hypermesh.agent")
 

@@ -41,6 +41,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["AgentConfig", "build", "load", "reaches_beyond_loopback", "startup_warnings"]
+
 DEFAULT_LISTEN = "127.0.0.1:9137"
 # Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
 MAX_HISTORY_SAMPLES = 3600

@@ -70,6 +70,9 @@ if TYPE_CHECKING:
         def abandon(self) -> None: ...
 
 
+__all__ = ["AgentProtocol", "ConnectionLimits", "RepeatedMessageFilter", "protocol_for"]
+
+
 log = logging.getLogger("hypermesh.agent")
 
 LOG_REPEAT_INTERVAL_S = 10.0

@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["AGENT_PROGRAMS", "AgentPrograms"]
+
 log = logging.getLogger("hypermesh.agent")
 
 # Programs the agent can keep running without further arguments, with the options it gives them.

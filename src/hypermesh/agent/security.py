@@ -58,6 +58,17 @@ if TYPE_CHECKING:
     Send = Callable[[Message], Awaitable[None]]
     ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+__all__ = [
+    "MAX_PASSWORD_BYTES",
+    "STREAM_PATHS",
+    "VERIFY_BURST_S",
+    "VERIFY_CPU_SHARE",
+    "Credentials",
+    "Guard",
+    "LoginLane",
+    "client_source",
+]
+
 log = logging.getLogger("hypermesh.agent")
 
 OPEN_PATHS = frozenset({"/healthz"})

@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["AgentEventLoop", "event_loop_factory"]
+
 # Read buffer of a TLS connection: a TLS record holds at most 16 KiB of data, and the agent's requests are a few
 # hundred bytes. asyncio's 256 KiB made 386 idle TLS connections exceed a 128 MiB MemoryMax; with 16 KiB, 400 take
 # about 50 MB (docs/agent.md, Hardening).

@@ -8,6 +8,8 @@ import sys
 from hypermesh.cli.main import positive_float, positive_int, require_modules
 from hypermesh.errors import InvalidInput
 
+__all__ = ["register"]
+
 DESCRIPTION = """\
 Serve this machine's samples: Prometheus metrics at /metrics, JSON at /v1/..., a live dashboard at /.
 Listens on loopback unless told otherwise. A TOML --config file adds TLS (tls_server_config.cert_file,

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from hypermesh.ebpf import ObjectInfo, Program
     from hypermesh.ebpf.programs.execsnoop import ExecEvent, ExecsnoopProgram
 
+__all__ = ["register"]
+
 
 EXIT_CODES = "exit codes: 0 ok, 1 runtime error (or a verifier rejection), 2 bad usage or input, 3 permission denied, 4 unsupported here."
 NEEDS = "Needs root, or CAP_BPF + CAP_PERFMON"

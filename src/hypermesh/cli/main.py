@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+__all__ = ["EPILOG", "interface_name", "interval_seconds", "positive_float", "positive_int", "require_modules"]
+
 # Command modules, imported only to build the parser: each keeps its heavy imports inside its handler.
 COMMAND_MODULES = (
     "hypermesh.cli.profile_cmd",

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from hypermesh.model import Sample, SystemProfile
 
+__all__ = ["live_samples", "render_profile"]
+
 
 class PipeConsole(Console):
     """A rich Console for which a reader that went away (`| head`) is a normal end, as for the JSON output.

@@ -7,6 +7,8 @@ import sys
 
 from hypermesh.cli.main import EPILOG, interval_seconds, positive_int
 
+__all__ = ["register"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(

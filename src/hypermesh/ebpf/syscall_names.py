@@ -13,6 +13,8 @@ import platform
 
 from hypermesh.errors import NotFound, Unsupported
 
+__all__ = ["TABLES", "syscall_name", "syscall_number", "syscall_table"]
+
 _X86_64 = [
     "read",
     "write",

@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hypermesh.platform.base import Backend
 
+__all__ = ["BACKENDS", "backend", "create"]
+
 BACKENDS = ("linux", "portable")
 _chosen: Backend | None = None
 

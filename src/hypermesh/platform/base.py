@@ -53,6 +53,9 @@ if TYPE_CHECKING:
             ...
 
 
+__all__ = ["CPU_MODES", "DISK_FIELDS", "DISK_WIDTHS", "NET_FIELDS", "NET_WIDTHS", "RawCounters", "assemble_profile"]
+
+
 # Positions inside the tuples of RawCounters (documented once, used by sampling and the portable backend).
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 DISK_FIELDS = ("read_ops", "read_bytes", "read_ms", "write_ops", "write_bytes", "write_ms", "busy_ms")

@@ -53,6 +53,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["PortableBackend", "disk_kind", "nic_kind", "parent_disk", "prefix_length"]
+
 # psutil's field for each of CPU_MODES. Windows names its kernel-interrupt times "interrupt" and "dpc"
 # (deferred procedure calls, the counterpart of softirq); other OSes lack some modes, which read as 0.0.
 _CPU_FIELDS = tuple(

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from hypermesh.platform.base import RawCounters
 
+__all__ = ["CpuRates", "counter_delta", "disk_rates", "network_rates", "pressure"]
+
 
 def counter_delta(prev: int, cur: int, bits: int = 64) -> int | None:
     """How much a ``bits``-wide counter advanced from ``prev`` to ``cur``; None when it was reset."""

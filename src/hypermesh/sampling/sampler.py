@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from hypermesh.platform.base import Backend, RawCounters
 
+__all__ = ["MAX_SECONDS", "MIN_INTERVAL", "Sampler"]
+
 
 # Longest interval we accept: time.sleep and Event.wait overflow near 2**63 ns, and no schedule needs more.
 MAX_SECONDS = 1e6

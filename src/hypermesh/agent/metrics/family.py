@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+__all__ = ["Desc", "Family", "Labels", "counter", "gauge", "per_row", "snake_case"]
+
 # Labels are kept as a tuple of (name, value) pairs sorted by name: the order both text formats use.
 Labels = tuple[tuple[str, str], ...]
 

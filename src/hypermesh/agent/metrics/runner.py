@@ -38,6 +38,9 @@ if TYPE_CHECKING:
         def collect(self, scrape: Scrape) -> list[Family]: ...
 
 
+__all__ = ["NODE_READ", "collect"]
+
+
 log = logging.getLogger(__name__)
 
 NODE_READ = "node_read"

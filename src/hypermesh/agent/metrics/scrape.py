@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from hypermesh.agent.guards import AgentStats
 
+__all__ = ["NoData", "Scrape"]
+
 
 class NoData(Exception):  # node_exporter's ErrNoData: an outcome, not an error
     """This host has nothing for the collector (the kernel lacks the feature, the scrape lacks the reader)."""

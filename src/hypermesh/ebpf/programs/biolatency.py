@@ -11,6 +11,8 @@ from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.program import Program
 from hypermesh.model import Record, record
 
+__all__ = ["BioLatency"]
+
 
 @record
 class LatencyBucket(Record):

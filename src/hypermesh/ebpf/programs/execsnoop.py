@@ -29,6 +29,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+__all__ = ["ExecEvent", "ExecsnoopProgram", "minimised_btf"]
+
 _EVENT = struct.Struct("<IIII16s256s")
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
 BTF_CACHE_DIR = "/run/hypermesh/btf"  # HYPERMESH_BTF_CACHE moves it (read at each use)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import sys
 
+__all__ = ["main"]
+
 
 def main(header: str) -> str:
     names: dict[int, str] = {}

@@ -20,6 +20,8 @@ from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
 from hypermesh.model import Record, record
 
+__all__ = ["PROCESS_TABLE_SIZE", "SyscallCounts", "SyscallsProgram", "choose_hook"]
+
 ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
 KPROBE_FUNCTION = "x64_sys_call"
 _PROC_COUNT = struct.Struct("<Q16s")

@@ -17,6 +17,8 @@ from hypermesh.ebpf.program import Program
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
 
+__all__ = ["XdpCounts", "XdpProgram"]
+
 # Slot order of xdp.bpf.c's enum.
 PROTOCOLS = (
     "ipv4_tcp", "ipv4_udp", "ipv4_icmp", "ipv4_other",

@@ -15,6 +15,8 @@ from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo
 from hypermesh.platform.base import RawCounters, assemble_profile
 from hypermesh.platform.linux import block, cgroup, files, identity, net, procfs, procnet, sysfs
 
+__all__ = ["LinuxBackend", "LinuxCounterReader"]
+
 
 class LinuxBackend:
     name = "linux"

@@ -14,6 +14,8 @@ from hypermesh.platform.linux.files import listdir, read_int, read_str
 from hypermesh.platform.linux.mounts import parse_mountinfo
 from hypermesh.platform.linux.procfs import SECTOR_BYTES
 
+__all__ = ["sample_disk_names", "storage_devices"]
+
 # Pseudo devices that only count when mounted; zram also when configured (size > 0).
 _ON_DEMAND_PREFIXES = ("loop", "ram", "zram")
 _VIRTUAL_PREFIXES = ("vd", "xvd", "dm-", "md", "zram", "nbd", "rbd", "loop", "ram")

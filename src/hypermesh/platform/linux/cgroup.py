@@ -14,6 +14,8 @@ from hypermesh.model import Limits
 from hypermesh.platform.linux.files import read_str
 from hypermesh.platform.linux.procfs import parse_proc_cgroup
 
+__all__ = ["limits"]
+
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages (0x7FFFFFFFFFFFF000 on 4 KiB-page 64-bit kernels).
 _V1_UNLIMITED = 1 << 62
 

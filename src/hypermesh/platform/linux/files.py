@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import os
 
+__all__ = ["KeptAttributes", "listdir", "pread_to_end", "read_int", "read_once", "read_str", "read_to_end"]
+
 
 def read_once(path: str) -> bytes | None:
     """A sysfs attribute or other small file in one read(2), or None when it does not exist or the kernel refuses.

@@ -16,6 +16,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hypermesh.platform.linux.mounts import MountEntry
 
+__all__ = ["StatvfsWorker", "filesystem_stats", "may_hang", "real_filesystems"]
+
 # Like node_exporter's defaults: pseudo and kernel-internal filesystems carry no capacity worth alerting on,
 # and mounts under these directories are the system's plumbing or removable media.
 PSEUDO_FSTYPES = frozenset(

@@ -10,6 +10,8 @@ import os
 from hypermesh.platform.linux.files import read_str
 from hypermesh.platform.linux.procfs import parse_os_release
 
+__all__ = ["machine", "os_release"]
+
 
 def os_release(root: str) -> dict[str, str]:
     """os-release(5) of the tree at ``root``: /etc/os-release, else /usr/lib/os-release (the vendor's copy)."""

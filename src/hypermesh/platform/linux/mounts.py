@@ -7,6 +7,8 @@ os.listdir decodes paths: a mount point that is not UTF-8 still reaches statvfs 
 
 from __future__ import annotations
 
+__all__ = ["MountEntry", "parse_mountinfo"]
+
 
 class MountEntry:
     """One mountinfo line: ``id parent major:minor root mountpoint options [optional...] - fstype source super``."""

@@ -13,6 +13,8 @@ import struct
 from hypermesh.model import NetworkInterface
 from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 
+__all__ = ["interfaces"]
+
 _RTM_GETADDR = 22
 _NLMSG_DONE = 3
 _NLMSG_ERROR = 2

@@ -18,6 +18,8 @@ from hypermesh.platform.linux import block, files, identity, procfs, procnet, sy
 from hypermesh.platform.linux.filesystems import StatvfsWorker, filesystem_stats, may_hang, real_filesystems
 from hypermesh.platform.linux.mounts import MountEntry, parse_mountinfo
 
+__all__ = ["NodeStatsReader"]
+
 # Error counters /proc/net/dev sums into errs/drop/frame/fifo/carrier: the breakdown tells a bad cable (CRC) from
 # a full ring (missed, over) from traffic for an unknown protocol (nohandler). include/uapi/linux/if_link.h.
 INTERFACE_ERROR_COUNTERS = (

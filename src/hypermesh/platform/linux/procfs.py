@@ -30,6 +30,36 @@ else:
 
     K = V = None
 
+__all__ = [
+    "PAGE_BYTES",
+    "SECTOR_BYTES",
+    "USER_HZ",
+    "LineMemo",
+    "diskstats_all",
+    "diskstats_counters",
+    "parse_cpuinfo",
+    "parse_cpulist",
+    "parse_diskstats",
+    "parse_diskstats_line",
+    "parse_file_nr",
+    "parse_loadavg",
+    "parse_meminfo",
+    "parse_meminfo_sample",
+    "parse_number",
+    "parse_os_release",
+    "parse_pressure",
+    "parse_proc_cgroup",
+    "parse_schedstat",
+    "parse_softirqs",
+    "parse_stat_btime",
+    "parse_stat_cpu_line",
+    "parse_stat_cpus",
+    "parse_stat_kernel",
+    "parse_vmstat",
+    "pressure_seconds",
+    "stat_cpu_lines",
+]
+
 # /proc/stat counts in USER_HZ (clock ticks visible to userspace), not CONFIG_HZ.
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size (block/genhd.c)

@@ -16,6 +16,18 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+__all__ = [
+    "net_dev_all",
+    "net_dev_counters",
+    "parse_arp",
+    "parse_net_dev",
+    "parse_net_dev_line",
+    "parse_snmp",
+    "parse_snmp6",
+    "parse_sockstat",
+    "parse_softnet",
+]
+
 # The 16 columns of a /proc/net/dev line, in order (net/core/net-procfs.c dev_seq_printf_stats).
 NET_DEV_COLUMNS = (
     "receive_bytes",

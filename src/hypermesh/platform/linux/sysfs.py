@@ -9,6 +9,17 @@ from hypermesh.model import CoreType, CpuCache, NumaNode
 from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 from hypermesh.platform.linux.procfs import parse_cpulist, parse_meminfo
 
+__all__ = [
+    "caches",
+    "core_types",
+    "cpu_dir",
+    "cpuidle_time_paths",
+    "frequency_khz",
+    "numa_nodes",
+    "online_cpus",
+    "topology",
+]
+
 
 def cpu_dir(sys_root: str) -> str:
     return f"{sys_root}/devices/system/cpu"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["AgentCollector"]
+
 SAMPLES = counter("hypermesh_agent_samples_total", "Samples the agent's sampler has taken since start.")
 IN_FLIGHT = gauge(
     "hypermesh_agent_http_requests_in_flight", "HTTP requests being served right now, this scrape included."

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["ArpCollector"]
+
 ENTRIES = gauge("hypermesh_arp_entries", "IPv4 neighbour (ARP) entries, by interface.")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["AssetsCollector"]
+
 NODE_INFO = gauge("hypermesh_node_info", "Always 1; labels describe the node and the agent version.")
 LOGICAL_CORES = gauge("hypermesh_cpu_logical_cores", "Logical CPUs (hardware threads) online.")
 PHYSICAL_CORES = gauge("hypermesh_cpu_physical_cores", "Physical CPU cores.")

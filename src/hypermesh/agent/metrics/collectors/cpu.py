@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, Labels, counter, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["CpuCollector"]
+
 _MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _FIELDS = tuple(f"{m}_seconds" for m in _MODES)
 

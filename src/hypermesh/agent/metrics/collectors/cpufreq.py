@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["CpufreqCollector"]
+
 # In the order of NodeStats.cpu_frequency_hz's columns.
 _COLUMNS = (
     gauge("hypermesh_cpu_frequency_hertz", "Current frequency of each CPU (cpufreq scaling_cur_freq).", "hertz"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["CpuidleCollector"]
+
 SECONDS = counter(
     "hypermesh_cpu_idle_state_seconds_total",
     "Seconds each CPU spent in each idle state (cpuidle residency; added when the CPU wakes).",

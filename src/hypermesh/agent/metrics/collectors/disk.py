@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, per_row
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["DiskCollector"]
+
 _COLUMNS = (
     (counter("hypermesh_disk_reads_completed_total", "Reads completed (/proc/diskstats)."), "read_ops"),
     (counter("hypermesh_disk_read_bytes_total", "Bytes read.", "bytes"), "read_bytes"),

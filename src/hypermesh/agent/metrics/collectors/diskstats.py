@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Desc, Family
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["DiskstatsCollector"]
+
 # NodeStats.diskstats column -> its description (the disk collector exports the columns the Sampler reads).
 _COLUMNS = tuple(
     (column, Desc(name, kind, f"{text} (/proc/diskstats)", unit))

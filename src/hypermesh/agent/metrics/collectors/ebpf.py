@@ -13,6 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["EbpfCollector"]
+
 SUPPORTED = gauge(
     "hypermesh_ebpf_supported",
     "1 if eBPF programs can be loaded by this agent, else 0 (see /v1/ebpf for the reason).",

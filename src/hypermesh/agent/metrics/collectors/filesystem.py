@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["FilesystemCollector"]
+
 # FilesystemStats attribute -> its description.
 _COLUMNS = tuple(
     (field, gauge(name, f"{text} (statvfs)", unit))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["KernelCollector"]
+
 # NodeStats.kernel key -> its description.
 _ROWS = (
     ("context_switches", counter("hypermesh_context_switches_total", "Context switches since boot (/proc/stat ctxt).")),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Desc, Family, gauge, snake_case
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["MeminfoCollector"]
+
 _HELP = {
     "MemTotal": "Usable physical memory.",
     "MemFree": "Memory not used for anything.",

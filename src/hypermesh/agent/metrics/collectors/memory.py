@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["MemoryCollector"]
+
 TOTAL = gauge("hypermesh_memory_total_bytes", "Usable physical memory (MemTotal).", "bytes")
 AVAILABLE = gauge(
     "hypermesh_memory_available_bytes", "Memory available for new work without swapping (MemAvailable).", "bytes"

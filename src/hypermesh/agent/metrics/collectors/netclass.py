@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["NetclassCollector"]
+
 INFO = gauge("hypermesh_network_info", "Always 1; labels give each interface's MAC address, operstate, duplex.")
 UP = gauge("hypermesh_network_up", "1 if the interface's operstate is up.")
 CARRIER = gauge("hypermesh_network_carrier", "1 if the link has a carrier (cable, peer); absent while down.")

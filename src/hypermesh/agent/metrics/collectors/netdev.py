@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["NetdevCollector"]
+
 # NodeStats.net_dev column -> its description.
 _COLUMNS = tuple(
     (column, counter(name, f"{text} (/proc/net/dev)"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Desc, Family, Labels, counter, gauge, snake_case
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["NetstatCollector"]
+
 _FIELDS = {
     "Ip": "Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
     "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails "

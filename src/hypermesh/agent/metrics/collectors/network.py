@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, per_row
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["NetworkCollector"]
+
 _COLUMNS = (
     (counter("hypermesh_network_receive_bytes_total", "Bytes received (/proc/net/dev).", "bytes"), "rx_bytes"),
     (counter("hypermesh_network_receive_packets_total", "Packets received."), "rx_packets"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["PressureCollector"]
+
 WAITING = counter(
     "hypermesh_pressure_memory_waiting_seconds_total",
     "Seconds in which at least one task stalled waiting for memory (PSI 'some').",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["PressureCpuIoCollector"]
+
 # resource -> (waiting, avg10) descriptions.
 _RESOURCES = tuple(
     (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["SockstatCollector"]
+
 SOCKETS_USED = gauge("hypermesh_sockstat_sockets_used", "Sockets of all kinds in use (/proc/net/sockstat).")
 INUSE = gauge("hypermesh_sockstat_inuse", "Sockets in use, by protocol (/proc/net/sockstat, sockstat6).")
 MEMORY = gauge(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["SoftirqsCollector"]
+
 SOFTIRQS = counter("hypermesh_softirqs_total", "Softirqs handled since boot, by CPU and type (/proc/softirqs).")
 
 

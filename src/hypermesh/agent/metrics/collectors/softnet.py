@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter
 from hypermesh.agent.metrics.scrape import NoData, Scrape
 
+__all__ = ["SoftnetCollector"]
+
 # In the order of NodeStats.softnet's columns.
 _COLUMNS = (
     counter("hypermesh_softnet_processed_total", "Packets processed by each CPU's network stack."),

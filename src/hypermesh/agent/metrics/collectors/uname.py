@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["UnameCollector"]
+
 UNAME = gauge("hypermesh_uname_info", "Always 1; labels are the kernel's uname fields.")
 OS = gauge("hypermesh_os_info", "Always 1; labels are /etc/os-release fields.")
 

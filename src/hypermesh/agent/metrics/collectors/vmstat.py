@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter
 from hypermesh.agent.metrics.scrape import Scrape
 
+__all__ = ["VmstatCollector"]
+
 # Worth a dashboard or an alert (node_exporter exports the first seven by default).
 _COUNTERS = {
     "pgpgin": "KiB paged in from disk.",
