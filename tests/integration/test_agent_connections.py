@@ -208,15 +208,18 @@ def test_connection_limits_are_checked_config_keys(tmp_path, key):
 NON_READERS = 100
 # What 100 clients that never read may cost (docs/agent.md): each holds at most its connection's buffer (32 KiB high
 # water + one 32 KiB piece), a request in flight a list of references into the ring buffer. Before pieces and the
-# send timeout, each held a whole multi-megabyte body: +300 MB.
-NON_READER_RSS_BOUND = 30 * 2**20
+# send timeout, each held a whole multi-megabyte body (+300 MB). The bound is a share of that, measured in the test:
+# what the agent would hold if every client kept its own copy of the body it asked for.
+NON_READER_SHARE_OF_BODIES = 0.15
 
 
 def test_clients_that_never_read_their_responses_cost_bounded_memory():
     # 500 Hz fills the ring buffer with megabytes of history in a few seconds.
-    with AgentProcess("--interval", "0.002", "--max-in-flight", "4", "--send-timeout", "2") as agent:
+    with AgentProcess(
+        "--interval", "0.002", "--max-in-flight", "4", "--send-timeout", "2", "--header-timeout", "2"
+    ) as agent:
         deadline = time.monotonic() + 15
-        while len(httpx.get(f"{agent.url}/v1/samples?since=0", timeout=10).content) < 2 * 2**20:
+        while (body_bytes := len(httpx.get(f"{agent.url}/v1/samples?since=0", timeout=10).content)) < 2 * 2**20:
             assert time.monotonic() < deadline, "history did not reach 2 MiB"
             time.sleep(0.5)
         rss_before = agent.rss_bytes()
@@ -237,8 +240,19 @@ def test_clients_that_never_read_their_responses_cost_bounded_memory():
         finally:
             for sock in sockets:
                 sock.close()
-        assert rss_during - rss_before < NON_READER_RSS_BOUND, (rss_before, rss_during)
-        assert stats["hypermesh_agent_http_connections_closed_total[send_timeout]"] >= 1
+        held_if_copied = NON_READERS * body_bytes
+        assert rss_during - rss_before < NON_READER_SHARE_OF_BODIES * held_if_copied, (
+            rss_before,
+            rss_during,
+            body_bytes,
+        )
+        # Non-readers were dropped: by the send timeout while the agent still held part of a body, or by the header
+        # timeout once the kernel's send buffer (autotuned up to 4 MiB) had taken the whole body off its hands.
+        dropped = (
+            stats["hypermesh_agent_http_connections_closed_total[send_timeout]"]
+            + stats["hypermesh_agent_http_connections_closed_total[header_timeout]"]
+        )
+        assert dropped >= 1, stats
         # And afterwards a reading client gets the whole history.
         response = httpx.get(f"{agent.url}/v1/samples?since=0", timeout=10)
         assert response.status_code == 200
