@@ -17,7 +17,7 @@ from __future__ import annotations
 # ``typing`` costs ~7 ms to import; mypy treats any name TYPE_CHECKING as true, Python sees False.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TypeVar
 
     from typing_extensions import dataclass_transform
@@ -36,8 +36,12 @@ class Record:
     _fields: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready builtins: nested records become dicts, lists stay lists."""
+        """JSON-ready builtins: nested records and mappings become dicts, tuples become lists."""
         raise NotImplementedError  # replaced by the @record decorator
+
+
+# The read-only view of a dict (``types.MappingProxyType``), named without importing ``types``.
+_FrozenMapping: type = type(type.__dict__)
 
 
 def _plain(value: Any) -> Any:
@@ -47,9 +51,41 @@ def _plain(value: Any) -> Any:
         return to_dict()
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, dict | _FrozenMapping):
+        return {k: _plain(v) for k, v in value.items()}  # type: ignore[attr-defined]
     return value
+
+
+def _deep_frozen(value: Any) -> Any:
+    """Lists and tuples as tuples, dicts as read-only mappings over a private copy, all the way down.
+
+    Records are immutable but a list or dict inside one was not: ``sample.disks.append(...)`` or
+    ``stats.meminfo["MemTotal"] = 0`` changed a record every reader shares. Records are left alone: they
+    froze their own fields when they were built.
+    """
+    if isinstance(value, list | tuple):
+        return tuple([_deep_frozen(v) for v in value])
+    if isinstance(value, dict | _FrozenMapping):
+        return _FrozenMapping({k: _deep_frozen(v) for k, v in value.items()})  # type: ignore[attr-defined]
+    return value
+
+
+def _freezer(annotation: object) -> str | None:
+    """The call ``__init__`` applies to a field so that it holds no mutable container, or None for none.
+
+    ``tuple[X, ...]`` of scalars or records needs only ``tuple()`` (which returns a tuple argument itself, ~40 ns);
+    anything nesting containers, or a mapping, is walked.
+    """
+    if not isinstance(annotation, str):
+        return None
+    text = annotation.replace(" ", "")
+    # list[...] and dict[...] are frozen too (to a tuple and a read-only mapping): a record declared with them
+    # elsewhere must not become the one mutable record.
+    if not any(kind in text for kind in ("tuple[", "Mapping[", "list[", "dict[", "Sequence[", "Any")):
+        return None
+    if text.startswith("tuple[") and text.endswith(",...]") and "[" not in text[6:] and "|" not in text:
+        return "tuple"
+    return "_deep_frozen"
 
 
 def _frozen_setattr(self: object, name: str, value: object) -> None:
@@ -105,9 +141,12 @@ def record(cls: type[T]) -> type[T]:
     def materialize() -> None:
         scalar_only = all(_is_scalar_annotation(a) for a in annotations.values())
         params = ", ".join(f"{n}=_d_{n}" if n in defaults else n for n in fields)
-        body = "".join(f"    _set_{n}(self, {n})\n" for n in fields) or "    pass\n"
+        freezers = {n: _freezer(annotations.get(n)) for n in fields}
+        body = "".join(
+            f"    _set_{n}(self, {freezers[n]}({n}))\n" if freezers[n] else f"    _set_{n}(self, {n})\n" for n in fields
+        ) or "    pass\n"
         items = ", ".join(f"{n!r}: self.{n}" if scalar_only else f"{n!r}: _plain(self.{n})" for n in fields)
-        namespace: dict[str, Any] = {"_plain": _plain}
+        namespace: dict[str, Any] = {"_plain": _plain, "_deep_frozen": _deep_frozen}
         namespace.update({f"_d_{n}": v for n, v in defaults.items()})
         namespace.update({f"_set_{n}": new.__dict__[n].__set__ for n in fields})
         exec(f"def __init__(self, {params}):\n{body}def to_dict(self):\n    return {{{items}}}\n", namespace)
@@ -136,10 +175,10 @@ def _is_scalar_annotation(annotation: object) -> bool:
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, dict | _FrozenMapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))  # type: ignore[attr-defined]
     return value
 
 
@@ -169,13 +208,13 @@ class CpuCache(Record):
     level: int
     type: str
     size_bytes: int | None
-    shared_cpu_list: list[int]
+    shared_cpu_list: tuple[int, ...]
 
 
 @record
 class NumaNode(Record):
     id: int
-    cpus: list[int]
+    cpus: tuple[int, ...]
     memory_total_bytes: int | None
 
 
@@ -184,7 +223,7 @@ class CoreType(Record):
     """A class of cores: ``performance``/``efficiency`` on hybrid CPUs, else one ``standard`` type."""
 
     kind: str
-    cpus: list[int]
+    cpus: tuple[int, ...]
 
 
 @record
@@ -197,10 +236,10 @@ class CpuInfo(Record):
     sockets: int | None
     threads_per_core: int | None
     frequency_mhz: CpuFrequency
-    caches: list[CpuCache]
-    numa_nodes: list[NumaNode]
-    core_types: list[CoreType]
-    flags: list[str]
+    caches: tuple[CpuCache, ...]
+    numa_nodes: tuple[NumaNode, ...]
+    core_types: tuple[CoreType, ...]
+    flags: tuple[str, ...]
 
 
 @record
@@ -226,7 +265,7 @@ class StorageDevice(Record):
     rotational: bool | None
     removable: bool | None
     kind: str
-    mounts: list[Mount]
+    mounts: tuple[Mount, ...]
 
 
 @record
@@ -237,7 +276,7 @@ class NetworkInterface(Record):
     speed_mbps: int | None
     up: bool
     kind: str
-    addresses: list[str]
+    addresses: tuple[str, ...]
 
 
 @record
@@ -253,11 +292,11 @@ class SystemProfile(Record):
     os: OsInfo
     cpu: CpuInfo
     memory: MemoryInfo
-    storage: list[StorageDevice]
-    network: list[NetworkInterface]
-    gpus: list[dict[str, Any]]
+    storage: tuple[StorageDevice, ...]
+    network: tuple[NetworkInterface, ...]
+    gpus: tuple[Mapping[str, Any], ...]
     limits: Limits
-    timings_ms: dict[str, float]
+    timings_ms: Mapping[str, float]
 
 
 # ---------------------------------------------------------------------------------------- sample
@@ -274,7 +313,7 @@ class CpuSample(Record):
     """
 
     percent: float
-    per_core: list[float]
+    per_core: tuple[float, ...]
     user_percent: float
     system_percent: float
     iowait_percent: float
@@ -334,8 +373,8 @@ class Sample(Record):
     interval_s: float
     cpu: CpuSample
     memory: MemorySample
-    disks: list[DiskRates]
-    network: list[NetworkRates]
+    disks: tuple[DiskRates, ...]
+    network: tuple[NetworkRates, ...]
     load: LoadAverage
 
 
@@ -400,11 +439,11 @@ class Counters(Record):
 
     timestamp: float
     monotonic: float
-    cpu: list[CpuTimes]
+    cpu: tuple[CpuTimes, ...]
     memory: MemorySample
     pressure: PressureTotals | None
-    disks: list[DiskCounters]
-    network: list[NetworkCounters]
+    disks: tuple[DiskCounters, ...]
+    network: tuple[NetworkCounters, ...]
     load: LoadAverage
 
 
@@ -458,7 +497,7 @@ class InterfaceStats(Record):
     carrier_changes: int | None
     carrier_up_changes: int | None
     carrier_down_changes: int | None
-    error_counters: dict[str, int]
+    error_counters: Mapping[str, int]
 
 
 @record
@@ -479,21 +518,21 @@ class NodeStats(Record):
     """
 
     timestamp: float
-    meminfo: dict[str, int]
-    vmstat: dict[str, int]
-    kernel: dict[str, float]
-    cpu_guest: dict[int, list[float]]
-    softirqs: dict[str, list[int]]
-    softnet: dict[int, list[int]]
-    net_dev: dict[str, dict[str, int]]
-    diskstats: dict[str, dict[str, float]]
-    snmp: dict[str, dict[str, int]]
-    sockstat: dict[str, dict[str, int]]
-    pressure: dict[str, dict[str, float]]
-    filesystems: list[FilesystemStats]
-    cpuidle: list[CpuIdleState]
-    cpu_frequency_hz: dict[int, list[float]]
-    interfaces: list[InterfaceStats]
-    arp_entries: dict[str, int]
-    uname: dict[str, str]
-    os_release: dict[str, str]
+    meminfo: Mapping[str, int]
+    vmstat: Mapping[str, int]
+    kernel: Mapping[str, float]
+    cpu_guest: Mapping[int, Sequence[float]]
+    softirqs: Mapping[str, Sequence[int]]
+    softnet: Mapping[int, Sequence[int]]
+    net_dev: Mapping[str, Mapping[str, int]]
+    diskstats: Mapping[str, Mapping[str, float]]
+    snmp: Mapping[str, Mapping[str, int]]
+    sockstat: Mapping[str, Mapping[str, int]]
+    pressure: Mapping[str, Mapping[str, float]]
+    filesystems: tuple[FilesystemStats, ...]
+    cpuidle: tuple[CpuIdleState, ...]
+    cpu_frequency_hz: Mapping[int, Sequence[float]]
+    interfaces: tuple[InterfaceStats, ...]
+    arp_entries: Mapping[str, int]
+    uname: Mapping[str, str]
+    os_release: Mapping[str, str]

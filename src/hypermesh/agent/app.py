@@ -98,7 +98,7 @@ class AgentState:
         self.profile_json = b"null"
         self.profile_error: str | None = None
         self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
-        self.programs = AgentPrograms(config.ebpf_programs)
+        self.programs = AgentPrograms(list(config.ebpf_programs))
         # Set by the server: true once it is shutting down (streams end then).
         self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
@@ -497,7 +497,7 @@ def build_app(state: AgentState) -> Guard:
     async def ebpf_endpoint(request: Request) -> Response:
         return JSONResponse(dict(state.ebpf_status, programs=state.programs.summary()))
 
-    credentials = Credentials(state.config.basic_auth_users)
+    credentials = Credentials(dict(state.config.basic_auth_users))
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from hypermesh._files import FileReadError, FileTooLarge, NotRegularFile, read_regular_file
 from hypermesh.errors import InvalidInput
@@ -37,6 +38,7 @@ from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
@@ -70,12 +72,12 @@ class AgentConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # user -> bcrypt hash; empty means no authentication.
-    basic_auth_users: dict[str, str] = {}  # noqa: RUF012 - records are immutable
+    basic_auth_users: Mapping[str, str] = {}  # noqa: RUF012 - records are immutable
     access_log: bool = False
     # Read <root>/proc, <root>/sys, <root>/etc instead of the host's (node_exporter's --path.rootfs).
     root: str | None = None
     # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
-    ebpf_programs: list[str] = []  # noqa: RUF012 - records are immutable
+    ebpf_programs: tuple[str, ...] = ()
     source: str | None = None
     # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
     warnings: tuple[str, ...] = ()

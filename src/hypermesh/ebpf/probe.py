@@ -20,6 +20,8 @@ from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hypermesh.ebpf.libbpf import Lib
 
 __all__ = [
@@ -55,9 +57,9 @@ class ProbeReport(Record):
     bpffs_mounted: bool
     tracefs_mounted: bool
     tracefs_path: str | None
-    capabilities: dict[str, bool]
+    capabilities: Mapping[str, bool]
     unprivileged_bpf_disabled: int | None
-    features: list[Feature]
+    features: tuple[Feature, ...]
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
@@ -353,5 +355,5 @@ def _probe() -> ProbeReport:
         tracefs_path=tracefs,
         capabilities=caps,
         unprivileged_bpf_disabled=_read_int("/proc/sys/kernel/unprivileged_bpf_disabled"),
-        features=features,
+        features=tuple(features),
     )

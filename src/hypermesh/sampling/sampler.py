@@ -116,8 +116,8 @@ class Sampler:
             interval_s=elapsed,
             cpu=self._cpu.compute(prev, cur, elapsed),
             memory=_memory(cur, rates.pressure(prev, cur, elapsed)),
-            disks=rates.disk_rates(prev, cur, elapsed),
-            network=rates.network_rates(prev, cur, elapsed),
+            disks=tuple(rates.disk_rates(prev, cur, elapsed)),
+            network=tuple(rates.network_rates(prev, cur, elapsed)),
             load=LoadAverage(*cur.load),
         )
 
@@ -194,7 +194,7 @@ class Sampler:
         return Counters(
             timestamp=raw.wall,
             monotonic=raw.monotonic,
-            cpu=[CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())],
+            cpu=tuple([CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())]),
             memory=_memory(raw, None),
             pressure=None
             if psi is None
@@ -204,7 +204,7 @@ class Sampler:
                 some_avg10=psi[0],
                 full_avg10=psi[1],
             ),
-            disks=[
+            disks=tuple([
                 DiskCounters(
                     name=name,
                     read_ops=v[0],
@@ -216,8 +216,8 @@ class Sampler:
                     busy_seconds=v[6] / 1000,
                 )
                 for name, v in sorted(raw.disks.items())
-            ],
-            network=[NetworkCounters(name, *values) for name, values in sorted(raw.network.items())],
+            ]),
+            network=tuple([NetworkCounters(name, *values) for name, values in sorted(raw.network.items())]),
             load=LoadAverage(*raw.load),
         )
 
