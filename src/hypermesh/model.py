@@ -142,9 +142,13 @@ def record(cls: type[T]) -> type[T]:
         scalar_only = all(_is_scalar_annotation(a) for a in annotations.values())
         params = ", ".join(f"{n}=_d_{n}" if n in defaults else n for n in fields)
         freezers = {n: _freezer(annotations.get(n)) for n in fields}
-        body = "".join(
-            f"    _set_{n}(self, {freezers[n]}({n}))\n" if freezers[n] else f"    _set_{n}(self, {n})\n" for n in fields
-        ) or "    pass\n"
+        body = (
+            "".join(
+                f"    _set_{n}(self, {freezers[n]}({n}))\n" if freezers[n] else f"    _set_{n}(self, {n})\n"
+                for n in fields
+            )
+            or "    pass\n"
+        )
         items = ", ".join(f"{n!r}: self.{n}" if scalar_only else f"{n!r}: _plain(self.{n})" for n in fields)
         namespace: dict[str, Any] = {"_plain": _plain, "_deep_frozen": _deep_frozen}
         namespace.update({f"_d_{n}": v for n, v in defaults.items()})

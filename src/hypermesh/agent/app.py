@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from hypermesh.agent import metrics
 from hypermesh.agent.config import AgentConfig
 from hypermesh.agent.connections import WRITE_CHUNK_BYTES
-from hypermesh.agent.programs import AgentPrograms
+from hypermesh.agent.programs import NOT_PROBED, AgentPrograms, EbpfStatus, read_ebpf_status
 from hypermesh.agent.security import Credentials, Guard, Stats
 
 TYPE_CHECKING = False
@@ -71,7 +70,7 @@ class AgentState:
         sampler: Sampler,
         version: str,
         profile_reader: Callable[[], SystemProfile] | None = None,
-        ebpf_reader: Callable[[], dict[str, Any]] | None = None,
+        ebpf_reader: Callable[[], EbpfStatus] | None = None,
     ) -> None:
         self.config = config
         self.sampler = sampler
@@ -97,7 +96,7 @@ class AgentState:
         self.profile: SystemProfile | None = None
         self.profile_json = b"null"
         self.profile_error: str | None = None
-        self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
+        self.ebpf_status = NOT_PROBED
         self.programs = AgentPrograms(list(config.ebpf_programs))
         # Set by the server: true once it is shutting down (streams end then).
         self.closing: Callable[[], bool] = lambda: False
@@ -289,32 +288,6 @@ def as_dict(record: object) -> Any:
     return record.to_dict()  # type: ignore[attr-defined,unused-ignore]
 
 
-def read_ebpf_status() -> dict[str, Any]:
-    """``{"available", "reason", "probe"}``: eBPF is optional, so every failure becomes a reason."""
-    try:
-        # Imported by name: eBPF is an optional pillar, built in parallel and absent on some builds.
-        ebpf = importlib.import_module("hypermesh.ebpf")
-        probe = ebpf.probe()
-        data = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
-    except ImportError as exc:
-        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
-    except Exception as exc:  # HypermeshError (Unsupported, PermissionDenied) or a broken probe
-        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
-    if "supported" in data or "available" in data:
-        available = bool(data.get("supported", data.get("available")))
-        reason = data.get("reason") if not available else None
-        return {"available": available, "reason": reason, "probe": data}
-    # The probe report has no overall verdict: this agent can load eBPF programs if at least one program type
-    # is supported here. Without CAP_BPF none is (each says why), and the agent must not claim it can.
-    features = [f for f in data.get("features") or [] if isinstance(f, dict)]
-    available = any(f.get("supported") is True for f in features)
-    reason = None
-    if not available:
-        reasons = list(dict.fromkeys(str(f.get("reason")) for f in features if f.get("reason")))
-        reason = "no eBPF program type can be loaded here: " + ("; ".join(reasons) or "the probe found none")
-    return {"available": available, "reason": reason, "probe": data}
-
-
 def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:
     """Capacities from the system profile, until the assets module exists (documented in docs/agent.md)."""
     if profile is None:
@@ -495,7 +468,7 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(state.assets())
 
     async def ebpf_endpoint(request: Request) -> Response:
-        return JSONResponse(dict(state.ebpf_status, programs=state.programs.summary()))
+        return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
 
     credentials = Credentials(dict(state.config.basic_auth_users))
 

@@ -72,7 +72,7 @@ class AgentConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # user -> bcrypt hash; empty means no authentication.
-    basic_auth_users: Mapping[str, str] = {}  # noqa: RUF012 - records are immutable
+    basic_auth_users: Mapping[str, str] = {}
     access_log: bool = False
     # Read <root>/proc, <root>/sys, <root>/etc instead of the host's (node_exporter's --path.rootfs).
     root: str | None = None

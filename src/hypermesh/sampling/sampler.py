@@ -204,19 +204,21 @@ class Sampler:
                 some_avg10=psi[0],
                 full_avg10=psi[1],
             ),
-            disks=tuple([
-                DiskCounters(
-                    name=name,
-                    read_ops=v[0],
-                    read_bytes=v[1],
-                    read_time_seconds=v[2] / 1000,
-                    write_ops=v[3],
-                    write_bytes=v[4],
-                    write_time_seconds=v[5] / 1000,
-                    busy_seconds=v[6] / 1000,
-                )
-                for name, v in sorted(raw.disks.items())
-            ]),
+            disks=tuple(
+                [
+                    DiskCounters(
+                        name=name,
+                        read_ops=v[0],
+                        read_bytes=v[1],
+                        read_time_seconds=v[2] / 1000,
+                        write_ops=v[3],
+                        write_bytes=v[4],
+                        write_time_seconds=v[5] / 1000,
+                        busy_seconds=v[6] / 1000,
+                    )
+                    for name, v in sorted(raw.disks.items())
+                ]
+            ),
             network=tuple([NetworkCounters(name, *values) for name, values in sorted(raw.network.items())]),
             load=LoadAverage(*raw.load),
         )
