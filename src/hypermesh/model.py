@@ -17,7 +17,7 @@ from __future__ import annotations
 # ``typing`` costs ~7 ms to import; mypy treats any name TYPE_CHECKING as true, Python sees False.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TypeVar
 
     from typing_extensions import dataclass_transform
@@ -70,8 +70,12 @@ class Record:
     _fields: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready builtins: nested records become dicts, lists stay lists."""
+        """JSON-ready builtins: nested records and mappings become dicts, tuples become lists."""
         raise NotImplementedError  # replaced by the @record decorator
+
+
+# The read-only view of a dict (``types.MappingProxyType``), named without importing ``types``.
+_FrozenMapping: type = type(type.__dict__)
 
 
 def _plain(value: Any) -> Any:
@@ -81,9 +85,71 @@ def _plain(value: Any) -> Any:
         return to_dict()
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, dict | _FrozenMapping):
+        return {k: _plain(v) for k, v in value.items()}  # type: ignore[attr-defined]
     return value
+
+
+def _deep_frozen(value: Any) -> Any:
+    """Lists and tuples as tuples, dicts as read-only mappings, all the way down (for fields typed ``Any``).
+
+    Records are immutable but a list or dict inside one was not: ``sample.disks.append(...)`` or
+    ``stats.meminfo["MemTotal"] = 0`` changed a record every reader shares. Records are left alone: they
+    froze their own fields when they were built.
+    """
+    if isinstance(value, list | tuple):
+        return tuple([_deep_frozen(v) for v in value])
+    if isinstance(value, dict | _FrozenMapping):
+        return _FrozenMapping({k: _deep_frozen(v) for k, v in value.items()})  # type: ignore[attr-defined]
+    return value
+
+
+def _top_level_split(text: str, sep: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == sep and depth == 0:
+            parts.append(text[start:at])
+            start = at + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _freezer(annotation: object, value: str, depth: int = 0) -> str | None:
+    """The expression ``__init__`` stores for a field, so that it holds no mutable container; None: as given.
+
+    Generated from the annotation, so a flat ``Mapping[str, int]`` costs one read-only view and a
+    ``tuple[X, ...]`` one ``tuple()`` call (a tuple argument is returned as is): no walk over every value.
+    A generic walk cost 350 µs for one NodeStats (325 entries) against 4 µs unfrozen, on every scrape; copying
+    each dict first, 20 µs. So a record takes ownership of a dict it is given: nobody can change it through
+    the record, and the code that built it hands it over rather than keeping it to change later.
+    """
+    if not isinstance(annotation, str):
+        return None
+    text = annotation.replace(" ", "")
+    options = _top_level_split(text, "|")
+    if len(options) > 1:
+        others = [o for o in options if o != "None"]
+        if len(others) == 1 and len(options) == 2:
+            inner = _freezer(others[0], value, depth)
+            return None if inner is None else f"(None if {value} is None else {inner})"
+        return f"_deep_frozen({value})" if any(_freezer(o, value) for o in options) else None
+    if text == "Any":
+        return f"_deep_frozen({value})"
+    head, _, rest = text.partition("[")
+    if not rest:
+        return None  # a scalar or a record (records froze their own fields)
+    args = _top_level_split(rest[:-1], ",")
+    item = f"x{depth}"
+    if (head in ("tuple", "list") and len(args) == 2 and args[1] == "...") or head in ("list", "Sequence"):
+        inner = _freezer(args[0], item, depth + 1)
+        return f"tuple({value})" if inner is None else f"tuple([{inner} for {item} in {value}])"
+    if head in ("Mapping", "dict") and len(args) == 2:
+        inner = _freezer(args[1], item, depth + 1)
+        if inner is None:
+            return f"_FrozenMapping({value})"
+        return f"_FrozenMapping({{k{depth}: {inner} for k{depth}, {item} in {value}.items()}})"
+    return f"_deep_frozen({value})"
 
 
 def _frozen_setattr(self: object, name: str, value: object) -> None:
@@ -139,9 +205,10 @@ def record(cls: type[T]) -> type[T]:
     def materialize() -> None:
         scalar_only = all(_is_scalar_annotation(a) for a in annotations.values())
         params = ", ".join(f"{n}=_d_{n}" if n in defaults else n for n in fields)
-        body = "".join(f"    _set_{n}(self, {n})\n" for n in fields) or "    pass\n"
+        freezers = {n: _freezer(annotations.get(n), n) or n for n in fields}
+        body = "".join(f"    _set_{n}(self, {freezers[n]})\n" for n in fields) or "    pass\n"
         items = ", ".join(f"{n!r}: self.{n}" if scalar_only else f"{n!r}: _plain(self.{n})" for n in fields)
-        namespace: dict[str, Any] = {"_plain": _plain}
+        namespace: dict[str, Any] = {"_plain": _plain, "_deep_frozen": _deep_frozen, "_FrozenMapping": _FrozenMapping}
         namespace.update({f"_d_{n}": v for n, v in defaults.items()})
         namespace.update({f"_set_{n}": new.__dict__[n].__set__ for n in fields})
         exec(f"def __init__(self, {params}):\n{body}def to_dict(self):\n    return {{{items}}}\n", namespace)
@@ -170,10 +237,10 @@ def _is_scalar_annotation(annotation: object) -> bool:
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, dict | _FrozenMapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))  # type: ignore[attr-defined]
     return value
 
 
@@ -203,13 +270,13 @@ class CpuCache(Record):
     level: int
     type: str
     size_bytes: int | None
-    shared_cpu_list: list[int]
+    shared_cpu_list: tuple[int, ...]
 
 
 @record
 class NumaNode(Record):
     id: int
-    cpus: list[int]
+    cpus: tuple[int, ...]
     memory_total_bytes: int | None
 
 
@@ -218,7 +285,7 @@ class CoreType(Record):
     """A class of cores: ``performance``/``efficiency`` on hybrid CPUs, else one ``standard`` type."""
 
     kind: str
-    cpus: list[int]
+    cpus: tuple[int, ...]
 
 
 @record
@@ -231,10 +298,10 @@ class CpuInfo(Record):
     sockets: int | None
     threads_per_core: int | None
     frequency_mhz: CpuFrequency
-    caches: list[CpuCache]
-    numa_nodes: list[NumaNode]
-    core_types: list[CoreType]
-    flags: list[str]
+    caches: tuple[CpuCache, ...]
+    numa_nodes: tuple[NumaNode, ...]
+    core_types: tuple[CoreType, ...]
+    flags: tuple[str, ...]
 
 
 @record
@@ -260,7 +327,7 @@ class StorageDevice(Record):
     rotational: bool | None
     removable: bool | None
     kind: str
-    mounts: list[Mount]
+    mounts: tuple[Mount, ...]
 
 
 @record
@@ -271,7 +338,7 @@ class NetworkInterface(Record):
     speed_mbps: int | None
     up: bool
     kind: str
-    addresses: list[str]
+    addresses: tuple[str, ...]
 
 
 @record
@@ -287,11 +354,11 @@ class SystemProfile(Record):
     os: OsInfo
     cpu: CpuInfo
     memory: MemoryInfo
-    storage: list[StorageDevice]
-    network: list[NetworkInterface]
-    gpus: list[dict[str, Any]]
+    storage: tuple[StorageDevice, ...]
+    network: tuple[NetworkInterface, ...]
+    gpus: tuple[Mapping[str, Any], ...]
     limits: Limits
-    timings_ms: dict[str, float]
+    timings_ms: Mapping[str, float]
 
 
 # ---------------------------------------------------------------------------------------- sample
@@ -308,7 +375,7 @@ class CpuSample(Record):
     """
 
     percent: float
-    per_core: list[float]
+    per_core: tuple[float, ...]
     user_percent: float
     system_percent: float
     iowait_percent: float
@@ -368,8 +435,8 @@ class Sample(Record):
     interval_s: float
     cpu: CpuSample
     memory: MemorySample
-    disks: list[DiskRates]
-    network: list[NetworkRates]
+    disks: tuple[DiskRates, ...]
+    network: tuple[NetworkRates, ...]
     load: LoadAverage
 
 
@@ -434,11 +501,11 @@ class Counters(Record):
 
     timestamp: float
     monotonic: float
-    cpu: list[CpuTimes]
+    cpu: tuple[CpuTimes, ...]
     memory: MemorySample
     pressure: PressureTotals | None
-    disks: list[DiskCounters]
-    network: list[NetworkCounters]
+    disks: tuple[DiskCounters, ...]
+    network: tuple[NetworkCounters, ...]
     load: LoadAverage
 
 
@@ -492,7 +559,7 @@ class InterfaceStats(Record):
     carrier_changes: int | None
     carrier_up_changes: int | None
     carrier_down_changes: int | None
-    error_counters: dict[str, int]
+    error_counters: Mapping[str, int]
 
 
 @record
@@ -513,21 +580,21 @@ class NodeStats(Record):
     """
 
     timestamp: float
-    meminfo: dict[str, int]
-    vmstat: dict[str, int]
-    kernel: dict[str, float]
-    cpu_guest: dict[int, list[float]]
-    softirqs: dict[str, list[int]]
-    softnet: dict[int, list[int]]
-    net_dev: dict[str, dict[str, int]]
-    diskstats: dict[str, dict[str, float]]
-    snmp: dict[str, dict[str, int]]
-    sockstat: dict[str, dict[str, int]]
-    pressure: dict[str, dict[str, float]]
-    filesystems: list[FilesystemStats]
-    cpuidle: list[CpuIdleState]
-    cpu_frequency_hz: dict[int, list[float]]
-    interfaces: list[InterfaceStats]
-    arp_entries: dict[str, int]
-    uname: dict[str, str]
-    os_release: dict[str, str]
+    meminfo: Mapping[str, int]
+    vmstat: Mapping[str, int]
+    kernel: Mapping[str, float]
+    cpu_guest: Mapping[int, Sequence[float]]
+    softirqs: Mapping[str, Sequence[int]]
+    softnet: Mapping[int, Sequence[int]]
+    net_dev: Mapping[str, Mapping[str, int]]
+    diskstats: Mapping[str, Mapping[str, float]]
+    snmp: Mapping[str, Mapping[str, int]]
+    sockstat: Mapping[str, Mapping[str, int]]
+    pressure: Mapping[str, Mapping[str, float]]
+    filesystems: tuple[FilesystemStats, ...]
+    cpuidle: tuple[CpuIdleState, ...]
+    cpu_frequency_hz: Mapping[int, Sequence[float]]
+    interfaces: tuple[InterfaceStats, ...]
+    arp_entries: Mapping[str, int]
+    uname: Mapping[str, str]
+    os_release: Mapping[str, str]

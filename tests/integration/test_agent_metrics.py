@@ -18,6 +18,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from hypermesh.agent import metrics
 from hypermesh.agent.guards import AgentStats
+from hypermesh.agent.programs import EbpfStatus
 from hypermesh.model import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
@@ -28,16 +29,16 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "agent"
 ROOT = FIXTURES / "root"
 GOLDEN = FIXTURES / "metrics.golden.prom"
 DOCS = Path(__file__).parent.parent.parent / "docs" / "metrics.md"
-EBPF_STATUS = {
-    "available": True,
-    "reason": None,
-    "probe": {
-        "bpf_syscall": True,
-        "btf": True,
-        "program_types": {"xdp": True},
-        "features": [{"name": "tracepoint", "supported": True}, {"name": "kprobe", "supported": False}],
-    },
-}
+
+
+class RecordedProbe:
+    """The eBPF probe of the golden root: only what /metrics exports of a ProbeReport, its yes/no answers by name."""
+
+    def feature_flags(self) -> dict[str, bool]:
+        return {"bpf_syscall": True, "btf": True, "program_types.xdp": True, "tracepoint": True, "kprobe": False}
+
+
+EBPF_STATUS = EbpfStatus(available=True, reason=None, probe=RecordedProbe())  # type: ignore[arg-type]
 STATS = AgentStats(samples=42, in_flight=1, rejected_in_flight=3, rejected_timeout=0)
 
 

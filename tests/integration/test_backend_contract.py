@@ -33,7 +33,7 @@ def test_profile_contract(backend_name: str) -> None:
     assert profile.memory.total_bytes == kernel_mem_total()
     assert profile.cpu.logical_cores == len(online_cpus())
     assert profile.cpu.core_types and profile.cpu.frequency_mhz is not None
-    assert profile.gpus == []
+    assert profile.gpus == ()
     assert set(profile.timings_ms) == {"os", "cpu", "memory", "storage", "network", "limits", "gpus", "total"}
     assert all(v >= 0 for v in profile.timings_ms.values())
     assert any(n.name == "lo" for n in profile.network)

@@ -445,7 +445,7 @@ def test_execsnoop_counts_events_lost_to_a_full_ring_buffer() -> None:
             events += got
         lost = prog.lost()
         last = prog.read()
-    ours = [e for e in events + last.events if e.ppid == burst.pid and e.filename == "/bin/true"]
+    ours = [e for e in [*events, *last.events] if e.ppid == burst.pid and e.filename == "/bin/true"]
     assert len(ours) < n
     assert lost > 0 and last.lost == lost
     assert n - len(ours) <= lost <= n - len(ours) + 300  # 300: execs of other processes meanwhile

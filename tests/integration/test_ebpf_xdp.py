@@ -205,13 +205,13 @@ def test_xdp_counts_match_what_was_sent(veth: Veth, mode: str) -> None:
     assert len(counts.cpu_packets) == _possible_cpus()  # one slot per possible CPU, as the kernel lays out
     # Per CPU and protocol, against bpftool's own read of the same map (an independent reader).
     assert [
-        p + b for p, b in zip(counts.cpu_packets_by_protocol, counts.cpu_bytes_by_protocol, strict=True)
+        list(p + b) for p, b in zip(counts.cpu_packets_by_protocol, counts.cpu_bytes_by_protocol, strict=True)
     ] == by_bpftool
     assert [sum(column) for column in zip(*counts.cpu_packets_by_protocol, strict=True)] == list(
         counts.packets.values()
     )
     assert [sum(column) for column in zip(*counts.cpu_bytes_by_protocol, strict=True)] == list(counts.bytes.values())
-    assert counts.cpu_packets == [sum(cpu) for cpu in counts.cpu_packets_by_protocol]
+    assert counts.cpu_packets == tuple(sum(cpu) for cpu in counts.cpu_packets_by_protocol)
 
 
 def _per_cpu_stats_by_bpftool(map_fd: int) -> list[list[int]]:

@@ -54,7 +54,7 @@ def test_profile_totals_match_the_kernel_and_psutil(profile: hypermesh.SystemPro
     assert profile.os.hostname == socket.gethostname()
     assert abs((profile.os.boot_time or 0) - psutil.boot_time()) < 2
     assert sorted(c for t in profile.cpu.core_types for c in t.cpus) == list(range(profile.cpu.logical_cores))
-    assert profile.gpus == []  # headless: an empty list, never an error
+    assert profile.gpus == ()  # headless: empty, never an error
 
 
 def test_profile_storage_matches_statvfs_and_lsblk(profile: hypermesh.SystemProfile) -> None:

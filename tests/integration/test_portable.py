@@ -80,7 +80,7 @@ def test_logical_cores_match_proc_cpuinfo(profile) -> None:  # type: ignore[no-u
     processors = [line for line in _read("/proc/cpuinfo").splitlines() if line.startswith("processor")]
     assert profile.cpu.logical_cores == len(processors)
     # One "standard" core type covering every CPU, as the brief for psutil-only systems says.
-    assert [(t.kind, t.cpus) for t in profile.cpu.core_types] == [("standard", list(range(len(processors))))]
+    assert [(t.kind, t.cpus) for t in profile.cpu.core_types] == [("standard", tuple(range(len(processors))))]
 
 
 def test_physical_cores_match_sysfs_topology(profile) -> None:  # type: ignore[no-untyped-def]

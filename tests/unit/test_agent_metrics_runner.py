@@ -15,6 +15,7 @@ from hypermesh.agent import metrics
 from hypermesh.agent.guards import AgentStats
 from hypermesh.agent.metrics import NODE_READ, Desc, NoData, Scrape, collect, counter, gauge
 from hypermesh.agent.metrics.collectors import PressureCollector
+from hypermesh.agent.programs import NOT_PROBED
 from hypermesh.model import Counters
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
@@ -58,7 +59,7 @@ def scrape(read_node_stats=None, unreadable=None) -> Scrape:
         raise AssertionError("no collector here reads the counters")
 
     return Scrape(
-        no_counters, None, {}, AgentStats(), None, read_node_stats, (lambda: unreadable) if unreadable else None
+        no_counters, None, NOT_PROBED, AgentStats(), None, read_node_stats, (lambda: unreadable) if unreadable else None
     )
 
 
@@ -139,8 +140,8 @@ def test_a_kernel_without_psi_gives_no_pressure_and_no_failure():
     counters = sampler.counters()
     assert counters.pressure is not None  # the recorded root has PSI: remove it as an older kernel would
     without = Counters(**{**{f: getattr(counters, f) for f in counters._fields}, "pressure": None})
-    with_psi, _ = collect([PressureCollector()], Scrape(lambda: counters, None, {}, AgentStats()))
-    families, failures = collect([PressureCollector()], Scrape(lambda: without, None, {}, AgentStats()))
+    with_psi, _ = collect([PressureCollector()], Scrape(lambda: counters, None, NOT_PROBED, AgentStats()))
+    families, failures = collect([PressureCollector()], Scrape(lambda: without, None, NOT_PROBED, AgentStats()))
     assert failures == []
     assert outcome(families, "hypermesh_scrape_collector_success") == {"pressure": 1.0}
     assert [f.name for f in families] == [

@@ -144,7 +144,7 @@ def test_cpu_percent_from_ticks_is_exact() -> None:
     a = raw(0.0, cpu={0: (0.0,) * 8, 1: (0.0,) * 8})
     b = raw(1.0, cpu={0: (0.3, 0, 0, 0.7, 0, 0, 0, 0), 1: (0, 0, 0, 1.0, 0, 0, 0, 0)})
     s = CpuRates().compute(a, b, 1.0)
-    assert s.per_core == [30.0, 0.0]
+    assert s.per_core == (30.0, 0.0)
     assert s.percent == 15.0
     assert s.user_percent == 15.0
     assert s.source == "proc_stat"
@@ -164,8 +164,8 @@ def test_cpuidle_long_idle_period_is_not_reported_busy() -> None:
     c = r(2.0, 2.0, 0.0, 2.0)  # the period ends: 2 s of residency arrive at once
     first = rates.compute(a, b, 1.0)
     second = rates.compute(b, c, 1.0)
-    assert first.per_core == [0.0] and first.source == "cpuidle"
-    assert second.per_core == [0.0]  # the second already credited is not counted twice, nor pushed below 0
+    assert first.per_core == (0.0,) and first.source == "cpuidle"
+    assert second.per_core == (0.0,)  # the second already credited is not counted twice, nor pushed below 0
 
 
 def test_modes_add_up_to_the_busy_figure_before_the_first_tick() -> None:
@@ -175,7 +175,7 @@ def test_modes_add_up_to_the_busy_figure_before_the_first_tick() -> None:
     a.fine_kind, a.fine = "schedstat", {0: (100.0, 0), 1: (100.0, 0)}
     b.fine_kind, b.fine = "schedstat", {0: (100.005, 0), 1: (100.0, 0)}  # cpu0 ran half of the 10 ms
     s = CpuRates().compute(a, b, 0.01)
-    assert s.per_core == [50.0, 0.0] and s.percent == 25.0
+    assert s.per_core == (50.0, 0.0) and s.percent == 25.0
     assert (s.user_percent, s.system_percent, s.steal_percent) == (15.0, 5.0, 5.0)
 
 

@@ -93,7 +93,7 @@ def test_rates_between_two_snapshots_are_exact(name: str) -> None:
     cpu = counters.CpuRates().compute(a, b, elapsed)
     if "cpu_percent" in rates:
         per_cpu = {k: v for k, v in rates["cpu_percent"].items() if k != "all"}
-        assert cpu.per_core == [per_cpu[f"cpu{i}"] for i in sorted(a.cpu)]
+        assert cpu.per_core == tuple(per_cpu[f"cpu{i}"] for i in sorted(a.cpu))
         assert cpu.percent == pytest.approx(rates["cpu_percent"]["all"], abs=0.01)
     else:  # this-machine: state the per-CPU busy share from the documented tick increments
         per_cpu_ticks = [v for k, v in want["cpu_ticks"].items() if k[3:].isdigit()]
@@ -139,8 +139,8 @@ def test_hybrid_cpu_reports_the_most_threads_any_core_runs() -> None:
     cpu = LinuxBackend(root=str(TREES / "hybrid-pe")).profile().cpu
     assert (cpu.logical_cores, cpu.physical_cores, cpu.threads_per_core) == (16, 12, 2)
     assert [(t.kind, t.cpus) for t in cpu.core_types] == [
-        ("performance", list(range(8))),
-        ("efficiency", list(range(8, 16))),
+        ("performance", tuple(range(8))),
+        ("efficiency", tuple(range(8, 16))),
     ]
 
 

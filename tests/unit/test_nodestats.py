@@ -146,8 +146,8 @@ def test_reader_reads_cpufreq_in_hertz(tmp_path):
         (d / "cpuinfo_max_freq").write_text("4200000\n")
     (tmp_path / "proc").mkdir()
     stats = LinuxBackend(root=str(tmp_path)).node_stats()
-    assert stats.cpu_frequency_hz == {0: [2.4e9, 4e8, 4.2e9], 1: [8e8, 4e8, 4.2e9]}
-    assert stats.meminfo == {} and stats.filesystems == []  # absent files: empty parts, no error
+    assert stats.cpu_frequency_hz == {0: (2.4e9, 4e8, 4.2e9), 1: (8e8, 4e8, 4.2e9)}
+    assert stats.meminfo == {} and stats.filesystems == ()  # absent files: empty parts, no error
 
 
 def test_reader_works_on_every_recorded_linux_tree():

@@ -201,9 +201,9 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(state.assets())
 
     async def ebpf_endpoint(request: Request) -> Response:
-        return JSONResponse(dict(state.ebpf_status, programs=state.programs.summary()))
+        return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
 
-    credentials = Credentials(state.config.basic_auth_users)
+    credentials = Credentials(dict(state.config.basic_auth_users))
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()

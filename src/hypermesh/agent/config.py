@@ -39,6 +39,7 @@ from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 __all__ = ["AgentConfig", "build", "load", "reaches_beyond_loopback", "startup_warnings"]
@@ -76,12 +77,12 @@ class AgentConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # user -> bcrypt hash; empty means no authentication.
-    basic_auth_users: dict[str, str] = {}  # noqa: RUF012 - records are immutable
+    basic_auth_users: Mapping[str, str] = {}
     access_log: bool = False
     # Read <root>/proc, <root>/sys, <root>/etc instead of the host's (node_exporter's --path.rootfs).
     root: str | None = None
     # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
-    ebpf_programs: list[str] = []  # noqa: RUF012 - records are immutable
+    ebpf_programs: tuple[str, ...] = ()
     source: str | None = None
     # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
     warnings: tuple[str, ...] = ()

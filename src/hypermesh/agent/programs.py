@@ -13,11 +13,15 @@ import logging
 import threading
 import time
 
+from hypermesh.model import Record, record
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["AGENT_PROGRAMS", "AgentPrograms"]
+    from hypermesh.ebpf.probe import ProbeReport
+
+__all__ = ["AGENT_PROGRAMS", "NOT_PROBED", "AgentPrograms", "EbpfStatus", "ProgramState", "read_ebpf_status"]
 
 log = logging.getLogger("hypermesh.agent")
 
@@ -27,13 +31,45 @@ MAX_AGE_S = 1.0
 TOP_PROCESSES = 10
 
 
+@record
+class EbpfStatus(Record):
+    """Whether this agent can load eBPF programs, why not, and the probe that decided it (``/v1/ebpf``)."""
+
+    available: bool
+    reason: str | None
+    probe: ProbeReport | None
+
+
+NOT_PROBED = EbpfStatus(available=False, reason="not probed yet", probe=None)
+
+
+def read_ebpf_status() -> EbpfStatus:
+    """The probe's own verdict; eBPF is optional, so a pillar that cannot even be imported becomes a reason."""
+    try:
+        # Imported by name: eBPF is an optional pillar, absent on some builds.
+        ebpf = importlib.import_module("hypermesh.ebpf")
+        report: ProbeReport = ebpf.probe()
+    except Exception as exc:  # ImportError, HypermeshError (Unsupported, PermissionDenied) or a broken probe
+        return EbpfStatus(available=False, reason=f"ebpf unavailable: {exc}", probe=None)
+    return EbpfStatus(available=report.available, reason=report.reason or None, probe=report)
+
+
+@record
+class ProgramState(Record):
+    """One configured program: loaded or not, why not, and its latest reading (the program's own record)."""
+
+    loaded: bool
+    error: str | None
+    reading: Record | None
+
+
 class AgentPrograms:
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
         self._programs: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._cache: tuple[float, dict[str, ProgramState]] | None = None
 
     def start(self) -> None:
         if not self.names:
@@ -60,31 +96,32 @@ class AgentPrograms:
         for program in programs.values():
             program.close()
 
-    def readings(self) -> dict[str, dict[str, Any]]:
-        """``{name: {"loaded", "error", "reading"}}`` for every configured program."""
+    def readings(self) -> dict[str, ProgramState]:
+        """The state of every configured program, its reading as the program's record (JSON only in summary())."""
         now = time.monotonic()
         with self._lock:
             if self._cache is not None and now - self._cache[0] < MAX_AGE_S:
                 return self._cache[1]
-            out: dict[str, dict[str, Any]] = {}
+            out: dict[str, ProgramState] = {}
             for name in self.names:
                 program = self._programs.get(name)
-                entry: dict[str, Any] = {"loaded": program is not None, "error": self.errors.get(name), "reading": None}
+                error, reading = self.errors.get(name), None
                 if program is not None:
                     try:
-                        entry["reading"] = program.read().to_dict()
+                        reading = program.read()
                     except Exception as exc:  # a map read failing now must not fail the scrape
-                        entry["error"] = f"{type(exc).__name__}: {exc}"
-                out[name] = entry
+                        error = f"{type(exc).__name__}: {exc}"
+                out[name] = ProgramState(loaded=program is not None, error=error, reading=reading)
             self._cache = (now, out)
             return out
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Readings trimmed for JSON: the busiest processes only."""
+        """Readings as JSON, trimmed to the busiest processes."""
         out = {}
-        for name, entry in self.readings().items():
+        for name, state in self.readings().items():
+            entry = state.to_dict()
             reading = entry["reading"]
             if isinstance(reading, dict) and isinstance(reading.get("processes"), list):
-                reading = dict(reading, processes=reading["processes"][:TOP_PROCESSES])
-            out[name] = dict(entry, reading=reading)
+                entry["reading"] = dict(reading, processes=reading["processes"][:TOP_PROCESSES])
+            out[name] = entry
         return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib
 import json
 import logging
 import threading
@@ -22,7 +21,7 @@ import time
 from hypermesh.agent import metrics
 from hypermesh.agent.config import AgentConfig
 from hypermesh.agent.guards import Stats
-from hypermesh.agent.programs import AgentPrograms
+from hypermesh.agent.programs import NOT_PROBED, AgentPrograms, EbpfStatus, read_ebpf_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from hypermesh.model import Counters, Sample, SystemProfile
     from hypermesh.sampling.sampler import Sampler
 
-__all__ = ["AgentState", "as_dict", "assets_from_profile", "read_ebpf_status"]
+__all__ = ["AgentState", "as_dict", "assets_from_profile"]
 
 log = logging.getLogger("hypermesh.agent")
 
@@ -49,7 +48,7 @@ class AgentState:
         sampler: Sampler,
         version: str,
         profile_reader: Callable[[], SystemProfile] | None = None,
-        ebpf_reader: Callable[[], dict[str, Any]] | None = None,
+        ebpf_reader: Callable[[], EbpfStatus] | None = None,
     ) -> None:
         self.config = config
         self.sampler = sampler
@@ -75,8 +74,8 @@ class AgentState:
         self.profile: SystemProfile | None = None
         self.profile_json = b"null"
         self.profile_error: str | None = None
-        self.ebpf_status: dict[str, Any] = {"available": False, "reason": "not probed yet", "probe": None}
-        self.programs = AgentPrograms(config.ebpf_programs)
+        self.ebpf_status = NOT_PROBED
+        self.programs = AgentPrograms(list(config.ebpf_programs))
         # Set by the server: true once it is shutting down (streams end then).
         self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
@@ -253,32 +252,6 @@ class AgentState:
 def as_dict(record: object) -> Any:
     """A model record as JSON builtins (``@record`` adds ``to_dict`` at run time, unseen by mypy)."""
     return record.to_dict()  # type: ignore[attr-defined,unused-ignore]
-
-
-def read_ebpf_status() -> dict[str, Any]:
-    """``{"available", "reason", "probe"}``: eBPF is optional, so every failure becomes a reason."""
-    try:
-        # Imported by name: eBPF is an optional pillar, built in parallel and absent on some builds.
-        ebpf = importlib.import_module("hypermesh.ebpf")
-        probe = ebpf.probe()
-        data = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
-    except ImportError as exc:
-        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
-    except Exception as exc:  # HypermeshError (Unsupported, PermissionDenied) or a broken probe
-        return {"available": False, "reason": f"ebpf unavailable: {exc}", "probe": None}
-    if "supported" in data or "available" in data:
-        available = bool(data.get("supported", data.get("available")))
-        reason = data.get("reason") if not available else None
-        return {"available": available, "reason": reason, "probe": data}
-    # The probe report has no overall verdict: this agent can load eBPF programs if at least one program type
-    # is supported here. Without CAP_BPF none is (each says why), and the agent must not claim it can.
-    features = [f for f in data.get("features") or [] if isinstance(f, dict)]
-    available = any(f.get("supported") is True for f in features)
-    reason = None
-    if not available:
-        reasons = list(dict.fromkeys(str(f.get("reason")) for f in features if f.get("reason")))
-        reason = "no eBPF program type can be loaded here: " + ("; ".join(reasons) or "the probe found none")
-    return {"available": available, "reason": reason, "probe": data}
 
 
 def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from hypermesh.model import Sample, SystemProfile
 
@@ -45,7 +45,7 @@ def human_rate(value: float) -> str:
     return f"{human_bytes(value)}/s"
 
 
-def _cpus(cpus: list[int]) -> str:
+def _cpus(cpus: Sequence[int]) -> str:
     """[0,1,2,3,8] -> '0-3,8': the kernel's own cpulist notation."""
     parts: list[str] = []
     start = prev = None

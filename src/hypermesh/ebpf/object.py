@@ -56,8 +56,8 @@ class MapInfo(Record):
 @record
 class ObjectInfo(Record):
     path: str
-    programs: list[ProgramInfo]
-    maps: list[MapInfo]
+    programs: tuple[ProgramInfo, ...]
+    maps: tuple[MapInfo, ...]
     loaded: bool
 
 
@@ -140,7 +140,7 @@ def _maps_of(lib: libbpf.Lib, ptr: int) -> dict[str, int]:
 def _info(lib: libbpf.Lib, path: str, programs: dict[str, int], maps: dict[str, int], loaded: bool) -> ObjectInfo:
     return ObjectInfo(
         path=path,
-        programs=[
+        programs=tuple(
             ProgramInfo(
                 name=name,
                 section=lib.bpf_program__section_name(p).decode(),
@@ -148,8 +148,8 @@ def _info(lib: libbpf.Lib, path: str, programs: dict[str, int], maps: dict[str, 
                 instructions=int(lib.bpf_program__insn_cnt(p)),
             )
             for name, p in programs.items()
-        ],
-        maps=[
+        ),
+        maps=tuple(
             MapInfo(
                 name=name,
                 type=libbpf.map_type_name(lib.bpf_map__type(m)),
@@ -158,7 +158,7 @@ def _info(lib: libbpf.Lib, path: str, programs: dict[str, int], maps: dict[str, 
                 max_entries=int(lib.bpf_map__max_entries(m)),
             )
             for name, m in maps.items()
-        ],
+        ),
         loaded=loaded,
     )
 

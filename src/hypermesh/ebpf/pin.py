@@ -49,7 +49,7 @@ class PinnedObject(Record):
 class PinnedProgram(Record):
     name: str
     path: str
-    objects: list[PinnedObject]
+    objects: tuple[PinnedObject, ...]
     interface: str | None = None  # XDP: the interface its link is (or was) attached to
     attached: bool | None = None  # every pinned link still attached; None when no link is pinned
 
@@ -193,7 +193,7 @@ def pinned(lib: libbpf.Lib | None = None) -> list[PinnedProgram]:
             PinnedProgram(
                 name=name,
                 path=path,
-                objects=objects,
+                objects=tuple(objects),
                 interface=next((o.interface for o in links if o.interface), None),
                 attached=all(bool(o.attached) for o in links) if links else None,
             )

@@ -20,6 +20,8 @@ from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hypermesh.ebpf.libbpf import Lib
 
 __all__ = [
@@ -55,15 +57,40 @@ class ProbeReport(Record):
     bpffs_mounted: bool
     tracefs_mounted: bool
     tracefs_path: str | None
-    capabilities: dict[str, bool]
+    capabilities: Mapping[str, bool]
     unprivileged_bpf_disabled: int | None
-    features: list[Feature]
+    features: tuple[Feature, ...]
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+    def feature_flags(self) -> dict[str, bool]:
+        """Every yes/no the probe found, by name: ``btf_present``, ``capabilities.CAP_BPF``, ``xdp_generic``, ..."""
+        flags = {"btf_present": self.btf_present, "bpffs_mounted": self.bpffs_mounted}
+        flags["tracefs_mounted"] = self.tracefs_mounted
+        flags.update({f"capabilities.{name}": held for name, held in self.capabilities.items()})
+        flags.update({f.name: f.supported for f in self.features})
+        return flags
+
+    # The verdict is derived, not stored: ``hypermesh ebpf probe --json`` prints the fields above, unchanged.
+    @property
+    def available(self) -> bool:
+        """Whether this process can load eBPF programs here: at least one program type loads.
+
+        Without CAP_BPF none does (each feature says why), and nothing built on eBPF may claim it can.
+        """
+        return any(f.supported for f in self.features)
+
+    @property
+    def reason(self) -> str:
+        """Why eBPF is not available (each distinct feature reason once), or "" when it is."""
+        if self.available:
+            return ""
+        reasons = "; ".join(dict.fromkeys(f.reason for f in self.features if f.reason))
+        return "no eBPF program type can be loaded here: " + (reasons or "the probe found none")
 
 
 def _status_capabilities(field: bytes) -> int:
@@ -353,5 +380,5 @@ def _probe() -> ProbeReport:
         tracefs_path=tracefs,
         capabilities=caps,
         unprivileged_bpf_disabled=_read_int("/proc/sys/kernel/unprivileged_bpf_disabled"),
-        features=features,
+        features=tuple(features),
     )

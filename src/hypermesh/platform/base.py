@@ -187,9 +187,9 @@ def assemble_profile(
         os=os_info,
         cpu=cpu_info,
         memory=memory_info,
-        storage=storage_devices,
-        network=interfaces,
-        gpus=[],
+        storage=tuple(storage_devices),
+        network=tuple(interfaces),
+        gpus=(),
         limits=binding_limits,
         timings_ms=watch.timings_ms(),
     )

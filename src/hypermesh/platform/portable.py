@@ -382,10 +382,10 @@ class PortableBackend:
             snmp={},
             sockstat={},
             pressure={},
-            filesystems=filesystems,
-            cpuidle=[],
+            filesystems=tuple(filesystems),
+            cpuidle=(),
             cpu_frequency_hz={},
-            interfaces=[],
+            interfaces=(),
             arp_entries={},
             uname=dict(zip(("sysname", "nodename", "release", "version", "machine"), platform.uname(), strict=False)),
             os_release={},
@@ -455,10 +455,10 @@ class PortableBackend:
             sockets=None,
             threads_per_core=threads,
             frequency_mhz=frequency,
-            caches=[],
-            numa_nodes=[],
-            core_types=[CoreType(kind="standard", cpus=list(range(logical)))],
-            flags=[],
+            caches=(),
+            numa_nodes=(),
+            core_types=(CoreType(kind="standard", cpus=tuple(range(logical))),),
+            flags=(),
         )
 
     @staticmethod
@@ -478,7 +478,7 @@ class PortableBackend:
                     rotational=rotational,
                     removable=None,
                     kind=kind,
-                    mounts=sorted(mounts_by_disk.get(name, []), key=lambda m: m.mountpoint),
+                    mounts=tuple(sorted(mounts_by_disk.get(name, []), key=lambda m: m.mountpoint)),
                 )
             )
         return devices
@@ -500,7 +500,7 @@ class PortableBackend:
                     speed_mbps=int(stat.speed) if stat and stat.speed else None,  # 0: the link does not say
                     up=bool(stat.isup) if stat else False,
                     kind=nic_kind(name, flags),
-                    addresses=addresses,
+                    addresses=tuple(addresses),
                 )
             )
         return interfaces

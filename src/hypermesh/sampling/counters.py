@@ -237,7 +237,7 @@ class CpuRates:
         iowait = min(100.0, 100.0 * ticks_iowait / ticks_total) if ticks_total > 0 else 0.0
         return CpuSample(
             percent=round(percent, 2),
-            per_core=per_core,
+            per_core=tuple(per_core),
             user_percent=round(user, 2),
             system_percent=round(system, 2),
             iowait_percent=round(iowait, 2),

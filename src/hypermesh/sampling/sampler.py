@@ -118,8 +118,8 @@ class Sampler:
             interval_s=elapsed,
             cpu=self._cpu.compute(prev, cur, elapsed),
             memory=_memory(cur, rates.pressure(prev, cur, elapsed)),
-            disks=rates.disk_rates(prev, cur, elapsed),
-            network=rates.network_rates(prev, cur, elapsed),
+            disks=tuple(rates.disk_rates(prev, cur, elapsed)),
+            network=tuple(rates.network_rates(prev, cur, elapsed)),
             load=LoadAverage(*cur.load),
         )
 
@@ -196,7 +196,7 @@ class Sampler:
         return Counters(
             timestamp=raw.wall,
             monotonic=raw.monotonic,
-            cpu=[CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())],
+            cpu=tuple([CpuTimes(cpu, *times) for cpu, times in sorted(raw.cpu.items())]),
             memory=_memory(raw, None),
             pressure=None
             if psi is None
@@ -206,20 +206,22 @@ class Sampler:
                 some_avg10=psi[0],
                 full_avg10=psi[1],
             ),
-            disks=[
-                DiskCounters(
-                    name=name,
-                    read_ops=v[0],
-                    read_bytes=v[1],
-                    read_time_seconds=v[2] / 1000,
-                    write_ops=v[3],
-                    write_bytes=v[4],
-                    write_time_seconds=v[5] / 1000,
-                    busy_seconds=v[6] / 1000,
-                )
-                for name, v in sorted(raw.disks.items())
-            ],
-            network=[NetworkCounters(name, *values) for name, values in sorted(raw.network.items())],
+            disks=tuple(
+                [
+                    DiskCounters(
+                        name=name,
+                        read_ops=v[0],
+                        read_bytes=v[1],
+                        read_time_seconds=v[2] / 1000,
+                        write_ops=v[3],
+                        write_bytes=v[4],
+                        write_time_seconds=v[5] / 1000,
+                        busy_seconds=v[6] / 1000,
+                    )
+                    for name, v in sorted(raw.disks.items())
+                ]
+            ),
+            network=tuple([NetworkCounters(name, *values) for name, values in sorted(raw.network.items())]),
             load=LoadAverage(*raw.load),
         )
 

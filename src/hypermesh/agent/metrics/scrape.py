@@ -13,9 +13,9 @@ from hypermesh.model import Counters, NodeStats, SystemProfile
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
     from hypermesh.agent.guards import AgentStats
+    from hypermesh.agent.programs import EbpfStatus, ProgramState
 
 __all__ = ["NoData", "Scrape"]
 
@@ -44,9 +44,9 @@ class Scrape:
         self,
         read_counters: Callable[[], Counters],
         profile: SystemProfile | None,
-        ebpf_status: dict[str, Any],
+        ebpf_status: EbpfStatus,
         stats: AgentStats,
-        read_programs: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        read_programs: Callable[[], dict[str, ProgramState]] | None = None,
         read_node_stats: Callable[[], NodeStats] | None = None,
         read_unreadable: Callable[[], dict[str, str]] | None = None,
     ) -> None:
@@ -65,8 +65,8 @@ class Scrape:
         """Sources the readers could not read, ``{"diskstats": "/proc/diskstats: Permission denied"}``."""
         return self._read_unreadable() if self._read_unreadable is not None else {}
 
-    def programs(self) -> dict[str, dict[str, Any]]:
-        """Readings of the eBPF programs the agent keeps loaded: {name: {loaded, error, reading}}."""
+    def programs(self) -> dict[str, ProgramState]:
+        """The eBPF programs the agent keeps loaded, each with its latest reading."""
         return self._read_programs() if self._read_programs is not None else {}
 
     def read_node_stats(self) -> NodeStats:

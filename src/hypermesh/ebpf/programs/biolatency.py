@@ -26,12 +26,12 @@ class DeviceLatency(Record):
     device: str  # "major:minor"
     name: str | None  # "vda", from /sys/dev/block
     total: int
-    buckets: list[LatencyBucket]
+    buckets: tuple[LatencyBucket, ...]
 
 
 @record
 class BioLatency(Record):
-    devices: list[DeviceLatency]
+    devices: tuple[DeviceLatency, ...]
 
 
 def device_name(major: int, minor: int) -> str | None:
@@ -83,10 +83,10 @@ class BioLatencyProgram(Program):
                     device=f"{major}:{minor}",
                     name=device_name(major, minor),
                     total=sum(slots.values()),
-                    buckets=buckets,
+                    buckets=tuple(buckets),
                 )
             )
-        return BioLatency(devices=devices)
+        return BioLatency(devices=tuple(devices))
 
 
 PROGRAM = BioLatencyProgram

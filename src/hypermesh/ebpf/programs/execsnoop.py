@@ -74,7 +74,7 @@ class ExecEvent(Record):
 
 @record
 class ExecEvents(Record):
-    events: list[ExecEvent]
+    events: tuple[ExecEvent, ...]
     lost: int  # events the kernel dropped since the attach because the ring buffer was full
 
 
@@ -219,7 +219,7 @@ class ExecsnoopProgram(Program):
 
     def read(self) -> ExecEvents:
         """Events that arrived since the last read (without waiting), and the count lost so far."""
-        return ExecEvents(events=self.poll(0), lost=self.lost())
+        return ExecEvents(events=tuple(self.poll(0)), lost=self.lost())
 
     def close(self, wait: bool = True) -> threading.Event:
         ring, self._ring = self._ring, None

@@ -20,6 +20,10 @@ from hypermesh.ebpf.syscall_names import syscall_name
 from hypermesh.errors import InvalidInput, NotFound, Unsupported
 from hypermesh.model import Record, record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = ["PROCESS_TABLE_SIZE", "SyscallCounts", "SyscallsProgram", "choose_hook"]
 
 ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
@@ -40,8 +44,8 @@ class SyscallCounts(Record):
     attach_type: str
     pid_filter: int | None
     total: int
-    syscalls: dict[str, int]
-    processes: list[ProcessCount]
+    syscalls: Mapping[str, int]
+    processes: tuple[ProcessCount, ...]
     # Syscalls (in total) of processes the per-process table had no room for: it holds
     # PROCESS_TABLE_SIZE processes per run, and a long run over a busy machine can see more.
     untracked: int
@@ -185,7 +189,7 @@ class SyscallsProgram(Program):
             pid_filter=self.pid,
             total=sum(syscalls.values()),
             syscalls=ordered,
-            processes=processes,
+            processes=tuple(processes),
             untracked=untracked,
         )
 

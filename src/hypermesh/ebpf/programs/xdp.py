@@ -17,6 +17,10 @@ from hypermesh.ebpf.program import Program
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = ["XdpCounts", "XdpProgram"]
 
 # Slot order of xdp.bpf.c's enum.
@@ -33,15 +37,15 @@ MODES = ("auto", "native", "generic")
 class XdpCounts(Record):
     interface: str
     mode: str
-    packets: dict[str, int]
-    bytes: dict[str, int]
+    packets: Mapping[str, int]
+    bytes: Mapping[str, int]
     total_packets: int
     total_bytes: int
-    cpu_packets: list[int]  # packets per possible CPU (the kernel counts per CPU, without atomics)
+    cpu_packets: tuple[int, ...]  # packets per possible CPU (the kernel counts per CPU, without atomics)
     # Per possible CPU, by protocol: one list per CPU, in the order of PROTOCOLS (the keys of
     # packets/bytes). Lists, not dicts: building 2 x CPUs dicts doubled the cost of a read.
-    cpu_packets_by_protocol: list[list[int]]
-    cpu_bytes_by_protocol: list[list[int]]
+    cpu_packets_by_protocol: tuple[tuple[int, ...], ...]
+    cpu_bytes_by_protocol: tuple[tuple[int, ...], ...]
 
 
 def interface_index(interface: str) -> int:
@@ -122,9 +126,9 @@ class XdpProgram(Program):
             bytes=byte_counts,
             total_packets=sum(totals[:_N]),
             total_bytes=sum(totals[_N:]),
-            cpu_packets=[sum(cpu) for cpu in by_packets],
-            cpu_packets_by_protocol=by_packets,
-            cpu_bytes_by_protocol=[cpu[_N:] for cpu in per_cpu],
+            cpu_packets=tuple([sum(cpu) for cpu in by_packets]),
+            cpu_packets_by_protocol=tuple([tuple(cpu) for cpu in by_packets]),
+            cpu_bytes_by_protocol=tuple([tuple(cpu[_N:]) for cpu in per_cpu]),
         )
 
 

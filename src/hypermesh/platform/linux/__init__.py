@@ -86,10 +86,10 @@ class LinuxBackend:
             frequency_mhz=CpuFrequency(
                 min=fmin / 1000 if fmin else None, max=fmax / 1000 if fmax else None, current=current
             ),
-            caches=sysfs.caches(self.sys, cpus),
-            numa_nodes=sysfs.numa_nodes(self.sys),
-            core_types=sysfs.core_types(self.sys, cpus),
-            flags=(info.get("flags") or info.get("Features") or "").split(),
+            caches=tuple(sysfs.caches(self.sys, cpus)),
+            numa_nodes=tuple(sysfs.numa_nodes(self.sys)),
+            core_types=tuple(sysfs.core_types(self.sys, cpus)),
+            flags=tuple((info.get("flags") or info.get("Features") or "").split()),
         )
 
     def _memory(self) -> MemoryInfo:

@@ -104,7 +104,7 @@ def storage_devices(sys_root: str, mountinfo: str, statvfs_root: str | None) -> 
                 rotational=rotational,
                 removable=None if removable is None else bool(removable),
                 kind=kind_of(name, rotational),
-                mounts=[_mount(mp, fs, statvfs_root) for mp, fs in sorted(mounted)],
+                mounts=tuple([_mount(mp, fs, statvfs_root) for mp, fs in sorted(mounted)]),
             )
         )
     return devices

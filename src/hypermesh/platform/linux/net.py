@@ -94,7 +94,7 @@ def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
                 speed_mbps=speed if speed is not None and speed > 0 else None,
                 up=bool(int(flags, 16) & _IFF_UP) if flags else read_str(f"{d}/operstate") == "up",
                 kind=_kind(d, name, read_int(f"{d}/type")),
-                addresses=by_name.get(name, []),
+                addresses=tuple(by_name.get(name, [])),
             )
         )
     return out

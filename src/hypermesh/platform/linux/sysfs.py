@@ -83,7 +83,7 @@ def caches(sys_root: str, cpus: list[int]) -> list[CpuCache]:
                     level=read_int(f"{d}/level") or 0,
                     type=(read_str(f"{d}/type") or "unknown").lower(),
                     size_bytes=_size_bytes(read_str(f"{d}/size")),
-                    shared_cpu_list=shared,
+                    shared_cpu_list=tuple(shared),
                 )
             )
     found.sort(key=lambda c: (c.level, c.type, c.shared_cpu_list))
@@ -115,7 +115,7 @@ def numa_nodes(sys_root: str) -> list[NumaNode]:
         nodes.append(
             NumaNode(
                 id=node,
-                cpus=parse_cpulist(read_str(f"{base}/node{node}/cpulist") or ""),
+                cpus=tuple(parse_cpulist(read_str(f"{base}/node{node}/cpulist") or "")),
                 memory_total_bytes=total,
             )
         )
@@ -131,8 +131,8 @@ def core_types(sys_root: str, cpus: list[int]) -> list[CoreType]:
     for pmu, kind in _CORE_PMUS:
         text = read_str(f"{sys_root}/devices/{pmu}/cpus")
         if text:
-            kinds.append(CoreType(kind=kind, cpus=parse_cpulist(text)))
-    return kinds or [CoreType(kind="standard", cpus=list(cpus))]
+            kinds.append(CoreType(kind=kind, cpus=tuple(parse_cpulist(text))))
+    return kinds or [CoreType(kind="standard", cpus=tuple(cpus))]
 
 
 def cpuidle_time_paths(sys_root: str, cpus: list[int]) -> dict[int, list[str]]:

@@ -9,10 +9,6 @@ from __future__ import annotations
 from hypermesh.agent.metrics.family import Family, counter, gauge
 from hypermesh.agent.metrics.scrape import Scrape
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 __all__ = ["EbpfCollector"]
 
 SUPPORTED = gauge(
@@ -37,39 +33,27 @@ class EbpfCollector:
 
     def collect(self, scrape: Scrape) -> list[Family]:
         status = scrape.ebpf_status
-        families = [SUPPORTED.value(1.0 if status.get("available") else 0.0)]
-        features = _boolean_features(status.get("probe") or {})
-        if features:
+        families = [SUPPORTED.value(1.0 if status.available else 0.0)]
+        if status.probe is not None:
             feature = FEATURE.family()
-            for name, value in sorted(features.items()):
-                feature.samples.append(((("feature", name),), 1.0 if value else 0.0))
+            for name, supported in sorted(status.probe.feature_flags().items()):
+                feature.samples.append(((("feature", name),), 1.0 if supported else 0.0))
             families.append(feature)
         programs = scrape.programs()
         if programs:
             loaded = LOADED.family()
-            for name, entry in sorted(programs.items()):
-                loaded.samples.append(((("program", name),), 1.0 if entry["loaded"] else 0.0))
+            for name, state in sorted(programs.items()):
+                loaded.samples.append(((("program", name),), 1.0 if state.loaded else 0.0))
             families.append(loaded)
-            reading = (programs.get("syscalls") or {}).get("reading")
-            if reading:
-                calls = SYSCALLS.family()
-                for name, count in sorted(reading["syscalls"].items()):
-                    calls.samples.append(((("syscall", name),), float(count)))
-                families.append(calls)
+            syscalls = programs.get("syscalls")
+            if syscalls is not None and syscalls.reading is not None:
+                # Loaded programs imply the eBPF pillar imported: this import is a lookup in sys.modules.
+                from hypermesh.ebpf.programs.syscalls import SyscallCounts
+
+                reading = syscalls.reading
+                if isinstance(reading, SyscallCounts):
+                    calls = SYSCALLS.family()
+                    for name, count in sorted(reading.syscalls.items()):
+                        calls.samples.append(((("syscall", name),), float(count)))
+                    families.append(calls)
         return families
-
-
-def _boolean_features(probe: dict[str, Any], prefix: str = "") -> dict[str, bool]:
-    """Flatten the probe's nested booleans to ``a.b`` names; other values are not metrics."""
-    flat: dict[str, bool] = {}
-    for key, value in probe.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            flat[name] = value
-        elif isinstance(value, dict):
-            flat.update(_boolean_features(value, f"{name}."))
-        elif isinstance(value, list):  # [{"name": ..., "supported": bool, "reason": ...}, ...]
-            for item in value:
-                if isinstance(item, dict) and isinstance(item.get("supported"), bool) and "name" in item:
-                    flat[f"{prefix}{item['name']}"] = item["supported"]
-    return flat
