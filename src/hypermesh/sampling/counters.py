@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CpuRates", "counter_delta", "disk_rates", "network_rates", "pressure"]
 
+# Shares of an interval closer than this to one half are an even split of its ticks (float noise aside).
+TIE_TOLERANCE = 1e-9
+
 
 def counter_delta(prev: int, cur: int, bits: int = 64) -> int | None:
     """How much a ``bits``-wide counter advanced from ``prev`` to ``cur``; None when it was reset."""
@@ -274,7 +277,10 @@ class CpuRates:
             if ticks > 0:
                 idle_share = idle_ticks / ticks
                 share = idle_share if counts_idle else max(0.0, 1.0 - idle_share)
-                self._in_counted_state[cpu] = share >= 0.5
+                # An even split (within float noise) keeps the last verdict: breaking it toward the counted state
+                # would call the same CPU idle under cpuidle and running under schedstat.
+                if abs(share - 0.5) > TIE_TOLERANCE:
+                    self._in_counted_state[cpu] = share > 0.5
             else:
                 share = 1.0 if self._in_counted_state.get(cpu, False) else 0.0
             if share > 0:
