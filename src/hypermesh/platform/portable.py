@@ -33,6 +33,7 @@ from collections.abc import Collection, Iterable
 
 import psutil
 
+from hypermesh import gpu as gpu_layer
 from hypermesh.model import (
     CoreType,
     CpuFrequency,
@@ -408,14 +409,15 @@ class PortableBackend:
         # psutil sees no cgroup or job-object limits: unknown, as on a host without them.
         limits = Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None)
         watch.lap("limits")
-        watch.lap("gpus")  # GPUs come from the assets layer on every OS; a headless host has none
+        gpus = gpu_layer.identities()  # NVML where the driver has it, DRM sysfs on Linux; a headless host has none
+        watch.lap("gpus")
         return SystemProfile(
             os=os_info,
             cpu=cpu,
             memory=memory,
             storage=storage,
             network=network,
-            gpus=[],
+            gpus=gpus,
             limits=limits,
             timings_ms=watch.timings_ms(),
         )

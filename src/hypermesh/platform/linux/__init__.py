@@ -10,6 +10,7 @@ import os
 import select
 import time
 
+from hypermesh import gpu as gpu_layer
 from hypermesh.errors import BackendError
 from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
 from hypermesh.platform.base import RawCounters, Stopwatch
@@ -49,14 +50,14 @@ class LinuxBackend:
         storage = self._part(watch, "storage", self._storage)
         network = self._part(watch, "network", lambda: net.interfaces(self.sys, self.live))
         limits = self._part(watch, "limits", lambda: cgroup.limits(self.proc, self.sys))
-        watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM); a headless host has none, never an error
+        gpus = self._part(watch, "gpus", lambda: gpu_layer.identities(self.sys, self.proc))  # headless: [], never an error
         return SystemProfile(
             os=os_info,
             cpu=cpu,
             memory=memory,
             storage=storage,
             network=network,
-            gpus=[],
+            gpus=gpus,
             limits=limits,
             timings_ms=watch.timings_ms(),
         )
