@@ -159,7 +159,7 @@ def test_pid_bound_allocation_is_released_when_its_process_exits(tmp_path: Path)
         bound = ledger.allocate("cpu", "cpu", 1, owner="job", capacity=2, pid=job.pid)
         free = ledger.allocate("cpu", "cpu", 0.5, owner="keeper", capacity=2)
         assert {a.id for a in ledger.allocations()} == {bound.id, free.id}
-        with pytest.raises(InvalidInput, match="0.5 left"):
+        with pytest.raises(InvalidInput, match=r"0\.5 left"):
             ledger.allocate("cpu", "cpu", 1, owner="late", capacity=2)
     finally:
         job.kill()

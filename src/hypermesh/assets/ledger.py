@@ -139,6 +139,7 @@ class Ledger:
         self.path = os.path.join(self.state_dir, FILENAME)
         self.proc_root = proc_root
         self.on_release = on_release
+        self.cleanup_errors: list[str] = []
         try:
             os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
             # autocommit mode: transactions are ours (BEGIN IMMEDIATE), not the sqlite3 module's implicit ones
@@ -352,6 +353,13 @@ class Ledger:
         return dead
 
     def _released(self, allocations: list[Allocation]) -> None:
-        if self.on_release is not None:
-            for allocation in allocations:
+        for allocation in allocations:
+            if allocation.enforced is not None:
+                from hypermesh.assets import enforce
+
+                try:
+                    enforce.remove(allocation.id)
+                except OSError as exc:  # the grant is gone either way; an empty cgroup left behind is harmless
+                    self.cleanup_errors.append(f"allocation {allocation.id}: {exc}")
+            if self.on_release is not None:
                 self.on_release(allocation)
