@@ -50,7 +50,7 @@ class LinuxBackend:
         storage = self._part(watch, "storage", self._storage)
         network = self._part(watch, "network", lambda: net.interfaces(self.sys, self.live))
         limits = self._part(watch, "limits", lambda: cgroup.limits(self.proc, self.sys))
-        gpus = self._part(watch, "gpus", lambda: gpu_layer.identities(self.sys, self.proc))  # headless: [], never an error
+        gpus = self._part(watch, "gpus", lambda: gpu_layer.identities(self.sys, self.proc))  # headless: []
         return SystemProfile(
             os=os_info,
             cpu=cpu,
