@@ -135,6 +135,9 @@ def test_memory_capacity_is_the_cgroup_limit(cgroups) -> None:  # type: ignore[n
     (cgroups["memory"] / "memory.limit_in_bytes").write_text(str(limit))
     got = run_in(cgroups["memory"])["memory"]
     assert got["capacity"] == limit and got["details"]["total_bytes"] == meminfo_total()  # type: ignore[index]
+    # usage is what the cgroup is charged (a fresh Python: tens of MiB), not the host's used memory
+    assert 1 << 20 < got["usage"] < limit  # type: ignore[operator]
+    assert got["usage"] < got["details"]["host_used_bytes"]  # type: ignore[index, operator]
     (cgroups["memory"] / "memory.limit_in_bytes").write_text(str(meminfo_total() * 4))  # a limit above RAM
     got = run_in(cgroups["memory"])["memory"]
     assert got["capacity"] == meminfo_total()

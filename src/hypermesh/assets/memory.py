@@ -27,10 +27,15 @@ class MemoryAdapter:
         sample = ctx.need_sample()
         memory = sample.memory
         limit = None
+        usage = float(memory.used_bytes)
         if os.path.isdir(f"{ctx.proc}/self"):  # Linux: cgroups
             from hypermesh.platform.linux import cgroup
 
             limit = cgroup.limits(ctx.proc, ctx.sys).memory_limit_bytes
+            if limit is not None and limit < memory.total_bytes:
+                # The limit binds: what counts against it is its cgroup's charge, not the host's used memory.
+                charged = cgroup_usage(ctx, limit)
+                usage = usage if charged is None else float(charged)
         capacity = memory.total_bytes if limit is None else min(memory.total_bytes, limit)
         psi = memory.pressure
         problem = None
@@ -45,10 +50,11 @@ class MemoryAdapter:
                 id="memory",
                 unit="bytes",
                 capacity=float(capacity),
-                usage=float(memory.used_bytes),
+                usage=usage,
                 details={
                     "total_bytes": memory.total_bytes,
                     "cgroup_limit_bytes": limit,
+                    "host_used_bytes": memory.used_bytes,
                     "available_bytes": memory.available_bytes,
                     "pressure": None if psi is None else psi.to_dict(),
                 },
@@ -59,3 +65,24 @@ class MemoryAdapter:
 
     def close(self) -> None:
         return None
+
+
+def cgroup_usage(ctx: Context, limit: int) -> int | None:
+    """Bytes charged to the cgroup whose memory limit is ``limit`` (the binding one, ours or an ancestor)."""
+    from hypermesh.platform.linux.cgroup import _ancestors
+    from hypermesh.platform.linux.procfs import parse_proc_cgroup
+    from hypermesh.platform.linux.sysfs import read_int, read_str
+
+    root = f"{ctx.sys}/fs/cgroup"
+    for hid, controllers, path in parse_proc_cgroup(read_str(f"{ctx.proc}/self/cgroup") or ""):
+        if "memory" in controllers:
+            mount, limit_file, usage_file = f"{root}/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        elif hid == "0" and not controllers:
+            unified = root if os.path.exists(f"{root}/cgroup.controllers") else f"{root}/unified"
+            mount, limit_file, usage_file = unified, "memory.max", "memory.current"
+        else:
+            continue
+        for directory in _ancestors(mount, path):
+            if read_int(f"{directory}/{limit_file}") == limit:
+                return read_int(f"{directory}/{usage_file}")
+    return None
