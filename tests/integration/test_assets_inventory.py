@@ -54,7 +54,7 @@ def online_cpus() -> int:
 def test_live_capacities_match_the_kernel() -> None:
     with Inventory() as inventory:
         snap = inventory.snapshot()
-        assert snap.errors == {}
+        assert snap.errors == {} and snap.problems == {}
         cpu = snap.find("cpu")[0]
         memory = snap.find("memory")[0]
         assert cpu.details["quota_cores"] is None, "this test expects the test runner outside any CPU quota"
@@ -245,3 +245,15 @@ def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path
                 _kind, _, gid = held.pop(0).partition(":")
                 assert ledger.release(gid) is not None
     assert failed_seen == len(range(201, 300, 3)) and recovered > 30
+
+
+def test_a_gpu_source_that_cannot_be_read_is_a_named_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML named but absent: no GPU asset to carry the reason, so the snapshot says it; the rest is unaffected."""
+    monkeypatch.setenv("HYPERMESH_NVML", str(tmp_path / "absent" / "libnvidia-ml.so.1"))
+    (tmp_path / "sys/class/drm").mkdir(parents=True)
+    adapter = GpuAdapter(sys_root=str(tmp_path / "sys"), proc_root=str(tmp_path / "proc"))
+    with Inventory(adapters=[CpuAdapter(), adapter]) as inventory:
+        snap = inventory.snapshot()
+        assert snap.find("gpu") == [] and snap.errors == {}
+        assert "could not be loaded" in snap.problems["gpu.nvml"] and str(tmp_path) in snap.problems["gpu.nvml"]
+        assert snap.find("cpu")[0].health.status == "ok"

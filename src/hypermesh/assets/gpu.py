@@ -18,6 +18,11 @@ class GpuAdapter:
         self._roots = (sys_root, proc_root)
         self._reader: GpuReader | None = None
 
+    @property
+    def problems(self) -> dict[str, str]:
+        """Sources the last read could not use ({"nvml": reason}); the GPUs they could not name are missing."""
+        return dict(self._reader.problems) if self._reader is not None else {}
+
     def reader(self, ctx: Context) -> GpuReader:
         if self._reader is None:
             sys_root, proc_root = self._roots

@@ -104,6 +104,7 @@ class Inventory:
             allocated = ledger.allocated() if ledger is not None else {}
             assets: list[Asset] = []
             errors: dict[str, str] = {}
+            problems: dict[str, str] = {}
             for adapter in self.adapters:
                 kind = adapter.kind
                 try:
@@ -128,8 +129,11 @@ class Inventory:
                     ]
                 else:
                     self._last[kind] = readings
+                    # optional: adapters reading several sources (gpu: NVML and DRM) say which one failed
+                    for source, reason in getattr(adapter, "problems", {}).items():
+                        problems[f"{kind}.{source}"] = reason
                 assets.extend(self._asset(kind, r, now, allocated.get((kind, r.id), 0.0)) for r in readings)
-            return Snapshot(timestamp=now, assets=assets, errors=errors)
+            return Snapshot(timestamp=now, assets=assets, errors=errors, problems=problems)
 
     def _asset(self, kind: str, reading: Reading, now: float, allocated: float) -> Asset:
         status = "failed" if reading.failed else ("degraded" if reading.problem else "ok")

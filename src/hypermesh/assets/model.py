@@ -45,11 +45,17 @@ class Asset(Record):
 
 @record
 class Snapshot(Record):
-    """Every asset of the node at one moment; ``errors`` names each adapter that failed this time and why."""
+    """Every asset of the node at one moment.
+
+    ``errors``: each adapter that failed this time and why (its assets are reported failed). ``problems``: sources
+    an adapter could not read while it still reported what it could, ``{"gpu.nvml": "reason"}`` — NVML missing
+    on a host with NVIDIA cards, say, when no GPU asset exists to carry the reason.
+    """
 
     timestamp: float
     assets: list[Asset]
     errors: dict[str, str]
+    problems: dict[str, str]
 
     def find(self, kind: str, id: str | None = None) -> list[Asset]:
         """The assets of one kind, or the one with that id."""
