@@ -72,8 +72,10 @@ def test_intel_identity_only_and_busy_from_fdinfo() -> None:
     assert busy.update(first, now=100.0) == {}  # a baseline, never a fake 0
     second = fdinfo.scan(str(root / "proc-t1"))
     got = busy.update(second, now=101.0)
-    # client 7: +300 ms render in 1 s; client 9's render counter stepped back and is held (adds 0, not -100 ms)
-    assert got == {"0000:00:02.0": 30.0}
+    # client 7: +300 ms render (30 %) and +1.2 s video on two video engines (60 %): the busiest class, 60 %.
+    # Client 9's render counter stepped back and is held (adds 0, not -100 ms).
+    assert got == {"0000:00:02.0": 60.0}
+    assert {c.client_id: c.engine_capacity for c in second} == {"7": {"video": 2}, "9": {"video": 2}}
     third = busy.update(second, now=102.0)
     assert third == {"0000:00:02.0": 0.0}  # held at the max: stepping back again later adds nothing either
     engines = {c.client_id: c.engines_ns for c in second}

@@ -84,6 +84,7 @@ def test_devices_identity_readings_and_one_failing_device(fake_nvml: Path) -> No
             "client_id": f"nvml-{os.getpid()}",
             "engines_ns": {},
             "memory_bytes": {"vram": 256 << 20},
+            "engine_capacity": None,
         }
     ]
     assert got["problems"] == {}

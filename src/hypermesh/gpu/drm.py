@@ -13,13 +13,11 @@ i915 and xe have none of these: identity only here; busyness comes from DRM fdin
 from __future__ import annotations
 
 import os
-import re
 
 from hypermesh.gpu.model import GpuReading
 from hypermesh.platform.linux.sysfs import listdir, read_bytes, read_str
 
 VENDORS = {"0x1002": "amd", "0x8086": "intel", "0x10de": "nvidia"}
-_CARD = re.compile(r"card(\d+)")
 
 
 def _uevent(text: str | None) -> dict[str, str]:
@@ -57,7 +55,8 @@ def _hwmon(device: str) -> str | None:
 def cards(sys_root: str = "/sys") -> list[str]:
     """Card directories under <sys>/class/drm in card-number order."""
     base = f"{sys_root}/class/drm"
-    found = [(int(m.group(1)), name) for name in listdir(base) if (m := _CARD.fullmatch(name))]
+    # plain string tests, not a regex: `re` would add ~3 ms to every `hypermesh profile` for one directory listing
+    found = [(int(name[4:]), name) for name in listdir(base) if name.startswith("card") and name[4:].isdigit()]
     return [f"{base}/{name}" for _n, name in sorted(found)]
 
 

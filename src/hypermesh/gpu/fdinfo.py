@@ -60,10 +60,15 @@ def _amount(value: str) -> int | None:
 def client(pid: int, keys: dict[str, str]) -> GpuProcess:
     """A GpuProcess from the drm-* keys of one fdinfo file."""
     engines: dict[str, int] = {}
+    capacity: dict[str, int] = {}
     memory: dict[str, int] = {}
     resident: dict[str, int] = {}
     for key, value in keys.items():
-        if key.startswith("drm-engine-") and not key.startswith("drm-engine-capacity-"):
+        if key.startswith("drm-engine-capacity-"):
+            count = _amount(value)
+            if count is not None and count > 1:
+                capacity[key[len("drm-engine-capacity-") :]] = count
+        elif key.startswith("drm-engine-"):
             ns = _amount(value.removesuffix(" ns"))
             if ns is not None:
                 engines[key[len("drm-engine-") :]] = ns
@@ -81,6 +86,7 @@ def client(pid: int, keys: dict[str, str]) -> GpuProcess:
         client_id=keys.get("drm-client-id", f"pid{pid}"),
         engines_ns=engines,
         memory_bytes=memory,
+        engine_capacity=capacity or None,
     )
 
 
@@ -103,7 +109,8 @@ def scan(proc_root: str = "/proc") -> list[GpuProcess]:
 
 
 class EngineBusy:
-    """Per-GPU busy percentage from two scans: the busiest engine's summed client time over the interval.
+    """Per-GPU busy percentage from two scans: the busiest engine class's summed client time over the interval
+    (divided by the class's capacity, as drm-usage-stats.rst defines it).
 
     Counters that step back are held at their previous maximum, so a torn-down context never makes time negative;
     a client that vanished between two scans contributes nothing to that interval (its last slice is lost, as in
@@ -119,7 +126,10 @@ class EngineBusy:
         now = time.monotonic() if now is None else now
         peak: dict[tuple[str, str, str], int] = {}
         busy_ns: dict[tuple[str, str], int] = {}
+        capacity: dict[tuple[str, str], int] = {}
         for c in clients:
+            for engine, count in (c.engine_capacity or {}).items():
+                capacity[(c.pci_bus_id, engine)] = count
             for engine, ns in c.engines_ns.items():
                 key = (c.pci_bus_id, c.client_id, engine)
                 previous = self._peak.get(key)
@@ -132,6 +142,8 @@ class EngineBusy:
         if not elapsed or elapsed <= 0:
             return {}
         out: dict[str, float] = {c.pci_bus_id: 0.0 for c in clients}
-        for (pdev, _engine), ns in busy_ns.items():
-            out[pdev] = max(out[pdev], min(100.0, ns / (elapsed * 1e9) * 100.0))
+        for (pdev, engine), ns in busy_ns.items():
+            # an engine class with capacity N (two video engines) is fully busy at N times the interval
+            share = ns / (elapsed * 1e9 * capacity.get((pdev, engine), 1)) * 100.0
+            out[pdev] = max(out[pdev], min(100.0, share))
         return out

@@ -43,6 +43,7 @@ class GpuProcess(Record):
     ``engines_ns``: busy nanoseconds per engine since the client opened the device (fdinfo ``drm-engine-*``),
     held at their highest value seen (the counters of some drivers step back when a context is torn down);
     ``memory_bytes``: per memory region (fdinfo ``drm-memory-*``/``drm-resident-*``, NVML used memory as "vram").
+    ``engine_capacity``: engines of a class that count together (``drm-engine-capacity-video: 2``), where not 1.
     """
 
     pid: int
@@ -51,3 +52,4 @@ class GpuProcess(Record):
     client_id: str
     engines_ns: dict[str, int]
     memory_bytes: dict[str, int]
+    engine_capacity: dict[str, int] | None = None
