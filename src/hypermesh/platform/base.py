@@ -157,9 +157,10 @@ def assemble_profile(
     storage: Callable[[], list[StorageDevice]],
     network: Callable[[], list[NetworkInterface]],
     limits: Callable[[], Limits],
+    gpus: Callable[[], list[dict[str, object]]],
     where: str | None = None,
 ) -> SystemProfile:
-    """The SystemProfile every backend returns: its parts read in this order, each timed, GPUs left to the assets layer.
+    """The SystemProfile every backend returns: its parts read in this order, each timed.
 
     ``where`` names what the parts read (a Linux root): a part whose files do not parse (ValueError, IndexError,
     KeyError from a parser) then raises BackendError naming the part and that place. Without it such errors pass.
@@ -182,14 +183,14 @@ def assemble_profile(
     storage_devices = part("storage", storage)
     interfaces = part("network", network)
     binding_limits = part("limits", limits)
-    watch.lap("gpus")  # GPUs come from the assets layer (NVML, DRM) on every OS; a headless host has none
+    gpu_identities = part("gpus", gpus)  # the gpu layer (NVML, DRM) on every OS; a headless host has none
     return SystemProfile(
         os=os_info,
         cpu=cpu_info,
         memory=memory_info,
         storage=tuple(storage_devices),
         network=tuple(interfaces),
-        gpus=(),
+        gpus=tuple(gpu_identities),
         limits=binding_limits,
         timings_ms=watch.timings_ms(),
     )

@@ -33,6 +33,7 @@ from collections.abc import Collection, Iterable
 
 import psutil
 
+from hypermesh import gpu as gpu_layer
 from hypermesh.model import (
     CoreType,
     CpuFrequency,
@@ -399,6 +400,7 @@ class PortableBackend:
             storage=self._storage,
             network=self._network,
             limits=self._limits,
+            gpus=gpu_layer.identities,  # NVML where the driver has it, DRM sysfs on Linux; headless: []
         )
 
     @staticmethod

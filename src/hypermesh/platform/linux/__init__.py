@@ -10,6 +10,7 @@ import os
 import select
 import time
 
+from hypermesh import gpu as gpu_layer
 from hypermesh.errors import BackendError
 from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
 from hypermesh.platform.base import RawCounters, assemble_profile
@@ -44,6 +45,7 @@ class LinuxBackend:
             storage=self._storage,
             network=lambda: net.interfaces(self.sys, self.live),
             limits=lambda: cgroup.limits(self.proc, self.sys),
+            gpus=lambda: gpu_layer.identities(self.sys, self.proc),
             where=self.root or "/",
         )
 
