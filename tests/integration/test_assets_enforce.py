@@ -142,7 +142,7 @@ def test_half_a_core_holds_a_busy_loop_to_half_a_core(setup) -> None:  # type: i
 
 
 def test_gpu_grants_cannot_be_enforced(setup) -> None:  # type: ignore[no-untyped-def]
-    from hypermesh.assets.ledger import Allocation
+    from hypermesh.assets.allocation import Allocation
 
     grant = Allocation("x", "o", "gpu", "GPU-1", 1.0, 0.0, os.getpid(), None)
     with pytest.raises(Unsupported, match="no cgroup controller"):

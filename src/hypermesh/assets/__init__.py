@@ -12,8 +12,9 @@ The CLI (``hypermesh assets``) and the agent (``/v1/assets``, ``/v1/allocations`
 
 from __future__ import annotations
 
+from hypermesh.assets.allocation import Allocation
 from hypermesh.assets.inventory import Inventory
-from hypermesh.assets.ledger import KINDS, Allocation, Ledger, default_state_dir
+from hypermesh.assets.ledger import KINDS, Ledger, default_state_dir
 from hypermesh.assets.model import Asset, Health, Snapshot
 
 __all__ = [

@@ -28,7 +28,7 @@ from hypermesh.errors import PermissionDenied, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from hypermesh.assets.ledger import Allocation
+    from hypermesh.assets.allocation import Allocation
     from hypermesh.assets.model import Snapshot
 
 CGROUP_ROOT = "/sys/fs/cgroup"

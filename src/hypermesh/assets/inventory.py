@@ -22,8 +22,9 @@ from hypermesh.errors import BackendError, HypermeshError, InvalidInput, NotFoun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from hypermesh.assets.allocation import Allocation
     from hypermesh.assets.base import Adapter
-    from hypermesh.assets.ledger import Allocation, Ledger
+    from hypermesh.assets.ledger import Ledger
     from hypermesh.sampling.sampler import Sampler
 
 UNITS = {"cpu": "cores", "memory": "bytes", "storage": "bytes", "network": "bytes_per_s", "gpu": "devices"}

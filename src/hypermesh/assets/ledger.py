@@ -24,8 +24,8 @@ import sqlite3
 import threading
 import time
 
+from hypermesh.assets.allocation import Allocation
 from hypermesh.errors import InvalidInput, NotFound, PermissionDenied
-from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,20 +49,6 @@ CREATE TABLE IF NOT EXISTS allocations (
 );
 CREATE INDEX IF NOT EXISTS allocations_asset ON allocations (kind, asset_id);
 """
-
-
-@record
-class Allocation(Record):
-    """One grant. ``pid`` binds it to a process; ``enforced`` names the cgroup that holds it to the grant, if any."""
-
-    id: str
-    owner: str
-    kind: str
-    asset_id: str
-    amount: float
-    created_at: float
-    pid: int | None = None
-    enforced: str | None = None
 
 
 def default_state_dir() -> str:
