@@ -71,3 +71,15 @@ def test_help_names_examples_and_exit_codes() -> None:
     done = run("assets", "--help")
     assert done.returncode == 0
     assert "examples:" in done.stdout and "exit codes:" in done.stdout
+
+
+def test_profile_and_sample_read_the_machine_under_root(tmp_path: Path) -> None:
+    here = json.loads(run("profile", "--json").stdout)
+    rooted = json.loads(run("profile", "--json", "--root", "/").stdout)
+    assert rooted["cpu"]["logical_cores"] == here["cpu"]["logical_cores"] == os.cpu_count()
+    sample = run("sample", "--count", "1", "--interval", "0.2", "--json", "--root", "/")
+    assert sample.returncode == 0, sample.stderr
+    assert len(json.loads(sample.stdout)["cpu"]["per_core"]) == os.cpu_count()
+    # An empty directory is no machine: one line naming what is missing, not a profile of nothing.
+    empty = run("profile", "--json", "--root", str(tmp_path))
+    assert empty.returncode != 0 and str(tmp_path) in empty.stderr and empty.stderr.count("\n") == 1
