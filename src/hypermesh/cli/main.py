@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "hypermesh.cli.sample_cmd",
     "hypermesh.cli.ebpf_cmd",
     "hypermesh.cli.agent_cmd",
+    "hypermesh.cli.assets_cmd",
 )
 
 EPILOG = """\

@@ -23,13 +23,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--root", default="/", metavar="DIR", help="profile the machine mounted at DIR, e.g. /host (default /)"
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import hypermesh
 
-    profile = hypermesh.profile()
+    if args.root != "/":
+        from hypermesh.platform.linux import LinuxBackend
+
+        profile = LinuxBackend(root=args.root).profile()
+    else:
+        profile = hypermesh.profile()
     if args.json:
         import json
 

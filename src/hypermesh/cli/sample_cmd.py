@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="stop after N samples (default: run until Ctrl-C)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per sample (JSON lines)")
+    p.add_argument(
+        "--root", default="/", metavar="DIR", help="sample the machine mounted at DIR, e.g. /host (default /)"
+    )
     p.set_defaults(handler=run)
 
 
@@ -66,7 +69,12 @@ def _sample(args: argparse.Namespace) -> int:
     sampler = None
     try:
         # Inside the try: Ctrl-C while the Sampler opens its files (or rich loads) ends the run like any other.
-        sampler = hypermesh.Sampler(min_interval=min(args.interval, 0.1))
+        backend = None
+        if args.root != "/":
+            from hypermesh.platform.linux import LinuxBackend
+
+            backend = LinuxBackend(root=args.root)
+        sampler = hypermesh.Sampler(min_interval=min(args.interval, 0.1), backend=backend)
         stream = sampler.stream(args.interval, args.count)
         if args.json:
             import json
