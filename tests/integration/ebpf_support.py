@@ -57,3 +57,14 @@ def run_cli(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.Com
         check=False,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def completed_requests(major: int, minor: int) -> int:
+    """Requests completed on a device (reads + writes + discards + flushes), from /proc/diskstats."""
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if int(fields[0]) == major and int(fields[1]) == minor:
+                counted = [3, 7] + ([14] if len(fields) > 14 else []) + ([18] if len(fields) > 18 else [])
+                return sum(int(fields[i]) for i in counted)
+    raise AssertionError(f"{major}:{minor} not in /proc/diskstats")

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ebpf_support import HYPERMESH, require_ebpf
+from tests.integration.ebpf_support import HYPERMESH, completed_requests, require_ebpf
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
 WRITES = 8
-
-
-def completed_requests(major: int, minor: int) -> int:
-    """Requests completed on a device (reads + writes + discards + flushes), from /proc/diskstats."""
-    with open("/proc/diskstats") as f:
-        for line in f:
-            fields = line.split()
-            if int(fields[0]) == major and int(fields[1]) == minor:
-                counted = [3, 7] + ([14] if len(fields) > 14 else []) + ([18] if len(fields) > 18 else [])
-                return sum(int(fields[i]) for i in counted)
-    raise AssertionError(f"{major}:{minor} not in /proc/diskstats")
 
 
 def test_cli_biolatency_shows_the_requests_of_a_write_and_fsync_burst(block_device_dir: Path) -> None:

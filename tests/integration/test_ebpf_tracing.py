@@ -22,7 +22,7 @@ import hypermesh.ebpf
 from hypermesh.ebpf.syscall_names import syscall_number
 from hypermesh.errors import InvalidInput
 from tests.conftest import require, require_binary
-from tests.integration.ebpf_support import REPO, require_ebpf, run_cli
+from tests.integration.ebpf_support import REPO, completed_requests, require_ebpf, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -256,24 +256,13 @@ def test_syscalls_say_how_many_came_from_processes_beyond_the_table() -> None:
     assert counts.total >= counts.untracked + sum(p.count for p in counts.processes) - 1000
 
 
-def _diskstats(major: int, minor: int) -> int:
-    """Requests completed on a device (reads + writes + discards + flushes), from /proc/diskstats."""
-    with open("/proc/diskstats") as f:
-        for line in f:
-            fields = line.split()
-            if int(fields[0]) == major and int(fields[1]) == minor:
-                counted = [3, 7] + ([14] if len(fields) > 14 else []) + ([18] if len(fields) > 18 else [])
-                return sum(int(fields[i]) for i in counted)
-    raise AssertionError(f"{major}:{minor} not in /proc/diskstats")
-
-
 def test_biolatency_sees_write_and_fsync(block_device_dir: Path) -> None:
     require_ebpf()
     directory = str(block_device_dir)  # a loop device: / and /var/tmp have none in a container
     st = os.stat(directory)
     major, minor = os.major(st.st_dev), os.minor(st.st_dev)
     require(os.path.exists(f"/sys/dev/block/{major}:{minor}"), f"{directory} on a block device")
-    before = _diskstats(major, minor)
+    before = completed_requests(major, minor)
     with hypermesh.ebpf.load("biolatency") as prog:
         prog.attach()
         with tempfile.NamedTemporaryFile(dir=directory) as f:
@@ -282,7 +271,7 @@ def test_biolatency_sees_write_and_fsync(block_device_dir: Path) -> None:
                 os.fsync(f.fileno())
         time.sleep(0.1)
         hist = prog.read()
-    after = _diskstats(major, minor)
+    after = completed_requests(major, minor)
     device = next(d for d in hist.devices if d.device == f"{major}:{minor}")
     assert device.name == os.path.basename(os.path.realpath(f"/sys/dev/block/{major}:{minor}"))
     assert device.total == sum(b.count for b in device.buckets)
