@@ -9,22 +9,17 @@ must also pass on that kernel, with CI=1 so nothing in it may skip.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import require, require_root
+from tests.vm.second_kernel import BOOT_TIMEOUT_S, REPO, boot_second_kernel
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.ebpf, pytest.mark.root]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BOOT_TIMEOUT_S = 600
 GUEST_TESTS = [
     "tests/integration/test_ebpf_tracing.py::test_syscalls_counts_exact_getppid_calls_for_a_pid",
     "tests/integration/test_ebpf_tracing.py::test_execsnoop_ten_true",
@@ -37,23 +32,8 @@ GUEST_TESTS = [
 ]
 
 
-def _second_kernel() -> str | None:
-    running = os.uname().release
-    for image in sorted(glob.glob("/boot/vmlinuz-*")):
-        if not image.endswith(running):
-            return image
-    return None
-
-
 @pytest.mark.timeout(BOOT_TIMEOUT_S + 60)
 def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
-    require_root()
-    bindir = os.path.dirname(sys.executable)
-    vng = shutil.which("vng", path=f"{bindir}:{os.environ.get('PATH', '')}")
-    require(vng, "virtme-ng (pip install virtme-ng; it is in the dev extra)")
-    require(shutil.which("qemu-system-x86_64"), "qemu-system-x86 (make deps)")
-    kernel = _second_kernel()
-    require(kernel, "a second kernel image in /boot (Debian linux-image-amd64)")
     python = shlex.quote(sys.executable)
     selection = " ".join(shlex.quote(t) for t in GUEST_TESTS)
     guest = (
@@ -61,12 +41,7 @@ def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
         f"HYPERMESH_BTF_CACHE=/tmp/hypermesh-btf && uname -r && {python} tests/vm/guest_check.py && "
         f"{python} -m pytest -q -p no:cacheprovider {selection} && echo GUEST-ALL-PASSED"
     )
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [vng, "--disable-kvm", "-r", kernel, "--memory", "2G", "--cpus", "2", "--", guest],  # type: ignore[list-item]
-        capture_output=True, text=True, timeout=BOOT_TIMEOUT_S, env=env, check=False, cwd=REPO,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
+    output = boot_second_kernel(guest, "2G")
     artifacts = os.path.join(REPO, "tests", "artifacts")
     os.makedirs(artifacts, exist_ok=True)
     with open(os.path.join(artifacts, "ebpf-second-kernel.log"), "w") as f:
