@@ -385,10 +385,12 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     readings = []
     try:
         time.sleep(0.3)
+        child_ran = [task_run_seconds(child.pid)]
         start = time.monotonic()
         for k in range(1, 202):
             readings.append(reader.read())
             time.sleep(max(0.0, start + k * 0.01 - time.monotonic()))
+        child_ran.append(task_run_seconds(child.pid))
     finally:
         child.kill()
         child.join()
@@ -400,18 +402,23 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
         fine_values.append(fine.compute(a, b, dt).per_core[index])
         tick_values.append(coarse.compute(without_fine_source(a), without_fine_source(b), dt).per_core[index])
     mean = sum(fine_values) / len(fine_values)
-    # Over the whole 2 s window ticks are accurate (200 of them): the fine readings must average to the same.
-    overall = CpuRates().compute(
-        without_fine_source(readings[0]),
-        without_fine_source(readings[-1]),
-        readings[-1].monotonic - readings[0].monotonic,
-    )
-    assert overall.per_core[index] >= 30.0  # the 50 % duty load (and whatever else ran there)
-    assert abs(mean - overall.per_core[index]) <= 12.0, (mean, overall.per_core[index])
+    # The independent measure is the child's own run time, in ns, from /proc/PID/schedstat. Ticks are not: the
+    # 4 ms duty period beats against a 250 Hz tick, and over 2 s ticks once said 36 % of a load that ran 48 %.
+    window = readings[-1].monotonic - readings[0].monotonic
+    child_share = 100.0 * (child_ran[1] - child_ran[0]) / window
+    assert child_share >= 30.0  # the 50 % duty load ran
+    # The core's busy time holds the child's and whatever else ran there (a little): never less, not much more.
+    assert child_share - 6.0 <= mean <= child_share + 15.0, (mean, child_share)
     fine_extremes = sum(v in (0.0, 100.0) for v in fine_values)
     tick_extremes = sum(v in (0.0, 100.0) for v in tick_values)
     assert tick_extremes >= 0.6 * len(tick_values), tick_values  # what tick counting gives at 100 Hz
     assert fine_extremes <= 0.5 * tick_extremes, (fine_extremes, tick_extremes, fine_values)
+
+
+def task_run_seconds(pid: int) -> float:
+    """Seconds task ``pid`` has run on a CPU, exact to the ns (/proc/PID/schedstat's first field)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def check_tick_fallback(cpu: int, index: int) -> None:
