@@ -71,9 +71,7 @@ def _build(cls: Any, **given: object) -> Any:
     return cls(**{name: given.get(name) for name in cls._fields})
 
 
-def _node_stats(
-    meminfo: dict[str, int], net_dev: dict[str, NetDevStats], softirqs: dict[str, list[int]]
-) -> NodeStats:
+def _node_stats(meminfo: dict[str, int], net_dev: dict[str, NetDevStats], softirqs: dict[str, list[int]]) -> NodeStats:
     empty: dict[str, str] = {}
     return NodeStats(
         timestamp=0.0,
