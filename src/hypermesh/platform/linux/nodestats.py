@@ -45,25 +45,6 @@ INTERFACE_ERROR_COUNTERS = (
     "tx_window_errors",
 )
 
-# The /proc/net/dev column each error counter is summed into (rx_nohandler is in none of them).
-_ERROR_TOTALS = {
-    "rx_crc_errors": "receive_frame",
-    "rx_length_errors": "receive_frame",
-    "rx_over_errors": "receive_frame",
-    "rx_missed_errors": "receive_drops",
-    "tx_aborted_errors": "transmit_carrier",
-    "tx_heartbeat_errors": "transmit_carrier",
-    "tx_window_errors": "transmit_carrier",
-}
-
-
-def _error_totals(row: NetDevStats) -> tuple[tuple[str, int | None], ...]:
-    return (
-        ("receive_frame", row.receive_frame),
-        ("receive_drops", row.receive_drops),
-        ("transmit_carrier", row.transmit_carrier),
-    )
-
 
 def _net_dev_stats(columns: list[bytes]) -> NetDevStats:
     return NetDevStats(**procnet.net_dev_all(columns))
@@ -386,9 +367,21 @@ class NodeStatsReader:
         means zero parts: most interfaces cost one read (rx_nohandler) instead of eight.
         """
         out = {}
-        zero = set() if totals is None else {n for n, v in _error_totals(totals) if v == 0}
+        frame = drops = carrier = False  # no /proc/net/dev line: read every part
+        if totals is not None:
+            frame, drops, carrier = totals.receive_frame == 0, totals.receive_drops == 0, totals.transmit_carrier == 0
+        # Whether the /proc/net/dev column each part is summed into is 0 (rx_nohandler is in none of them).
+        summed_into_zero = {
+            "rx_crc_errors": frame,
+            "rx_length_errors": frame,
+            "rx_over_errors": frame,
+            "rx_missed_errors": drops,
+            "tx_aborted_errors": carrier,
+            "tx_heartbeat_errors": carrier,
+            "tx_window_errors": carrier,
+        }
         for counter in INTERFACE_ERROR_COUNTERS:
-            if _ERROR_TOTALS.get(counter) in zero:
+            if summed_into_zero.get(counter, False):
                 out[counter] = 0
                 continue
             value = self._attrs.read_int(f"{d}/statistics/{counter}")
