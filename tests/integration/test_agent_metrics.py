@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from hypermesh.agent import metrics
 from hypermesh.agent.guards import AgentStats
 from hypermesh.agent.programs import EbpfStatus
-from hypermesh.model import NodeStats
+from hypermesh.model_node import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
 from tests.conftest import require_binary

@@ -8,7 +8,8 @@ raises ``NoData`` itself. The runner reports that as success with no families, n
 
 from __future__ import annotations
 
-from hypermesh.model import Counters, NodeStats, SystemProfile
+from hypermesh.model import Counters, SystemProfile
+from hypermesh.model_node import NodeStats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
