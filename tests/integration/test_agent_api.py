@@ -220,10 +220,12 @@ def test_profile_assets_and_ebpf_describe_this_machine(agent):
     profile = agent.get("/v1/profile").json()
     assert profile["os"]["hostname"] == socket.gethostname()
     assert profile["cpu"]["logical_cores"] == len(online_cpus())
-    assets = agent.get("/v1/assets").json()
-    assert assets["source"] == "profile"
-    assert assets["memory"]["total_bytes"] == meminfo_bytes("MemTotal")
-    assert {n["name"] for n in assets["network"]} == set(os.listdir("/sys/class/net"))
+    # /v1/assets is the assets layer's snapshot (tests/integration/test_agent_assets.py compares it with the CLI's)
+    assets = {(a["kind"], a["id"]): a for a in agent.get("/v1/assets").json()["assets"]}
+    assert assets["cpu", "cpu"]["capacity"] == len(os.sched_getaffinity(0))
+    limit = profile["limits"]["memory_limit_bytes"]
+    total = meminfo_bytes("MemTotal")
+    assert assets["memory", "memory"]["capacity"] == (total if limit is None else min(total, limit))
     ebpf = agent.get("/v1/ebpf").json()
     assert set(ebpf) >= {"available", "reason", "probe"}
     assert ebpf["available"] or ebpf["reason"]
