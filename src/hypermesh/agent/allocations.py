@@ -24,11 +24,13 @@ import asyncio
 import ipaddress
 import json
 import math
+import re
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from hypermesh.agent.guards import MAX_BODY_BYTES
+from hypermesh.agent.openapi import AMOUNT_PATTERN, MAX_NAME, MAX_PID
 from hypermesh.assets.amounts import parse_amount
 from hypermesh.assets.ledger import KINDS, Refused, check_amount
 from hypermesh.errors import BackendError, HypermeshError, InvalidInput, NotFound, PermissionDenied, Unsupported
@@ -42,9 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PID", "AllocationRoutes", "is_loopback"]
 
 FIELDS = ("kind", "amount", "owner", "asset", "id", "pid", "enforce", "force")
-# PID_MAX_LIMIT on 64-bit Linux (include/linux/threads.h): no pid is larger.
-MAX_PID = 4 * 1024 * 1024
-MAX_NAME = 128
+# What the schema says an amount string is, checked as written there (ASCII only: Python's \s and \d take more than
+# ECMAScript's, so parse_amount alone would take strings the schema calls invalid).
+AMOUNT = re.compile(AMOUNT_PATTERN.removeprefix("^").removesuffix("$"), re.ASCII)
 
 
 def is_loopback(host: str) -> bool:
@@ -66,7 +68,7 @@ def _name(data: dict[str, Any], field: str, required: bool) -> str | None:
     value = data.get(field)
     if value is None:
         if required:
-            raise InvalidInput(f"{field} is required: a name, e.g. \"{field}\": \"job-7\"")
+            raise InvalidInput(f'{field} is required: a name, e.g. "{field}": "job-7"')
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME or not value.isprintable():
         raise InvalidInput(f"{field} must be 1-{MAX_NAME} printable characters")
@@ -90,10 +92,12 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise InvalidInput(f"kind must be one of: {', '.join(KINDS)}")
     amount = data.get("amount")
     if isinstance(amount, str):
+        if not AMOUNT.fullmatch(amount):
+            raise InvalidInput(f"bad amount {amount!r}: a number and a unit, e.g. 0.5, 500m, 1.5GiB, 1Gbit")
         value = parse_amount(kind, amount)
     elif isinstance(amount, int | float) and not isinstance(amount, bool):
         if not math.isfinite(amount) or amount <= 0:
-            raise InvalidInput("amount must be more than 0 (a number, or a string such as \"1.5GiB\")")
+            raise InvalidInput('amount must be more than 0 (a number, or a string such as "1.5GiB")')
         value = check_amount(float(amount))
     else:
         raise InvalidInput('amount is required: a number (0.5 cores, bytes) or a string such as "1.5GiB" or "500m"')
@@ -130,7 +134,9 @@ def _status(exc: HypermeshError) -> int:
         return 409  # a valid request the node's state does not allow now (not enough left, a failed asset)
     if isinstance(exc, PermissionDenied):
         return 403
-    if isinstance(exc, InvalidInput | NotFound | Unsupported):
+    if isinstance(exc, NotFound):
+        return 404  # the asset named
+    if isinstance(exc, InvalidInput | Unsupported):
         return 422
     return 503
 
@@ -159,6 +165,9 @@ class AllocationRoutes:
             return _error(503, f"the allocation ledger is unavailable: {self.assets.ledger_error}")
         return None
 
+    async def list_or_create(self, request: Request) -> Response:
+        return await (self.create(request) if request.method == "POST" else self.list(request))
+
     async def list(self, request: Request) -> Response:
         unavailable = self._unavailable()
         if unavailable is not None:
@@ -184,7 +193,9 @@ class AllocationRoutes:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
-                    return _error(413, f"the body is over {MAX_BODY_BYTES} bytes; an allocation request is a small object")
+                    return _error(
+                        413, f"the body is over {MAX_BODY_BYTES} bytes; an allocation request is a small object"
+                    )
         except ClientDisconnect:
             return Response(status_code=400)  # nobody left to read it
         try:

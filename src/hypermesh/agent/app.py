@@ -247,8 +247,8 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/stream", stream_endpoint, methods=get),
         Route("/v1/assets", assets_endpoint, methods=get),
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
-        Route("/v1/allocations", allocations.list, methods=get),
-        Route("/v1/allocations", allocations.create, methods=["POST"]),
+        # One route for both methods: a 405 then lists both in its Allow header.
+        Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
         Route("/v1/allocations/{id}", allocations.delete, methods=["DELETE"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

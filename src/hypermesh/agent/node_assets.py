@@ -19,7 +19,7 @@ import os
 import threading
 
 from hypermesh.assets import Inventory, Ledger, default_state_dir
-from hypermesh.errors import BackendError, HypermeshError, InvalidInput
+from hypermesh.errors import BackendError, HypermeshError, PermissionDenied
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
@@ -147,9 +147,9 @@ class NodeAssets:
     def _check_enforceable(self, pid: int) -> None:
         """Refuse to hold init, the agent itself or a kernel thread to a grant: each would starve the machine."""
         if pid == 1:
-            raise InvalidInput("enforce: pid 1 is init; holding it to a grant would throttle the whole machine")
+            raise PermissionDenied("enforce: pid 1 is init; holding it to a grant would throttle the whole machine")
         if pid == os.getpid():
-            raise InvalidInput(f"enforce: pid {pid} is this agent; it cannot hold itself to a grant")
+            raise PermissionDenied(f"enforce: pid {pid} is this agent; it cannot hold itself to a grant")
         try:
             with open(f"{self.proc_root}/{pid}/stat", "rb") as f:
                 data = f.read()
@@ -157,4 +157,4 @@ class NodeAssets:
         except (OSError, ValueError, IndexError):
             return  # no such process: the ledger refuses it with its own words
         if flags & _PF_KTHREAD:
-            raise InvalidInput(f"enforce: pid {pid} is a kernel thread; only user processes can be held to a grant")
+            raise PermissionDenied(f"enforce: pid {pid} is a kernel thread; only user processes can be held to a grant")
