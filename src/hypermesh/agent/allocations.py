@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from hypermesh.agent.guards import MAX_BODY_BYTES
-from hypermesh.agent.openapi import AMOUNT_PATTERN, MAX_NAME, MAX_PID
+from hypermesh.agent.openapi import AMOUNT_PATTERNS, MAX_NAME, MAX_PID
 from hypermesh.assets.amounts import parse_amount
 from hypermesh.assets.ledger import KINDS, Refused, check_amount
 from hypermesh.errors import BackendError, HypermeshError, InvalidInput, NotFound, PermissionDenied, Unsupported
@@ -44,9 +44,16 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PID", "AllocationRoutes", "is_loopback"]
 
 FIELDS = ("kind", "amount", "owner", "asset", "id", "pid", "enforce", "force")
-# What the schema says an amount string is, checked as written there (ASCII only: Python's \s and \d take more than
-# ECMAScript's, so parse_amount alone would take strings the schema calls invalid).
-AMOUNT = re.compile(AMOUNT_PATTERN.removeprefix("^").removesuffix("$"), re.ASCII)
+# What the schema says an amount string of each kind is, checked as written there: parse_amount alone takes more
+# (spaces, exponents, "ps"), which the schema would call invalid.
+AMOUNT_FORMS = {
+    "cpu": "cores: 2, 0.5 or 500m",
+    "gpu": "devices: 1 or 0.5",
+    "memory": "bytes: 1.5GiB, 512MiB, 500MB",
+    "storage": "bytes: 10GiB, 500GB",
+    "network": "bytes per second: 125MB, or bits: 1Gbit",
+}
+AMOUNTS = {kind: re.compile(pattern[1:-1], re.ASCII) for kind, pattern in AMOUNT_PATTERNS.items()}
 
 
 def is_loopback(host: str) -> bool:
@@ -92,8 +99,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise InvalidInput(f"kind must be one of: {', '.join(KINDS)}")
     amount = data.get("amount")
     if isinstance(amount, str):
-        if not AMOUNT.fullmatch(amount):
-            raise InvalidInput(f"bad amount {amount!r}: a number and a unit, e.g. 0.5, 500m, 1.5GiB, 1Gbit")
+        if not AMOUNTS[kind].fullmatch(amount):
+            raise InvalidInput(f"bad {kind} amount {amount!r}: use {AMOUNT_FORMS[kind]}")
         value = parse_amount(kind, amount)
     elif isinstance(amount, int | float) and not isinstance(amount, bool):
         if not math.isfinite(amount) or amount <= 0:

@@ -249,7 +249,8 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
         # One route for both methods: a 405 then lists both in its Allow header.
         Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
-        Route("/v1/allocations/{id}", allocations.delete, methods=["DELETE"]),
+        # :path, so an id with a slash in it ("/run/netns", sent as %2F) can be released too
+        Route("/v1/allocations/{id:path}", allocations.delete, methods=["DELETE"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

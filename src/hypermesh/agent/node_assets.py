@@ -19,6 +19,7 @@ import os
 import threading
 
 from hypermesh.assets import Inventory, Ledger, default_state_dir
+from hypermesh.assets.ledger import Refused, process_start
 from hypermesh.errors import BackendError, HypermeshError, PermissionDenied
 from hypermesh.model import Record, record
 
@@ -135,6 +136,9 @@ class NodeAssets:
         force: bool,
     ) -> Allocation:
         ledger = self.need_ledger()
+        if pid is not None and process_start(pid, self.proc_root) is None:
+            # the node's state, not the request, is what disagrees (the process has exited): 409, not 422
+            raise Refused(f"no process {pid}: an allocation can only be bound to a running process")
         if enforce and pid is not None:
             self._check_enforceable(pid)
         return self.inventory.allocate(

@@ -8,13 +8,23 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["AMOUNT_PATTERN", "JSON_TYPE", "MAX_SAMPLES_PER_RESPONSE", "MAX_SEQUENCE", "openapi_schema"]
+__all__ = ["AMOUNT_PATTERNS", "JSON_TYPE", "MAX_SAMPLES_PER_RESPONSE", "MAX_SEQUENCE", "openapi_schema"]
 
 JSON_TYPE = "application/json"
 MAX_SAMPLES_PER_RESPONSE = 3600
 MAX_SEQUENCE = 2**63 - 1  # the schema's maximum for after=, far past any count
-# An amount given as a string: a decimal number and a unit suffix (which suffixes a kind takes is checked after).
-AMOUNT_PATTERN = r"^[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?[A-Za-z/]*$"
+# An amount given as a string, per kind: a decimal number above 0 and a unit the kind takes (parse_amount's units,
+# any letter case). The agent checks a string against its kind's pattern before parsing it.
+_DECIMAL = r"([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+_BYTES = r"([bB]|[kKmMgGtT]([bB]|[iI][bB]?)?)?"
+_BITS = r"[kKmMgGtT]?[bB][iI][tT]"
+AMOUNT_PATTERNS = {
+    "cpu": rf"^{_DECIMAL}m?$",
+    "memory": rf"^{_DECIMAL}{_BYTES}$",
+    "storage": rf"^{_DECIMAL}{_BYTES}$",
+    "network": rf"^{_DECIMAL}({_BYTES}|{_BITS})(/s)?$",
+    "gpu": rf"^{_DECIMAL}$",
+}
 MAX_NAME = 128
 MAX_PID = 4 * 1024 * 1024  # PID_MAX_LIMIT on 64-bit Linux (include/linux/threads.h): no pid is larger
 KINDS = ["cpu", "memory", "storage", "network", "gpu"]
@@ -132,36 +142,38 @@ def _allocation_paths() -> dict[str, Any]:
     }
 
 
-def _allocation_schemas() -> dict[str, Any]:
+def _request_schema(kind: str) -> dict[str, Any]:
     name = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
     return {
-        "AllocationRequest": {
-            "type": "object",
-            "required": ["kind", "amount", "owner"],
-            "additionalProperties": False,
-            "properties": {
-                "kind": {"type": "string", "enum": KINDS},
-                "amount": {
-                    "description": "in the asset's unit (cores, bytes, bytes per second, devices) or a string: "
-                    "0.5, 500m (cores); 1.5GiB, 500MB (bytes); 1Gbit (network)",
-                    "oneOf": [
-                        {"type": "number", "minimum": 0, "exclusiveMinimum": True},
-                        {"type": "string", "pattern": AMOUNT_PATTERN},
-                    ],
-                },
-                "owner": dict(name, description="who holds the grant"),
-                "asset": dict(name, description="which asset of the kind (needed where it has several)"),
-                "id": dict(name, description="the allocation id; the same request again returns the first grant"),
-                "pid": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_PID,
-                    "description": "released once this process exits",
-                },
-                "enforce": {"type": "boolean", "description": "hold pid to the grant with a cgroup (cpu, memory)"},
-                "force": {"type": "boolean", "description": "grant a GPU other processes still use"},
+        "type": "object",
+        "required": ["kind", "amount", "owner"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": [kind]},
+            "amount": {
+                "oneOf": [
+                    {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+                    {"type": "string", "pattern": AMOUNT_PATTERNS[kind]},
+                ],
             },
+            "owner": dict(name, description="who holds the grant"),
+            "asset": dict(name, description="which asset of the kind (needed where it has several)"),
+            "id": dict(name, description="the allocation id; the same request again returns the first grant"),
+            "pid": {"type": "integer", "minimum": 1, "maximum": MAX_PID, "description": "released once it exits"},
+            "enforce": {"type": "boolean", "description": "hold pid to the grant with a cgroup (cpu, memory)"},
+            "force": {"type": "boolean", "description": "grant a GPU other processes still use"},
         },
+    }
+
+
+def _allocation_schemas() -> dict[str, Any]:
+    return {
+        "AllocationRequest": {
+            "description": "kind, amount (in the kind's unit, or a string with a unit it takes) and owner; asset "
+            "where the kind has several (storage: a mountpoint, network: an interface, gpu: a uuid)",
+            "oneOf": [{"$ref": f"#/components/schemas/{kind.capitalize()}Request"} for kind in KINDS],
+        },
+        **{f"{kind.capitalize()}Request": _request_schema(kind) for kind in KINDS},
         "Allocation": {
             "type": "object",
             "required": ["id", "owner", "kind", "asset_id", "amount", "created_at", "pid", "enforced"],
