@@ -342,3 +342,77 @@ def test_without_auth_writes_from_beyond_loopback_get_403(tmp_path):
             assert httpx.delete(f"http://127.0.0.1:{port}/v1/allocations/remote-1", timeout=20).status_code == 200
     finally:
         veth.down()
+
+
+GPU_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu"
+AGENT_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "agent" / "root"
+
+
+def gpu_root(tmp_path: Path) -> Path:
+    """The recorded agent root with the AMD and the Intel card of tests/fixtures/gpu added under its sys/class/drm."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(AGENT_ROOT, root, symlinks=True)
+    shutil.copytree(GPU_FIXTURES / "amd" / "sys", root / "sys", symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(GPU_FIXTURES / "intel/sys/class/drm/card1", root / "sys/class/drm/card1", symlinks=True)
+    return root
+
+
+def test_gpu_metrics_of_the_fixture_cards_through_the_agents_root(tmp_path):
+    root = gpu_root(tmp_path)
+    amd = GPU_FIXTURES / "amd/sys/class/drm/card0/device"
+
+    def read(path: Path) -> str:
+        return path.read_text().strip()
+
+    uevent = dict(line.split("=", 1) for line in read(amd / "uevent").splitlines())
+    amd_labels = (
+        ("gpu", "0"),
+        ("pci_bus_id", uevent["PCI_SLOT_NAME"]),
+        ("uuid", read(amd / "unique_id")),
+        ("vendor", "amd"),
+    )
+    intel_labels = (("gpu", "1"), ("pci_bus_id", "0000:00:02.0"), ("uuid", "0000:00:02.0"), ("vendor", "intel"))
+    with AgentProcess("--root", str(root), "--state-dir", str(tmp_path / "state")) as process:
+        client = httpx.Client(base_url=process.url, timeout=20)
+        # the AMD card has clients outside any allocation (fdinfo pids 4242, 5100 are not in this root's proc):
+        # with its own proc, this root has none, so the grant goes through without force
+        grant = client.post("/v1/allocations", json={"kind": "gpu", "amount": 0.5, "owner": "trainer",
+                                                     "asset": read(amd / "unique_id")})  # fmt: skip
+        assert grant.status_code == 201, grant.text
+        text = client.get("/metrics").text
+        assets = {(a["kind"], a["id"]): a for a in client.get("/v1/assets").json()["assets"]}
+        client.close()
+    assert metric_samples(text, "hypermesh_gpu_busy_ratio") == {amd_labels: int(read(amd / "gpu_busy_percent")) / 100}
+    assert metric_samples(text, "hypermesh_gpu_memory_used_bytes") == {
+        amd_labels: int(read(amd / "mem_info_vram_used"))
+    }
+    assert metric_samples(text, "hypermesh_gpu_memory_total_bytes") == {
+        amd_labels: int(read(amd / "mem_info_vram_total"))
+    }
+    assert metric_samples(text, "hypermesh_gpu_temperature_celsius") == {
+        amd_labels: int(read(amd / "hwmon/hwmon2/temp1_input")) / 1000
+    }
+    assert metric_samples(text, "hypermesh_gpu_power_watts") == {
+        amd_labels: int(read(amd / "hwmon/hwmon2/power1_average")) / 1e6
+    }
+    info = {dict(k)["vendor"]: dict(k) for k in metric_samples(text, "hypermesh_gpu_info")}
+    assert info["amd"]["model"] == read(amd / "product_name") and info["amd"]["driver"] == "amdgpu"
+    assert info["intel"]["driver"] == "i915" and set(intel_labels) <= set(info["intel"].items())
+    # the asset view of the same cards: one device each, half of the AMD one allocated
+    uuid = read(amd / "unique_id")
+    assert assets["gpu", uuid]["capacity"] == 1.0 and assets["gpu", uuid]["allocated"] == 0.5
+    allocated = metric_samples(text, "hypermesh_asset_allocated")
+    assert allocated[(("asset", uuid), ("kind", "gpu"), ("unit", "devices"))] == 0.5
+    assert allocated[(("asset", "0000:00:02.0"), ("kind", "gpu"), ("unit", "devices"))] == 0.0
+
+
+def test_a_host_without_gpus_exports_no_gpu_series_and_says_the_collector_worked(agent):
+    """This machine has no GPU (PLATFORM-NOTES): no hypermesh_gpu_* series, and the gpu area still succeeded."""
+    require(not os.path.isdir("/sys/class/drm") or not any(n.startswith("card") for n in os.listdir("/sys/class/drm")),
+            "this host has a GPU")  # fmt: skip
+    text = agent.get("/metrics").text
+    assert "hypermesh_gpu_" not in text
+    assert metric_samples(text, "hypermesh_scrape_collector_success")[(("collector", "gpu"),)] == 1.0
+    assert [a for a in agent.get("/v1/assets").json()["assets"] if a["kind"] == "gpu"] == []
