@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from tests.conftest import require, require_root
 from tests.fixtures.agent.agent_process import AgentProcess, wait_until
+from tests.fixtures.agent.gpu_root import AMD_DEVICE, gpu_root
 
 MiB = 1 << 20
 
@@ -344,24 +345,9 @@ def test_without_auth_writes_from_beyond_loopback_get_403(tmp_path):
         veth.down()
 
 
-GPU_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu"
-AGENT_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "agent" / "root"
-
-
-def gpu_root(tmp_path: Path) -> Path:
-    """The recorded agent root with the AMD and the Intel card of tests/fixtures/gpu added under its sys/class/drm."""
-    import shutil
-
-    root = tmp_path / "root"
-    shutil.copytree(AGENT_ROOT, root, symlinks=True)
-    shutil.copytree(GPU_FIXTURES / "amd" / "sys", root / "sys", symlinks=True, dirs_exist_ok=True)
-    shutil.copytree(GPU_FIXTURES / "intel/sys/class/drm/card1", root / "sys/class/drm/card1", symlinks=True)
-    return root
-
-
 def test_gpu_metrics_of_the_fixture_cards_through_the_agents_root(tmp_path):
     root = gpu_root(tmp_path)
-    amd = GPU_FIXTURES / "amd/sys/class/drm/card0/device"
+    amd = AMD_DEVICE
 
     def read(path: Path) -> str:
         return path.read_text().strip()
