@@ -402,3 +402,27 @@ def test_a_host_without_gpus_exports_no_gpu_series_and_says_the_collector_worked
     assert "hypermesh_gpu_" not in text
     assert metric_samples(text, "hypermesh_scrape_collector_success")[(("collector", "gpu"),)] == 1.0
     assert [a for a in agent.get("/v1/assets").json()["assets"] if a["kind"] == "gpu"] == []
+
+
+def test_state_dir_from_the_config_file_relative_to_it_and_a_file_refused_in_one_line(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text('state_dir = "ledger-here"\n')
+    with AgentProcess("--config", str(config)) as process:
+        made = httpx.post(
+            f"{process.url}/v1/allocations", json={"kind": "cpu", "amount": 0.25, "owner": "cfg"}, timeout=20
+        )
+        assert made.status_code == 201, made.text
+        assert ledger_ids(tmp_path / "ledger-here") == {made.json()["id"]}
+    (tmp_path / "a-file").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "hypermesh.cli.main", "agent", "--state-dir", str(tmp_path / "a-file")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--state-dir" in result.stderr and "not a directory" in result.stderr
+    usage = subprocess.run(
+        [sys.executable, "-m", "hypermesh.cli.main", "agent", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "--state-dir DIR" in usage and "/var/lib/hypermesh" in usage

@@ -255,7 +255,7 @@ class AgentState:
 
     def assets(self) -> dict[str, Any]:
         """``/v1/assets``: the snapshot ``hypermesh assets --json`` prints for the same root and state directory."""
-        return as_dict(self.node_assets.snapshot())
+        return self.node_assets.snapshot().to_dict()
 
 
 def as_dict(record: object) -> Any:

@@ -90,7 +90,9 @@ def apply(grant: Allocation, snap: Snapshot | None = None, cgroup_root: str = CG
         raise Unsupported("enforcing a grant without a pid", "pass --pid: the process to hold to the grant")
     if "/" in grant.id or grant.id in (".", ".."):
         # the id names the cgroup directory: "../x" would create (and later remove) one outside hypermesh/
-        raise InvalidInput(f"an enforced allocation's id names its cgroup: {grant.id!r} may not contain '/' or be . or ..")
+        raise InvalidInput(
+            f"an enforced allocation's id names its cgroup: {grant.id!r} may not contain '/' or be . or .."
+        )
     limits = _limits(grant, snap)
     try:
         if version(cgroup_root) == 2:
