@@ -325,13 +325,18 @@ def test_openapi_lists_every_endpoint(agent):
         "application/openmetrics-text",
     }
     for path, item in schema["paths"].items():
-        responses = item["get"]["responses"]
-        expected = {"200", "405", "431", "503"} | (set() if path == "/healthz" else {"401"})
-        assert expected <= set(responses), path
-        for response in responses.values():
-            if "$ref" in response:
-                name = response["$ref"].rsplit("/", 1)[1]
-                assert schema["components"]["responses"][name]["description"]
+        for method, operation in item.items():
+            responses = operation["responses"]
+            expected = {"405", "431", "503"} | (set() if path == "/healthz" else {"401"})
+            assert expected <= set(responses), (path, method)
+            assert {"200", "201"} & set(responses), (path, method)
+            for response in responses.values():
+                if "$ref" in response:
+                    name = response["$ref"].rsplit("/", 1)[1]
+                    assert schema["components"]["responses"][name]["description"]
+    # the ledger's writes (docs/assets.md, "The agent")
+    assert set(schema["paths"]["/v1/allocations"]) == {"get", "post"}
+    assert set(schema["paths"]["/v1/allocations/{id}"]) == {"delete"}
 
 
 def test_what_openapi_says_each_refusal_looks_like_is_what_the_agent_answers(agent):

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import bcrypt
@@ -217,13 +216,15 @@ def test_an_enforced_grants_cgroup_usage_is_exported(agent):
         child.stdin.flush()
         usage_file = Path("/sys/fs/cgroup/cpuacct/hypermesh/spin-1/cpuacct.usage")
         memory_file = Path("/sys/fs/cgroup/memory/hypermesh/spin-1/memory.usage_in_bytes")
-        time.sleep(1.0)
+        # the spinner's CPU time in its cgroup, whatever share the (shared, loaded) machine gives it
+        assert wait_until(lambda: int(usage_file.read_text()) > 50_000_000, 30)
+        assert wait_until(lambda: int(memory_file.read_text()) >= 16 * MiB, 30)
         before = int(usage_file.read_text()) / 1e9
         text = agent.get("/metrics").text
         after = int(usage_file.read_text()) / 1e9
         key = (("allocation", "spin-1"), ("asset", "cpu"), ("kind", "cpu"), ("owner", "spinner"))
         exported = metric_samples(text, "hypermesh_allocation_cpu_seconds_total")[key]
-        assert before > 0.2 and before <= exported <= after
+        assert before > 0.05 and before <= exported <= after
         memory = metric_samples(text, "hypermesh_allocation_memory_bytes")[key]
         assert memory >= 16 * MiB and abs(memory - int(memory_file.read_text())) < 8 * MiB
         assert agent.delete("/v1/allocations/spin-1").status_code == 200
