@@ -103,9 +103,13 @@ def parse_request(body: bytes) -> dict[str, Any]:
             raise InvalidInput(f"bad {kind} amount {amount!r}: use {AMOUNT_FORMS[kind]}")
         value = parse_amount(kind, amount)
     elif isinstance(amount, int | float) and not isinstance(amount, bool):
-        if not math.isfinite(amount) or amount <= 0:
-            raise InvalidInput('amount must be more than 0 (a number, or a string such as "1.5GiB")')
-        value = check_amount(float(amount))
+        try:
+            value = float(amount)  # a JSON integer of 400 digits is a Python int no float can hold
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidInput('amount must be a finite number above 0 (or a string such as "1.5GiB")')
+        value = check_amount(value)
     else:
         raise InvalidInput('amount is required: a number (0.5 cores, bytes) or a string such as "1.5GiB" or "500m"')
     pid = data.get("pid")
