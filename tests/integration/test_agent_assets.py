@@ -432,3 +432,26 @@ def test_state_dir_from_the_config_file_relative_to_it_and_a_file_refused_in_one
         [sys.executable, "-m", "hypermesh.cli.main", "agent", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     assert "--state-dir DIR" in usage and "/var/lib/hypermesh" in usage
+
+
+def test_concurrent_requests_never_over_commit(agent):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = len(os.sched_getaffinity(0))
+    share = cores / 8  # exactly 8 fit
+
+    def ask(i: int) -> int:
+        with httpx.Client(base_url=str(agent.base_url), timeout=60) as client:
+            return post(client, kind="cpu", amount=share, owner=f"racer-{i}", id=f"race-{i}").status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = sorted(pool.map(ask, range(20)))
+    assert statuses == [201] * 8 + [409] * 12
+    db = sqlite3.connect(f"file:{agent.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        total = db.execute("SELECT SUM(amount) FROM allocations WHERE kind = 'cpu'").fetchone()[0]
+    finally:
+        db.close()
+    assert total == pytest.approx(cores)
+    for grant in agent.get("/v1/allocations").json():
+        assert agent.delete(f"/v1/allocations/{grant['id']}").status_code == 200
