@@ -455,3 +455,19 @@ def test_concurrent_requests_never_over_commit(agent):
     assert total == pytest.approx(cores)
     for grant in agent.get("/v1/allocations").json():
         assert agent.delete(f"/v1/allocations/{grant['id']}").status_code == 200
+
+
+def test_a_ledger_that_cannot_be_opened_leaves_the_assets_served_and_writes_503(tmp_path):
+    # /proc takes no new directory, even from root: the ledger cannot be created there
+    with AgentProcess("--state-dir", "/proc/hypermesh-no-ledger") as process:
+        client = httpx.Client(base_url=process.url, timeout=20)
+        snapshot = client.get("/v1/assets").json()
+        assert {a["kind"] for a in snapshot["assets"]} >= {"cpu", "memory"}
+        assert all(a["allocated"] == 0 for a in snapshot["assets"])
+        listed = client.get("/v1/allocations")
+        made = client.post("/v1/allocations", json={"kind": "cpu", "amount": 0.5, "owner": "x"})
+        client.close()
+        log = process.log()
+    assert listed.status_code == made.status_code == 503
+    assert "/proc/hypermesh-no-ledger" in made.json()["error"]
+    assert "allocation ledger unavailable" in log and "Traceback" not in log
