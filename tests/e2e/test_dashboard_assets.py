@@ -88,10 +88,10 @@ def test_the_panel_shows_this_hosts_capacity_and_an_allocation_made_while_it_is_
             width = page.evaluate("document.querySelector('.asset-kind[data-kind=\"memory\"] .asset-fill').style.width")
             assert width == f"{100 * 64 * 2**20 / memory:.1f}%"
 
-            assert httpx.delete(f"{agent.url}/v1/allocations/e2e-mem", timeout=20).status_code == 200
-            wait_for(page, "document.querySelector('#allocations-list').textContent === 'no allocations'")
             ARTIFACTS.mkdir(exist_ok=True)
             page.locator("#assets-panel").screenshot(path=str(ARTIFACTS / "dashboard-assets.png"))
+            assert httpx.delete(f"{agent.url}/v1/allocations/e2e-mem", timeout=20).status_code == 200
+            wait_for(page, "document.querySelector('#allocations-list').textContent === 'no allocations'")
             assert page.evaluate("window.hypermeshAssets.errors") == []
             assert problems == []
         finally:
