@@ -22,6 +22,7 @@ examples:
   hypermesh agent --config /etc/hypermesh/agent.toml
                                                     TLS and basic auth from the file (see docs/agent.md)
   hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
+  hypermesh agent --state-dir /srv/hypermesh        the allocation ledger /v1/allocations grants from
   echo 'the password' | hypermesh agent --hash-password
                                                     bcrypt hash to paste into basic_auth_users
 
@@ -98,6 +99,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         metavar="PROGRAM",
         help="keep this built-in eBPF program loaded and export it (syscalls); repeatable; needs CAP_BPF",
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory of the node's allocation ledger, served at /v1/allocations (default: $HYPERMESH_STATE_DIR, "
+        "/var/lib/hypermesh as root, else $XDG_STATE_HOME/hypermesh; as hypermesh assets)",
+    )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
         "--hash-password",
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         root=args.root,
         ebpf_programs=args.ebpf,
+        state_dir=args.state_dir,
     )
     if config.basic_auth_users:
         require_modules("hypermesh agent with basic_auth_users", "bcrypt")
