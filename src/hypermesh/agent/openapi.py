@@ -8,7 +8,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["AMOUNT_PATTERNS", "JSON_TYPE", "MAX_SAMPLES_PER_RESPONSE", "MAX_SEQUENCE", "openapi_schema"]
+__all__ = [
+    "AMOUNT_PATTERNS",
+    "JSON_TYPE",
+    "MAX_NAME",
+    "MAX_PID",
+    "MAX_SAMPLES_PER_RESPONSE",
+    "MAX_SEQUENCE",
+    "openapi_schema",
+]
 
 JSON_TYPE = "application/json"
 MAX_SAMPLES_PER_RESPONSE = 3600

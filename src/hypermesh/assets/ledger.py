@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["KINDS", "Ledger", "Refused", "default_state_dir", "process_start"]
+__all__ = ["KINDS", "Ledger", "Refused", "check_amount", "default_state_dir", "process_start"]
 
 KINDS = ("cpu", "memory", "storage", "network", "gpu")
 FILENAME = "ledger.sqlite"
