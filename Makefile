@@ -20,7 +20,7 @@ deps:  ## system packages (apt-get as root, only what is missing)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | $(PIP_QUIET)
-	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[agent,dev]' 2>&1 | $(PIP_QUIET)
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[agent,cluster,dev]' 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 venv: $(STAMP)  ## the project's virtualenv with every Python dependency

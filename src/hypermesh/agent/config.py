@@ -83,6 +83,12 @@ class AgentConfig:
     root: str | None = None
     # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
     ebpf_programs: tuple[str, ...] = ()
+    # Cluster membership (docs/cluster.md): register in etcd at this client URL, as node_id, reachable at advertise.
+    etcd_url: str | None = None
+    advertise_url: str | None = None
+    node_id: str | None = None
+    labels: Mapping[str, str] = {}
+    etcd_ttl_s: int = 10
     source: str | None = None
     # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
     warnings: tuple[str, ...] = ()
@@ -129,8 +135,12 @@ _TOP_KEYS = {
     "access_log",
     "root",
     "ebpf",
+    "etcd",
+    "advertise",
+    "node_id",
+    "etcd_ttl",
 }
-_SECTIONS = {"tls_server_config", "basic_auth_users"}
+_SECTIONS = {"tls_server_config", "basic_auth_users", "labels"}
 
 
 def load(path: str) -> dict[str, Any]:
@@ -197,6 +207,8 @@ def load(path: str) -> dict[str, Any]:
             raise fail("ebpf", 'must be a list of program names, e.g. ["syscalls"]')
         out["ebpf_programs"] = check_programs(names, f"config {path}: ebpf")
 
+    out.update(_cluster_keys(data, fail))
+
     tls = data.get("tls_server_config")
     if tls is not None:
         if not isinstance(tls, dict):
@@ -236,6 +248,33 @@ def load(path: str) -> dict[str, Any]:
                 f"config {path}: basic_auth_users is empty, so no password is asked; add a user "
                 "(hypermesh agent --hash-password) or remove the table",
             )
+    return out
+
+
+def _cluster_keys(data: dict[str, Any], fail: Any) -> dict[str, Any]:
+    from hypermesh.cluster.etcd import check_etcd_url
+    from hypermesh.cluster.membership import check_agent_url, check_node_id
+
+    out: dict[str, Any] = {}
+    for key, field, check in (
+        ("etcd", "etcd_url", check_etcd_url),
+        ("advertise", "advertise_url", check_agent_url),
+        ("node_id", "node_id", check_node_id),
+    ):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise fail(key, "must be a string")
+            out[field] = check(data[key], f"config: {key}")
+    if "etcd_ttl" in data:
+        ttl = data["etcd_ttl"]
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 2 <= ttl <= 3600:
+            raise fail("etcd_ttl", "must be a whole number of seconds, 2..3600")
+        out["etcd_ttl_s"] = ttl
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise fail("labels", 'must be a table of name = "value"')
+        out["labels"] = dict(labels)
     return out
 
 
@@ -343,6 +382,9 @@ def build(
     access_log: bool | None = None,
     root: str | None = None,
     ebpf_programs: list[str] | None = None,
+    etcd_url: str | None = None,
+    advertise_url: str | None = None,
+    node_id: str | None = None,
 ) -> AgentConfig:
     """File values, then flags given on the command line (None = not given) on top."""
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
@@ -363,6 +405,7 @@ def build(
         "access_log": access_log,
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
+        **_cluster_flags(etcd_url, advertise_url, node_id),
     }
     for flag, value in (
         ("--interval", interval_s),
@@ -377,6 +420,17 @@ def build(
         raise InvalidInput(f"--interval: must be at least {MIN_INTERVAL:g} s (1 kHz), got {interval_s:g}")
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)
+
+
+def _cluster_flags(etcd_url: str | None, advertise_url: str | None, node_id: str | None) -> dict[str, str | None]:
+    from hypermesh.cluster.etcd import check_etcd_url
+    from hypermesh.cluster.membership import check_agent_url, check_node_id
+
+    return {
+        "etcd_url": None if etcd_url is None else check_etcd_url(etcd_url),
+        "advertise_url": None if advertise_url is None else check_agent_url(advertise_url, "--advertise"),
+        "node_id": None if node_id is None else check_node_id(node_id),
+    }
 
 
 def startup_warnings(config: AgentConfig) -> list[str]:

@@ -1,0 +1,162 @@
+"""``hypermesh cluster``: many agents as one (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from hypermesh.cli.main import EPILOG, positive_float, positive_int, require_modules
+from hypermesh.errors import InvalidInput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+Ask every agent of a cluster at once and show one view: what answered, what did not and why.
+Agents come from etcd (--etcd: those started with `hypermesh agent --etcd URL`), from URLs (--node, repeatable)
+or from a file (--nodes: one URL, or NODE-ID URL, per line). A node that does not answer within --timeout is
+listed with the reason (refused, timed out, tls, auth, bad answer); a node whose last sample is older than three
+of its intervals is listed as stale and left out of every total."""
+
+EXAMPLES = """\
+examples:
+  hypermesh cluster status --etcd http://127.0.0.1:2379        health and utilisation of every registered agent
+  hypermesh cluster assets --node http://10.0.0.5:9137 --node http://10.0.0.6:9137 --json
+  hypermesh cluster profile --nodes agents.txt                 totals, and what differs between the nodes
+  hypermesh cluster sample --etcd http://127.0.0.1:2379 --quorum 2   exit 1 if fewer than 2 nodes are current
+
+exit codes for these commands: 0 an answer (maybe partial: see "failed" and "stale"), 1 --strict or --quorum
+not met, etcd unreachable or no agent found, 2 bad input.
+
+"""
+
+VIEWS = {
+    "status": ("/healthz", "/v1/sample"),
+    "sample": ("/healthz", "/v1/sample"),
+    "profile": ("/healthz", "/v1/profile"),
+    "assets": ("/v1/assets",),
+}
+HELP = {
+    "status": "health, version and utilisation per node, cluster mean and max",
+    "sample": "each node's latest sample and cluster totals of rates",
+    "profile": "each node's profile, totals, and what differs between nodes (heterogeneity)",
+    "assets": "capacity, allocated and allocatable per kind, summed over nodes",
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    targets = argparse.ArgumentParser(add_help=False)
+    group = targets.add_argument_group("which agents (one of)")
+    group.add_argument("--etcd", metavar="URL", help="find them in etcd, e.g. http://127.0.0.1:2379")
+    group.add_argument("--node", action="append", metavar="URL", help="an agent's URL; repeatable")
+    group.add_argument("--nodes", metavar="FILE", help="a file with one agent URL (or NODE-ID URL) per line")
+    access = targets.add_argument_group("how to ask them")
+    access.add_argument(
+        "--timeout", type=positive_float, default=3.0, metavar="SECONDS", help="per node, whole request (default 3)"
+    )
+    access.add_argument("--user", metavar="NAME", help="basic-auth user, for agents with basic_auth_users")
+    access.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file whose first line is --user's password (or set HYPERMESH_PASSWORD); never a flag's value",
+    )
+    access.add_argument("--cacert", metavar="FILE", help="CA certificate(s) that signed the agents' TLS certificates")
+    answer = targets.add_argument_group("what counts as an answer")
+    answer.add_argument("--strict", action="store_true", help="exit 1 unless every node answers with current data")
+    answer.add_argument("--quorum", type=positive_int, metavar="N", help="exit 1 if fewer than N nodes are current")
+    answer.add_argument("--json", action="store_true", help="print the view as JSON")
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "cluster",
+        parents=[common],
+        help="many agents as one: status, profile, sample, assets",
+        description=DESCRIPTION,
+        epilog=EXAMPLES + EPILOG,
+        formatter_class=fmt,
+    )
+    views = p.add_subparsers(title="views", metavar="VIEW")
+    views.required = True
+    for name in VIEWS:
+        v = views.add_parser(
+            name,
+            parents=[common, targets],
+            help=HELP[name],
+            description=HELP[name],
+            epilog=EXAMPLES,
+            formatter_class=fmt,
+        )
+        v.set_defaults(handler=run_view, view=name)
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file is not None:
+        from hypermesh._files import read_regular_file
+
+        try:
+            data = read_regular_file(args.password_file, 4096).data
+        except Exception as exc:  # every way a file cannot be read: one line, the file named, never its content
+            raise InvalidInput(f"--password-file: cannot read {args.password_file}: {exc}") from None
+        return data.decode("utf-8", errors="replace").splitlines()[0] if data.strip() else ""
+    return os.environ.get("HYPERMESH_PASSWORD")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from hypermesh.cluster.fanout import Client
+
+    auth = None
+    if args.user is not None:
+        password = _password(args)
+        if password is None:
+            raise InvalidInput("--user needs a password: --password-file FILE or HYPERMESH_PASSWORD")
+        auth = (args.user, password)
+    elif args.password_file is not None:
+        raise InvalidInput("--password-file needs --user NAME")
+    if args.cacert is not None and not os.path.isfile(args.cacert):
+        raise InvalidInput(f"--cacert: {args.cacert} is not a file; give the CA certificate (PEM) of the agents")
+    return Client(args.timeout, cafile=args.cacert, auth=auth)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    require_modules("hypermesh cluster", "httpx")
+    from hypermesh.cluster import aggregate
+    from hypermesh.cluster.fanout import collect
+    from hypermesh.cluster.targets import resolve
+
+    client = _client(args)
+    nodes, intervals = resolve(args.etcd, args.node, args.nodes)
+    rows = collect(client, nodes, VIEWS[args.view])
+    if args.view == "status":
+        view = aggregate.status_view(rows, intervals)
+    elif args.view == "sample":
+        view = aggregate.sample_view(rows, intervals)
+    elif args.view == "profile":
+        view = aggregate.profile_view(rows)
+    else:
+        view = aggregate.assets_view(rows)
+    if args.json:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+    else:
+        from hypermesh.cli.cluster_render import render
+
+        sys.stdout.write(render(args.view, view))
+    return _verdict(view["summary"], args)
+
+
+def _verdict(summary: dict[str, Any], args: argparse.Namespace) -> int:
+    current, total = summary["current"], summary["nodes"]
+    if args.strict and current < total:
+        print(
+            f"hypermesh: cluster: {total - current} of {total} nodes did not answer with current data (--strict)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.quorum is not None and current < args.quorum:
+        print(f"hypermesh: cluster: {current} of {total} nodes current, below --quorum {args.quorum}", file=sys.stderr)
+        return 1
+    return 0
