@@ -36,9 +36,9 @@ not met, etcd unreachable or no agent found, 2 bad input.
 """
 
 VIEWS = {
-    "status": ("/healthz", "/v1/sample"),
-    "sample": ("/healthz", "/v1/sample"),
-    "profile": ("/healthz", "/v1/profile"),
+    "status": ("/v1/sample", "/healthz"),
+    "sample": ("/v1/sample", "/healthz"),
+    "profile": ("/v1/profile", "/healthz"),
     "assets": ("/v1/assets",),
 }
 HELP = {

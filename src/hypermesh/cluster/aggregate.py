@@ -64,7 +64,7 @@ def _memory_percent(sample: dict[str, Any]) -> float | None:
 
 
 def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | None = None) -> dict[str, Any]:
-    """Answers to (/healthz, /v1/sample) per node -> health, versions, current utilisation."""
+    """Answers to (/v1/sample, /healthz) per node -> health, versions, current utilisation."""
     nodes = []
     for answers in rows:
         row = _node(answers)
@@ -73,7 +73,7 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
             row.update(error=failure, status="unreachable")
             nodes.append(row)
             continue
-        health, sample = answers[0].data, answers[1].data
+        sample, health = answers[0].data, answers[1].data
         row.update(_freshness(health, sample, (intervals or {}).get(row["node_id"])))
         row.update(
             error=None,
@@ -95,7 +95,7 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
 
 
 def sample_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | None = None) -> dict[str, Any]:
-    """Answers to (/healthz, /v1/sample) per node -> each node's sample (marked stale or not) and cluster figures."""
+    """Answers to (/v1/sample, /healthz) per node -> each node's sample (marked stale or not) and cluster figures."""
     nodes = []
     for answers in rows:
         row = _node(answers)
@@ -104,7 +104,7 @@ def sample_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
             row.update(error=failure)
             nodes.append(row)
             continue
-        health, sample = answers[0].data, answers[1].data
+        sample, health = answers[0].data, answers[1].data
         row.update(_freshness(health, sample, (intervals or {}).get(row["node_id"])), error=None, sample=sample)
         nodes.append(row)
     current = [n["sample"] for n in nodes if n["error"] is None and not n["stale"]]
@@ -128,7 +128,7 @@ def sample_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
 
 
 def profile_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
-    """Answers to (/healthz, /v1/profile) per node -> totals and what differs between nodes."""
+    """Answers to (/v1/profile, /healthz) per node -> totals and what differs between nodes."""
     nodes = []
     for answers in rows:
         row = _node(answers)
@@ -137,7 +137,7 @@ def profile_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
             row.update(error=failure)
             nodes.append(row)
             continue
-        health, profile = answers[0].data, answers[1].data
+        profile, health = answers[0].data, answers[1].data
         row.update(error=None, version=health.get("version"), profile=profile)
         nodes.append(row)
     answered = [n for n in nodes if n["error"] is None]
