@@ -180,6 +180,8 @@ def test_black_hole_cut_link_and_slow_node_cost_at_most_the_timeout(tmp_path):
             for proc in helpers:
                 proc.kill()
                 proc.wait(10)
+                if proc.stdout is not None:
+                    proc.stdout.close()
             etcd.stop()
 
 
