@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HM=.venv/bin/hypermesh
+# etcd in its own session: a Ctrl-C (SIGINT to the whole foreground group) must reach the agents first, so they
+# revoke their leases; stop() ends etcd after them.
 ETCD_PORT=${ETCD_PORT:-2379}
 FIRST_PORT=${FIRST_PORT:-9137}
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
@@ -24,7 +26,7 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$ETCD_PORT") 2>/dev/null; then
   echo "run-cluster: 127.0.0.1:$ETCD_PORT is already in use: stop what serves it or use make run-cluster ETCD_PORT=23790" >&2
   exit 1
 fi
-etcd --name local --data-dir "$DATA/etcd" --log-level warn \
+setsid etcd --name local --data-dir "$DATA/etcd" --log-level warn \
   --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
   --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
   --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
