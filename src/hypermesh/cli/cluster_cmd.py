@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     group.add_argument("--etcd", metavar="URL", help="find them in etcd, e.g. http://127.0.0.1:2379")
     group.add_argument("--node", action="append", metavar="URL", help="an agent's URL; repeatable")
     group.add_argument("--nodes", metavar="FILE", help="a file with one agent URL (or NODE-ID URL) per line")
+    group.add_argument(
+        "--source",
+        metavar="prometheus=URL",
+        help="status only: read the view from Prometheus' query API, for fleets too large to ask node by node",
+    )
+    group.add_argument("--job", default="hypermesh", metavar="NAME", help="with --source: the agents' scrape job")
     access = targets.add_argument_group("how to ask them")
     access.add_argument(
         "--timeout", type=positive_float, default=3.0, metavar="SECONDS", help="per node, whole request (default 3)"
@@ -128,6 +134,10 @@ def run_view(args: argparse.Namespace) -> int:
     from hypermesh.cluster.fanout import collect
     from hypermesh.cluster.targets import resolve
 
+    if args.source is not None:
+        view = _from_prometheus(args)
+        _print(args, view)
+        return _verdict(view["summary"], args)
     client = _client(args)
     nodes, intervals = resolve(args.etcd, args.node, args.nodes)
     rows = collect(client, nodes, VIEWS[args.view])
@@ -139,13 +149,28 @@ def run_view(args: argparse.Namespace) -> int:
         view = aggregate.profile_view(rows)
     else:
         view = aggregate.assets_view(rows)
+    _print(args, view)
+    return _verdict(view["summary"], args)
+
+
+def _print(args: argparse.Namespace, view: dict[str, Any]) -> None:
     if args.json:
         sys.stdout.write(json.dumps(view, indent=2) + "\n")
     else:
         from hypermesh.cli.cluster_render import render
 
         sys.stdout.write(render(args.view, view))
-    return _verdict(view["summary"], args)
+
+
+def _from_prometheus(args: argparse.Namespace) -> dict[str, Any]:
+    from hypermesh.cluster.prometheus import PrometheusSource, check_source
+
+    url = check_source(args.source)
+    if args.view != "status":
+        raise InvalidInput(f"--source works with 'cluster status'; 'cluster {args.view}' asks the agents themselves")
+    if args.etcd is not None or args.node or args.nodes is not None:
+        raise InvalidInput("give --source or the agents (--etcd, --node, --nodes), not both")
+    return PrometheusSource(url, args.job, max(args.timeout, 5.0)).status_view()
 
 
 def _verdict(summary: dict[str, Any], args: argparse.Namespace) -> int:

@@ -56,7 +56,14 @@ def _status(view: dict[str, Any]) -> list[str]:
             ]
         )
     lines = _table(["NODE", "STATUS", "VERSION", "CPU", "MEMORY", "SAMPLE AGE", "URL"], rows)
-    lines += ["", _stats("cpu", view["cpu_percent"]), _stats("memory", view["memory_percent"])]
+    lines += [
+        "",
+        f"capacity: {view['logical_cores']} logical cores, {human_bytes(view['memory_total_bytes'])} of memory",
+        _stats("cpu", view["cpu_percent"]),
+        _stats("memory", view["memory_percent"]),
+    ]
+    if "source" in view:
+        lines.append(f"from {view['source']}")
     if len(view["versions"]) > 1:
         lines.append(f"agent versions differ: {', '.join(view['versions'])}")
     return lines

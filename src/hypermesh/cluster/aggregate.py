@@ -81,6 +81,8 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
             version=health.get("version"),
             cpu_percent=(sample.get("cpu") or {}).get("percent"),
             memory_percent=_memory_percent(sample),
+            logical_cores=len((sample.get("cpu") or {}).get("per_core") or []),
+            memory_total_bytes=int((sample.get("memory") or {}).get("total_bytes") or 0),
             response_s=round(max(a.elapsed_s for a in answers), 4),
         )
         nodes.append(row)
@@ -89,6 +91,8 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
         "summary": _summary(nodes),
         "cpu_percent": _stats([n["cpu_percent"] for n in current if n["cpu_percent"] is not None]),
         "memory_percent": _stats([n["memory_percent"] for n in current if n["memory_percent"] is not None]),
+        "logical_cores": sum(n["logical_cores"] for n in current),
+        "memory_total_bytes": sum(n["memory_total_bytes"] for n in current),
         "versions": sorted({str(n["version"]) for n in nodes if n.get("version")}),
         "nodes": nodes,
     }
