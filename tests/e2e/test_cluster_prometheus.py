@@ -30,11 +30,17 @@ def test_prometheus_gives_the_totals_and_failures_of_the_direct_fan_out(tmp_path
     with contextlib.ExitStack() as stack:
         agents = [stack.enter_context(AgentProcess("--interval", "0.5")) for _ in range(3)]
         targets = [a.url.removeprefix("http://") for a in agents] + [dead]
+        # The targets reach Prometheus as deploy/prometheus/prometheus-cluster.yml has them: file_sd, written by us.
+        sd_file = tmp_path / "agents.json"
+        nodes = [arg for t in targets for arg in ("--node", f"http://{t}")]
+        written = cluster([], "targets", *nodes, "--output", str(sd_file))
+        assert written.returncode == 0 and "4 agents written" in written.stderr, written.stderr
+        assert [g["targets"] for g in json.loads(sd_file.read_text())] == [[t] for t in targets]
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-            "scrape_configs:\n  - job_name: hypermesh\n    static_configs:\n"
-            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+            "scrape_configs:\n  - job_name: hypermesh\n    file_sd_configs:\n"
+            f"      - files: ['{sd_file}']\n        refresh_interval: 1s\n"
         )
         port = free_port()
         log = stack.enter_context((tmp_path / "prometheus.log").open("wb"))
@@ -53,13 +59,16 @@ def test_prometheus_gives_the_totals_and_failures_of_the_direct_fan_out(tmp_path
                 rates = prometheus_query(url, "rate(hypermesh_cpu_seconds_total[2m])")
             except OSError:
                 return False
-            return len(up) == 4 and len({r["metric"]["instance"] for r in rates}) == 3
+            return (
+                len(up) == 4
+                and all(u["metric"].get("node_id") for u in up)
+                and len({r["metric"]["instance"] for r in rates}) == 3
+            )
 
         wait_until(scraped, 45, "Prometheus scraped every target twice")
         out = cluster([], "status", "--source", f"prometheus={url}", "--json")
         assert out.returncode == 0, out.stderr
         via = json.loads(out.stdout)
-        nodes = [arg for t in targets for arg in ("--node", f"http://{t}")]
         direct = json.loads(cluster([], "status", *nodes, "--json").stdout)
         for key in ("logical_cores", "memory_total_bytes"):
             assert via[key] == direct[key] > 0, key
@@ -78,3 +87,12 @@ def test_prometheus_gives_the_totals_and_failures_of_the_direct_fan_out(tmp_path
         assert "capacity:" in cluster([], "status", "--source", f"prometheus={url}").stdout
         wrong = cluster([], "status", "--source", f"prometheus={url}", "--job", "nope")
         assert wrong.returncode == 1 and "--job" in wrong.stderr and wrong.stderr.count("\n") == 1
+
+
+def test_the_cluster_prometheus_config_is_valid():
+    promtool = require_binary("promtool")
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "prometheus-cluster.yml"
+    out = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

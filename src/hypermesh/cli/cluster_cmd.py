@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -88,6 +89,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     views = p.add_subparsers(title="views", metavar="VIEW")
     views.required = True
+    t = views.add_parser(
+        "targets",
+        parents=[common, targets],
+        help="the agents as a Prometheus file_sd target list (JSON), for file-based service discovery",
+        description="Write the agents (from --etcd, --node or --nodes) as a Prometheus file_sd_configs file: "
+        "one target group per agent, labelled node_id and the agent's labels. With --output the file is "
+        "replaced atomically, so Prometheus never reads half of it; run it from a timer to follow membership.",
+        epilog="example (deploy/prometheus/prometheus-cluster.yml reads the file):\n"
+        "  hypermesh cluster targets --etcd http://127.0.0.1:2379 --output /etc/prometheus/hypermesh-agents.json\n",
+        formatter_class=fmt,
+    )
+    t.add_argument("--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    t.set_defaults(handler=run_targets)
     for name in VIEWS:
         v = views.add_parser(
             name,
@@ -171,6 +185,28 @@ def _from_prometheus(args: argparse.Namespace) -> dict[str, Any]:
     if args.etcd is not None or args.node or args.nodes is not None:
         raise InvalidInput("give --source or the agents (--etcd, --node, --nodes), not both")
     return PrometheusSource(url, args.job, max(args.timeout, 5.0)).status_view()
+
+
+def run_targets(args: argparse.Namespace) -> int:
+    from hypermesh.cluster.targets import file_sd, resolve
+
+    nodes, _ = resolve(args.etcd, args.node, args.nodes)
+    text = json.dumps(file_sd(nodes), indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    directory = os.path.dirname(os.path.abspath(args.output))
+    temporary = os.path.join(directory, f".{os.path.basename(args.output)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+        os.replace(temporary, args.output)  # Prometheus re-reads on change: never a half-written file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise InvalidInput(f"--output: cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"hypermesh: cluster targets: {len(nodes)} agents written to {args.output}", file=sys.stderr)
+    return 0
 
 
 def _verdict(summary: dict[str, Any], args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["resolve"]
+__all__ = ["file_sd", "resolve"]
 
 MAX_NODES_FILE_BYTES = 4 * 1024 * 1024
 
@@ -74,3 +74,18 @@ def resolve(
             raise InvalidInput(f"agent {node.node_id} is given twice; give each once")
         seen.add(node.node_id)
     return nodes, {}
+
+
+def file_sd(nodes: Sequence[Node]) -> list[dict[str, object]]:
+    """Prometheus file_sd_configs target groups: host:port of each agent, its node id and labels as labels.
+
+    The scheme is not part of a target: a job scrapes all its targets with one scheme (set it in the job)."""
+    import urllib.parse
+
+    groups: list[dict[str, object]] = []
+    for node in nodes:
+        labels = {f"node_{k}" if not k.startswith("__") else k: v for k, v in node.labels.items()}
+        groups.append(
+            {"targets": [urllib.parse.urlsplit(node.url).netloc], "labels": {"node_id": node.node_id, **labels}}
+        )
+    return groups
