@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
 
+    from hypermesh.agent.cluster_view import ClusterView
+
 __all__ = ["build_app"]
 
 
@@ -110,6 +112,16 @@ def _slash_redirect(router: Router) -> Callable[..., Awaitable[None]]:
 
 def _json_error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _cluster_view(state: AgentState) -> ClusterView | None:
+    if state.config.etcd_url is None:
+        return None
+    import socket
+
+    from hypermesh.agent.cluster_view import ClusterView
+
+    return ClusterView(state.config.etcd_url, state.config.node_id or socket.gethostname())
 
 
 def build_app(state: AgentState) -> Guard:
@@ -204,6 +216,15 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
 
     credentials = Credentials(dict(state.config.basic_auth_users))
+    cluster = _cluster_view(state)
+
+    async def cluster_endpoint(request: Request) -> Response:
+        if cluster is None:
+            return _json_error(404, "this agent was not started with --etcd: it knows no cluster (docs/cluster.md)")
+        return JSONResponse(await cluster.get())
+
+    async def cluster_page(request: Request) -> Response:
+        return FileResponse(f"{STATIC_DIR}/cluster.html", headers=PAGE_HEADERS)
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()
@@ -243,6 +264,8 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/stream", stream_endpoint, methods=get),
         Route("/v1/assets", assets_endpoint, methods=get),
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
+        Route("/v1/cluster", cluster_endpoint, methods=get),
+        Route("/cluster", cluster_page, methods=get),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

@@ -15,6 +15,14 @@ MAX_SAMPLES_PER_RESPONSE = 3600
 MAX_SEQUENCE = 2**63 - 1  # the schema's maximum for after=, far past any count
 
 
+def _not_without_etcd(operation: dict[str, Any]) -> dict[str, Any]:
+    operation["get"]["responses"]["404"] = {
+        "description": "this agent was not started with --etcd",
+        "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    return operation
+
+
 def openapi_schema(version: str) -> dict[str, Any]:
     def get(
         path: str,
@@ -106,6 +114,9 @@ def openapi_schema(version: str) -> dict[str, Any]:
             "/": get("/", "the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
             "/v1/assets": get("/v1/assets", "capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),
             "/v1/ebpf": get("/v1/ebpf", "eBPF availability and feature probe", JSON_TYPE, obj),
+            "/v1/cluster": _not_without_etcd(
+                get("/v1/cluster", "every agent registered in etcd: health, utilisation, allocations", JSON_TYPE, obj)
+            ),
             "/openapi.json": get("/openapi.json", "this document", JSON_TYPE, obj),
         },
         "components": {

@@ -77,7 +77,8 @@ def serve(config: AgentConfig, announce: Callable[[str], None] | None = None) ->
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     line = (
         f"hypermesh agent: serving {config.scheme}://{shown}:{port}/ (metrics at /metrics, every "
-        f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''})"
+        f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''}"
+        f"{f', cluster page at /cluster, registered in etcd as {config.node_id or socket.gethostname()}' if config.etcd_url else ''})"
     )
     if announce is None:
         print(line, file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["Answer", "Client", "Node", "collect"]
+__all__ = ["Answer", "Client", "Node", "collect", "collect_async"]
 
 DEFAULT_TIMEOUT_S = 3.0
 # One node's answer: a profile is ~10 KiB, a sample ~5 KiB; far past that is not an agent.
@@ -169,7 +169,10 @@ def _error_text(body: bytes) -> str:
     return str(data.get("error", ""))[:200] if isinstance(data, dict) else ""
 
 
-async def _collect(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list[list[Answer]]:
+async def collect_async(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list[list[Answer]]:
+    """collect() for a caller already in an event loop (the agent)."""
+    if not nodes:
+        return []
     limits = httpx.Limits(max_connections=max(len(nodes), 1), max_keepalive_connections=max(len(nodes), 1))
     # httpx's own timeouts as a second line; the whole-request deadline is in Client.get. trust_env=False: agents are
     # asked directly, never through an HTTP_PROXY meant for the internet (a proxy would also turn "refused" and
@@ -184,4 +187,4 @@ def collect(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list
     """For each node, its answers to ``paths`` (in order), all asked at once; never longer than the timeout."""
     if not nodes:
         return []
-    return asyncio.run(_collect(client, nodes, paths))
+    return asyncio.run(collect_async(client, nodes, paths))
