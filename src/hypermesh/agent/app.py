@@ -2,7 +2,8 @@
 
 - Every endpoint reads the shared AgentState (state.py): ``/v1/sample``, ``/v1/samples?since=`` and the
   ``/v1/stream`` SSE feed read its ring buffer of serialized samples; ``/metrics`` asks it for a scrape.
-- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it).
+- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it). The one
+  exception is the allocation ledger (allocations.py): POST /v1/allocations and DELETE /v1/allocations/{id}.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.routing import Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from hypermesh.agent import metrics
+from hypermesh.agent.allocations import AllocationRoutes
 from hypermesh.agent.guards import WRITE_CHUNK_BYTES
 from hypermesh.agent.openapi import JSON_TYPE, MAX_SAMPLES_PER_RESPONSE, MAX_SEQUENCE, openapi_schema
 from hypermesh.agent.security import Credentials, Guard
@@ -210,7 +212,8 @@ def build_app(state: AgentState) -> Guard:
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
     async def assets_endpoint(request: Request) -> Response:
-        return JSONResponse(state.assets())
+        # a thread: the storage adapter's statvfs of a mount may wait on its device
+        return JSONResponse(await asyncio.to_thread(state.assets))
 
     async def ebpf_endpoint(request: Request) -> Response:
         return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
@@ -225,6 +228,8 @@ def build_app(state: AgentState) -> Guard:
 
     async def cluster_page(request: Request) -> Response:
         return FileResponse(f"{STATIC_DIR}/cluster.html", headers=PAGE_HEADERS)
+
+    allocations = AllocationRoutes(state.node_assets, auth=credentials.enabled)
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()
@@ -266,6 +271,10 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
         Route("/v1/cluster", cluster_endpoint, methods=get),
         Route("/cluster", cluster_page, methods=get),
+        # One route for both methods: a 405 then lists both in its Allow header.
+        Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
+        # :path, so an id with a slash in it ("/run/netns", sent as %2F) can be released too
+        Route("/v1/allocations/{id:path}", allocations.delete, methods=["DELETE"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

@@ -7,6 +7,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
     ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
+    state_dir = "/var/lib/hypermesh"  # the node's allocation ledger (default as `hypermesh assets`)
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
     max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
@@ -89,6 +90,8 @@ class AgentConfig:
     node_id: str | None = None
     labels: Mapping[str, str] = {}
     etcd_ttl_s: int = 10
+    # Directory of the node's allocation ledger; None: hypermesh.assets.default_state_dir(), as the CLI.
+    state_dir: str | None = None
     source: str | None = None
     # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
     warnings: tuple[str, ...] = ()
@@ -139,6 +142,7 @@ _TOP_KEYS = {
     "advertise",
     "node_id",
     "etcd_ttl",
+    "state_dir",
 }
 _SECTIONS = {"tls_server_config", "basic_auth_users", "labels"}
 
@@ -208,6 +212,12 @@ def load(path: str) -> dict[str, Any]:
         out["ebpf_programs"] = check_programs(names, f"config {path}: ebpf")
 
     out.update(_cluster_keys(data, fail))
+    if "state_dir" in data:
+        if not isinstance(data["state_dir"], str) or not data["state_dir"]:
+            raise fail("state_dir", "must be a directory path")
+        # relative to the file, as its TLS paths are
+        resolved = os.path.join(os.path.dirname(os.path.abspath(path)), data["state_dir"])
+        out["state_dir"] = check_state_dir(resolved, f"config {path}: state_dir")
 
     tls = data.get("tls_server_config")
     if tls is not None:
@@ -324,6 +334,13 @@ def check_root(root: str, where: str = "--root") -> str:
     return os.path.abspath(root)
 
 
+def check_state_dir(state_dir: str, where: str = "--state-dir") -> str:
+    """The ledger's directory: created on first use, so it may be missing, but not a file."""
+    if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+        raise InvalidInput(f"{where}: {state_dir} exists and is not a directory; give a directory for the ledger")
+    return os.path.abspath(state_dir)
+
+
 def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:
     from hypermesh.agent.programs import AGENT_PROGRAMS
 
@@ -385,6 +402,7 @@ def build(
     etcd_url: str | None = None,
     advertise_url: str | None = None,
     node_id: str | None = None,
+    state_dir: str | None = None,
 ) -> AgentConfig:
     """File values, then flags given on the command line (None = not given) on top."""
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
@@ -406,6 +424,7 @@ def build(
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
         **_cluster_flags(etcd_url, advertise_url, node_id),
+        "state_dir": None if state_dir is None else check_state_dir(state_dir),
     }
     for flag, value in (
         ("--interval", interval_s),

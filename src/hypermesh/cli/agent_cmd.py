@@ -24,6 +24,7 @@ examples:
   hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
   hypermesh agent --etcd http://127.0.0.1:2379 --node-id web-1
                                                     join a cluster: `hypermesh cluster status --etcd ...` finds it
+  hypermesh agent --state-dir /srv/hypermesh        the allocation ledger /v1/allocations grants from
   echo 'the password' | hypermesh agent --hash-password
                                                     bcrypt hash to paste into basic_auth_users
 
@@ -108,6 +109,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--advertise", metavar="URL", help="URL other machines reach this agent at (default: the --listen address)"
     )
     cluster.add_argument("--node-id", metavar="ID", help="this node's id in the cluster (default: the host name)")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory of the node's allocation ledger, served at /v1/allocations (default: $HYPERMESH_STATE_DIR, "
+        "/var/lib/hypermesh as root, else $XDG_STATE_HOME/hypermesh; as hypermesh assets)",
+    )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
         "--hash-password",
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         etcd_url=args.etcd,
         advertise_url=args.advertise,
         node_id=args.node_id,
+        state_dir=args.state_dir,
     )
     if config.basic_auth_users:
         require_modules("hypermesh agent with basic_auth_users", "bcrypt")

@@ -390,15 +390,15 @@ async function refreshEbpf() {
   }
 }
 
-function showAssets(assets) {
+function showAssets(snapshot) {
+  // /v1/assets is the assets layer's snapshot; the assets panel (assets.js) shows it whole
   const rows = [];
-  if (assets.cpu) rows.push(["cpu", `${assets.cpu.logical_cores} logical / ${assets.cpu.physical_cores ?? "?"} physical`]);
-  if (assets.memory) rows.push(["memory", fmtBytes(assets.memory.total_bytes)]);
-  for (const d of assets.storage) rows.push([d.name, `${d.kind} · ${fmtBytes(d.size_bytes)}`]);
-  for (const n of assets.network) {
-    rows.push([n.name, `${n.kind} · ${n.up ? "up" : "down"}${n.speed_mbps ? " · " + n.speed_mbps + " Mb/s" : ""}`]);
+  for (const a of snapshot.assets) {
+    if (a.kind === "cpu") rows.push(["cpu", `${a.capacity} cores`]);
+    if (a.kind === "memory") rows.push(["memory", fmtBytes(a.capacity)]);
   }
-  rows.push(["gpu", assets.gpu.length ? `${assets.gpu.length}` : "none"]);
+  const gpus = snapshot.assets.filter((a) => a.kind === "gpu").length;
+  rows.push(["gpu", gpus ? `${gpus}` : "none"]);
   kv(el("assets"), rows);
 }
 
