@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["register"]
+__all__ = ["make_client", "register"]
 
 DESCRIPTION = """\
 Ask every agent of a cluster at once and show one view: what answered, what did not and why.
@@ -51,18 +51,8 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    targets = argparse.ArgumentParser(add_help=False)
-    group = targets.add_argument_group("which agents (one of)")
-    group.add_argument("--etcd", metavar="URL", help="find them in etcd, e.g. http://127.0.0.1:2379")
-    group.add_argument("--node", action="append", metavar="URL", help="an agent's URL; repeatable")
-    group.add_argument("--nodes", metavar="FILE", help="a file with one agent URL (or NODE-ID URL) per line")
-    group.add_argument(
-        "--source",
-        metavar="prometheus=URL",
-        help="status only: read the view from Prometheus' query API, for fleets too large to ask node by node",
-    )
-    group.add_argument("--job", default="hypermesh", metavar="NAME", help="with --source: the agents' scrape job")
-    access = targets.add_argument_group("how to ask them")
+    access_parser = argparse.ArgumentParser(add_help=False)
+    access = access_parser.add_argument_group("how to ask the agents")
     access.add_argument(
         "--timeout", type=positive_float, default=3.0, metavar="SECONDS", help="per node, whole request (default 3)"
     )
@@ -73,6 +63,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="file whose first line is --user's password (or set HYPERMESH_PASSWORD); never a flag's value",
     )
     access.add_argument("--cacert", metavar="FILE", help="CA certificate(s) that signed the agents' TLS certificates")
+    targets = argparse.ArgumentParser(add_help=False, parents=[access_parser])
+    group = targets.add_argument_group("which agents (one of)")
+    group.add_argument("--etcd", metavar="URL", help="find them in etcd, e.g. http://127.0.0.1:2379")
+    group.add_argument("--node", action="append", metavar="URL", help="an agent's URL; repeatable")
+    group.add_argument("--nodes", metavar="FILE", help="a file with one agent URL (or NODE-ID URL) per line")
+    group.add_argument(
+        "--source",
+        metavar="prometheus=URL",
+        help="status only: read the view from Prometheus' query API, for fleets too large to ask node by node",
+    )
+    group.add_argument("--job", default="hypermesh", metavar="NAME", help="with --source: the agents' scrape job")
     answer = targets.add_argument_group("what counts as an answer")
     answer.add_argument("--strict", action="store_true", help="exit 1 unless every node answers with current data")
     answer.add_argument("--quorum", type=positive_int, metavar="N", help="exit 1 if fewer than N nodes are current")
@@ -82,13 +83,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser(
         "cluster",
         parents=[common],
-        help="many agents as one: status, profile, sample, assets",
+        help="many agents as one: status, profile, sample, assets; cluster-wide limits and allocations",
         description=DESCRIPTION,
         epilog=EXAMPLES + EPILOG,
         formatter_class=fmt,
     )
     views = p.add_subparsers(title="views", metavar="VIEW")
     views.required = True
+    from hypermesh.cli.cluster_alloc_cmd import add_commands
+
+    add_commands(views, common, access_parser)
     t = views.add_parser(
         "targets",
         parents=[common, targets],
@@ -126,7 +130,7 @@ def _password(args: argparse.Namespace) -> str | None:
     return os.environ.get("HYPERMESH_PASSWORD")
 
 
-def _client(args: argparse.Namespace) -> Any:
+def make_client(args: argparse.Namespace) -> Any:
     from hypermesh.cluster.fanout import Client
 
     auth = None
@@ -152,7 +156,7 @@ def run_view(args: argparse.Namespace) -> int:
         view = _from_prometheus(args)
         _print(args, view)
         return _verdict(view["summary"], args)
-    client = _client(args)
+    client = make_client(args)
     nodes, intervals = resolve(args.etcd, args.node, args.nodes)
     rows = collect(client, nodes, VIEWS[args.view])
     if args.view == "status":
