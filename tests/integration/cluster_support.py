@@ -174,7 +174,7 @@ def agents_in(net: Net, etcd: Etcd, count: int, *extra: str) -> Iterator[list[Ag
         for i in range(count):
             agent = AgentProcess(
                 "--listen", f"{net.address(i)}:9137", "--etcd", etcd.url, "--node-id", f"node-{i}",
-                "--interval", "0.5", *extra, prefix=net.prefix(i),
+                "--interval", "0.5", *(arg.replace("{i}", str(i)) for arg in extra), prefix=net.prefix(i),
             )  # fmt: skip
             started.append(agent)
             agent.start()

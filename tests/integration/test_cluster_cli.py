@@ -78,3 +78,15 @@ def test_a_nodes_file_lists_agents_by_id(tmp_path):
     view = json.loads(cluster([], "status", "--nodes", str(nodes), "--json").stdout)
     assert [n["node_id"] for n in view["nodes"]] == ["web-1"]
     assert view["summary"]["failed"][0]["kind"] == "refused"
+
+
+def test_limit_input_is_checked_in_one_line():
+    for args, says in (
+        (("limit", "set", "cpu", "lots", "--etcd", "http://127.0.0.1:1"), "bad cpu amount"),
+        (("limit", "set", "disks", "1", "--etcd", "http://127.0.0.1:1"), "unknown asset kind"),
+        (("allocate", "cpu", "1", "--etcd", "http://127.0.0.1:1"), "--owner"),
+        (("limit", "list"), "--etcd"),
+    ):
+        out = subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
