@@ -43,7 +43,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["AgentConfig", "build", "load", "reaches_beyond_loopback", "startup_warnings"]
+__all__ = [
+    "AgentConfig",
+    "build",
+    "check_labels",
+    "check_programs",
+    "check_seconds",
+    "load",
+    "reaches_beyond_loopback",
+    "read_config_bytes",
+    "startup_warnings",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
 # Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
@@ -280,11 +290,8 @@ def _cluster_keys(data: dict[str, Any], fail: Any) -> dict[str, Any]:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 2 <= ttl <= 3600:
             raise fail("etcd_ttl", "must be a whole number of seconds, 2..3600")
         out["etcd_ttl_s"] = ttl
-    labels = data.get("labels")
-    if labels is not None:
-        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise fail("labels", 'must be a table of name = "value"')
-        out["labels"] = dict(labels)
+    if "labels" in data:
+        out["labels"] = check_labels(data["labels"], "config: labels")
     return out
 
 
@@ -339,6 +346,26 @@ def check_state_dir(state_dir: str, where: str = "--state-dir") -> str:
     if os.path.exists(state_dir) and not os.path.isdir(state_dir):
         raise InvalidInput(f"{where}: {state_dir} exists and is not a directory; give a directory for the ledger")
     return os.path.abspath(state_dir)
+
+
+def check_seconds(value: object, where: str, minimum: bool = False) -> float:
+    """A number of seconds from JSON or TOML (or "2s"), in range; InvalidInput naming ``where`` otherwise."""
+    seconds = _positive_seconds(value, lambda problem: InvalidInput(f"{where}: {problem}"))
+    if minimum and seconds < MIN_INTERVAL:
+        raise InvalidInput(f"{where}: must be at least {MIN_INTERVAL:g} s (1 kHz), got {seconds:g}")
+    return seconds
+
+
+def check_labels(labels: object, where: str = "labels") -> dict[str, str]:
+    """Node labels: a table of short printable name = "value" pairs."""
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise InvalidInput(f'{where}: must be a table of name = "value"')
+    for name, value in labels.items():
+        if not (1 <= len(name) <= 64 and name.replace("_", "").isalnum() and name.isascii()):
+            raise InvalidInput(f"{where}: {name[:40]!r} is not a label name (1-64 ASCII letters, digits or '_')")
+        if len(value) > 256 or not value.isprintable():
+            raise InvalidInput(f"{where}.{name}: a label value is at most 256 printable characters")
+    return dict(labels)
 
 
 def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:

@@ -93,6 +93,8 @@ def serve(config: AgentConfig, announce: Callable[[str], None] | None = None) ->
             limits.close()
 
     registration = _register(config, host, port)
+    if registration is not None:
+        state.config_listeners.append(lambda new: registration.update(dict(new.labels), new.interval_s))
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(config.header_timeout_s)) as runner:
             runner.run(main())

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hypermesh.cli.main import require_modules
+from hypermesh.cli.main import positive_float, positive_int, require_modules
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,12 +28,42 @@ exits 1 and nothing is allocated (fail closed). Writes to an agent need --user u
 """
 
 
+ROLLOUT = """\
+Push a live agent config to the nodes one at a time (or --max-unavailable at a time): each node must report
+healthy under the new config (status ok, a fresh sample, every eBPF program of the config loaded) within
+--health-timeout before the next is touched. A node that does not is put back on its previous config and the
+roll-out stops there. The config file is TOML with any of: interval, history, ebpf, [labels]; other keys need a
+restart of the agent. Writes need --user (agents with basic auth) unless the agents are on loopback.
+
+example:
+  printf 'interval = 0.5\\nebpf = ["syscalls"]\\n' > live.toml
+  hypermesh cluster rollout --config live.toml --etcd http://127.0.0.1:2379 --user ops --password-file pw
+
+exit codes: 0 every node updated, 1 a node failed or was rolled back (the table says which node runs what), 2 bad input.
+"""
+
+
 def add_commands(
     views: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
     access: argparse.ArgumentParser,
+    targets: argparse.ArgumentParser,
 ) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
+    ro = views.add_parser(
+        "rollout",
+        parents=[common, targets],
+        help="push a live config to every node, one at a time, rolling back a node that turns unhealthy",
+        description=ROLLOUT,
+        formatter_class=fmt,
+    )
+    ro.add_argument("--config", required=True, metavar="FILE", help="TOML: interval, history, ebpf, [labels]")
+    ro.add_argument("--max-unavailable", type=positive_int, default=1, metavar="N", help="nodes changed at once (1)")
+    ro.add_argument(
+        "--health-timeout", type=positive_float, default=30.0, metavar="SECONDS", help="per node (default 30)"
+    )
+    ro.add_argument("--json", action="store_true", help="print each node's outcome as JSON")
+    ro.set_defaults(handler=run_rollout)
     etcd = argparse.ArgumentParser(add_help=False)
     etcd.add_argument("--etcd", required=True, metavar="URL", help="the cluster's etcd, e.g. http://127.0.0.1:2379")
     limit = views.add_parser(
@@ -126,7 +156,7 @@ def run_limit_list(args: argparse.Namespace) -> int:
 
 def run_allocate(args: argparse.Namespace) -> int:
     require_modules("hypermesh cluster allocate", "httpx")
-    from hypermesh.cli.cluster_cmd import make_client
+    from hypermesh.cli.cluster_access import make_client
     from hypermesh.cluster.allocate import allocate
     from hypermesh.cluster.etcd import Etcd
 
@@ -142,7 +172,7 @@ def run_allocate(args: argparse.Namespace) -> int:
 
 def run_release(args: argparse.Namespace) -> int:
     require_modules("hypermesh cluster release", "httpx")
-    from hypermesh.cli.cluster_cmd import make_client
+    from hypermesh.cli.cluster_access import make_client
     from hypermesh.cluster.allocate import release
     from hypermesh.cluster.etcd import Etcd
 
@@ -167,3 +197,45 @@ def run_allocations(args: argparse.Namespace) -> int:
     if repaired:
         print(f"hypermesh: repaired {len(repaired)} abandoned reservation(s): {', '.join(repaired)}", file=sys.stderr)
     return 0
+
+
+def _live_config(path: str) -> dict[str, Any]:
+    import tomllib
+
+    from hypermesh.agent.config import read_config_bytes
+    from hypermesh.errors import InvalidInput
+
+    live = ("interval", "history", "ebpf", "labels")
+    try:
+        data = tomllib.loads(read_config_bytes(path).decode("utf-8", errors="strict"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--config {path}: not valid TOML: {exc}") from None
+    other = sorted(set(data) - set(live))
+    if other:
+        raise InvalidInput(
+            f"--config {path}: {other[0]} cannot change while agents run; a roll-out sets: {', '.join(live)}"
+        )
+    if not data:
+        raise InvalidInput(f"--config {path}: sets nothing; give any of: {', '.join(live)}")
+    return data
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    require_modules("hypermesh cluster rollout", "httpx")
+    from hypermesh.cli.cluster_access import make_client
+    from hypermesh.cluster.rollout import rollout
+    from hypermesh.cluster.targets import resolve
+
+    config = _live_config(args.config)
+    nodes, _ = resolve(args.etcd, args.node, args.nodes)
+
+    def progress(result: Any) -> None:
+        print(f"hypermesh: rollout: {result.node.node_id}: {result.outcome} {result.detail}".rstrip(), file=sys.stderr)
+
+    results = rollout(make_client(args), nodes, config, args.max_unavailable, args.health_timeout, progress)
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    else:
+        for r in results:
+            print(f"{r.node.node_id:<20} {r.outcome:<12} config {r.hash or '-':<12} {r.detail}".rstrip())
+    return 0 if all(r.outcome == "updated" for r in results) else 1

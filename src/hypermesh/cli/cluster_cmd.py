@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from hypermesh.cli.cluster_access import make_client
 from hypermesh.cli.main import EPILOG, positive_float, positive_int, require_modules
 from hypermesh.errors import InvalidInput
 
@@ -15,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["make_client", "register"]
+__all__ = ["register"]
 
 DESCRIPTION = """\
 Ask every agent of a cluster at once and show one view: what answered, what did not and why.
@@ -74,7 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="status only: read the view from Prometheus' query API, for fleets too large to ask node by node",
     )
     group.add_argument("--job", default="hypermesh", metavar="NAME", help="with --source: the agents' scrape job")
-    answer = targets.add_argument_group("what counts as an answer")
+    answers = argparse.ArgumentParser(add_help=False)
+    answer = answers.add_argument_group("what counts as an answer")
     answer.add_argument("--strict", action="store_true", help="exit 1 unless every node answers with current data")
     answer.add_argument("--quorum", type=positive_int, metavar="N", help="exit 1 if fewer than N nodes are current")
     answer.add_argument("--json", action="store_true", help="print the view as JSON")
@@ -92,7 +94,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     views.required = True
     from hypermesh.cli.cluster_alloc_cmd import add_commands
 
-    add_commands(views, common, access_parser)
+    add_commands(views, common, access_parser, targets)
     t = views.add_parser(
         "targets",
         parents=[common, targets],
@@ -109,41 +111,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     for name in VIEWS:
         v = views.add_parser(
             name,
-            parents=[common, targets],
+            parents=[common, targets, answers],
             help=HELP[name],
             description=HELP[name],
             epilog=EXAMPLES,
             formatter_class=fmt,
         )
         v.set_defaults(handler=run_view, view=name)
-
-
-def _password(args: argparse.Namespace) -> str | None:
-    if args.password_file is not None:
-        from hypermesh._files import read_regular_file
-
-        try:
-            data = read_regular_file(args.password_file, 4096).data
-        except Exception as exc:  # every way a file cannot be read: one line, the file named, never its content
-            raise InvalidInput(f"--password-file: cannot read {args.password_file}: {exc}") from None
-        return data.decode("utf-8", errors="replace").splitlines()[0] if data.strip() else ""
-    return os.environ.get("HYPERMESH_PASSWORD")
-
-
-def make_client(args: argparse.Namespace) -> Any:
-    from hypermesh.cluster.fanout import Client
-
-    auth = None
-    if args.user is not None:
-        password = _password(args)
-        if password is None:
-            raise InvalidInput("--user needs a password: --password-file FILE or HYPERMESH_PASSWORD")
-        auth = (args.user, password)
-    elif args.password_file is not None:
-        raise InvalidInput("--password-file needs --user NAME")
-    if args.cacert is not None and not os.path.isfile(args.cacert):
-        raise InvalidInput(f"--cacert: {args.cacert} is not a file; give the CA certificate (PEM) of the agents")
-    return Client(args.timeout, cafile=args.cacert, auth=auth)
 
 
 def run_view(args: argparse.Namespace) -> int:

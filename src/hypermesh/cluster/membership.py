@@ -112,6 +112,7 @@ class Registration:
         self.ttl_s = ttl_s
         self.key = NODES_PREFIX + member.node_id
         self.lease = 0
+        self.lease_lost = False
         self.registered = threading.Event()
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -131,6 +132,16 @@ class Registration:
                 log.warning("could not leave the cluster at once (%s); the lease ends in %d s", exc, self.ttl_s)
             self.lease = 0
 
+    def update(self, labels: dict[str, str], interval_s: float) -> None:
+        """New labels or interval (a live config change): written under the current lease now."""
+        self.member.labels, self.member.interval_s = dict(labels), interval_s
+        if self.lease:
+            try:
+                self.etcd.put(self.key, json.dumps(self.member.to_dict()).encode(), lease=self.lease)
+            except EtcdError as exc:
+                log.warning("cluster membership: new labels not written yet (%s); the next renewal retries", exc)
+                self.lease_lost = True
+
     def _register(self) -> None:
         self.lease = self.etcd.grant(self.ttl_s)
         self.member.registered_at = time.time()
@@ -142,7 +153,8 @@ class Registration:
         period = self.ttl_s / 3.0
         while not self._stop.is_set():
             try:
-                if not self.lease or self.etcd.keepalive(self.lease) == 0:
+                if self.lease_lost or not self.lease or self.etcd.keepalive(self.lease) == 0:
+                    self.lease_lost = False
                     if self.lease:
                         log.warning("etcd forgot this agent's lease; registering again as %s", self.member.node_id)
                     self._register()
