@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from hypermesh.agent.node_assets import NodeAssets
 
-__all__ = ["MAX_PID", "AllocationRoutes", "is_loopback"]
+__all__ = ["MAX_PID", "AllocationRoutes", "is_loopback", "json_body", "write_refusal"]
 
 FIELDS = ("kind", "amount", "owner", "asset", "id", "pid", "enforce", "force")
 # What the schema says an amount string of each kind is, checked as written there: parse_amount alone takes more
@@ -65,6 +65,40 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # ::ffff:127.0.0.1, though Python 3.11 does not call it loopback
     return address.is_loopback
+
+
+def write_refusal(auth: bool, request: Request, what: str) -> Response | None:
+    """403 for a write from beyond loopback when basic auth is off (module docstring); None when it may proceed."""
+    if auth:
+        return None  # the guard let only authenticated users through
+    client = request.client
+    if client is None or is_loopback(client.host):
+        return None
+    return _error(
+        403,
+        f"writes from {client.host} are refused: basic auth is not configured, so only loopback clients "
+        f"(127.0.0.0/8, ::1) may {what}; add basic_auth_users to the agent's config (docs/agent.md)",
+    )
+
+
+async def json_body(request: Request, what: str) -> bytes | Response:
+    """The body of a JSON write, at most MAX_BODY_BYTES; or the 415/413/400 answer to send instead."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        return _error(415, f"send {what} as JSON with Content-Type: application/json")
+    length = request.headers.get("content-length")
+    too_large = f"the body is over {MAX_BODY_BYTES} bytes; {what} is a small object"
+    if length is not None and (not length.isascii() or not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return _error(413, too_large)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return _error(413, too_large)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody left to read it
+    return bytes(body)
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -160,16 +194,7 @@ class AllocationRoutes:
         self.auth = auth
 
     def _write_refusal(self, request: Request) -> Response | None:
-        if self.auth:
-            return None  # the guard let only authenticated users through
-        client = request.client
-        if client is None or is_loopback(client.host):
-            return None
-        return _error(
-            403,
-            f"writes from {client.host} are refused: basic auth is not configured, so only loopback clients "
-            "(127.0.0.0/8, ::1) may allocate or release; add basic_auth_users to the agent's config (docs/agent.md)",
-        )
+        return write_refusal(self.auth, request, "allocate or release")
 
     def _unavailable(self) -> Response | None:
         if self.assets.ledger is None:
@@ -193,24 +218,11 @@ class AllocationRoutes:
         refusal = self._write_refusal(request) or self._unavailable()
         if refusal is not None:
             return refusal
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            return _error(415, "send the allocation as JSON with Content-Type: application/json")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isascii() or not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes; an allocation request is a small object")
-        body = bytearray()
+        body = await json_body(request, "an allocation request")
+        if isinstance(body, Response):
+            return body
         try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    return _error(
-                        413, f"the body is over {MAX_BODY_BYTES} bytes; an allocation request is a small object"
-                    )
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody left to read it
-        try:
-            wanted = parse_request(bytes(body))
+            wanted = parse_request(body)
             existing = None
             if wanted["id"] is not None:
                 existing = await asyncio.to_thread(self._existing, wanted["id"])

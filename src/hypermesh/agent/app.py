@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -22,17 +23,20 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from hypermesh.agent import metrics
-from hypermesh.agent.allocations import AllocationRoutes
+from hypermesh.agent import live_config, metrics
+from hypermesh.agent.allocations import AllocationRoutes, json_body, write_refusal
 from hypermesh.agent.guards import WRITE_CHUNK_BYTES
 from hypermesh.agent.openapi import JSON_TYPE, MAX_SAMPLES_PER_RESPONSE, MAX_SEQUENCE, openapi_schema
 from hypermesh.agent.security import Credentials, Guard
 from hypermesh.agent.state import AgentState
+from hypermesh.errors import InvalidInput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
+
+    from hypermesh.agent.cluster_view import ClusterView
 
 __all__ = ["build_app"]
 
@@ -112,6 +116,21 @@ def _slash_redirect(router: Router) -> Callable[..., Awaitable[None]]:
 
 def _json_error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _config_view(state: AgentState) -> dict[str, Any]:
+    view = live_config.live_view(state.config)
+    return dict(view, generation=state.config_generation, hash=live_config.config_hash(view))
+
+
+def _cluster_view(state: AgentState) -> ClusterView | None:
+    if state.config.etcd_url is None:
+        return None
+    import socket
+
+    from hypermesh.agent.cluster_view import ClusterView
+
+    return ClusterView(state.config.etcd_url, state.config.node_id or socket.gethostname())
 
 
 def build_app(state: AgentState) -> Guard:
@@ -207,6 +226,38 @@ def build_app(state: AgentState) -> Guard:
         return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
 
     credentials = Credentials(dict(state.config.basic_auth_users))
+    cluster = _cluster_view(state)
+
+    async def cluster_endpoint(request: Request) -> Response:
+        if cluster is None:
+            return _json_error(404, "this agent was not started with --etcd: it knows no cluster (docs/cluster.md)")
+        return JSONResponse(await cluster.get())
+
+    config_lock = asyncio.Lock()
+
+    async def config_endpoint(request: Request) -> Response:
+        if request.method == "PUT":
+            refusal = write_refusal(credentials.enabled, request, "change the configuration")
+            if refusal is not None:
+                return refusal
+            body = await json_body(request, "a configuration")
+            if isinstance(body, Response):
+                return body
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return _json_error(400, "the body is not JSON")
+            async with config_lock:  # one change at a time: each is checked against the config it replaces
+                try:
+                    new = live_config.updated(state.config, data)
+                except InvalidInput as exc:
+                    return _json_error(422, str(exc))
+                await asyncio.to_thread(state.apply_config, new)
+        return JSONResponse(_config_view(state))
+
+    async def cluster_page(request: Request) -> Response:
+        return FileResponse(f"{STATIC_DIR}/cluster.html", headers=PAGE_HEADERS)
+
     allocations = AllocationRoutes(state.node_assets, auth=credentials.enabled)
 
     async def health_endpoint(request: Request) -> Response:
@@ -220,6 +271,9 @@ def build_app(state: AgentState) -> Guard:
             "samples_taken": state.samples_taken,
             "last_sample_age_s": age,
             "sampler_error": state.sampler_error,
+            "config_generation": state.config_generation,
+            "config_hash": live_config.config_hash(live_config.live_view(state.config)),
+            "samples_since_config": state.samples_since_config,
         }
         # /healthz is open to anyone, so with auth on an anonymous client learns only whether the agent is well: the
         # version names the exploits worth trying, uptime (and samples_taken, uptime over the interval) when the host
@@ -247,6 +301,9 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/stream", stream_endpoint, methods=get),
         Route("/v1/assets", assets_endpoint, methods=get),
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
+        Route("/v1/cluster", cluster_endpoint, methods=get),
+        Route("/cluster", cluster_page, methods=get),
+        Route("/v1/config", config_endpoint, methods=["GET", "PUT"]),
         # One route for both methods: a 405 then lists both in its Allow header.
         Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
         # :path, so an id with a slash in it ("/run/netns", sent as %2F) can be released too

@@ -42,6 +42,65 @@ def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _config_paths() -> dict[str, Any]:
+    """GET/PUT /v1/config (agent/live_config.py): what changes while the agent runs."""
+    from hypermesh.agent.programs import AGENT_PROGRAMS
+    from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
+
+    seconds = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": MAX_SECONDS}
+    live = {
+        "interval": dict(seconds, minimum=MIN_INTERVAL, exclusiveMinimum=False),
+        "history": seconds,
+        "ebpf": {"type": "array", "items": {"type": "string", "enum": sorted(AGENT_PROGRAMS)}},
+        "labels": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+            "propertyNames": {"pattern": "^[A-Za-z0-9_]{1,64}$"},
+        },
+    }
+    view = {
+        "type": "object",
+        "required": ["interval", "history", "ebpf", "labels", "generation", "hash"],
+        "properties": {**live, "generation": {"type": "integer"}, "hash": {"type": "string"}},
+    }
+    common = {
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "405": {"$ref": "#/components/responses/MethodNotAllowed"},
+        "431": {"$ref": "#/components/responses/HeadersTooLarge"},
+        "503": {"$ref": "#/components/responses/Unavailable"},
+    }
+    ok = {"description": "the live configuration", "content": {JSON_TYPE: {"schema": view}}}
+    return {
+        "/v1/config": {
+            "get": {
+                "summary": "what of the configuration changes while the agent runs",
+                "responses": {"200": ok, **common},
+            },
+            "put": {
+                "summary": "change interval, history, eBPF programs or labels now (writes need auth, or loopback)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON_TYPE: {
+                            "schema": {"type": "object", "additionalProperties": False, "properties": live},
+                            "example": {"interval": 0.5, "labels": {"rack": "r1"}},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": ok,
+                    "400": _error_response("the body is not JSON"),
+                    "403": _error_response("basic auth is off and the client is not on loopback"),
+                    "413": _error_response("the body is over 16 KiB"),
+                    "415": _error_response("the body is not sent as application/json"),
+                    "422": _error_response("a key that needs a restart, or a value out of range"),
+                    **common,
+                },
+            },
+        }
+    }
+
+
 def _allocation_paths() -> dict[str, Any]:
     """POST/GET /v1/allocations and DELETE /v1/allocations/{id} (agent/allocations.py)."""
     common = {
@@ -233,6 +292,14 @@ def _allocation_schemas() -> dict[str, Any]:
     }
 
 
+def _not_without_etcd(operation: dict[str, Any]) -> dict[str, Any]:
+    operation["get"]["responses"]["404"] = {
+        "description": "this agent was not started with --etcd",
+        "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    return operation
+
+
 def openapi_schema(version: str) -> dict[str, Any]:
     def get(
         path: str,
@@ -331,7 +398,11 @@ def openapi_schema(version: str) -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Snapshot"},
             ),
             **_allocation_paths(),
+            **_config_paths(),
             "/v1/ebpf": get("/v1/ebpf", "eBPF availability and feature probe", JSON_TYPE, obj),
+            "/v1/cluster": _not_without_etcd(
+                get("/v1/cluster", "every agent registered in etcd: health, utilisation, allocations", JSON_TYPE, obj)
+            ),
             "/openapi.json": get("/openapi.json", "this document", JSON_TYPE, obj),
         },
         "components": {

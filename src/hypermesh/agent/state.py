@@ -66,6 +66,13 @@ class AgentState:
         self._sequence = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set to end the sampler's current stream: on stop, and when a live config change sets a new interval.
+        self._restart = threading.Event()
+        # Live config changes (PUT /v1/config): how many were applied, and samples taken since the last one.
+        self.config_generation = 0
+        self.samples_since_config = 0
+        # Called with the new config after a live change (the server re-registers labels in etcd).
+        self.config_listeners: list[Callable[[AgentConfig], None]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_sample: asyncio.Event | None = None
@@ -113,6 +120,7 @@ class AgentState:
 
     def stop(self) -> None:
         self._stop.set()
+        self._restart.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.interval_s + 2.0)
         self.programs.close()
@@ -121,15 +129,38 @@ class AgentState:
 
     def _run_sampler(self) -> None:
         while not self._stop.is_set():
+            restart = self._restart
             try:
-                for sample in self.sampler.stream(self.config.interval_s, stop=self._stop):
+                for sample in self.sampler.stream(self.config.interval_s, stop=restart):
                     self._record(sample)
                     if self._stop.is_set():
                         return
+                    if restart.is_set():
+                        break
             except Exception as exc:  # keep sampling: a transient read error must not kill the agent
                 self.sampler_error = f"{type(exc).__name__}: {exc}"
                 log.warning("sampler error (retrying): %s", self.sampler_error)
                 self._stop.wait(max(self.config.interval_s, 1.0))
+
+    def apply_config(self, config: AgentConfig) -> None:
+        """A live change (agent/live_config.py): the new interval, history and eBPF programs take effect now; blocks
+        while programs load or unload (call it off the event loop)."""
+        old = self.config
+        with self._lock:
+            self.config = config
+            if config.history_samples != self._history.maxlen:
+                self._history = collections.deque(self._history, maxlen=config.history_samples)
+            self.config_generation += 1
+            self.samples_since_config = 0
+        if config.interval_s != old.interval_s:
+            previous, self._restart = self._restart, threading.Event()
+            previous.set()  # the sampler ends its stream and starts one at the new interval
+        if tuple(config.ebpf_programs) != tuple(old.ebpf_programs):
+            retired, self.programs = self.programs, AgentPrograms(list(config.ebpf_programs))
+            retired.close()
+            self.programs.start()
+        for listener in self.config_listeners:
+            listener(config)
 
     def _record(self, sample: Sample) -> None:
         data = json.dumps(as_dict(sample), separators=(",", ":")).encode()
@@ -137,6 +168,7 @@ class AgentState:
             self._sequence += 1
             self._history.append((sample.timestamp, data, self._sequence))
             self.samples_taken += 1
+            self.samples_since_config += 1
         self.sampler_error = None
         loop = self._loop
         # A waiter counts itself before it looks at the history (next_sample): either it is counted here, or it
