@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import require
 from tests.fixtures.agent.agent_process import AgentProcess
+from tests.integration.cluster_support import Etcd
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,14 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(tmp_path):
     binary = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     require(Path(binary).exists(), "schemathesis is not installed: make venv")
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
-    # its own ledger: the fuzzer's grants (bound to pids such as 1) never reach the host's
-    with AgentProcess("--interval", "0.5", "--state-dir", str(tmp_path / "state")) as agent:
+    # its own ledger: the fuzzer's grants (bound to pids such as 1) never reach the host's; registered in a real etcd,
+    # so /v1/cluster answers too (without one it is a 404 on every call, which schemathesis reports as a warning)
+    etcd = Etcd(tmp_path).start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(etcd.stop)
+        agent = stack.enter_context(
+            AgentProcess("--interval", "0.5", "--state-dir", str(tmp_path / "state"), "--etcd", etcd.url)
+        )
         schema = httpx.get(f"{agent.url}/openapi.json", timeout=10).json()
         result = subprocess.run(
             [binary, "run", f"{agent.url}/openapi.json", "--checks", "all", "--phases", "coverage,fuzzing,stateful",
