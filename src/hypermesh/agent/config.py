@@ -6,7 +6,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
 
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
-    ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
+    ebpf = ["syscalls"]           # eBPF programs to keep loaded (syscalls, biolatency, execsnoop, xdp:IF); needs CAP_BPF
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
     max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
@@ -286,13 +286,12 @@ def check_root(root: str, where: str = "--root") -> str:
 
 
 def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:
-    from hypermesh.agent.programs import AGENT_PROGRAMS
+    from hypermesh.agent.programs import parse_program
 
     for name in names:
-        if name not in AGENT_PROGRAMS:
-            raise InvalidInput(
-                f"{where}: {name!r} is not a program the agent runs (choose from: {', '.join(AGENT_PROGRAMS)})"
-            )
+        problem = parse_program(name)
+        if isinstance(problem, str):
+            raise InvalidInput(f"{where}: {problem}")
     return list(dict.fromkeys(names))
 
 

@@ -22,6 +22,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
         content: str | list[str],
         schema: dict[str, Any],
         params: list[dict[str, Any]] | None = None,
+        not_found: bool = False,
     ) -> Any:
         types = [content] if isinstance(content, str) else content
         responses: dict[str, Any] = {
@@ -30,6 +31,11 @@ def openapi_schema(version: str) -> dict[str, Any]:
         if params:
             responses["400"] = {
                 "description": "a query value is malformed",
+                "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        if not_found:
+            responses["404"] = {
+                "description": "what this endpoint serves is not running on this agent",
                 "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         if path != "/healthz":
@@ -102,6 +108,15 @@ def openapi_schema(version: str) -> dict[str, Any]:
                 "server-sent events: one `data: <Sample JSON>` line pair per new sample, until the client leaves",
                 "text/event-stream",
                 {"type": "string"},
+            ),
+            "/v1/events": get(
+                "/v1/events",
+                "server-sent events: one `data: <exec event JSON>` per program executed on this machine, while the "
+                "agent runs `--ebpf execsnoop` (404 otherwise); a client that falls behind loses events, counted in "
+                "the next event's `dropped`",
+                "text/event-stream",
+                {"type": "string"},
+                not_found=True,
             ),
             "/": get("/", "the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
             "/v1/assets": get("/v1/assets", "capacities: cpu, memory, storage, network, gpu", JSON_TYPE, obj),

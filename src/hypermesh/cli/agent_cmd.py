@@ -96,7 +96,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--ebpf",
         action="append",
         metavar="PROGRAM",
-        help="keep this built-in eBPF program loaded and export it (syscalls); repeatable; needs CAP_BPF",
+        help="keep this built-in eBPF program loaded and export it (syscalls, biolatency, execsnoop, xdp:INTERFACE); "
+        "repeatable; needs CAP_BPF",
     )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
