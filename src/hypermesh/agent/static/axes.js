@@ -53,14 +53,16 @@ function valueTicks(max, kind, unit) {
   return { top: intervals * step * divisor, ticks };
 }
 
-// Ticks back from now over span seconds, in seconds up to two minutes, else in minutes.
-function timeTicks(span) {
+// Ticks back from now over span seconds, at most maxLabels of them (the axis' width decides), in seconds up to
+// two minutes, else in minutes.
+function timeTicks(span, maxLabels) {
+  const room = Math.max(2, maxLabels || 7) - 1;
   const ticks = [{ ago: 0, label: "now" }];
   if (span <= 120) {
-    const step = [10, 15, 20, 30, 60].find((s) => span / s <= 6) || 60;
+    const step = [10, 15, 20, 30, 60].find((s) => span / s <= room) || 60;
     for (let ago = step; ago <= span + 1e-6; ago += step) ticks.push({ ago, label: `−${ago} s` });
   } else {
-    const step = [60, 120, 300].find((s) => span / s <= 6) || 300;
+    const step = [60, 120, 300].find((s) => span / s <= room) || 300;
     for (let ago = step; ago <= span + 1e-6; ago += step) ticks.push({ ago, label: `−${ago / 60} min` });
   }
   return ticks;
