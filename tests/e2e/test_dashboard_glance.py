@@ -4,6 +4,7 @@ with their data, filesystems and down interfaces, and a header that wraps betwee
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_root
-from tests.e2e.test_dashboard import launch, playwright, wait_for  # noqa: F401 - playwright: the fixture
+from tests.e2e.test_dashboard import launch, wait_for
 from tests.fixtures.agent.agent_process import AgentProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -102,7 +103,7 @@ def test_axis_ticks_are_round_in_one_unit_and_cover_the_data(tmp_path, playwrigh
             tops_px = page.evaluate(
                 "[...document.querySelectorAll('#chart-memory ~ .axis-y .tick')].map((t) => parseFloat(t.style.top))"
             )
-            gaps = [a - b for a, b in zip(tops_px, tops_px[1:], strict=False)]
+            gaps = [a - b for a, b in itertools.pairwise(tops_px)]
             assert all(gap > 10 and abs(gap - gaps[0]) <= 1 for gap in gaps), tops_px
         finally:
             context.close()
