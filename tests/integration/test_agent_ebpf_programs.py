@@ -196,6 +196,39 @@ def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, 
     assert our_kernel_programs() - bpftool_before == set(), "the agent left programs loaded"
 
 
+def test_events_need_credentials_like_the_other_streams(tmp_path):
+    import bcrypt
+
+    require_ebpf()
+    hashed = bcrypt.hashpw(b"events-password", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[basic_auth_users]\nwatcher = "{hashed}"\n')
+    with AgentProcess("--interval", "0.5", "--config", str(config), "--ebpf", "execsnoop") as agent:
+        assert httpx.get(f"{agent.url}/v1/events", timeout=10).status_code == 401
+        wrong = httpx.get(f"{agent.url}/v1/events", auth=("watcher", "nope"), timeout=10)
+        assert wrong.status_code == 401
+        with httpx.stream("GET", f"{agent.url}/v1/events", auth=("watcher", "events-password"), timeout=10) as ok:
+            assert ok.status_code == 200
+            assert ok.headers["content-type"].startswith("text/event-stream")
+
+
+def test_a_client_that_falls_behind_loses_events_not_memory():
+    import asyncio
+
+    from hypermesh.agent.exec_feed import QUEUE, Subscriber
+
+    async def flood() -> Subscriber:
+        subscriber = Subscriber(asyncio.get_running_loop())
+        for index in range(QUEUE + 44):
+            subscriber.offer(b'{"pid":%d}' % index)
+        return subscriber
+
+    subscriber = asyncio.run(flood())
+    assert subscriber.queue.qsize() == QUEUE
+    assert subscriber.dropped == 44
+    assert subscriber.queue.get_nowait() == b'{"pid":0}'  # the oldest kept; the newest are the ones dropped
+
+
 def test_events_need_execsnoop_and_count_as_a_stream(tmp_path):
     with AgentProcess("--interval", "0.5", "--max-streams", "1") as agent:
         response = httpx.get(f"{agent.url}/v1/events", timeout=10)

@@ -22,6 +22,8 @@ examples:
   hypermesh agent --config /etc/hypermesh/agent.toml
                                                     TLS and basic auth from the file (see docs/agent.md)
   hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
+  hypermesh agent --ebpf biolatency --ebpf execsnoop --ebpf xdp:eth0
+                                                    block I/O latency, exec events (/v1/events), packets on eth0
   echo 'the password' | hypermesh agent --hash-password
                                                     bcrypt hash to paste into basic_auth_users
 
