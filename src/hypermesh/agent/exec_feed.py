@@ -80,6 +80,7 @@ class ExecFeed:
         self._subscribers: set[Subscriber] = set()
         self._stop = threading.Event()
         self.error: str | None = None
+        self._lost = 0
         self._thread = threading.Thread(target=self._run, name="hypermesh-execsnoop", daemon=True)
         self._thread.start()
 
@@ -94,6 +95,14 @@ class ExecFeed:
                 return
             if events:
                 self._take(events, time.time())
+            # Read here, not in read(): the program's lock is held through each poll (up to POLL_S), and read()
+            # runs in a scrape, on the event loop.
+            try:
+                self._lost = self.program.lost()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    self.error = f"{type(exc).__name__}: {exc}"
+                return
 
     def _take(self, events: list[ExecEvent], now: float) -> None:
         encoded = []
@@ -132,9 +141,10 @@ class ExecFeed:
     def read(self) -> ExecSummary:
         if self.error is not None:
             raise RuntimeError(f"execsnoop stopped reading: {self.error}")
-        lost = self.program.lost()
         with self._lock:
-            return ExecSummary(total=self._total, by_comm=dict(self._by_comm), lost=lost, recent=tuple(self._recent))
+            return ExecSummary(
+                total=self._total, by_comm=dict(self._by_comm), lost=self._lost, recent=tuple(self._recent)
+            )
 
     def close(self) -> object:
         self._stop.set()
