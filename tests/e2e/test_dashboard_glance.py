@@ -209,9 +209,12 @@ def test_ebpf_program_panels_render_their_data(tmp_path, playwright):
                 if line.startswith("hypermesh_ebpf_block_io_latency_seconds_count")
             )
             assert 8 <= shown <= counted  # the test's own fsyncs at least; never more than the agent counted later
-            # Panels only for what runs.
+            # Panels only for what runs; the program panels' refresh leaves the other cards alone.
             assert page.locator("#panel-execsnoop").count() == 0
             assert page.locator("article.program").count() == 2
+            wait_for(page, "document.getElementById('panel-filesystems') !== null", 15)
+            page.wait_for_timeout(2500)  # one more refresh of the program panels
+            assert page.locator("#panel-filesystems").count() == 1
 
             # The eBPF card speaks in words, and what is not supported says why on hover.
             card = page.inner_text("#ebpf")

@@ -235,7 +235,10 @@ function ingest(sample, sequence) {
     charts.disk.push(d.name + " write", t, d.write_bytes_per_s);
   }
   for (const n of sample.network) {
-    if (n.rx_bytes_per_s > 0 || n.tx_bytes_per_s > 0) state.busyInterfaces.add(n.name);
+    if ((n.rx_bytes_per_s > 0 || n.tx_bytes_per_s > 0) && !state.busyInterfaces.has(n.name)) {
+      state.busyInterfaces.add(n.name);
+      if (state.downInterfaces.has(n.name)) showDownInterfaces(); // it carries traffic: in the legend, not the note
+    }
     // A down interface with no traffic is said once under the chart, not drawn as two flat lines.
     if (state.downInterfaces.has(n.name) && !state.busyInterfaces.has(n.name)) continue;
     charts.network.push(n.name + " rx", t, n.rx_bytes_per_s);
@@ -503,6 +506,11 @@ async function refreshEbpf() {
   }
 }
 
+function showDownInterfaces() {
+  const quiet = [...state.downInterfaces].filter((name) => !state.busyInterfaces.has(name)).sort();
+  window.hypermeshPanels.note("legend-network", "network-down", quiet.length ? `down: ${quiet.join(", ")}` : "");
+}
+
 async function refreshMetrics() {
   // What only /metrics has: filesystems, and which interfaces are up.
   if (!state.connected) return;
@@ -519,8 +527,7 @@ async function refreshMetrics() {
       charts.network.remove(name + " rx");
       charts.network.remove(name + " tx");
     }
-    const quiet = [...down].filter((name) => !state.busyInterfaces.has(name)).sort();
-    window.hypermeshPanels.note("legend-network", "network-down", quiet.length ? `down: ${quiet.join(", ")}` : "");
+    showDownInterfaces();
   } catch (err) {
     state.errors.push(String(err));
   }

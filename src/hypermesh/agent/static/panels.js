@@ -88,10 +88,10 @@
 
   // ---------------------------------------------------------------------------------- program panels
 
-  function card(id, title, sub, after) {
+  function card(id, title, sub, after, kind) {
     let node = document.getElementById(id);
     if (node) return node.querySelector(".panel-body");
-    node = make("article", "card program");
+    node = make("article", "card " + kind);
     node.id = id;
     const heading = make("h2", "", title);
     if (sub) heading.append(make("small", "", sub));
@@ -205,7 +205,7 @@
       const id = "panel-" + name.replace(/[^A-Za-z0-9_-]/g, "-");
       wanted.add(id);
       const sub = entry.argument ? `${panel[1]} on ${entry.argument}` : panel[1];
-      const body = card(id, panel[0], sub, after);
+      const body = card(id, panel[0], sub, after, "program");
       panel[2](body, entry.reading, name);
       after = document.getElementById(id);
     }
@@ -238,7 +238,7 @@
     const rows = sizes.filter(([, size]) => size > 0).sort((a, b) => a[0].mountpoint.localeCompare(b[0].mountpoint));
     if (!rows.length) return;
     const anchor = document.getElementById("legend-disk").closest(".card");
-    const body = card("panel-filesystems", "Filesystems", "used / free per mount", anchor);
+    const body = card("panel-filesystems", "Filesystems", "used / free per mount", anchor, "filesystems");
     body.textContent = "";
     const list = make("div", "barlist fs");
     for (const [labels, size] of rows) {
