@@ -48,7 +48,7 @@ def main() -> int:
         print("screenshots: playwright is missing: run make venv", file=sys.stderr)
         return 4
     if not os.access(CHROMIUM, os.X_OK):
-        print(f"screenshots: {CHROMIUM} is missing: scripts/deps.sh test installs it", file=sys.stderr)
+        print(f"screenshots: {CHROMIUM} is missing: scripts/deps.sh browser installs it", file=sys.stderr)
         return 4
     with tempfile.TemporaryDirectory(prefix="hypermesh-shots-") as tmp:
         agent, url = start_agent(Path(tmp) / "agent.log")
