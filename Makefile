@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # This machine's pip config names local package folders that may not exist; pip warns once per package.
 PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help deps venv run run-cluster test test-fresh lint fmt bench bpf clean
+.PHONY: help deps venv run run-cluster test test-fresh lint fmt bench bpf screenshots clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: deps venv  ## benchmarks against psutil / node_exporter; writes bench/res
 bpf:  ## rebuild the committed eBPF objects from src/hypermesh/ebpf/programs/*.bpf.c (needs only the bpf deps)
 	@scripts/deps.sh bpf
 	$(MAKE) -C src/hypermesh/ebpf/programs
+
+screenshots: venv  ## the dashboard at 1280 and 420 px into docs/ (needs chromium; as root with eBPF panels)
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,9 +1,11 @@
 """The node agent's web application: the routes, served by Starlette behind the request guard (security.py).
 
 - Every endpoint reads the shared AgentState (state.py): ``/v1/sample``, ``/v1/samples?since=`` and the
-  ``/v1/stream`` SSE feed read its ring buffer of serialized samples; ``/metrics`` asks it for a scrape.
-- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it). The one
-  exception is the allocation ledger (allocations.py): POST /v1/allocations and DELETE /v1/allocations/{id}.
+  ``/v1/stream`` SSE feed read its ring buffer of serialized samples; ``/metrics`` asks it for a scrape;
+  ``/v1/events`` streams the exec events of the agent's execsnoop program (exec_feed.py), a bounded queue each.
+- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it). The
+  exceptions write: POST /v1/allocations and DELETE /v1/allocations/{id} (allocations.py), PUT /v1/config
+  (live_config.py).
 """
 
 from __future__ import annotations
@@ -218,6 +220,38 @@ def build_app(state: AgentState) -> Guard:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
+    async def events_endpoint(request: Request) -> Response:
+        feed = state.programs.exec_feed()
+        if feed is None:
+            return _json_error(404, "exec events need the execsnoop program: start the agent with --ebpf execsnoop")
+        if request.method == "HEAD":  # as /v1/stream's: headers only, no slot held by a body nobody reads
+            head = Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
+            del head.headers["content-length"]
+            return head
+        subscriber = feed.subscribe(asyncio.get_running_loop())
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                quiet_since = time.monotonic()
+                yield b": exec events of this machine, one per data line\n\n"  # the headers go out at once
+                while not state.closing():
+                    try:
+                        data = await asyncio.wait_for(subscriber.queue.get(), 1.0)
+                    except TimeoutError:
+                        if time.monotonic() - quiet_since > 15.0:
+                            quiet_since = time.monotonic()
+                            yield b": keep-alive\n\n"
+                        continue
+                    quiet_since = time.monotonic()
+                    dropped, subscriber.dropped = subscriber.dropped, 0
+                    if dropped:  # this client fell behind: say how many it missed, in the event itself
+                        data = data[:-1] + b',"dropped":%d}' % dropped
+                    yield b"data: %s\n\n" % data
+            finally:
+                feed.unsubscribe(subscriber)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
     async def assets_endpoint(request: Request) -> Response:
         # a thread: the storage adapter's statvfs of a mount may wait on its device
         return JSONResponse(await asyncio.to_thread(state.assets))
@@ -299,6 +333,7 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/sample", sample_endpoint, methods=get),
         Route("/v1/samples", samples_endpoint, methods=get),
         Route("/v1/stream", stream_endpoint, methods=get),
+        Route("/v1/events", events_endpoint, methods=get),
         Route("/v1/assets", assets_endpoint, methods=get),
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
         Route("/v1/cluster", cluster_endpoint, methods=get),

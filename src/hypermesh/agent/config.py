@@ -6,7 +6,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
 
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
-    ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
+    ebpf = ["syscalls"]           # eBPF programs to keep loaded (syscalls, biolatency, execsnoop, xdp:IF); needs CAP_BPF
     state_dir = "/var/lib/hypermesh"  # the node's allocation ledger (default as `hypermesh assets`)
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
@@ -363,19 +363,20 @@ def check_labels(labels: object, where: str = "labels") -> dict[str, str]:
     for name, value in labels.items():
         if not (1 <= len(name) <= 64 and name.replace("_", "").isalnum() and name.isascii()):
             raise InvalidInput(f"{where}: {name[:40]!r} is not a label name (1-64 ASCII letters, digits or '_')")
-        if len(value) > 256 or not value.isprintable():
-            raise InvalidInput(f"{where}.{name}: a label value is at most 256 printable characters")
+        if len(value) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise InvalidInput(
+                f"{where}.{name}: a label value is at most 256 characters, none of them control characters"
+            )
     return dict(labels)
 
 
 def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:
-    from hypermesh.agent.programs import AGENT_PROGRAMS
+    from hypermesh.agent.programs import parse_program
 
     for name in names:
-        if name not in AGENT_PROGRAMS:
-            raise InvalidInput(
-                f"{where}: {name!r} is not a program the agent runs (choose from: {', '.join(AGENT_PROGRAMS)})"
-            )
+        problem = parse_program(name)
+        if isinstance(problem, str):
+            raise InvalidInput(f"{where}: {problem}")
     return list(dict.fromkeys(names))
 
 

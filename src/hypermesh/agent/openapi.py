@@ -42,6 +42,17 @@ def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _program_pattern(programs: dict[str, Any]) -> str:
+    """The spellings ``--ebpf`` takes: ``syscalls``, or ``xdp:IF`` with an interface name (Linux: 1-15 bytes, no
+    '/', ':' or space)."""
+    bare = "|".join(sorted(n for n, e in programs.items() if e.argument is None))
+    with_argument = "|".join(sorted(n for n, e in programs.items() if e.argument is not None))
+    pattern = f"^({bare})$"
+    if with_argument:
+        pattern += f"|^({with_argument}):[^/: \\t\\n\\x00]{{1,15}}$"
+    return pattern
+
+
 def _config_paths() -> dict[str, Any]:
     """GET/PUT /v1/config (agent/live_config.py): what changes while the agent runs."""
     from hypermesh.agent.programs import AGENT_PROGRAMS
@@ -51,7 +62,7 @@ def _config_paths() -> dict[str, Any]:
     live = {
         "interval": dict(seconds, minimum=MIN_INTERVAL, exclusiveMinimum=False),
         "history": seconds,
-        "ebpf": {"type": "array", "items": {"type": "string", "enum": sorted(AGENT_PROGRAMS)}},
+        "ebpf": {"type": "array", "items": {"type": "string", "pattern": _program_pattern(AGENT_PROGRAMS)}},
         "labels": {
             "type": "object",
             "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
@@ -307,6 +318,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
         content: str | list[str],
         schema: dict[str, Any],
         params: list[dict[str, Any]] | None = None,
+        not_found: bool = False,
     ) -> Any:
         types = [content] if isinstance(content, str) else content
         responses: dict[str, Any] = {
@@ -315,6 +327,11 @@ def openapi_schema(version: str) -> dict[str, Any]:
         if params:
             responses["400"] = {
                 "description": "a query value is malformed",
+                "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        if not_found:
+            responses["404"] = {
+                "description": "what this endpoint serves is not running on this agent",
                 "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         if path != "/healthz":
@@ -388,6 +405,15 @@ def openapi_schema(version: str) -> dict[str, Any]:
                 "server-sent events: one `data: <Sample JSON>` line pair per new sample, until the client leaves",
                 "text/event-stream",
                 {"type": "string"},
+            ),
+            "/v1/events": get(
+                "/v1/events",
+                "server-sent events: one `data: <exec event JSON>` per program executed on this machine, while the "
+                "agent runs `--ebpf execsnoop` (404 otherwise); a client that falls behind loses events, counted in "
+                "the next event's `dropped`",
+                "text/event-stream",
+                {"type": "string"},
+                not_found=True,
             ),
             "/": get("/", "the live dashboard (HTML; its files are under /static/)", "text/html", {"type": "string"}),
             "/v1/assets": get(

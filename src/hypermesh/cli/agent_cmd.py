@@ -22,6 +22,8 @@ examples:
   hypermesh agent --config /etc/hypermesh/agent.toml
                                                     TLS and basic auth from the file (see docs/agent.md)
   hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
+  hypermesh agent --ebpf biolatency --ebpf execsnoop --ebpf xdp:eth0
+                                                    block I/O latency, exec events (/v1/events), packets on eth0
   hypermesh agent --etcd http://127.0.0.1:2379 --node-id web-1
                                                     join a cluster: `hypermesh cluster status --etcd ...` finds it
   hypermesh agent --state-dir /srv/hypermesh        the allocation ledger /v1/allocations grants from
@@ -99,7 +101,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--ebpf",
         action="append",
         metavar="PROGRAM",
-        help="keep this built-in eBPF program loaded and export it (syscalls); repeatable; needs CAP_BPF",
+        help="keep this built-in eBPF program loaded and export it (syscalls, biolatency, execsnoop, xdp:INTERFACE); "
+        "repeatable; needs CAP_BPF",
     )
     cluster = p.add_argument_group("cluster membership (docs/cluster.md)")
     cluster.add_argument(
