@@ -204,7 +204,7 @@ class Symbolizer:
             jit = process.jit(lookup)
             if jit is not None:
                 return Frame(jit[0], "jit", "[jit]", address, True)
-            module = mapping.path if mapping is not None and mapping.path else "[anon]"
+            module = "[unmapped]" if mapping is None else mapping.path or "[anon]"
             return Frame(UNKNOWN, "user", module, address, False)
         offset = lookup - mapping.start + mapping.offset
         elf = self._elf(pid, mapping)
