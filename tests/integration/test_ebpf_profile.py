@@ -23,7 +23,14 @@ from hypermesh.ebpf.elf import read_elf
 from hypermesh.ebpf.programs.profile import ProfileProgram, ProfileReport, folded
 from hypermesh.errors import InvalidInput, NotFound
 from tests.conftest import require, require_binary
-from tests.integration.ebpf_support import HYPERMESH, open_fds, our_kernel_links, our_kernel_programs, require_ebpf, run_cli
+from tests.integration.ebpf_support import (
+    HYPERMESH,
+    open_fds,
+    our_kernel_links,
+    our_kernel_programs,
+    require_ebpf,
+    run_cli,
+)
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.slow]
 
@@ -219,16 +226,20 @@ def _v1_cgroup() -> Iterator[Path]:
 def test_cgroup_filter_on_a_v1_hierarchy(tmp_path: Path) -> None:
     require_ebpf()
     exe = _build(tmp_path, "hm_spinner", SPINNER_C)
-    with _v1_cgroup() as group, _running(exe, 30) as (inside, _), _running(exe, 30) as (nested, _):
-        with _running(exe, 30) as (outside, _):
-            child = group / "child"
-            child.mkdir()
-            (group / "cgroup.procs").write_text(str(inside.pid))
-            (child / "cgroup.procs").write_text(str(nested.pid))
-            # The kernel's own account of where each process is (independent of the filter).
-            assert f":cpu:/{group.name}\n" in Path(f"/proc/{inside.pid}/cgroup").read_text()
-            assert f":cpu:/{group.name}/child\n" in Path(f"/proc/{nested.pid}/cgroup").read_text()
-            report = _profile(3, cgroup=str(group))
+    with (
+        _v1_cgroup() as group,
+        _running(exe, 30) as (inside, _),
+        _running(exe, 30) as (nested, _),
+        _running(exe, 30) as (outside, _),
+    ):
+        child = group / "child"
+        child.mkdir()
+        (group / "cgroup.procs").write_text(str(inside.pid))
+        (child / "cgroup.procs").write_text(str(nested.pid))
+        # The kernel's own account of where each process is (independent of the filter).
+        assert f":cpu:/{group.name}\n" in Path(f"/proc/{inside.pid}/cgroup").read_text()
+        assert f":cpu:/{group.name}/child\n" in Path(f"/proc/{nested.pid}/cgroup").read_text()
+        report = _profile(3, cgroup=str(group))
     pids = {s.pid for s in report.stacks}
     assert _samples_of(report, inside.pid) >= 10 and _samples_of(report, nested.pid) >= 10, pids
     assert outside.pid not in pids

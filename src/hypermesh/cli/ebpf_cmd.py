@@ -179,7 +179,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
     from hypermesh.cli.ebpf_profile_cmd import register as register_profile
 
-    register_profile(ebpf_sub, common)
+    register_profile(ebpf_sub, common, formatter=raw, epilog=_epilog, needs=NEEDS)
 
     ld = ebpf_sub.add_parser(
         "load",

@@ -16,6 +16,8 @@ from hypermesh.cli.main import positive_float, positive_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hypermesh.ebpf.programs.profile import ProfileProgram, ProfileReport
 
 __all__ = ["register"]
@@ -24,9 +26,15 @@ FORMATS = ("folded", "svg", "json")
 DEFAULT_DURATION_S = 10.0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    from hypermesh.cli.ebpf_cmd import NEEDS, _epilog, _Formatter
-
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    *,
+    formatter: type[argparse.HelpFormatter],
+    epilog: Callable[..., str],
+    needs: str,
+) -> None:
+    """Add ``profile`` under ``hypermesh ebpf`` (``formatter``, ``epilog`` and ``needs`` are that command's)."""
     p = sub.add_parser(
         "profile",
         parents=[common],
@@ -35,14 +43,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "(99 Hz by default) and a BPF stack map, then name the frames: kernel ones from /proc/kallsyms, user "
         "ones from the ELF symbols of the mapped files, JIT ones from /tmp/perf-PID.map. Writes FlameGraph's "
         "folded stacks, a self-contained interactive SVG flame graph or JSON. Samples and stacks that could "
-        f"not be recorded and frames without a name are counted and shown. {NEEDS}. Ctrl-C ends early and "
+        f"not be recorded and frames without a name are counted and shown. {needs}. Ctrl-C ends early and "
         "still writes the output.",
-        epilog=_epilog(
+        epilog=epilog(
             "hypermesh ebpf profile --duration 10 --format svg -o profile.svg",
             "hypermesh ebpf profile --pid 1234 --duration 30 > stacks.folded",
             "hypermesh ebpf profile --cgroup /sys/fs/cgroup/cpu/web --format json -o web.json",
         ),
-        formatter_class=_Formatter,
+        formatter_class=formatter,
     )
     who = p.add_mutually_exclusive_group()
     who.add_argument("--pid", type=positive_int, metavar="PID", help="only this process (filtered in the kernel)")

@@ -92,7 +92,7 @@ def parse_elf(data: bytes | mmap.mmap) -> ElfSymbols:
     if data[4] != 2:
         raise ElfError("32-bit ELF is not supported")
     order = "<" if data[5] == 1 else ">"
-    (e_type, _m, _v, _entry, phoff, shoff, _f, _eh, phentsize, phnum, shentsize, shnum, shstrndx) = struct.unpack_from(
+    (e_type, _m, _v, _entry, phoff, shoff, _f, _eh, phentsize, phnum, shentsize, shnum, _shstrndx) = struct.unpack_from(
         order + "HHIQQQIHHHHHH", data, 16
     )
     loads: list[tuple[int, int, int]] = []

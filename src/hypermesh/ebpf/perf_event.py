@@ -92,7 +92,9 @@ def open_cpu_clock(cpu: int, frequency_hz: int) -> int:
         sample_freq=frequency_hz,
         flags=ATTR_DISABLED | ATTR_FREQ,
     )
-    fd = int(_syscall()(c_long(number), ctypes.byref(attr), c_int(-1), c_int(cpu), c_int(-1), c_long(PERF_FLAG_FD_CLOEXEC)))
+    fd = int(
+        _syscall()(c_long(number), ctypes.byref(attr), c_int(-1), c_int(cpu), c_int(-1), c_long(PERF_FLAG_FD_CLOEXEC))
+    )
     if fd >= 0:
         return fd
     err = ctypes.get_errno()

@@ -287,4 +287,3 @@ class Symbolizer:
         except (OSError, ValueError):
             return None
         return None
-
