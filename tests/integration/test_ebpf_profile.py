@@ -346,3 +346,60 @@ def _perf_event_fds() -> list[str]:
         if target == "anon_inode:[perf_event]":
             out.append(fd)
     return out
+
+
+def test_elf_reader_agrees_with_binutils() -> None:
+    """Our symbol table and build id of the C library against nm and readelf (GNU binutils)."""
+    nm, readelf = require_binary("nm"), require_binary("readelf")
+    libc = next(
+        (p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6") if os.path.exists(p)),
+        None,
+    )
+    require(libc, "glibc's libc.so.6")
+    assert libc is not None
+    elf = read_elf(libc)
+    notes = subprocess.run([readelf, "-n", libc], capture_output=True, text=True, check=True).stdout
+    assert f"Build ID: {elf.build_id}" in notes
+    names_at: dict[int, set[str]] = {}
+    listing = subprocess.run([nm, "-D", "--defined-only", libc], capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] in ("T", "W", "i"):
+            names_at.setdefault(int(fields[0], 16), set()).add(fields[2].split("@")[0])
+    assert len(names_at) > 500
+    for address, names in names_at.items():
+        found = elf.lookup(address)
+        assert found is not None and found[1] == 0 and found[0] in names, (hex(address), names, found)
+
+
+@contextmanager
+def _cgroup2_mount(tmp_path: Path) -> Iterator[Path]:
+    """The unified hierarchy mounted at a directory of this test's (it is one hierarchy wherever it is
+    mounted: a group made here is the one bpf sees through css_set->dfl_cgrp)."""
+    point = tmp_path / "cgroup2"
+    point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "cgroup2", "none", str(point)], capture_output=True, text=True)
+    require(mounted.returncode == 0, f"mounting cgroup2: {mounted.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_cgroup_filter_on_the_unified_hierarchy(tmp_path: Path) -> None:
+    require_ebpf()
+    exe = _build(tmp_path, "hm_spinner", SPINNER_C)
+    with _cgroup2_mount(tmp_path) as point, _running(exe, 30) as (inside, _), _running(exe, 30) as (outside, _):
+        group = point / f"hm-prof-{uuid.uuid4().hex[:8]}"
+        group.mkdir()
+        try:
+            (group / "cgroup.procs").write_text(str(inside.pid))
+            assert f"0::/{group.name}\n" in Path(f"/proc/{inside.pid}/cgroup").read_text()
+            report = _profile(3, cgroup=str(group))
+        finally:
+            for pid in (group / "cgroup.procs").read_text().split():
+                (point / "cgroup.procs").write_text(pid)
+            group.rmdir()
+    assert _samples_of(report, inside.pid) >= 10
+    assert {s.pid for s in report.stacks} == {inside.pid}
+    assert outside.pid not in {s.pid for s in report.stacks}

@@ -23,6 +23,7 @@ from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.perf_event import CpuOffline, online_cpus, open_cpu_clock
 from hypermesh.ebpf.program import Program
+from hypermesh.ebpf.programs.execsnoop import minimised_btf
 from hypermesh.ebpf.symbols import Frame, Symbolizer
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
@@ -112,6 +113,15 @@ class ProfileProgram(Program):
         self.cpus: tuple[int, ...] = ()
         self._started: float | None = None
         self._seen_pids: set[int] = set()
+
+    # The cgroup filter reads kernel structs with CO-RE: relocating against the whole vmlinux BTF costs
+    # ~100 ms a load on a slow machine, against a few ms with execsnoop's cached minimised BTF.
+    def _btf_custom_path(self) -> str | None:
+        return minimised_btf(self.object_path)
+
+    def _btf_fallbacks(self, failed: str) -> list[str | None]:
+        rebuilt = minimised_btf(self.object_path, rebuild=True)
+        return [rebuilt, None] if rebuilt is not None else [None]
 
     def _after_load(self, collection: Collection) -> None:
         target = self.cgroup
