@@ -403,3 +403,40 @@ def test_cgroup_filter_on_the_unified_hierarchy(tmp_path: Path) -> None:
     assert _samples_of(report, inside.pid) >= 10
     assert {s.pid for s in report.stacks} == {inside.pid}
     assert outside.pid not in {s.pid for s in report.stacks}
+
+
+def _with_only(keep: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as root with only ``keep`` (e.g. "bpf,perfmon") left in its bounding set: after exec it
+    holds exactly those capabilities."""
+    setpriv = require_binary("setpriv")
+    bounding = "-all" + "".join(f",+{cap}" for cap in keep.split(",") if cap)
+    return subprocess.run(
+        [setpriv, "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={bounding}", "--", *HYPERMESH, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_capabilities_needed_are_bpf_and_perfmon() -> None:
+    require_ebpf()
+    args = ("ebpf", "profile", "--duration", "1", "--format", "json")
+    for keep, missing in (("", "CAP_BPF"), ("bpf", "CAP_PERFMON")):
+        result = _with_only(keep, *args)
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and missing in lines[0] and "Traceback" not in result.stderr, result.stderr
+    # CAP_BPF + CAP_PERFMON suffice (no CAP_SYS_ADMIN): system-wide cpu-clock events and the program.
+    result = _with_only("bpf,perfmon", *args)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["samples"] > 0
+    # Without CAP_SYSLOG /proc/kallsyms may show zeros (it does here: perf_event_paranoid is 2): then the
+    # kernel frames are unnamed, counted, and the report says why.
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        hidden = int(f.read()) > 1
+    kernel = [f for s in data["stacks"] for f in s["frames"] if f["kind"] == "kernel"]
+    if hidden and kernel:
+        assert not any(f["symbolized"] for f in kernel)
+        assert any("CAP_SYSLOG" in note for note in data["notes"]) and "CAP_SYSLOG" in result.stderr

@@ -184,6 +184,8 @@ def _write(args: argparse.Namespace, fmt: str, report: ProfileReport) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    for note in report.notes:
+        print(f"hypermesh: {note}", file=sys.stderr, flush=True)
     target = f"; wrote {args.output}" if args.output else ""
     print(f"hypermesh: {_summary(report)}{target}", file=sys.stderr, flush=True)
 

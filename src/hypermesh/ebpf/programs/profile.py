@@ -52,6 +52,10 @@ STATS = (
     "user_stack_other",
     "counts_map_full",
 )
+KALLSYMS_HIDDEN = (
+    "/proc/kallsyms shows this process only zero addresses (kernel.kptr_restrict, or perf_event_paranoid > 1 "
+    "without CAP_SYSLOG), so kernel frames stay [unknown]: run as root or grant CAP_SYSLOG"
+)
 _LOST_STACK = {-EEXIST: "collision", -ENOMEM: "stack map full"}
 
 
@@ -78,6 +82,7 @@ class ProfileReport(Record):
     frames: int  # frames in `stacks`
     unsymbolized_frames: int  # of those, no symbol found
     stacks: tuple[ProfileStack, ...]
+    notes: tuple[str, ...] = ()  # why frames could not be named, and what to do about it
 
 
 def _frequency(value: object) -> int:
@@ -201,6 +206,9 @@ class ProfileProgram(Program):
             )
         stacks.sort(key=lambda s: (-s.count, s.pid, s.comm))
         all_frames = [f for s in stacks for f in s.frames if f.kind != "lost"]
+        notes = []
+        if kernel_cache and self.symbolizer.kernel().restricted:
+            notes.append(KALLSYMS_HIDDEN)
         return ProfileReport(
             frequency_hz=self.frequency_hz,
             duration_seconds=round(duration, 3),
@@ -215,6 +223,7 @@ class ProfileProgram(Program):
             frames=len(all_frames),
             unsymbolized_frames=sum(1 for f in all_frames if not f.symbolized),
             stacks=tuple(stacks),
+            notes=tuple(notes),
         )
 
     def _read_stack(self, stack_id: int) -> list[int]:
