@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import time
 import uuid
@@ -260,8 +261,43 @@ def test_cgroup_and_pid_refused_with_the_fix(tmp_path: Path) -> None:
             ProfileProgram(cgroup="/sys/fs/cgroup/systemd")
     result = run_cli("ebpf", "profile", "--cgroup", str(tmp_path), "--duration", "1")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with _a_thread() as tid, pytest.raises(InvalidInput, match=f"is a thread of process {os.getpid()}"):
+        ProfileProgram(pid=tid)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:  # a process that never runs has no samples, and the CLI says so
+        quiet = run_cli("ebpf", "profile", "--pid", str(sleeper.pid), "--duration", "1", "--format", "json")
+        assert quiet.returncode == 0 and "no samples" in quiet.stderr, quiet.stderr
+        assert json.loads(quiet.stdout)["samples"] == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(NotFound):
+        ProfileProgram(pid=sleeper.pid)
     result = run_cli("ebpf", "profile", "--frequency", "1000000", "--duration", "1")
     assert result.returncode == 2 and "--frequency" in result.stderr, result.stderr
+
+
+@contextmanager
+def _a_thread() -> Iterator[int]:
+    """A live thread of this process other than the main one: its id has a /proc entry too."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    ids: list[int] = []
+
+    def run() -> None:
+        ids.append(threading.get_native_id())
+        started.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait(10)
+    try:
+        yield ids[0]
+    finally:
+        release.set()
+        thread.join()
 
 
 def test_cli_writes_folded_json_and_svg(tmp_path: Path) -> None:
@@ -440,3 +476,33 @@ def test_capabilities_needed_are_bpf_and_perfmon() -> None:
     if hidden and kernel:
         assert not any(f["symbolized"] for f in kernel)
         assert any("CAP_SYSLOG" in note for note in data["notes"]) and "CAP_SYSLOG" in result.stderr
+
+
+def test_countdown_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal, stderr carries a countdown line rewritten in place; the output file is written."""
+    require_ebpf()
+    leader, follower = pty.openpty()
+    out = tmp_path / "p.folded"
+    try:
+        proc = subprocess.Popen(
+            [*HYPERMESH, "ebpf", "profile", "--duration", "3", "--output", str(out)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=60) == 0, seen
+    finally:
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "\r" in text and " s left" in text, text
+    assert "samples in" in text and out.read_text().strip()

@@ -14,7 +14,6 @@ and appear in the folded output as ``[lost ...]`` frames and ``module+0xoffset``
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 import time
 
@@ -24,8 +23,9 @@ from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.perf_event import CpuOffline, online_cpus, open_cpu_clock
 from hypermesh.ebpf.program import Program
 from hypermesh.ebpf.programs.execsnoop import minimised_btf
+from hypermesh.ebpf.programs.syscalls import _check_process as check_process
 from hypermesh.ebpf.symbols import Frame, Symbolizer
-from hypermesh.errors import InvalidInput, NotFound
+from hypermesh.errors import InvalidInput
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
@@ -109,8 +109,7 @@ class ProfileProgram(Program):
         if pid is not None:
             if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
                 raise InvalidInput(f"pid must be an int >= 1, got {pid!r}")
-            if not os.path.exists(f"/proc/{pid}"):
-                raise NotFound(f"no process with pid {pid}")
+            check_process(pid)  # a process, not one of its threads: the filter compares the tgid
         self.pid = pid
         self.cgroup: CgroupTarget | None = resolve_cgroup(cgroup) if cgroup is not None else None
         self.frequency_hz = _frequency(frequency_hz)
@@ -207,6 +206,8 @@ class ProfileProgram(Program):
         stacks.sort(key=lambda s: (-s.count, s.pid, s.comm))
         all_frames = [f for s in stacks for f in s.frames if f.kind != "lost"]
         notes = []
+        if not stats["samples"]:
+            notes.append("no samples: nothing that matches the filter ran on a CPU during the profile")
         if kernel_cache and self.symbolizer.kernel().restricted:
             notes.append(KALLSYMS_HIDDEN)
         return ProfileReport(
