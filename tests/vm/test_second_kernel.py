@@ -27,8 +27,6 @@ GUEST_TESTS = [
     "tests/integration/test_ebpf_errors.py::test_verifier_error_carries_the_log",
     "tests/integration/test_ebpf_lifecycle.py::test_several_programs_at_once",
     "tests/integration/test_ebpf_xdp.py::test_xdp_counts_match_what_was_sent",
-    "tests/integration/test_ebpf_profile.py::test_spinning_function_is_in_most_samples",
-    "tests/integration/test_ebpf_profile.py::test_cgroup_filter_on_the_unified_hierarchy",
     # The host kernel of some VMs has neither schedstat nor a cpuidle driver; Debian's 6.1 has schedstat.
     "tests/integration/test_live_linux.py::test_per_core_cpu_at_100_hz_is_finer_than_ticks",
 ]

@@ -6,10 +6,10 @@
 //
 // The cgroup filter reads the interrupted task's cgroup with CO-RE: on the unified (v2) hierarchy
 // through css_set->dfl_cgrp, on a v1 hierarchy through the css_set->subsys[] entry whose cgroup's root
-// has the target's hierarchy id, and compares the
-// ancestor at the target's depth (cgroup->ancestors[], Linux >= 6.1) with the target's kernfs id (the
-// directory's inode number). bpf_get_current_cgroup_id() would only see v2, and this must work on
-// hosts that mount only v1 controllers.
+// has the target's hierarchy id; then it compares the ancestor at the target's depth
+// (cgroup->ancestors[], Linux >= 6.1) with the target's kernfs id (the directory's inode number).
+// bpf_get_current_cgroup_id() sees only v2, and a cgroup array (bpf_current_task_under_cgroup) refuses
+// v1 directories: this must work on hosts that mount only v1 controllers.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
