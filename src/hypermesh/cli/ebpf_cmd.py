@@ -177,6 +177,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     e.set_defaults(handler=_run, program="execsnoop")
 
+    from hypermesh.cli.ebpf_profile_cmd import register as register_profile
+
+    register_profile(ebpf_sub, common, formatter=raw, epilog=_epilog, needs=NEEDS)
+
     ld = ebpf_sub.add_parser(
         "load",
         parents=[common],
