@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_binary
-from tests.e2e.test_dashboard import ARTIFACTS, CHROMIUM_FLAGS, playwright, wait_for  # noqa: F401
+from tests.e2e.test_dashboard import ARTIFACTS, CHROMIUM_FLAGS, wait_for
 from tests.fixtures.agent.agent_process import AgentProcess
 from tests.fixtures.agent.gpu_root import AMD_DEVICE, gpu_root
 
