@@ -27,11 +27,12 @@ from starlette.staticfiles import StaticFiles
 
 from hypermesh.agent import live_config, metrics
 from hypermesh.agent.allocations import AllocationRoutes, json_body, write_refusal
+from hypermesh.agent.cpu_profile import SVG_HEADERS, CpuProfiles, profile_support
 from hypermesh.agent.guards import WRITE_CHUNK_BYTES
 from hypermesh.agent.openapi import JSON_TYPE, MAX_SAMPLES_PER_RESPONSE, MAX_SEQUENCE, openapi_schema
 from hypermesh.agent.security import Credentials, Guard
 from hypermesh.agent.state import AgentState
-from hypermesh.errors import InvalidInput
+from hypermesh.errors import HypermeshError, InvalidInput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -289,6 +290,42 @@ def build_app(state: AgentState) -> Guard:
                 await asyncio.to_thread(state.apply_config, new)
         return JSONResponse(_config_view(state))
 
+    profiles = CpuProfiles(state.config.request_timeout_s)
+
+    async def cpu_profile_endpoint(request: Request) -> Response:
+        available, why = profile_support(state.ebpf_status.available, state.ebpf_status.reason)
+        if request.method != "POST":
+            return JSONResponse(
+                {"available": available, "reason": why, "max_seconds": profiles.max_seconds, "running": profiles.busy}
+            )
+        refusal = write_refusal(credentials.enabled, request, "profile this node")
+        if refusal is not None:
+            return refusal
+        body = await json_body(request, "a profile request")
+        if isinstance(body, Response):
+            return body
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return _json_error(400, "the body is not JSON")
+        seconds = data.get("seconds", 5.0) if isinstance(data, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= profiles.max_seconds:
+            return _json_error(422, f"seconds: a number of seconds in (0, {profiles.max_seconds:g}], e.g. 5")
+        if not available:
+            return _json_error(409, f"this agent cannot profile: {why}")
+        if profiles.busy:
+            return _json_error(409, "a profile is running; wait for it to finish")
+        try:
+            return JSONResponse(await profiles.run(float(seconds)))
+        except HypermeshError as exc:
+            return _json_error(409, f"the profile failed: {exc}")
+
+    async def cpu_profile_svg(request: Request) -> Response:
+        svg = profiles.svg(request.path_params["id"])
+        if svg is None:
+            return _json_error(404, f"no flame graph {request.path_params['id']!r}; the agent keeps the last 4")
+        return Response(svg, media_type="image/svg+xml", headers=SVG_HEADERS)
+
     async def cluster_page(request: Request) -> Response:
         return FileResponse(f"{STATIC_DIR}/cluster.html", headers=PAGE_HEADERS)
 
@@ -339,6 +376,8 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/cluster", cluster_endpoint, methods=get),
         Route("/cluster", cluster_page, methods=get),
         Route("/v1/config", config_endpoint, methods=["GET", "PUT"]),
+        Route("/v1/cpu-profile", cpu_profile_endpoint, methods=["GET", "POST"]),
+        Route("/v1/cpu-profile/{id}.svg", cpu_profile_svg, methods=get),
         # One route for both methods: a 405 then lists both in its Allow header.
         Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
         # :path, so an id with a slash in it ("/run/netns", sent as %2F) can be released too

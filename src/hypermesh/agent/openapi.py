@@ -53,6 +53,70 @@ def _program_pattern(programs: dict[str, Any]) -> str:
     return pattern
 
 
+def _cpu_profile_paths() -> dict[str, Any]:
+    """GET/POST /v1/cpu-profile and the flame graphs (agent/cpu_profile.py)."""
+    common = {
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "405": {"$ref": "#/components/responses/MethodNotAllowed"},
+        "431": {"$ref": "#/components/responses/HeadersTooLarge"},
+        "503": {"$ref": "#/components/responses/Unavailable"},
+    }
+    return {
+        "/v1/cpu-profile": {
+            "get": {
+                "summary": "whether this agent can profile the node's CPU (eBPF, CAP_BPF + CAP_PERFMON), and why not",
+                "responses": {
+                    "200": {"description": "availability", "content": {JSON_TYPE: {"schema": {"type": "object"}}}},
+                    **common,
+                },
+            },
+            "post": {
+                "operationId": "cpuProfile",
+                "summary": "profile every process for `seconds` and draw a flame graph (one at a time; a write)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON_TYPE: {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"seconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0}},
+                            },
+                            "example": {"seconds": 5},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the report's figures and its flame graph's URL",
+                        "content": {JSON_TYPE: {"schema": {"type": "object"}}},
+                    },
+                    "400": _error_response("the body is not JSON"),
+                    "403": _error_response("basic auth is off and the client is not on loopback"),
+                    "409": _error_response("a profile is running, or this agent cannot profile (the reason)"),
+                    "413": _error_response("the body is over 16 KiB"),
+                    "415": _error_response("the body is not sent as application/json"),
+                    "422": _error_response("seconds out of range (at most the agent's max_seconds)"),
+                    **common,
+                },
+            },
+        },
+        "/v1/cpu-profile/{id}.svg": {
+            "get": {
+                "summary": "a flame graph the agent drew (it keeps the last 4)",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "an interactive SVG",
+                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error_response("no such flame graph"),
+                    **common,
+                },
+            }
+        },
+    }
+
+
 def _config_paths() -> dict[str, Any]:
     """GET/PUT /v1/config (agent/live_config.py): what changes while the agent runs."""
     from hypermesh.agent.programs import AGENT_PROGRAMS
@@ -425,6 +489,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
             ),
             **_allocation_paths(),
             **_config_paths(),
+            **_cpu_profile_paths(),
             "/v1/ebpf": get("/v1/ebpf", "eBPF availability and feature probe", JSON_TYPE, obj),
             "/v1/cluster": _not_without_etcd(
                 get("/v1/cluster", "every agent registered in etcd: health, utilisation, allocations", JSON_TYPE, obj)

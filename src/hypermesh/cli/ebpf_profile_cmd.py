@@ -167,15 +167,12 @@ def _wait(prog: ProfileProgram, duration: float, stop: list[int]) -> None:
 
 
 def _write(args: argparse.Namespace, fmt: str, report: ProfileReport) -> None:
-    from hypermesh.ebpf.flamegraph import parse_folded, render_svg
-    from hypermesh.ebpf.programs.profile import folded
+    from hypermesh.ebpf.programs.profile import folded, report_summary, report_svg
 
     if fmt == "json":
         text = json.dumps(report.to_dict()) + "\n"
     elif fmt == "svg":
-        where = f"pid {report.pid_filter}" if report.pid_filter else report.cgroup_filter or "all processes"
-        title = f"hypermesh ebpf profile: {where}, {report.duration_seconds:g} s at {report.frequency_hz} Hz"
-        text = render_svg(parse_folded(folded(report)), title=title, subtitle=_summary(report))
+        text = report_svg(report)
     else:
         text = folded(report)
     if args.output:
@@ -187,13 +184,4 @@ def _write(args: argparse.Namespace, fmt: str, report: ProfileReport) -> None:
     for note in report.notes:
         print(f"hypermesh: {note}", file=sys.stderr, flush=True)
     target = f"; wrote {args.output}" if args.output else ""
-    print(f"hypermesh: {_summary(report)}{target}", file=sys.stderr, flush=True)
-
-
-def _summary(report: ProfileReport) -> str:
-    lost_stacks = sum(report.lost_stacks.values())
-    return (
-        f"{report.samples} samples in {len(report.stacks)} stacks, {report.lost_samples} lost (counts map full), "
-        f"{lost_stacks} with a stack lost (stack map), {report.unsymbolized_frames} of {report.frames} frames "
-        f"unsymbolised, {report.idle_samples} idle"
-    )
+    print(f"hypermesh: {report_summary(report)}{target}", file=sys.stderr, flush=True)

@@ -32,7 +32,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["DEFAULT_FREQUENCY_HZ", "ProfileProgram", "ProfileReport", "ProfileStack", "folded"]
+__all__ = [
+    "DEFAULT_FREQUENCY_HZ",
+    "ProfileProgram",
+    "ProfileReport",
+    "ProfileStack",
+    "folded",
+    "report_summary",
+    "report_svg",
+]
 
 DEFAULT_FREQUENCY_HZ = 99  # not 100: stays out of lock-step with timer ticks and 10 ms periodic work
 MAX_FREQUENCY_HZ = 10_000
@@ -283,3 +291,22 @@ def folded(report: ProfileReport) -> str:
 
 
 PROGRAM = ProfileProgram
+
+
+def report_summary(report: ProfileReport) -> str:
+    """One line: samples, what was lost and why, frames left unnamed."""
+    lost_stacks = sum(report.lost_stacks.values())
+    return (
+        f"{report.samples} samples in {len(report.stacks)} stacks, {report.lost_samples} lost (counts map full), "
+        f"{lost_stacks} with a stack lost (stack map), {report.unsymbolized_frames} of {report.frames} frames "
+        f"unsymbolised, {report.idle_samples} idle"
+    )
+
+
+def report_svg(report: ProfileReport) -> str:
+    """The report as a self-contained interactive flame graph (flamegraph.py)."""
+    from hypermesh.ebpf.flamegraph import parse_folded, render_svg
+
+    where = f"pid {report.pid_filter}" if report.pid_filter else report.cgroup_filter or "all processes"
+    title = f"hypermesh ebpf profile: {where}, {report.duration_seconds:g} s at {report.frequency_hz} Hz"
+    return render_svg(parse_folded(folded(report)), title=title, subtitle=report_summary(report))
