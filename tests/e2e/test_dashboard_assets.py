@@ -38,7 +38,7 @@ def mem_total() -> int:
     raise AssertionError("no MemTotal")
 
 
-def open_page(playwright, profile: Path, url: str):  # noqa: F811
+def open_page(playwright, profile: Path, url: str):
     context = playwright.chromium.launch_persistent_context(
         str(profile),
         executable_path=require_binary("chromium"),
@@ -54,7 +54,7 @@ def open_page(playwright, profile: Path, url: str):  # noqa: F811
     return context, page, problems
 
 
-def test_the_panel_shows_this_hosts_capacity_and_an_allocation_made_while_it_is_open(tmp_path, playwright):  # noqa: F811
+def test_the_panel_shows_this_hosts_capacity_and_an_allocation_made_while_it_is_open(tmp_path, playwright):
     import hypermesh
 
     limit = hypermesh.profile().limits.memory_limit_bytes
@@ -98,7 +98,7 @@ def test_the_panel_shows_this_hosts_capacity_and_an_allocation_made_while_it_is_
             context.close()
 
 
-def test_gpu_cards_of_the_fixture_cards(tmp_path, playwright):  # noqa: F811
+def test_gpu_cards_of_the_fixture_cards(tmp_path, playwright):
     root = gpu_root(tmp_path)
     with AgentProcess("--root", str(root), "--interval", "0.5", "--state-dir", str(tmp_path / "state")) as agent:
         context, page, problems = open_page(playwright, tmp_path / "profile", agent.url)
