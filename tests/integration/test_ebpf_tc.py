@@ -35,7 +35,7 @@ from tests.integration.ebpf_support import (
     require_ebpf,
     run_cli,
 )
-from tests.integration.test_ebpf_xdp import Veth
+from tests.integration.test_ebpf_xdp import Veth, _possible_cpus
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.netns]
 
@@ -220,6 +220,7 @@ def test_tc_counts_both_directions_exactly(veth: TcVeth, attach: str) -> None:
     assert egress.total_bytes == after["tx_bytes"] - before["tx_bytes"]
     for direction in (ingress, egress):
         assert direction.total_packets == sum(direction.packets.values()) == sum(direction.cpu_packets)
+        assert len(direction.cpu_packets) == _possible_cpus()  # one slot per possible CPU, as the kernel lays out
         assert direction.total_bytes == sum(direction.bytes.values())
     assert _ours_on(veth.host_if) == ([], [])  # closed: nothing of ours left on the interface
 
@@ -286,6 +287,26 @@ def test_cli_reports_the_attach_path_and_counts(veth: TcVeth) -> None:
     assert f"tc attached to {path} {veth.host_if} ingress;" in text.stderr
     assert text.stdout.splitlines()[0] == f"{veth.host_if} ({path})"
     assert "EGRESS" not in text.stdout and text.stdout.splitlines()[-1].split()[0] == "total"
+    assert _ours_on(veth.host_if) == ([], [])
+
+
+def test_needs_only_cap_bpf_and_cap_net_admin(veth: TcVeth) -> None:
+    """Unlike xdp, tc needs no CAP_PERFMON: its counters are looked up by a computed key, never indexed by
+    pointer arithmetic the verifier allows only with it. Without CAP_NET_ADMIN it is refused (rc 3)."""
+    setpriv = require_binary("setpriv")
+    for keep, code in (("+bpf,+net_admin", 0), ("+bpf,+perfmon", 3)):
+        for attach in ("auto", "clsact"):
+            result = subprocess.run(
+                [setpriv, "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set=-all,{keep}", "--",
+                 sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "tc", "-i", veth.host_if, "--attach",
+                 attach, "--duration", "0.1", "--json"],
+                capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+            )  # fmt: skip
+            assert result.returncode == code, (keep, attach, result.stderr)
+            if code == 3:
+                assert "CAP_NET_ADMIN" in result.stderr and "Traceback" not in result.stderr
+            else:
+                assert json.loads(result.stdout)["interface"] == veth.host_if
     assert _ours_on(veth.host_if) == ([], [])
 
 

@@ -19,12 +19,6 @@ enum {
 	P_ARP, P_OTHER, P_COUNT
 };
 
-// One value holds every counter, so user space reads all of them with one bpf() lookup.
-struct protocol_stats {
-	__u64 packets[P_COUNT];
-	__u64 bytes[P_COUNT];
-};
-
 static __always_inline int l4_slot(__u8 proto, int base)
 {
 	switch (proto) {
@@ -56,14 +50,6 @@ static __always_inline int protocol_slot(void *data, void *data_end)
 	if (proto == ETH_P_ARP)
 		return P_ARP;
 	return P_OTHER;
-}
-
-static __always_inline void count_frame(struct protocol_stats *stats, int slot, __u64 bytes)
-{
-	if (slot >= 0 && slot < P_COUNT) {
-		stats->packets[slot] += 1;  // per-CPU value: no atomics needed
-		stats->bytes[slot] += bytes;
-	}
 }
 
 #endif

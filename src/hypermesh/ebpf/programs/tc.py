@@ -14,7 +14,6 @@ Two attach paths, ``attach_path`` says which one was taken:
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 from hypermesh.ebpf import clsact
@@ -104,11 +103,6 @@ class TcProgram(Program):
 
     def _after_load(self, collection: Collection) -> None:
         self._stats = collection.map("tc_stats")
-        self._keys = {
-            d: ctypes.create_string_buffer(DIRECTIONS.index(d).to_bytes(4, sys.byteorder), 4) for d in self.directions
-        }
-        self._value = ctypes.create_string_buffer(self._stats.value_buffer_size)
-        self._stride = self._stats.slot_size // 8
 
     def _attach(self, collection: Collection) -> list[Link]:
         self.removed_leftovers = tuple(clsact.remove_leftovers(self.ifindex))
@@ -137,14 +131,14 @@ class TcProgram(Program):
         return filters
 
     def read(self) -> TcCounts:
-        """Sum of every CPU's counters, one bpf() lookup per direction."""
-        words: dict[str, list[int]] = {}
+        """Sum of every CPU's counters: one batched bpf() lookup returns every (direction, protocol)
+        key for all CPUs (one lookup per key where the kernel cannot batch, before 5.6)."""
         with self._read_lock:
             self._require_loaded()  # under the lock: close() takes it too
-            for direction, key in self._keys.items():
-                self._stats.lookup_into(key, self._value)
-                words[direction] = memoryview(self._value).cast("B").cast("Q").tolist()
-        counts = {d: self._direction(w) for d, w in words.items()}
+            items = self._stats.items()
+        # key = direction * len(PROTOCOLS) + slot; each value: (packets, bytes) per possible CPU.
+        values = {int.from_bytes(key, sys.byteorder): memoryview(value).cast("Q").tolist() for key, value in items}
+        counts = {d: self._direction(values, DIRECTIONS.index(d) * _N) for d in self.directions}
         return TcCounts(
             interface=self.interface,
             attach=self.attach_path,
@@ -152,16 +146,18 @@ class TcProgram(Program):
             egress=counts.get("egress"),
         )
 
-    def _direction(self, words: list[int]) -> TcDirectionCounts:
-        stride = self._stride
-        per_cpu = [words[c : c + 2 * _N] for c in range(0, len(words), stride)]
-        totals = [sum(column) for column in zip(*per_cpu, strict=True)]
+    @staticmethod
+    def _direction(values: dict[int, list[int]], base: int) -> TcDirectionCounts:
+        rows = [values.get(base + slot, []) for slot in range(_N)]
+        packets = [sum(row[0::2]) for row in rows]
+        sizes = [sum(row[1::2]) for row in rows]
+        cpus = max((len(row) // 2 for row in rows), default=0)
         return TcDirectionCounts(
-            packets=dict(zip(PROTOCOLS, totals[:_N], strict=True)),
-            bytes=dict(zip(PROTOCOLS, totals[_N:], strict=True)),
-            total_packets=sum(totals[:_N]),
-            total_bytes=sum(totals[_N:]),
-            cpu_packets=tuple([sum(cpu[:_N]) for cpu in per_cpu]),
+            packets=dict(zip(PROTOCOLS, packets, strict=True)),
+            bytes=dict(zip(PROTOCOLS, sizes, strict=True)),
+            total_packets=sum(packets),
+            total_bytes=sum(sizes),
+            cpu_packets=tuple([sum(row[2 * cpu] for row in rows if row) for cpu in range(cpus)]),
         )
 
 
