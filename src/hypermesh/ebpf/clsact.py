@@ -134,6 +134,8 @@ def _dump(ifindex: int, parent: int) -> list[tuple[int, int, dict[int, bytes]]]:
                     return out
                 if kind == _NLMSG_ERROR:
                     (err,) = struct.unpack_from("=i", body)
+                    if err == 0:  # an acknowledgement, not an error
+                        continue
                     if err == -errno.EINVAL:  # no clsact qdisc (some kernels say so instead of an empty dump)
                         return out
                     raise BackendError(f"listing tc filters: {os.strerror(-err)}")
