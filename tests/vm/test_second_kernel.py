@@ -31,7 +31,6 @@ GUEST_TESTS = [
     "tests/integration/test_ebpf_tc.py::test_tc_counts_both_directions_exactly",
     "tests/integration/test_ebpf_tc.py::test_tcx_follows_kernel_support",
     "tests/integration/test_ebpf_tc.py::test_sigkill_of_a_clsact_run_is_cleaned_up_by_the_next_run_and_by_detach",
-    "tests/integration/test_ebpf_tc.py::test_pinned_tcx_run_stays_until_detach",
     # The host kernel of some VMs has neither schedstat nor a cpuidle driver; Debian's 6.1 has schedstat.
     "tests/integration/test_live_linux.py::test_per_core_cpu_at_100_hz_is_finer_than_ticks",
 ]
