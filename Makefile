@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # This machine's pip config names local package folders that may not exist; pip warns once per package.
 PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help deps venv run test test-fresh lint fmt bench bpf clean
+.PHONY: help deps venv run run-cluster test test-fresh lint fmt bench bpf screenshots clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ deps:  ## system packages (apt-get as root, only what is missing)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | $(PIP_QUIET)
-	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[agent,dev]' 2>&1 | $(PIP_QUIET)
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[agent,cluster,dev]' 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 venv: $(STAMP)  ## the project's virtualenv with every Python dependency
@@ -28,6 +28,10 @@ venv: $(STAMP)  ## the project's virtualenv with every Python dependency
 run: deps venv  ## start the agent on $(LISTEN) with its dashboard
 	@scripts/kernel-mounts.sh
 	$(VENV)/bin/hypermesh agent --listen $(LISTEN)
+
+run-cluster: venv  ## a local cluster: etcd and three agents on loopback that register in it (Ctrl-C stops all)
+	@scripts/deps.sh base cluster
+	@scripts/run-cluster.sh
 
 lint: venv  ## ruff format check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check src tests bench
@@ -52,6 +56,9 @@ bench: deps venv  ## benchmarks against psutil / node_exporter; writes bench/res
 bpf:  ## rebuild the committed eBPF objects from src/hypermesh/ebpf/programs/*.bpf.c (needs only the bpf deps)
 	@scripts/deps.sh bpf
 	$(MAKE) -C src/hypermesh/ebpf/programs
+
+screenshots: venv  ## the dashboard at 1280 and 420 px into docs/ (needs chromium; as root with eBPF panels)
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages hypermesh's build, tests and benchmarks need, only when missing.
 # Run as root (CI and the dev machines are root); as another user it prints what is missing and stops.
-# Usage: scripts/deps.sh [group...]   groups: base bpf prom browser vm (default: these), fresh (make test-fresh)
+# Usage: scripts/deps.sh [group...]   groups: base bpf prom browser cluster vm (default: these), fresh (make test-fresh)
 # Every system package a test or a tool uses is named here: a fresh minimal Debian 12 has none of them
 # (`make test-fresh` proves it on one).
 set -euo pipefail
@@ -13,13 +13,15 @@ declare -A GROUP=(
   [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace gcc libc6-dev"
   [prom]="prometheus prometheus-node-exporter"
   [browser]="chromium"
+  # hypermesh cluster: membership and cluster-wide limits (the tests and make run-cluster start their own)
+  [cluster]="etcd-server"
   # file: virtme-ng runs it on the kernel image it boots
   [vm]="qemu-system-x86 busybox-static linux-image-amd64 file"
   # make test-fresh: builds the minimal Debian 12 root it runs the suite in
   [fresh]="debootstrap"
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(base bpf prom browser vm)
+[ ${#groups[@]} -gt 0 ] || groups=(base bpf prom browser cluster vm)
 
 missing=()
 for g in "${groups[@]}"; do

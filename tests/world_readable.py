@@ -48,7 +48,7 @@ def _bind(source: Path) -> Path:
 
 
 NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups"]
-_commands: dict[tuple[str, ...], list[str]] = {}
+_commands: dict[tuple[str, ...], tuple[Path, list[str]]] = {}
 
 
 def _command(python: Path, paths: list[str], run: str) -> list[str]:
@@ -71,18 +71,34 @@ def hypermesh_for_others() -> list[str]:
     return command_for_others(REPO, Path(sys.executable).absolute(), Path(sys.prefix))
 
 
+def python_for_others(code: str) -> list[str]:
+    """``python -c CODE`` as nobody can run it, with this checkout's hypermesh importable."""
+    python, paths = _interpreter(REPO, Path(sys.executable).absolute(), Path(sys.prefix))
+    return _command(python, paths, code)
+
+
 def command_for_others(repo: Path, python: Path, prefix: Path) -> list[str]:
     """The command for checkout ``repo`` whose venv ``prefix`` holds ``python`` (the venv's own path, not resolved:
     its pyvenv.cfg is what selects site-packages)."""
+    python, paths = _interpreter(repo, python, prefix)
+    if not paths:
+        return _command(python, [], "hypermesh.cli.main")
+    return _command(
+        python, paths, "import runpy; runpy.run_module('hypermesh.cli.main', run_name='__main__', alter_sys=True)"
+    )
+
+
+def _interpreter(repo: Path, python: Path, prefix: Path) -> tuple[Path, list[str]]:
+    """The interpreter nobody can run, and what goes first on its sys.path (nothing when the plain one works)."""
     key = (str(repo), str(python), str(prefix))
     if key not in _commands:
-        _commands[key] = _find_command(repo, python, prefix)
+        _commands[key] = _find_interpreter(repo, python, prefix)
     return _commands[key]
 
 
-def _find_command(repo: Path, python: Path, prefix: Path) -> list[str]:
+def _find_interpreter(repo: Path, python: Path, prefix: Path) -> tuple[Path, list[str]]:
     if works_for_nobody(python, []):
-        return _command(python, [], "hypermesh.cli.main")
+        return python, []
     bound = _bind(repo)
     if prefix.is_relative_to(repo):
         prefix, python = bound / prefix.relative_to(repo), bound / python.relative_to(repo)
@@ -94,9 +110,7 @@ def _find_command(repo: Path, python: Path, prefix: Path) -> list[str]:
     paths = [str(bound / "src"), str(site)]
     if not works_for_nobody(python, paths):
         raise RuntimeError(f"nobody cannot import hypermesh from {repo}, even through {bound} ({python})")
-    return _command(
-        python, paths, "import runpy; runpy.run_module('hypermesh.cli.main', run_name='__main__', alter_sys=True)"
-    )
+    return python, paths
 
 
 def path_for_others(path: str) -> str:

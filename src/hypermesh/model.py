@@ -17,7 +17,7 @@ from __future__ import annotations
 # ``typing`` costs ~7 ms to import; mypy treats any name TYPE_CHECKING as true, Python sees False.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
     from typing import Any, TypeVar
 
     from typing_extensions import dataclass_transform
@@ -50,7 +50,6 @@ __all__ = [
     "NetworkCounters",
     "NetworkInterface",
     "NetworkRates",
-    "NodeStats",
     "NumaNode",
     "OsInfo",
     "Pressure",
@@ -152,7 +151,7 @@ def _freezer(annotation: object, value: str, depth: int = 0) -> str | None:
     return f"_deep_frozen({value})"
 
 
-def _frozen_setattr(self: object, name: str, value: object) -> None:
+def _frozen_setattr(self: object, name: str, value: object = None) -> None:  # also __delattr__ (no value)
     raise AttributeError(f"{type(self).__name__} is immutable; build a new one instead of setting {name!r}")
 
 
@@ -560,41 +559,3 @@ class InterfaceStats(Record):
     carrier_up_changes: int | None
     carrier_down_changes: int | None
     error_counters: Mapping[str, int]
-
-
-@record
-class NodeStats(Record):
-    """One read of the node's kernel statistics beyond the Sampler's counters.
-
-    - ``meminfo``: every /proc/meminfo field in bytes (HugePages_* are counts); ``vmstat``: every /proc/vmstat field.
-    - ``kernel``: context_switches, interrupts, forks, procs_running, procs_blocked, boot_time_seconds
-      (/proc/stat), file_handles_allocated/maximum, entropy_available_bits/pool_size_bits, conntrack_entries/limit.
-    - ``cpu_guest``: {cpu: [guest_seconds, guest_nice_seconds]}; ``softirqs``: {type: [count per CPU]};
-      ``softnet``: {cpu: [processed, dropped, time_squeeze]}.
-    - ``net_dev``: {interface: {column: value}} all 16 /proc/net/dev columns; ``diskstats``: {device: {column:
-      value}} in bytes/seconds for the devices the Sampler reports; ``snmp``: {protocol: {field: value}} from
-      /proc/net/snmp, snmp6 and netstat; ``sockstat``: {protocol: {field: value}} (memory in bytes).
-    - ``pressure``: {cpu|io|memory: {some_total_seconds, full_total_seconds, some_avg10, full_avg10}} (avg in %).
-    - ``cpu_frequency_hz``: {cpu: [current, min, max]}; ``arp_entries``: {interface: count}.
-    - ``uname`` and ``os_release``: the kernel's and /etc/os-release's identification strings.
-    """
-
-    timestamp: float
-    meminfo: Mapping[str, int]
-    vmstat: Mapping[str, int]
-    kernel: Mapping[str, float]
-    cpu_guest: Mapping[int, Sequence[float]]
-    softirqs: Mapping[str, Sequence[int]]
-    softnet: Mapping[int, Sequence[int]]
-    net_dev: Mapping[str, Mapping[str, int]]
-    diskstats: Mapping[str, Mapping[str, float]]
-    snmp: Mapping[str, Mapping[str, int]]
-    sockstat: Mapping[str, Mapping[str, int]]
-    pressure: Mapping[str, Mapping[str, float]]
-    filesystems: tuple[FilesystemStats, ...]
-    cpuidle: tuple[CpuIdleState, ...]
-    cpu_frequency_hz: Mapping[int, Sequence[float]]
-    interfaces: tuple[InterfaceStats, ...]
-    arp_entries: Mapping[str, int]
-    uname: Mapping[str, str]
-    os_release: Mapping[str, str]

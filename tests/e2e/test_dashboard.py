@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require, require_binary
+from tests.conftest import require_binary
 from tests.fixtures.agent.agent_process import AgentProcess
 from tests.kernel_facts import online_cpus
 
@@ -26,17 +26,6 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    """One Playwright for the module: its sync API cannot run two at once in a thread."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "playwright is not installed: make venv")
-    with sync_playwright() as instance:
-        yield instance
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ HYPERMESH = [sys.executable, "-m", "hypermesh.cli.main"]
 # Names of the programs our objects define (bpftool shows the first 15 characters).
 OUR_PROGRAMS = {
     "count_packets", "on_sys_enter", "on_x64_sys_call", "on_issue", "on_complete", "on_exec", "hm_tc_ingress", "hm_tc_egress",
+    "on_sample",
 }  # fmt: skip
 
 

@@ -220,10 +220,12 @@ def test_profile_assets_and_ebpf_describe_this_machine(agent):
     profile = agent.get("/v1/profile").json()
     assert profile["os"]["hostname"] == socket.gethostname()
     assert profile["cpu"]["logical_cores"] == len(online_cpus())
-    assets = agent.get("/v1/assets").json()
-    assert assets["source"] == "profile"
-    assert assets["memory"]["total_bytes"] == meminfo_bytes("MemTotal")
-    assert {n["name"] for n in assets["network"]} == set(os.listdir("/sys/class/net"))
+    # /v1/assets is the assets layer's snapshot (tests/integration/test_agent_assets.py compares it with the CLI's)
+    assets = {(a["kind"], a["id"]): a for a in agent.get("/v1/assets").json()["assets"]}
+    assert assets["cpu", "cpu"]["capacity"] == len(os.sched_getaffinity(0))
+    limit = profile["limits"]["memory_limit_bytes"]
+    total = meminfo_bytes("MemTotal")
+    assert assets["memory", "memory"]["capacity"] == (total if limit is None else min(total, limit))
     ebpf = agent.get("/v1/ebpf").json()
     assert set(ebpf) >= {"available", "reason", "probe"}
     assert ebpf["available"] or ebpf["reason"]
@@ -323,13 +325,18 @@ def test_openapi_lists_every_endpoint(agent):
         "application/openmetrics-text",
     }
     for path, item in schema["paths"].items():
-        responses = item["get"]["responses"]
-        expected = {"200", "405", "431", "503"} | (set() if path == "/healthz" else {"401"})
-        assert expected <= set(responses), path
-        for response in responses.values():
-            if "$ref" in response:
-                name = response["$ref"].rsplit("/", 1)[1]
-                assert schema["components"]["responses"][name]["description"]
+        for method, operation in item.items():
+            responses = operation["responses"]
+            expected = {"405", "431", "503"} | (set() if path == "/healthz" else {"401"})
+            assert expected <= set(responses), (path, method)
+            assert {"200", "201"} & set(responses), (path, method)
+            for response in responses.values():
+                if "$ref" in response:
+                    name = response["$ref"].rsplit("/", 1)[1]
+                    assert schema["components"]["responses"][name]["description"]
+    # the ledger's writes (docs/assets.md, "The agent")
+    assert set(schema["paths"]["/v1/allocations"]) == {"get", "post"}
+    assert set(schema["paths"]["/v1/allocations/{id}"]) == {"delete"}
 
 
 def test_what_openapi_says_each_refusal_looks_like_is_what_the_agent_answers(agent):

@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from hypermesh.agent import metrics
 from hypermesh.agent.guards import AgentStats
 from hypermesh.agent.programs import EbpfStatus
-from hypermesh.model import NodeStats
+from hypermesh.model_node import NodeStats
 from hypermesh.platform.linux import LinuxBackend
 from hypermesh.sampling.sampler import Sampler
 from tests.conftest import require_binary
@@ -159,8 +159,17 @@ def test_openmetrics_output_parses_with_units_and_eof():
 
 def normalized(text: str) -> str:
     """Drop what differs between two scrapes of the same root: timings, the agent's own counters, the live
-    eBPF probe (not part of the fixture) and the version label."""
-    volatile = ("hypermesh_scrape_collector_duration_seconds", "hypermesh_agent_", "hypermesh_ebpf_", "hypermesh_time_")
+    eBPF probe (not part of the fixture), the version label, and the assets: the running agent reads them live
+    (the CPUs it is bound to, its own ledger), the golden scrape has no asset reader."""
+    volatile = (
+        "hypermesh_scrape_collector_duration_seconds",
+        "hypermesh_agent_",
+        "hypermesh_ebpf_",
+        "hypermesh_time_",
+        "hypermesh_asset_",
+        "hypermesh_allocation_",
+        "hypermesh_gpu_",
+    )
     lines = [line for line in text.splitlines() if not any(v in line for v in volatile)]
     return re.sub(r'version="[^"]*"', 'version="V"', "\n".join(lines))
 

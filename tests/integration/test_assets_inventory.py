@@ -51,7 +51,8 @@ def online_cpus() -> int:
     return count
 
 
-def test_live_capacities_match_the_kernel() -> None:
+@pytest.mark.root
+def test_live_capacities_match_the_kernel(block_device_dir: Path) -> None:
     with Inventory() as inventory:
         snap = inventory.snapshot()
         assert snap.errors == {} and snap.problems == {}
@@ -65,9 +66,12 @@ def test_live_capacities_match_the_kernel() -> None:
         assert 0.0 <= (cpu.usage or 0.0) <= cpu.capacity
         limit = memory.details["cgroup_limit_bytes"]
         assert memory.capacity == (meminfo_total() if limit is None else min(limit, meminfo_total()))
-        root = next(a for a in snap.find("storage") if a.id == "/")
-        st = os.statvfs("/")
-        assert root.capacity == st.f_blocks * st.f_frsize
+        # A mount on a block device the test made: / may be an overlay (a container), which is no storage asset.
+        mounted = next(a for a in snap.find("storage") if a.id == str(block_device_dir))
+        st = os.statvfs(block_device_dir)
+        assert mounted.capacity == st.f_blocks * st.f_frsize
+        root_on_block_device = os.major(os.stat("/").st_dev) != 0  # overlay, tmpfs: anonymous device, major 0
+        assert ("/" in {a.id for a in snap.find("storage")}) == root_on_block_device
         net_dev = {line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]}
         assert {a.id for a in snap.find("network")} == net_dev - {"lo"}
         for asset in snap.find("network"):
@@ -187,7 +191,8 @@ def test_gpu_assets_from_fixtures_and_clean_hand_over(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path: Path) -> None:
+@pytest.mark.root
+def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path: Path, block_device_dir: Path) -> None:
     """Snapshots, allocations and releases across every adapter; storage loses its mount table from operation 200
     to 300 (the file vanishes, as under a broken --root), the rest keep reporting, it recovers by itself."""
     proc = tmp_path / "proc"
@@ -203,6 +208,7 @@ def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path
         NetworkAdapter(),
         GpuAdapter(sys_root=str(gpu_root / "sys"), proc_root=str(gpu_root / "proc-t0")),
     ]
+    mount = str(block_device_dir)  # on a block device whatever / is (an overlay in a container is no storage asset)
     held: list[str] = []
     failed_seen = recovered = 0
     failure_since = None
@@ -224,7 +230,7 @@ def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path
                     failed_seen += 1
                     assert all(a.health.status == "failed" and a.allocatable == 0.0 for a in storage)
                     assert "mountinfo" in snap.errors["storage"] and str(proc) in snap.errors["storage"]
-                    assert {a.id for a in storage} >= {"/"}  # last known ids kept, reported failed
+                    assert {a.id for a in storage} >= {mount}  # last known ids kept, reported failed
                     since = {a.health.since for a in storage}
                     assert len(since) == 1
                     failure_since = failure_since or since.pop()
@@ -235,7 +241,7 @@ def test_500_operations_with_one_adapter_failing_halfway_and_recovering(tmp_path
                     cpu = snap.find("cpu")[0]
                     assert cpu.allocated == pytest.approx(0.01 * len([h for h in held if h.startswith("cpu")]))
             elif kind == 1:
-                target = ("cpu", None, 0.01) if op % 2 else ("storage", "/", 1 << 20)
+                target = ("cpu", None, 0.01) if op % 2 else ("storage", mount, 1 << 20)
                 try:
                     grant = inventory.allocate(ledger, target[0], target[2], owner=f"op{op}", asset_id=target[1])
                     held.append(f"{target[0]}:{grant.id}")

@@ -290,7 +290,7 @@ def test_a_pin_another_tool_left_in_our_directory() -> None:
 
 
 def test_programs_named_and_unknown() -> None:
-    assert hypermesh.ebpf.PROGRAMS == ("xdp", "syscalls", "biolatency", "execsnoop", "tc")
+    assert hypermesh.ebpf.PROGRAMS == ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile")
     with pytest.raises(NotFound) as info:
         hypermesh.ebpf.load("nosuch")
     assert info.value.available == list(hypermesh.ebpf.PROGRAMS)

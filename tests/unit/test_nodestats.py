@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from hypermesh.model_node import CpuFrequencyHz
 from hypermesh.platform.linux import LinuxBackend, procfs, procnet
 from hypermesh.platform.linux.filesystems import real_filesystems
 from hypermesh.platform.linux.mounts import parse_mountinfo
@@ -127,8 +128,8 @@ def test_reader_on_the_recorded_root():
     assert (fs.files, fs.files_free) == (files, ffree)
     # The Sampler's devices: idle loops and the unconfigured zram0 (size 0) left out.
     assert set(stats.diskstats) == {"vda"}
-    assert stats.pressure["io"]["full_total_seconds"] > 0
-    assert stats.cpu_frequency_hz == {}  # no cpufreq driver on the recorded VM
+    assert stats.pressure.io is not None and stats.pressure.io.full_total_seconds > 0
+    assert stats.cpu_frequency_hz == ()  # no cpufreq driver on the recorded VM
     eth0 = next(i for i in stats.interfaces if i.name == "eth0")
     assert (eth0.mtu, eth0.operstate, eth0.carrier) == (1400, "up", 1)
     ifb0 = next(i for i in stats.interfaces if i.name == "ifb0")
@@ -146,7 +147,7 @@ def test_reader_reads_cpufreq_in_hertz(tmp_path):
         (d / "cpuinfo_max_freq").write_text("4200000\n")
     (tmp_path / "proc").mkdir()
     stats = LinuxBackend(root=str(tmp_path)).node_stats()
-    assert stats.cpu_frequency_hz == {0: (2.4e9, 4e8, 4.2e9), 1: (8e8, 4e8, 4.2e9)}
+    assert stats.cpu_frequency_hz == (CpuFrequencyHz(0, 2.4e9, 4e8, 4.2e9), CpuFrequencyHz(1, 8e8, 4e8, 4.2e9))
     assert stats.meminfo == {} and stats.filesystems == ()  # absent files: empty parts, no error
 
 
@@ -160,7 +161,7 @@ def test_reader_works_on_every_recorded_linux_tree():
             line for line in (tree / "proc" / "meminfo").read_text().splitlines() if line.startswith("MemTotal")
         )
         assert stats.meminfo["MemTotal"] == int(total.split()[1]) * 1024, tree.name
-        assert ("cpu" in stats.pressure) == (tree / "proc" / "pressure" / "cpu").exists(), tree.name
+        assert (stats.pressure.cpu is not None) == (tree / "proc" / "pressure" / "cpu").exists(), tree.name
 
 
 def test_interface_error_breakdown_reads_only_parts_of_nonzero_totals(tmp_path):

@@ -82,7 +82,7 @@ def test_a_disk_name_that_is_not_utf8_is_the_same_name_everywhere(tmp_path: Path
     assert disks[listed[0]] == (10, 80 * 512, 7, 20, 160 * 512, 9, 30)
     stats = backend.node_stats()
     assert list(stats.diskstats) == listed
-    assert stats.diskstats[listed[0]]["written_bytes"] == 160 * 512
+    assert stats.diskstats[listed[0]].written_bytes == 160 * 512
 
 
 def test_the_sampler_columns_are_the_node_stats_columns_on_every_recorded_tree() -> None:

@@ -13,10 +13,10 @@ from hypermesh.model import (
     CpuInfo,
     FilesystemStats,
     InterfaceStats,
-    NodeStats,
     Record,
     record,
 )
+from hypermesh.model_node import CpuGuestTime, KernelStats, NetDevStats, NodePressure, NodeStats, Sockstat
 
 
 def make_class() -> type:
@@ -71,23 +71,21 @@ def _build(cls: Any, **given: object) -> Any:
     return cls(**{name: given.get(name) for name in cls._fields})
 
 
-def _node_stats(
-    meminfo: dict[str, int], net_dev: dict[str, dict[str, int]], softirqs: dict[str, list[int]]
-) -> NodeStats:
+def _node_stats(meminfo: dict[str, int], net_dev: dict[str, NetDevStats], softirqs: dict[str, list[int]]) -> NodeStats:
     empty: dict[str, str] = {}
     return NodeStats(
         timestamp=0.0,
         meminfo=meminfo,
         vmstat={},
-        kernel={},
-        cpu_guest={0: [1.0, 2.0]},
+        kernel=KernelStats(),
+        cpu_guest=[CpuGuestTime(0, 1.0, 2.0)],  # type: ignore[arg-type]
         softirqs=softirqs,
-        softnet={},
+        softnet=(),
         net_dev=net_dev,
         diskstats={},
         snmp={},
-        sockstat={},
-        pressure={},
+        sockstat=Sockstat(None, ()),
+        pressure=NodePressure(None, None, None),
         filesystems=[FilesystemStats("/dev/vda1", "/", "ext4", 10, 5, 4, 3, 2, False, False)],
         cpuidle=[],
         cpu_frequency_hz={},
@@ -111,30 +109,32 @@ def test_nested_fields_cannot_be_mutated_and_json_is_unchanged() -> None:
         cpu.flags.append("avx")  # type: ignore[attr-defined]
 
     meminfo = {"MemTotal": 1024}
-    net_dev = {"eth0": {"rx_bytes": 7}}
+    net_dev = {"eth0": _build(NetDevStats, receive_bytes=7)}
     stats = _node_stats(meminfo, net_dev, {"NET_RX": [3, 4]})
-    assert stats.meminfo["MemTotal"] == 1024 and stats.net_dev["eth0"]["rx_bytes"] == 7
+    assert stats.meminfo["MemTotal"] == 1024 and stats.net_dev["eth0"].receive_bytes == 7
     with pytest.raises(TypeError):
         stats.meminfo["MemTotal"] = 0  # type: ignore[index]
     with pytest.raises(TypeError):
-        stats.net_dev["eth0"]["rx_bytes"] = 0  # type: ignore[index]
+        stats.net_dev["eth1"] = net_dev["eth0"]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        stats.net_dev["eth0"].receive_bytes = 0  # type: ignore[misc]
     with pytest.raises(TypeError):
         stats.softirqs["NET_RX"][0] = 0  # type: ignore[index]
     with pytest.raises(TypeError):
         stats.interfaces[0].error_counters["rx_dropped"] = 0  # type: ignore[index]
     with pytest.raises(AttributeError):
-        stats.cpu_guest[0].append(3.0)  # type: ignore[attr-defined]
+        stats.cpu_guest.append(stats.cpu_guest[0])  # type: ignore[attr-defined]
 
     # JSON is what it was with lists and dicts inside: to_dict turns tuples back into lists.
     as_json = json.loads(json.dumps(stats.to_dict()))
     plain = stats.to_dict()
     assert type(plain["meminfo"]) is dict and type(plain["softirqs"]["NET_RX"]) is list
-    assert as_json["softirqs"] == {"NET_RX": [3, 4]} and as_json["net_dev"] == {"eth0": {"rx_bytes": 7}}
-    assert as_json["cpu_guest"] == {"0": [1.0, 2.0]} and stats.to_dict()["cpu_guest"] == {0: [1.0, 2.0]}
+    assert as_json["softirqs"] == {"NET_RX": [3, 4]} and as_json["net_dev"]["eth0"]["receive_bytes"] == 7
+    assert as_json["cpu_guest"] == [{"cpu": 0, "guest_seconds": 1.0, "guest_nice_seconds": 2.0}]
     assert as_json["filesystems"][0]["mountpoint"] == "/"
     assert cpu.to_dict()["caches"] == [{"level": 1, "type": "Data", "size_bytes": 32768, "shared_cpu_list": [0, 1]}]
     # Equal records hash equally, frozen containers included.
-    again = _node_stats({"MemTotal": 1024}, {"eth0": {"rx_bytes": 7}}, {"NET_RX": [3, 4]})
+    again = _node_stats({"MemTotal": 1024}, {"eth0": _build(NetDevStats, receive_bytes=7)}, {"NET_RX": [3, 4]})
     assert again == stats and hash(again) == hash(stats)
 
 

@@ -31,6 +31,10 @@ def make_traffic(name: str) -> None:
     elif name == "syscalls":
         for _ in range(500):
             os.getppid()
+    elif name == "profile":  # half a second on the CPU: about 50 samples at 99 Hz
+        until = time.process_time() + 0.5
+        while time.process_time() < until:
+            pass
 
 
 def check_reading(name: str, result: Any) -> None:
@@ -48,6 +52,9 @@ def check_reading(name: str, result: Any) -> None:
             assert device.total == sum(b.count for b in device.buckets), device
     elif name == "execsnoop":
         assert result.lost == 0, result.lost
+    elif name == "profile":
+        mine = sum(s.count for s in result.stacks if s.pid == os.getpid())
+        assert mine >= 10 and result.samples >= result.recorded_samples, (mine, result.samples)
 
 
 def main() -> int:

@@ -1,13 +1,17 @@
 """The node agent's web application: the routes, served by Starlette behind the request guard (security.py).
 
 - Every endpoint reads the shared AgentState (state.py): ``/v1/sample``, ``/v1/samples?since=`` and the
-  ``/v1/stream`` SSE feed read its ring buffer of serialized samples; ``/metrics`` asks it for a scrape.
-- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it).
+  ``/v1/stream`` SSE feed read its ring buffer of serialized samples; ``/metrics`` asks it for a scrape;
+  ``/v1/events`` streams the exec events of the agent's execsnoop program (exec_feed.py), a bounded queue each.
+- Every data endpoint answers GET and HEAD only; anything else is 405 (Starlette's routing does it). The
+  exceptions write: POST /v1/allocations and DELETE /v1/allocations/{id} (allocations.py), PUT /v1/config
+  (live_config.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -21,16 +25,21 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from hypermesh.agent import metrics
+from hypermesh.agent import live_config, metrics
+from hypermesh.agent.allocations import AllocationRoutes, json_body, write_refusal
+from hypermesh.agent.cpu_profile import SVG_HEADERS, CpuProfiles, profile_support
 from hypermesh.agent.guards import WRITE_CHUNK_BYTES
 from hypermesh.agent.openapi import JSON_TYPE, MAX_SAMPLES_PER_RESPONSE, MAX_SEQUENCE, openapi_schema
 from hypermesh.agent.security import Credentials, Guard
 from hypermesh.agent.state import AgentState
+from hypermesh.errors import HypermeshError, InvalidInput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
+
+    from hypermesh.agent.cluster_view import ClusterView
 
 __all__ = ["build_app"]
 
@@ -110,6 +119,21 @@ def _slash_redirect(router: Router) -> Callable[..., Awaitable[None]]:
 
 def _json_error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _config_view(state: AgentState) -> dict[str, Any]:
+    view = live_config.live_view(state.config)
+    return dict(view, generation=state.config_generation, hash=live_config.config_hash(view))
+
+
+def _cluster_view(state: AgentState) -> ClusterView | None:
+    if state.config.etcd_url is None:
+        return None
+    import socket
+
+    from hypermesh.agent.cluster_view import ClusterView
+
+    return ClusterView(state.config.etcd_url, state.config.node_id or socket.gethostname())
 
 
 def build_app(state: AgentState) -> Guard:
@@ -197,13 +221,115 @@ def build_app(state: AgentState) -> Guard:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
+    async def events_endpoint(request: Request) -> Response:
+        feed = state.programs.exec_feed()
+        if feed is None:
+            return _json_error(404, "exec events need the execsnoop program: start the agent with --ebpf execsnoop")
+        if request.method == "HEAD":  # as /v1/stream's: headers only, no slot held by a body nobody reads
+            head = Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
+            del head.headers["content-length"]
+            return head
+        subscriber = feed.subscribe(asyncio.get_running_loop())
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                quiet_since = time.monotonic()
+                yield b": exec events of this machine, one per data line\n\n"  # the headers go out at once
+                while not state.closing():
+                    try:
+                        data = await asyncio.wait_for(subscriber.queue.get(), 1.0)
+                    except TimeoutError:
+                        if time.monotonic() - quiet_since > 15.0:
+                            quiet_since = time.monotonic()
+                            yield b": keep-alive\n\n"
+                        continue
+                    quiet_since = time.monotonic()
+                    dropped, subscriber.dropped = subscriber.dropped, 0
+                    if dropped:  # this client fell behind: say how many it missed, in the event itself
+                        data = data[:-1] + b',"dropped":%d}' % dropped
+                    yield b"data: %s\n\n" % data
+            finally:
+                feed.unsubscribe(subscriber)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
     async def assets_endpoint(request: Request) -> Response:
-        return JSONResponse(state.assets())
+        # a thread: the storage adapter's statvfs of a mount may wait on its device
+        return JSONResponse(await asyncio.to_thread(state.assets))
 
     async def ebpf_endpoint(request: Request) -> Response:
         return JSONResponse(dict(state.ebpf_status.to_dict(), programs=state.programs.summary()))
 
     credentials = Credentials(dict(state.config.basic_auth_users))
+    cluster = _cluster_view(state)
+
+    async def cluster_endpoint(request: Request) -> Response:
+        if cluster is None:
+            return _json_error(404, "this agent was not started with --etcd: it knows no cluster (docs/cluster.md)")
+        return JSONResponse(await cluster.get())
+
+    config_lock = asyncio.Lock()
+
+    async def config_endpoint(request: Request) -> Response:
+        if request.method == "PUT":
+            refusal = write_refusal(credentials.enabled, request, "change the configuration")
+            if refusal is not None:
+                return refusal
+            body = await json_body(request, "a configuration")
+            if isinstance(body, Response):
+                return body
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return _json_error(400, "the body is not JSON")
+            async with config_lock:  # one change at a time: each is checked against the config it replaces
+                try:
+                    new = live_config.updated(state.config, data)
+                except InvalidInput as exc:
+                    return _json_error(422, str(exc))
+                await asyncio.to_thread(state.apply_config, new)
+        return JSONResponse(_config_view(state))
+
+    profiles = CpuProfiles(state.config.request_timeout_s)
+
+    async def cpu_profile_endpoint(request: Request) -> Response:
+        available, why = profile_support(state.ebpf_status.available, state.ebpf_status.reason)
+        if request.method != "POST":
+            return JSONResponse(
+                {"available": available, "reason": why, "max_seconds": profiles.max_seconds, "running": profiles.busy}
+            )
+        refusal = write_refusal(credentials.enabled, request, "profile this node")
+        if refusal is not None:
+            return refusal
+        body = await json_body(request, "a profile request")
+        if isinstance(body, Response):
+            return body
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return _json_error(400, "the body is not JSON")
+        seconds = data.get("seconds", 5.0) if isinstance(data, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= profiles.max_seconds:
+            return _json_error(422, f"seconds: a number of seconds in (0, {profiles.max_seconds:g}], e.g. 5")
+        if not available:
+            return _json_error(409, f"this agent cannot profile: {why}")
+        if profiles.busy:
+            return _json_error(409, "a profile is running; wait for it to finish")
+        try:
+            return JSONResponse(await profiles.run(float(seconds)))
+        except HypermeshError as exc:
+            return _json_error(409, f"the profile failed: {exc}")
+
+    async def cpu_profile_svg(request: Request) -> Response:
+        svg = profiles.svg(request.path_params["id"])
+        if svg is None:
+            return _json_error(404, f"no flame graph {request.path_params['id']!r}; the agent keeps the last 4")
+        return Response(svg, media_type="image/svg+xml", headers=SVG_HEADERS)
+
+    async def cluster_page(request: Request) -> Response:
+        return FileResponse(f"{STATIC_DIR}/cluster.html", headers=PAGE_HEADERS)
+
+    allocations = AllocationRoutes(state.node_assets, auth=credentials.enabled)
 
     async def health_endpoint(request: Request) -> Response:
         latest = state.latest()
@@ -216,6 +342,9 @@ def build_app(state: AgentState) -> Guard:
             "samples_taken": state.samples_taken,
             "last_sample_age_s": age,
             "sampler_error": state.sampler_error,
+            "config_generation": state.config_generation,
+            "config_hash": live_config.config_hash(live_config.live_view(state.config)),
+            "samples_since_config": state.samples_since_config,
         }
         # /healthz is open to anyone, so with auth on an anonymous client learns only whether the agent is well: the
         # version names the exploits worth trying, uptime (and samples_taken, uptime over the interval) when the host
@@ -241,8 +370,18 @@ def build_app(state: AgentState) -> Guard:
         Route("/v1/sample", sample_endpoint, methods=get),
         Route("/v1/samples", samples_endpoint, methods=get),
         Route("/v1/stream", stream_endpoint, methods=get),
+        Route("/v1/events", events_endpoint, methods=get),
         Route("/v1/assets", assets_endpoint, methods=get),
         Route("/v1/ebpf", ebpf_endpoint, methods=get),
+        Route("/v1/cluster", cluster_endpoint, methods=get),
+        Route("/cluster", cluster_page, methods=get),
+        Route("/v1/config", config_endpoint, methods=["GET", "PUT"]),
+        Route("/v1/cpu-profile", cpu_profile_endpoint, methods=["GET", "POST"]),
+        Route("/v1/cpu-profile/{id}.svg", cpu_profile_svg, methods=get),
+        # One route for both methods: a 405 then lists both in its Allow header.
+        Route("/v1/allocations", allocations.list_or_create, methods=["GET", "POST"]),
+        # :path, so an id with a slash in it ("/run/netns", sent as %2F) can be released too
+        Route("/v1/allocations/{id:path}", allocations.delete, methods=["DELETE"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

@@ -6,7 +6,8 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
 
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
-    ebpf = ["syscalls"]           # eBPF programs to keep loaded (needs CAP_BPF); default none
+    ebpf = ["syscalls"]           # eBPF programs to keep loaded (syscalls, biolatency, execsnoop, xdp:IF); needs CAP_BPF
+    state_dir = "/var/lib/hypermesh"  # the node's allocation ledger (default as `hypermesh assets`)
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once
     max_streams = 32              # /v1/stream event streams open at once (one per dashboard); more get 503
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["AgentConfig", "build", "load", "reaches_beyond_loopback", "startup_warnings"]
+__all__ = [
+    "AgentConfig",
+    "build",
+    "check_labels",
+    "check_programs",
+    "check_seconds",
+    "load",
+    "reaches_beyond_loopback",
+    "read_config_bytes",
+    "startup_warnings",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
 # Per-sample history is kept as serialized JSON; this bounds its memory whatever the interval.
@@ -83,6 +94,14 @@ class AgentConfig:
     root: str | None = None
     # Built-in eBPF programs kept loaded (hypermesh.agent.programs.AGENT_PROGRAMS).
     ebpf_programs: tuple[str, ...] = ()
+    # Cluster membership (docs/cluster.md): register in etcd at this client URL, as node_id, reachable at advertise.
+    etcd_url: str | None = None
+    advertise_url: str | None = None
+    node_id: str | None = None
+    labels: Mapping[str, str] = {}
+    etcd_ttl_s: int = 10
+    # Directory of the node's allocation ledger; None: hypermesh.assets.default_state_dir(), as the CLI.
+    state_dir: str | None = None
     source: str | None = None
     # What the config file sets that works but is likely a mistake (startup_warnings() adds the rest).
     warnings: tuple[str, ...] = ()
@@ -129,8 +148,13 @@ _TOP_KEYS = {
     "access_log",
     "root",
     "ebpf",
+    "etcd",
+    "advertise",
+    "node_id",
+    "etcd_ttl",
+    "state_dir",
 }
-_SECTIONS = {"tls_server_config", "basic_auth_users"}
+_SECTIONS = {"tls_server_config", "basic_auth_users", "labels"}
 
 
 def load(path: str) -> dict[str, Any]:
@@ -197,6 +221,14 @@ def load(path: str) -> dict[str, Any]:
             raise fail("ebpf", 'must be a list of program names, e.g. ["syscalls"]')
         out["ebpf_programs"] = check_programs(names, f"config {path}: ebpf")
 
+    out.update(_cluster_keys(data, fail))
+    if "state_dir" in data:
+        if not isinstance(data["state_dir"], str) or not data["state_dir"]:
+            raise fail("state_dir", "must be a directory path")
+        # relative to the file, as its TLS paths are
+        resolved = os.path.join(os.path.dirname(os.path.abspath(path)), data["state_dir"])
+        out["state_dir"] = check_state_dir(resolved, f"config {path}: state_dir")
+
     tls = data.get("tls_server_config")
     if tls is not None:
         if not isinstance(tls, dict):
@@ -236,6 +268,30 @@ def load(path: str) -> dict[str, Any]:
                 f"config {path}: basic_auth_users is empty, so no password is asked; add a user "
                 "(hypermesh agent --hash-password) or remove the table",
             )
+    return out
+
+
+def _cluster_keys(data: dict[str, Any], fail: Any) -> dict[str, Any]:
+    from hypermesh.cluster.etcd import check_etcd_url
+    from hypermesh.cluster.membership import check_agent_url, check_node_id
+
+    out: dict[str, Any] = {}
+    for key, field, check in (
+        ("etcd", "etcd_url", check_etcd_url),
+        ("advertise", "advertise_url", check_agent_url),
+        ("node_id", "node_id", check_node_id),
+    ):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise fail(key, "must be a string")
+            out[field] = check(data[key], f"config: {key}")
+    if "etcd_ttl" in data:
+        ttl = data["etcd_ttl"]
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 2 <= ttl <= 3600:
+            raise fail("etcd_ttl", "must be a whole number of seconds, 2..3600")
+        out["etcd_ttl_s"] = ttl
+    if "labels" in data:
+        out["labels"] = check_labels(data["labels"], "config: labels")
     return out
 
 
@@ -285,14 +341,42 @@ def check_root(root: str, where: str = "--root") -> str:
     return os.path.abspath(root)
 
 
+def check_state_dir(state_dir: str, where: str = "--state-dir") -> str:
+    """The ledger's directory: created on first use, so it may be missing, but not a file."""
+    if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+        raise InvalidInput(f"{where}: {state_dir} exists and is not a directory; give a directory for the ledger")
+    return os.path.abspath(state_dir)
+
+
+def check_seconds(value: object, where: str, minimum: bool = False) -> float:
+    """A number of seconds from JSON or TOML (or "2s"), in range; InvalidInput naming ``where`` otherwise."""
+    seconds = _positive_seconds(value, lambda problem: InvalidInput(f"{where}: {problem}"))
+    if minimum and seconds < MIN_INTERVAL:
+        raise InvalidInput(f"{where}: must be at least {MIN_INTERVAL:g} s (1 kHz), got {seconds:g}")
+    return seconds
+
+
+def check_labels(labels: object, where: str = "labels") -> dict[str, str]:
+    """Node labels: a table of short printable name = "value" pairs."""
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise InvalidInput(f'{where}: must be a table of name = "value"')
+    for name, value in labels.items():
+        if not (1 <= len(name) <= 64 and name.replace("_", "").isalnum() and name.isascii()):
+            raise InvalidInput(f"{where}: {name[:40]!r} is not a label name (1-64 ASCII letters, digits or '_')")
+        if len(value) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise InvalidInput(
+                f"{where}.{name}: a label value is at most 256 characters, none of them control characters"
+            )
+    return dict(labels)
+
+
 def check_programs(names: list[str], where: str = "--ebpf") -> list[str]:
-    from hypermesh.agent.programs import AGENT_PROGRAMS
+    from hypermesh.agent.programs import parse_program
 
     for name in names:
-        if name not in AGENT_PROGRAMS:
-            raise InvalidInput(
-                f"{where}: {name!r} is not a program the agent runs (choose from: {', '.join(AGENT_PROGRAMS)})"
-            )
+        problem = parse_program(name)
+        if isinstance(problem, str):
+            raise InvalidInput(f"{where}: {problem}")
     return list(dict.fromkeys(names))
 
 
@@ -343,6 +427,10 @@ def build(
     access_log: bool | None = None,
     root: str | None = None,
     ebpf_programs: list[str] | None = None,
+    etcd_url: str | None = None,
+    advertise_url: str | None = None,
+    node_id: str | None = None,
+    state_dir: str | None = None,
 ) -> AgentConfig:
     """File values, then flags given on the command line (None = not given) on top."""
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 9137}
@@ -363,6 +451,8 @@ def build(
         "access_log": access_log,
         "root": None if root is None else check_root(root),
         "ebpf_programs": None if not ebpf_programs else check_programs(ebpf_programs),
+        **_cluster_flags(etcd_url, advertise_url, node_id),
+        "state_dir": None if state_dir is None else check_state_dir(state_dir),
     }
     for flag, value in (
         ("--interval", interval_s),
@@ -377,6 +467,17 @@ def build(
         raise InvalidInput(f"--interval: must be at least {MIN_INTERVAL:g} s (1 kHz), got {interval_s:g}")
     values.update({key: value for key, value in flags.items() if value is not None})
     return AgentConfig(**values)
+
+
+def _cluster_flags(etcd_url: str | None, advertise_url: str | None, node_id: str | None) -> dict[str, str | None]:
+    from hypermesh.cluster.etcd import check_etcd_url
+    from hypermesh.cluster.membership import check_agent_url, check_node_id
+
+    return {
+        "etcd_url": None if etcd_url is None else check_etcd_url(etcd_url),
+        "advertise_url": None if advertise_url is None else check_agent_url(advertise_url, "--advertise"),
+        "node_id": None if node_id is None else check_node_id(node_id),
+    }
 
 
 def startup_warnings(config: AgentConfig) -> list[str]:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from hypermesh.model import record
 
-__all__ = ["WRITE_CHUNK_BYTES", "WRITE_HIGH_WATER_BYTES", "AgentStats", "Stats"]
+__all__ = ["MAX_BODY_BYTES", "WRITE_CHUNK_BYTES", "WRITE_HIGH_WATER_BYTES", "AgentStats", "Stats"]
 
 # Output buffered per connection before uvicorn waits for the client to read (asyncio's default is 64 KiB), and
 # the size of the pieces a response body is written in: together they bound an unread response's memory.
 WRITE_HIGH_WATER_BYTES = 32 * 1024
 WRITE_CHUNK_BYTES = 32 * 1024
+# Largest request body read (POST /v1/allocations: an object of eight short fields is under 1 KiB); past it, 413.
+# Half a write chunk: a request never holds more memory than its answer may.
+MAX_BODY_BYTES = 16 * 1024
 
 
 @record

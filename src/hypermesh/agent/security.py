@@ -19,7 +19,7 @@ Order matters and is deliberate; no anonymous flood can starve ``/healthz`` or a
    name), so answers take the same time whichever user is named, known or not. See ``LoginLane``.
 4. Lanes, each with its own cap, each answering 503 + ``Retry-After`` at once when full (before any work,
    so an overload cannot queue up and hang clients): ``/metrics`` (``max_in_flight``), ``/v1/stream``
-   event streams (``max_streams``: they live as long as their client) and every other request
+   and ``/v1/events`` event streams (``max_streams``: they live as long as their client) and every other request
    (``max_in_flight``). A flood of /v1 requests or of open streams cannot take a scrape's slot.
 5. A timeout bounds the time until the response starts: a stuck handler gets 503, not a hang.
    Streams (SSE) start their response at once and then live as long as their client.
@@ -74,7 +74,7 @@ log = logging.getLogger("hypermesh.agent")
 OPEN_PATHS = frozenset({"/healthz"})
 # Paths served without taking a slot (trivial, and what supervisors probe).
 UNCAPPED_PATHS = frozenset({"/healthz"})
-STREAM_PATHS = frozenset({"/v1/stream"})
+STREAM_PATHS = frozenset({"/v1/stream", "/v1/events"})
 METRICS_PATHS = frozenset({"/metrics"})
 # bcrypt checks only the first 72 bytes; bcrypt 5 refuses a longer password (in ~1 µs, which made such
 # guesses a cheap way to fill the old shared cache), older releases silently cut it. Refused before queueing.

@@ -30,7 +30,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["preflight", "serve"]
+    from hypermesh.cluster.membership import Registration
+
+__all__ = ["advertised_url", "preflight", "serve"]
 
 LISTEN_BACKLOG = 1024
 
@@ -42,6 +44,11 @@ def preflight(config: AgentConfig) -> list[str]:
     warnings about it first."""
     if config.tls_cert_file is not None:
         check_tls_files(config.tls_cert_file, config.tls_key_file, _tls_where(config))
+    if config.etcd_url is not None and config.advertise_url is None and config.host in ("0.0.0.0", "::", ""):
+        raise InvalidInput(
+            f"--etcd: listening on {config.host} has no single address to advertise; "
+            "give --advertise URL (how other machines reach this agent, e.g. http://10.0.0.5:9137)"
+        )
     return startup_warnings(config)
 
 
@@ -70,7 +77,8 @@ def serve(config: AgentConfig, announce: Callable[[str], None] | None = None) ->
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     line = (
         f"hypermesh agent: serving {config.scheme}://{shown}:{port}/ (metrics at /metrics, every "
-        f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''})"
+        f"{config.interval_s:g}s{', basic auth' if config.basic_auth_users else ''}"
+        f"{f', cluster page at /cluster, registered in etcd as {config.node_id or socket.gethostname()}' if config.etcd_url else ''})"
     )
     if announce is None:
         print(line, file=sys.stderr, flush=True)
@@ -84,9 +92,43 @@ def serve(config: AgentConfig, announce: Callable[[str], None] | None = None) ->
         finally:
             limits.close()
 
-    with asyncio.Runner(loop_factory=event_loop_factory(config.header_timeout_s)) as runner:
-        runner.run(main())
+    registration = _register(config, host, port)
+    if registration is not None:
+        state.config_listeners.append(lambda new: registration.update(dict(new.labels), new.interval_s))
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory(config.header_timeout_s)) as runner:
+            runner.run(main())
+    finally:
+        if registration is not None:
+            registration.stop()  # leave the cluster now, not when the lease ends
     return 0
+
+
+def advertised_url(config: AgentConfig, host: str, port: int) -> str:
+    """The URL other machines reach this agent at: --advertise, else the bound address (not a wildcard)."""
+    if config.advertise_url is not None:
+        return config.advertise_url
+    shown = f"[{host}]" if ":" in host else host
+    return f"{config.scheme}://{shown}:{port}"
+
+
+def _register(config: AgentConfig, host: str, port: int) -> Registration | None:
+    if config.etcd_url is None:
+        return None
+    from hypermesh.cluster.etcd import Etcd
+    from hypermesh.cluster.membership import Member, Registration
+
+    member = Member(
+        config.node_id or socket.gethostname(),
+        advertised_url(config, host, port),
+        hypermesh.__version__,
+        config.interval_s,
+        dict(config.labels),
+        0.0,
+    )
+    registration = Registration(Etcd(config.etcd_url), member, config.etcd_ttl_s)
+    registration.start()
+    return registration
 
 
 def _tls_where(config: AgentConfig) -> str:

@@ -6,6 +6,7 @@ profile and eBPF status read at start, the counters of the guards, and the scrap
 - ``scrape()`` does a fresh read of the raw counters (``Sampler.counters()``), never the rates: Prometheus computes
   rates from ``_total`` counters itself.
 - The profile and the eBPF status are read once at start (they describe the machine, not its load).
+- The node's assets and allocation ledger (node_assets.py) are read fresh for ``/v1/assets`` and each scrape.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from hypermesh.agent import metrics
 from hypermesh.agent.config import AgentConfig
 from hypermesh.agent.guards import Stats
+from hypermesh.agent.node_assets import NodeAssets
 from hypermesh.agent.programs import NOT_PROBED, AgentPrograms, EbpfStatus, read_ebpf_status
 
 TYPE_CHECKING = False
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from hypermesh.model import Counters, Sample, SystemProfile
     from hypermesh.sampling.sampler import Sampler
 
-__all__ = ["AgentState", "as_dict", "assets_from_profile"]
+__all__ = ["AgentState", "as_dict"]
 
 log = logging.getLogger("hypermesh.agent")
 
@@ -49,6 +51,7 @@ class AgentState:
         version: str,
         profile_reader: Callable[[], SystemProfile] | None = None,
         ebpf_reader: Callable[[], EbpfStatus] | None = None,
+        node_assets: NodeAssets | None = None,
     ) -> None:
         self.config = config
         self.sampler = sampler
@@ -63,6 +66,13 @@ class AgentState:
         self._sequence = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set to end the sampler's current stream: on stop, and when a live config change sets a new interval.
+        self._restart = threading.Event()
+        # Live config changes (PUT /v1/config): how many were applied, and samples taken since the last one.
+        self.config_generation = 0
+        self.samples_since_config = 0
+        # Called with the new config after a live change (the server re-registers labels in etcd).
+        self.config_listeners: list[Callable[[AgentConfig], None]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_sample: asyncio.Event | None = None
@@ -76,6 +86,8 @@ class AgentState:
         self.profile_error: str | None = None
         self.ebpf_status = NOT_PROBED
         self.programs = AgentPrograms(list(config.ebpf_programs))
+        # The node's assets and allocation ledger (the ledger is opened in start()).
+        self.node_assets = node_assets if node_assets is not None else NodeAssets(config.state_dir, config.root)
         # Set by the server: true once it is shutting down (streams end then).
         self.closing: Callable[[], bool] = lambda: False
         self.collectors = metrics.default_collectors(version)
@@ -102,27 +114,53 @@ class AgentState:
             log.warning("profile unavailable: %s", self.profile_error)
         self.ebpf_status = self._ebpf_reader()
         self.programs.start()
+        self.node_assets.open()
         self._thread = threading.Thread(target=self._run_sampler, name="hypermesh-sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._restart.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.interval_s + 2.0)
         self.programs.close()
+        self.node_assets.close()
         self.sampler.close()
 
     def _run_sampler(self) -> None:
         while not self._stop.is_set():
+            restart = self._restart
             try:
-                for sample in self.sampler.stream(self.config.interval_s, stop=self._stop):
+                for sample in self.sampler.stream(self.config.interval_s, stop=restart):
                     self._record(sample)
                     if self._stop.is_set():
                         return
+                    if restart.is_set():
+                        break
             except Exception as exc:  # keep sampling: a transient read error must not kill the agent
                 self.sampler_error = f"{type(exc).__name__}: {exc}"
                 log.warning("sampler error (retrying): %s", self.sampler_error)
                 self._stop.wait(max(self.config.interval_s, 1.0))
+
+    def apply_config(self, config: AgentConfig) -> None:
+        """A live change (agent/live_config.py): the new interval, history and eBPF programs take effect now; blocks
+        while programs load or unload (call it off the event loop)."""
+        old = self.config
+        with self._lock:
+            self.config = config
+            if config.history_samples != self._history.maxlen:
+                self._history = collections.deque(self._history, maxlen=config.history_samples)
+            self.config_generation += 1
+            self.samples_since_config = 0
+        if config.interval_s != old.interval_s:
+            previous, self._restart = self._restart, threading.Event()
+            previous.set()  # the sampler ends its stream and starts one at the new interval
+        if tuple(config.ebpf_programs) != tuple(old.ebpf_programs):
+            retired, self.programs = self.programs, AgentPrograms(list(config.ebpf_programs))
+            retired.close()
+            self.programs.start()
+        for listener in self.config_listeners:
+            listener(config)
 
     def _record(self, sample: Sample) -> None:
         data = json.dumps(as_dict(sample), separators=(",", ":")).encode()
@@ -130,6 +168,7 @@ class AgentState:
             self._sequence += 1
             self._history.append((sample.timestamp, data, self._sequence))
             self.samples_taken += 1
+            self.samples_since_config += 1
         self.sampler_error = None
         loop = self._loop
         # A waiter counts itself before it looks at the history (next_sample): either it is counted here, or it
@@ -197,6 +236,7 @@ class AgentState:
             self.programs.readings,
             self.sampler.node_stats,
             self.sampler.unreadable_sources,
+            self.node_assets.reading,
         )
         return metrics.collect(self.collectors, scrape)
 
@@ -246,35 +286,10 @@ class AgentState:
         return await asyncio.shield(running)
 
     def assets(self) -> dict[str, Any]:
-        return assets_from_profile(self.profile)
+        """``/v1/assets``: the snapshot ``hypermesh assets --json`` prints for the same root and state directory."""
+        return self.node_assets.snapshot().to_dict()
 
 
 def as_dict(record: object) -> Any:
     """A model record as JSON builtins (``@record`` adds ``to_dict`` at run time, unseen by mypy)."""
     return record.to_dict()  # type: ignore[attr-defined,unused-ignore]
-
-
-def assets_from_profile(profile: SystemProfile | None) -> dict[str, Any]:
-    """Capacities from the system profile, until the assets module exists (documented in docs/agent.md)."""
-    if profile is None:
-        return {"source": "unavailable", "cpu": None, "memory": None, "storage": [], "network": [], "gpu": []}
-    return {
-        "source": "profile",
-        "cpu": {
-            "model": profile.cpu.model,
-            "logical_cores": profile.cpu.logical_cores,
-            "physical_cores": profile.cpu.physical_cores,
-        },
-        "memory": {
-            "total_bytes": profile.memory.total_bytes,
-            "swap_total_bytes": profile.memory.swap_total_bytes,
-        },
-        "storage": [
-            {"name": d.name, "kind": d.kind, "size_bytes": d.size_bytes, "model": d.model} for d in profile.storage
-        ],
-        "network": [
-            {"name": n.name, "kind": n.kind, "up": n.up, "speed_mbps": n.speed_mbps, "mtu": n.mtu}
-            for n in profile.network
-        ],
-        "gpu": list(profile.gpus),
-    }

@@ -24,7 +24,7 @@ import errno
 import math
 import os
 
-from hypermesh.errors import PermissionDenied, Unsupported
+from hypermesh.errors import InvalidInput, PermissionDenied, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ def apply(grant: Allocation, snap: Snapshot | None = None, cgroup_root: str = CG
     """Create the grant's cgroup, set its limits and move ``grant.pid`` into it; returns the cgroup's name."""
     if grant.pid is None:
         raise Unsupported("enforcing a grant without a pid", "pass --pid: the process to hold to the grant")
+    if "/" in grant.id or grant.id in (".", ".."):
+        # the id names the cgroup directory: "../x" would create (and later remove) one outside hypermesh/
+        raise InvalidInput(
+            f"an enforced allocation's id names its cgroup: {grant.id!r} may not contain '/' or be . or .."
+        )
     limits = _limits(grant, snap)
     try:
         if version(cgroup_root) == 2:

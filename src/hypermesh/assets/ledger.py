@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["KINDS", "Ledger", "default_state_dir", "process_start"]
+__all__ = ["KINDS", "Ledger", "Refused", "check_amount", "default_state_dir", "process_start"]
 
 KINDS = ("cpu", "memory", "storage", "network", "gpu")
 FILENAME = "ledger.sqlite"
@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS allocations (
 );
 CREATE INDEX IF NOT EXISTS allocations_asset ON allocations (kind, asset_id);
 """
+
+
+class Refused(InvalidInput):
+    """A well-formed request the ledger will not grant: not enough left (``left`` says how much is), the GPU in
+    use outside any allocation, the id taken by another allocation. Still exit 2 in the CLI; 409 in the agent."""
+
+    def __init__(self, message: str, left: float | None = None) -> None:
+        self.left = left
+        super().__init__(message)
 
 
 def default_state_dir() -> str:
@@ -224,7 +233,7 @@ class Ledger:
         capacity: float,
         users: Iterable[int],
         force: bool,
-    ) -> tuple[Allocation | None, InvalidInput | None]:
+    ) -> tuple[Allocation | None, Refused | None]:
         """(the allocation already under this id, or the reason to refuse), inside the write transaction."""
         db = self._db
         row = db.execute("SELECT * FROM allocations WHERE id = ?", (new_id,)).fetchone()
@@ -237,7 +246,7 @@ class Ledger:
                 owner,
                 pid,
             ):
-                return None, InvalidInput(f"allocation id {new_id!r} already names another allocation: {existing}")
+                return None, Refused(f"allocation id {new_id!r} already names another allocation: {existing}")
             return existing, None
         held = float(
             db.execute(
@@ -246,9 +255,10 @@ class Ledger:
         )
         left = capacity - held
         if amount > left + _EPSILON:
-            return None, InvalidInput(
+            return None, Refused(
                 f"not enough {kind} on {asset_id}: asked {_format(amount)}, {_format(max(left, 0.0))} left"
-                f" of {_format(capacity)} ({_format(held)} allocated)"
+                f" of {_format(capacity)} ({_format(held)} allocated)",
+                left=max(left, 0.0),
             )
         if not force:
             bound = {
@@ -259,7 +269,7 @@ class Ledger:
             }
             outside = sorted(set(users) - bound - {pid})
             if outside:
-                return None, InvalidInput(
+                return None, Refused(
                     f"{kind} {asset_id} is in use by processes outside any allocation: pids "
                     f"{', '.join(map(str, outside))}; stop them or allocate with --force"
                 )

@@ -8,7 +8,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Allocation", "Asset", "Health", "Snapshot"]
+__all__ = ["STATUSES", "Allocation", "Asset", "Health", "Snapshot"]
 
 STATUSES = ("ok", "degraded", "failed")
 

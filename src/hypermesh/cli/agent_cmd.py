@@ -22,6 +22,11 @@ examples:
   hypermesh agent --config /etc/hypermesh/agent.toml
                                                     TLS and basic auth from the file (see docs/agent.md)
   hypermesh agent --ebpf syscalls                   also count syscalls with eBPF (root or CAP_BPF)
+  hypermesh agent --ebpf biolatency --ebpf execsnoop --ebpf xdp:eth0
+                                                    block I/O latency, exec events (/v1/events), packets on eth0
+  hypermesh agent --etcd http://127.0.0.1:2379 --node-id web-1
+                                                    join a cluster: `hypermesh cluster status --etcd ...` finds it
+  hypermesh agent --state-dir /srv/hypermesh        the allocation ledger /v1/allocations grants from
   echo 'the password' | hypermesh agent --hash-password
                                                     bcrypt hash to paste into basic_auth_users
 
@@ -96,7 +101,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--ebpf",
         action="append",
         metavar="PROGRAM",
-        help="keep this built-in eBPF program loaded and export it (syscalls); repeatable; needs CAP_BPF",
+        help="keep this built-in eBPF program loaded and export it (syscalls, biolatency, execsnoop, xdp:INTERFACE); "
+        "repeatable; needs CAP_BPF",
+    )
+    cluster = p.add_argument_group("cluster membership (docs/cluster.md)")
+    cluster.add_argument(
+        "--etcd", metavar="URL", help="register in etcd at this client URL, e.g. http://127.0.0.1:2379"
+    )
+    cluster.add_argument(
+        "--advertise", metavar="URL", help="URL other machines reach this agent at (default: the --listen address)"
+    )
+    cluster.add_argument("--node-id", metavar="ID", help="this node's id in the cluster (default: the host name)")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory of the node's allocation ledger, served at /v1/allocations (default: $HYPERMESH_STATE_DIR, "
+        "/var/lib/hypermesh as root, else $XDG_STATE_HOME/hypermesh; as hypermesh assets)",
     )
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     p.add_argument(
@@ -129,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         root=args.root,
         ebpf_programs=args.ebpf,
+        etcd_url=args.etcd,
+        advertise_url=args.advertise,
+        node_id=args.node_id,
+        state_dir=args.state_dir,
     )
     if config.basic_auth_users:
         require_modules("hypermesh agent with basic_auth_users", "bcrypt")

@@ -179,6 +179,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     e.set_defaults(handler=_run, program="execsnoop")
     register_tc(run_sub, [common, timing], _run, raw, _epilog)
 
+    from hypermesh.cli.ebpf_profile_cmd import register as register_profile
+
+    register_profile(ebpf_sub, common, formatter=raw, epilog=_epilog, needs=NEEDS)
+
     ld = ebpf_sub.add_parser(
         "load",
         parents=[common],

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "hypermesh.cli.ebpf_cmd",
     "hypermesh.cli.agent_cmd",
     "hypermesh.cli.assets_cmd",
+    "hypermesh.cli.cluster_cmd",
 )
 
 EPILOG = """\
@@ -112,7 +113,13 @@ def interface_name(text: str) -> str:
 
 # Modules of an optional extra (pyproject's [project.optional-dependencies]) -> that extra. A base install
 # (`pip install hypermesh`) lacks them: a command that needs one says which extra to install and exits 4.
-OPTIONAL_MODULES = {"starlette": "agent", "uvicorn": "agent", "prometheus_client": "agent", "bcrypt": "agent"}
+OPTIONAL_MODULES = {
+    "starlette": "agent",
+    "uvicorn": "agent",
+    "prometheus_client": "agent",
+    "bcrypt": "agent",
+    "httpx": "cluster",
+}
 
 
 def require_modules(command: str, *modules: str) -> None:

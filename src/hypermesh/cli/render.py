@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from hypermesh.model import Sample, SystemProfile
 
-__all__ = ["live_samples", "render_profile"]
+__all__ = ["human_bytes", "live_samples", "render_profile"]
 
 
 class PipeConsole(Console):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-__all__ = ["Link", "detach_later", "kprobe", "raise_attach_error", "tcx", "tracepoint", "xdp"]
+__all__ = ["Link", "detach_later", "kprobe", "perf_event", "raise_attach_error", "tcx", "tracepoint", "xdp"]
 
 XDP_MODES = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
@@ -153,6 +153,19 @@ def kprobe(program: int, function: str, *, lib: libbpf.Lib) -> Link:
         messages = _replay(lib, lib.bpf_program__attach_kprobe, program, False, function.encode())
         raise_attach_error(f"kprobe {function}", err, messages)
     return Link("kprobe", function, lib=lib, ptr=ptr)
+
+
+def perf_event(program: int, perf_event_fd: int, target: str, *, lib: libbpf.Lib) -> Link:
+    """Attach the loaded program ``program`` to an open perf event. The link owns ``perf_event_fd`` from
+    here on (libbpf disables and closes it when the link is destroyed), on failure as on success."""
+    ptr = lib.bpf_program__attach_perf_event(program, perf_event_fd)
+    if not ptr:
+        # No replay with messages captured, as for the other hooks: a replay that succeeded would
+        # close perf_event_fd with its link. libbpf leaves the fd to the caller when it fails.
+        err = lib.errno()
+        os.close(perf_event_fd)
+        raise_attach_error(f"perf event {target}", err, [])
+    return Link("perf_event", target, lib=lib, ptr=ptr)
 
 
 def xdp(program_fd: int, ifindex: int, interface: str, mode: str = "auto", *, lib: libbpf.Lib) -> Link:

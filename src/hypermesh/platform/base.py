@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Protocol, TypeVar
 
-    from hypermesh.model import CpuInfo, Limits, MemoryInfo, NetworkInterface, NodeStats, OsInfo, StorageDevice
+    from hypermesh.model import CpuInfo, Limits, MemoryInfo, NetworkInterface, OsInfo, StorageDevice
+    from hypermesh.model_node import NodeStats
 
     T = TypeVar("T")
 

@@ -43,11 +43,11 @@ from hypermesh.model import (
     MemoryInfo,
     Mount,
     NetworkInterface,
-    NodeStats,
     OsInfo,
     StorageDevice,
     SystemProfile,
 )
+from hypermesh.model_node import DiskStats, KernelStats, NetDevStats, NodePressure, NodeStats, Sockstat
 from hypermesh.platform.base import CPU_MODES, RawCounters, assemble_profile
 
 TYPE_CHECKING = False
@@ -352,40 +352,53 @@ class PortableBackend:
             timestamp=time.time(),
             meminfo={"SwapTotal": swap.total, "SwapFree": swap.free},
             vmstat={"pswpin": swap.sin // 4096, "pswpout": swap.sout // 4096} if swap.sin or swap.sout else {},
-            kernel={"boot_time_seconds": float(psutil.boot_time())},
-            cpu_guest={},
+            kernel=KernelStats(boot_time_seconds=float(psutil.boot_time())),
+            cpu_guest=(),
             softirqs={},
-            softnet={},
+            softnet=(),
             net_dev={
-                name: {
-                    "receive_bytes": n.bytes_recv,
-                    "receive_packets": n.packets_recv,
-                    "receive_errors": n.errin,
-                    "receive_drops": n.dropin,
-                    "transmit_bytes": n.bytes_sent,
-                    "transmit_packets": n.packets_sent,
-                    "transmit_errors": n.errout,
-                    "transmit_drops": n.dropout,
-                }
+                name: NetDevStats(
+                    receive_bytes=n.bytes_recv,
+                    receive_packets=n.packets_recv,
+                    receive_errors=n.errin,
+                    receive_drops=n.dropin,
+                    receive_fifo=None,
+                    receive_frame=None,
+                    receive_compressed=None,
+                    receive_multicast=None,
+                    transmit_bytes=n.bytes_sent,
+                    transmit_packets=n.packets_sent,
+                    transmit_errors=n.errout,
+                    transmit_drops=n.dropout,
+                    transmit_fifo=None,
+                    transmit_collisions=None,
+                    transmit_carrier=None,
+                    transmit_compressed=None,
+                )
                 for name, n in nics.items()
             },
             diskstats={
-                name: {
-                    "reads_completed": d.read_count,
-                    "read_bytes": d.read_bytes,
-                    "read_time_seconds": d.read_time / 1000,
-                    "writes_completed": d.write_count,
-                    "written_bytes": d.write_bytes,
-                    "write_time_seconds": d.write_time / 1000,
-                }
+                name: DiskStats(
+                    reads_completed=d.read_count,
+                    reads_merged=None,
+                    read_bytes=d.read_bytes,
+                    read_time_seconds=d.read_time / 1000,
+                    writes_completed=d.write_count,
+                    writes_merged=None,
+                    written_bytes=d.write_bytes,
+                    write_time_seconds=d.write_time / 1000,
+                    io_now=None,
+                    io_time_seconds=None,
+                    io_time_weighted_seconds=None,
+                )
                 for name, d in disks.items()
             },
             snmp={},
-            sockstat={},
-            pressure={},
+            sockstat=Sockstat(None, ()),
+            pressure=NodePressure(None, None, None),
             filesystems=tuple(filesystems),
             cpuidle=(),
-            cpu_frequency_hz={},
+            cpu_frequency_hz=(),
             interfaces=(),
             arp_entries={},
             uname=dict(zip(("sysname", "nodename", "release", "version", "machine"), platform.uname(), strict=False)),

@@ -13,7 +13,6 @@ from hypermesh.model import (
     LoadAverage,
     MemorySample,
     NetworkCounters,
-    NodeStats,
     Pressure,
     PressureTotals,
     Sample,
@@ -24,6 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from hypermesh.model_node import NodeStats
     from hypermesh.platform.base import Backend, RawCounters
 
 __all__ = ["MAX_SECONDS", "MIN_INTERVAL", "Sampler"]

@@ -4,7 +4,7 @@
   declared once per collector; ``desc.value(v)`` emits a one-sample family in one expression).
 - ``scrape``: ``Scrape``, everything one scrape reads, each source at most once, and ``NoData``.
 - ``collectors/``: one file per area (cpu, memory, pressure, disk, network, ebpf, the node stats areas from
-  meminfo to uname, assets, agent), each built from the Sampler's raw counters or node stats: monotonic ``_total``
+  meminfo to uname, assets, allocations, gpu, agent), each built from the Sampler's raw counters or node stats: monotonic ``_total``
   counters stay counters (Prometheus computes rates), everything in base units (seconds, bytes, ratios 0..1).
 - ``runner``: ``collect()`` runs them and adds per-collector ``hypermesh_scrape_collector_success`` and
   ``hypermesh_scrape_collector_duration_seconds``, as node_exporter does; a failing collector drops its own
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from hypermesh.agent.metrics.collectors import (
     AgentCollector,
+    AllocationsCollector,
     ArpCollector,
     AssetsCollector,
     CpuCollector,
@@ -25,6 +26,7 @@ from hypermesh.agent.metrics.collectors import (
     DiskstatsCollector,
     EbpfCollector,
     FilesystemCollector,
+    GpuCollector,
     KernelCollector,
     MeminfoCollector,
     MemoryCollector,
@@ -51,6 +53,7 @@ __all__ = [
     "OPENMETRICS_TYPE",
     "TEXT_TYPE",
     "AgentCollector",
+    "AllocationsCollector",
     "ArpCollector",
     "AssetsCollector",
     "CpuCollector",
@@ -62,6 +65,7 @@ __all__ = [
     "EbpfCollector",
     "Family",
     "FilesystemCollector",
+    "GpuCollector",
     "KernelCollector",
     "Labels",
     "MeminfoCollector",

@@ -10,7 +10,7 @@ registry in tests/fixtures/agent/reference_registry.py).
 
 from __future__ import annotations
 
-from hypermesh.agent.metrics.family import Family, Labels
+from hypermesh.agent.metrics.family import SUFFIX, Family, Labels
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ class TextWriter:
                     pkey = (name, labels)
                     prefix = prefixes.get(pkey)
                     if prefix is None:
-                        inner = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in labels)
-                        prefix = prefixes[pkey] = f"{name}{{{inner}}} "
+                        prefix = prefixes[pkey] = _prefix(name, labels)
                 else:
                     prefix = bare
                 # prometheus_client's number format (floatToGoString) is Python's repr below 1e6; above, Go's
@@ -96,6 +95,17 @@ class TextWriter:
         if openmetrics:
             append("# EOF\n")
         return "".join(out).encode()
+
+
+def _prefix(name: str, labels: Labels) -> str:
+    """``name{a="1",b="2"} ``; a histogram's series suffix (the reserved first label) goes onto the name."""
+    if labels[0][0] == SUFFIX:
+        name += labels[0][1]
+        labels = labels[1:]
+        if not labels:
+            return f"{name} "
+    inner = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in labels)
+    return f"{name}{{{inner}}} "
 
 
 def wants_openmetrics(accept: str) -> bool:

@@ -3,6 +3,10 @@
 A ``Desc`` is node_exporter's ``typedDesc``: name, type, help and unit, checked once when the collector module is
 imported. ``desc.value(v)`` is its ``mustNewConstMetric``: a family of one sample in one expression, so a collector
 reads as the list of what it exports. ``desc.family()`` starts a family that a loop fills with ``samples.append``.
+
+A histogram family's samples are its series ``_bucket``, ``_sum`` and ``_count``: each sample names its suffix in
+the reserved first label ``SUFFIX`` (Prometheus' own data model keeps the series name as the label ``__name__``);
+``Family.histogram()`` appends one labelled histogram.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["Desc", "Family", "Labels", "counter", "gauge", "per_row", "snake_case"]
+__all__ = ["SUFFIX", "Desc", "Family", "Labels", "counter", "gauge", "histogram", "per_row", "snake_case"]
 
 # Labels are kept as a tuple of (name, value) pairs sorted by name: the order both text formats use.
 Labels = tuple[tuple[str, str], ...]
 
-KINDS = ("counter", "gauge")
+KINDS = ("counter", "gauge", "histogram")
+# The reserved label naming a histogram sample's series suffix; it sorts before every lowercase label name.
+SUFFIX = "__suffix__"
 
 
 class Family:
@@ -37,6 +43,15 @@ class Family:
 
     def add(self, value: float, **labels: str) -> None:
         self.samples.append((tuple(sorted(labels.items())), value))
+
+    def histogram(self, labels: Labels, buckets: Sequence[tuple[float, float]], total: float, count: float) -> None:
+        """One labelled histogram: ``buckets`` as (upper bound, cumulative count), ascending, the last +Inf."""
+        for bound, cumulative in buckets:
+            le = _le_text(bound)
+            # le last, as prometheus_client writes it.
+            self.samples.append((((SUFFIX, "_bucket"), *labels, ("le", le)), cumulative))
+        self.samples.append((((SUFFIX, "_count"), *labels), count))  # before _sum, as prometheus_client writes
+        self.samples.append((((SUFFIX, "_sum"), *labels), total))
 
 
 class Desc:
@@ -89,6 +104,18 @@ def gauge(name: str, help: str, unit: str = "") -> Desc:
 
 def counter(name: str, help: str, unit: str = "") -> Desc:
     return Desc(name, "counter", help, unit)
+
+
+def histogram(name: str, help: str, unit: str = "") -> Desc:
+    return Desc(name, "histogram", help, unit)
+
+
+def _le_text(bound: float) -> str:
+    # prometheus_client's (and Go's) spelling of a bucket bound: 2e-06, 0.5, +Inf.
+    from prometheus_client.utils import floatToGoString
+
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call,unused-ignore]
+    return text
 
 
 def per_row(rows: Sequence[Any], columns: Sequence[tuple[Desc, str]], label: str) -> list[Family]:

@@ -8,13 +8,15 @@ raises ``NoData`` itself. The runner reports that as success with no families, n
 
 from __future__ import annotations
 
-from hypermesh.model import Counters, NodeStats, SystemProfile
+from hypermesh.model import Counters, SystemProfile
+from hypermesh.model_node import NodeStats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hypermesh.agent.guards import AgentStats
+    from hypermesh.agent.node_assets import AssetReading
     from hypermesh.agent.programs import EbpfStatus, ProgramState
 
 __all__ = ["NoData", "Scrape"]
@@ -28,9 +30,11 @@ class Scrape:
     """Everything one scrape reads, read at most once: the counters, the node stats, the profile, the eBPF status."""
 
     __slots__ = (
+        "_assets",
         "_counters",
         "_node_stats",
         "_node_stats_error",
+        "_read_assets",
         "_read_counters",
         "_read_node_stats",
         "_read_programs",
@@ -49,7 +53,10 @@ class Scrape:
         read_programs: Callable[[], dict[str, ProgramState]] | None = None,
         read_node_stats: Callable[[], NodeStats] | None = None,
         read_unreadable: Callable[[], dict[str, str]] | None = None,
+        read_assets: Callable[[], AssetReading] | None = None,
     ) -> None:
+        self._read_assets = read_assets
+        self._assets: AssetReading | None = None
         self._read_counters = read_counters
         self._read_unreadable = read_unreadable
         self._read_node_stats = read_node_stats
@@ -92,6 +99,15 @@ class Scrape:
                 raise RuntimeError(f"the node stats could not be read: {self._node_stats_error}")
             stats = self.read_node_stats()  # a collector run on its own, outside the runner
         return stats
+
+    @property
+    def assets(self) -> AssetReading:
+        """The node's assets and allocations, read once per scrape; ``NoData`` when the scrape has no reader."""
+        if self._assets is None:
+            if self._read_assets is None:
+                raise NoData("this scrape has no asset reader")
+            self._assets = self._read_assets()
+        return self._assets
 
     @property
     def counters(self) -> Counters:

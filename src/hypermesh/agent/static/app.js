@@ -1,7 +1,11 @@
 // hypermesh dashboard: plain JavaScript, no libraries, no network beyond this agent.
 // Data: /v1/profile, /v1/assets, /v1/ebpf once; /v1/samples for history; then the /v1/stream
 // server-sent events (one JSON sample per event, its id the agent's sequence number), falling back to
-// polling /v1/samples?after=SEQUENCE.
+// polling /v1/samples?after=SEQUENCE. Every 10 s /metrics for what only it has (filesystems, which interfaces
+// are up); /v1/ebpf every 2 s while the agent runs eBPF programs (their panels are panels.js's).
+//
+// Disconnected: the cards and charts dim and say since when; a worker (probe.js) asks /healthz until the
+// agent answers, so the refused tries do not print errors in the page's console.
 //
 // Time: the page never compares the browser's clock with the agent's (they differ, and either may step).
 // Samples are ordered by the agent's sequence number; charts are drawn in the agent's time, "now" being the
@@ -21,7 +25,11 @@ const state = {
   intervalS: 1,
   transport: "none",
   connected: true, // false while the stream is gone and polls fail
+  lostAt: 0, // Date.now() of the last contact, once disconnected
   errors: [],
+  downInterfaces: new Set(), // hypermesh_network_up 0, from /metrics
+  busyInterfaces: new Set(), // interfaces seen carrying traffic: kept in the rate legend even when down
+  programs: {}, // /v1/ebpf's programs, as last read
 };
 
 function agentNow() {
@@ -48,16 +56,31 @@ function text(id, value) { const node = el(id); if (node) node.textContent = val
 // ------------------------------------------------------------------------------------------ chart
 
 class Chart {
-  constructor(name, format, fixedMax, floorMax) {
+  // kind: how the value axis counts ("percent", "bytes", "rate" = bytes per second, "number" in unit).
+  constructor(name, format, kind, unit, fixedMax, floorMax) {
     this.name = name;
     this.canvas = el("chart-" + name);
     this.legend = el("legend-" + name);
     this.format = format;
+    this.kind = kind;
+    this.unit = unit;
     this.fixedMax = fixedMax;
     this.floorMax = floorMax || 1; // an idle series still gets a readable scale (1 KiB/s, not "0 B, 1 B")
     this.series = new Map(); // label -> {color, points: [[t, v], ...], valueNode}
     this.dirty = true;
     this.draws = 0;
+    this.axisKey = "";
+    if (this.canvas) {
+      // The tick labels are HTML beside the canvas: crisp at any zoom, read by screen readers and tests.
+      const plot = document.createElement("div");
+      plot.className = "plot";
+      this.canvas.replaceWith(plot);
+      this.yAxis = document.createElement("div");
+      this.yAxis.className = "axis axis-y";
+      this.xAxis = document.createElement("div");
+      this.xAxis.className = "axis axis-x";
+      plot.append(this.canvas, this.yAxis, this.xAxis);
+    }
   }
 
   push(label, t, value) {
@@ -74,6 +97,13 @@ class Chart {
     this.dirty = true;
   }
 
+  remove(label) {
+    if (this.series.delete(label)) {
+      this.renderLegend();
+      this.dirty = true;
+    }
+  }
+
   renderLegend() {
     if (!this.legend) return;
     this.legend.textContent = "";
@@ -85,6 +115,20 @@ class Chart {
       item.append(swatch, document.createTextNode(label), value);
       s.valueNode = value;
       this.legend.append(item);
+    }
+  }
+
+  labels(axis, items, key) {
+    // Rewritten only when the ticks or their places change, not on every frame.
+    if (axis.dataset.key === key) return;
+    axis.dataset.key = key;
+    axis.textContent = "";
+    for (const [label, style, cls] of items) {
+      const span = document.createElement("span");
+      span.className = "tick" + (cls ? " " + cls : "");
+      span.textContent = label;
+      Object.assign(span.style, style);
+      axis.append(span);
     }
   }
 
@@ -103,6 +147,8 @@ class Chart {
     ctx.fillStyle = "#8b9bab";
     if (![...this.series.values()].some((s) => s.points.length)) {
       // No scale to show before the first value: a bare axis read "1 B, 1 B, 1 B, 0 B, 0 B".
+      this.labels(this.yAxis, [], "none");
+      this.labels(this.xAxis, [], "none");
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
       ctx.fillText(state.samplesReceived ? "no data from this agent" : "waiting for data…", w / 2, h / 2);
@@ -111,32 +157,29 @@ class Chart {
 
     let max = this.fixedMax || 0;
     if (!this.fixedMax) for (const s of this.series.values()) for (const p of s.points) max = Math.max(max, p[1]);
-    max = niceCeil(Math.max(max, this.floorMax));
+    const axis = window.hypermeshAxes.valueTicks(Math.max(max, this.floorMax), this.kind, this.unit);
+    const top_ = axis.top;
     const left = 70, right = 8, top = 8, bottom = 18;
     const pw = w - left - right, ph = h - top - bottom;
     // Show the last 5 minutes, or less while the agent has less history: a new agent fills the chart.
-    const span = Math.min(WINDOW_S, Math.max(60, now - (state.firstTimestamp || now)));
+    const span = Math.min(WINDOW_S, Math.max(60, Math.ceil(now - (state.firstTimestamp || now))));
     const x = (t) => left + pw * (1 - (now - t) / span);
-    const y = (v) => top + ph * (1 - v / max);
+    const y = (v) => top + ph * (1 - v / top_);
 
-    ctx.font = "11px system-ui, sans-serif";
     ctx.strokeStyle = "#263240";
     ctx.lineWidth = 1;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = (max * i) / 4, yy = Math.round(y(v)) + 0.5;
+    const yLabels = [];
+    for (const tick of axis.ticks) {
+      const yy = Math.round(y(tick.value)) + 0.5;
       ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w - right, yy); ctx.stroke();
-      ctx.fillText(this.format(v), left - 6, yy);
+      yLabels.push([tick.label, { top: yy + "px", width: left - 6 + "px" }]);
     }
-    ctx.textAlign = "center";
-    ctx.textBaseline = "top";
-    for (let i = 0; i <= 5; i++) {
-      const s = (span * i) / 5;
-      ctx.textAlign = i === 0 ? "right" : i === 5 ? "left" : "center";
-      const label = s >= 120 ? (s / 60).toFixed(1).replace(/\.0$/, "") + "m" : s.toFixed(0) + "s";
-      ctx.fillText(i === 0 ? "now" : "-" + label, x(now - s), h - bottom + 4);
-    }
+    this.labels(this.yAxis, yLabels, `${h}|` + yLabels.map((l) => l[0]).join(","));
+    const xLabels = window.hypermeshAxes.timeTicks(span, Math.floor(pw / 56) + 1).map((tick) => {
+      const xx = Math.round(x(now - tick.ago));
+      return [tick.label, { left: xx + "px", top: h - bottom + 3 + "px" }, tick.ago === 0 ? "now" : tick.ago >= span - 1e-6 ? "first" : ""];
+    });
+    this.labels(this.xAxis, xLabels, `${w}|${span}`);
     ctx.save();
     ctx.beginPath();
     ctx.rect(left, top, pw, ph);
@@ -154,18 +197,12 @@ class Chart {
   }
 }
 
-function niceCeil(v) {
-  const exp = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * exp) return m * exp;
-  return 10 * exp;
-}
-
 const charts = {
-  cpu: new Chart("cpu", (v) => v.toFixed(0) + " %", 100),
-  memory: new Chart("memory", fmtBytes, 0, 1024 * 1024),
-  pressure: new Chart("pressure", fmtNum, 0, 1),
-  disk: new Chart("disk", fmtRate, 0, 1024),
-  network: new Chart("network", fmtRate, 0, 1024),
+  cpu: new Chart("cpu", (v) => v.toFixed(0) + " %", "percent", "", 100),
+  memory: new Chart("memory", fmtBytes, "bytes", "", 0, 1024 * 1024),
+  pressure: new Chart("pressure", fmtNum, "number", "", 0, 1),
+  disk: new Chart("disk", fmtRate, "rate", "", 0, 1024),
+  network: new Chart("network", fmtRate, "rate", "", 0, 1024),
 };
 
 // ---------------------------------------------------------------------------------------- samples
@@ -198,6 +235,12 @@ function ingest(sample, sequence) {
     charts.disk.push(d.name + " write", t, d.write_bytes_per_s);
   }
   for (const n of sample.network) {
+    if ((n.rx_bytes_per_s > 0 || n.tx_bytes_per_s > 0) && !state.busyInterfaces.has(n.name)) {
+      state.busyInterfaces.add(n.name);
+      if (state.downInterfaces.has(n.name)) showDownInterfaces(); // it carries traffic: in the legend, not the note
+    }
+    // A down interface with no traffic is said once under the chart, not drawn as two flat lines.
+    if (state.downInterfaces.has(n.name) && !state.busyInterfaces.has(n.name)) continue;
     charts.network.push(n.name + " rx", t, n.rx_bytes_per_s);
     charts.network.push(n.name + " tx", t, n.tx_bytes_per_s);
   }
@@ -263,15 +306,81 @@ async function loadHistory() {
   await loadSamples(Math.max(1, Math.min(3600, Math.ceil(WINDOW_S / state.intervalS) + 1)));
 }
 
+let prober = null; // probe.js, started while the agent answers (starting it later would itself fail)
+
+function probeAgent() {
+  return new Promise((resolve) => {
+    if (!prober) {
+      getJSON("/healthz").then(() => resolve(true), () => resolve(false));
+      return;
+    }
+    prober.onmessage = (event) => resolve(event.data === true);
+    prober.onerror = () => resolve(false);
+    prober.postMessage("/healthz");
+  });
+}
+
+function markLost() {
+  if (!state.connected) return;
+  state.connected = false;
+  // The last contact: the last sample's arrival, on the browser's wall clock (for "since 14:03:07").
+  state.lostAt = state.lastArrival ? Date.now() - (performance.now() - state.lastArrival) : Date.now();
+  updateLiveness();
+}
+
+function markConnected() {
+  state.connected = true;
+  state.lostAt = 0;
+  updateLiveness();
+}
+
+let reconnecting = false;
+function reconnect() {
+  // Until the agent answers, only the worker tries (1 s, 2 s, … up to 10 s apart); then the page reloads
+  // the history it missed and opens the stream again.
+  if (reconnecting) return;
+  reconnecting = true;
+  let tries = 0;
+  const attempt = async () => {
+    if (!(await probeAgent())) {
+      tries++;
+      setTimeout(attempt, Math.min(10000, 1000 * tries));
+      return;
+    }
+    try {
+      await loadHistory();
+    } catch (err) {
+      tries++;
+      setTimeout(attempt, Math.min(10000, 1000 * tries));
+      return;
+    }
+    reconnecting = false;
+    markConnected();
+    refreshEbpf();
+    refreshMetrics();
+    startStream();
+  };
+  attempt();
+}
+
+async function streamFailed() {
+  // The agent restarted, stopped, refused (503 when busy) or the network blinked. If it still answers, poll
+  // until the stream is back; if not, it is disconnected.
+  if (await probeAgent()) startPolling();
+  else {
+    markLost();
+    reconnect();
+  }
+}
+
 function startStream() {
   if (!window.EventSource) return startPolling();
   const source = new EventSource("/v1/stream");
   state.transport = "sse";
   source.onmessage = (event) => ingest(JSON.parse(event.data), Number(event.lastEventId));
   source.onerror = () => {
-    // The agent restarted, refused (503 when busy) or the network blinked: poll until the stream is back.
-    source.close();
-    startPolling();
+    source.close(); // EventSource would retry on its own, each refused try an error in the console
+    streamFailed();
   };
 }
 
@@ -280,23 +389,27 @@ function startPolling() {
   if (polling) return;
   polling = true;
   state.transport = "polling";
-  let failures = 0, polls = 0;
+  let polls = 0;
   const tick = async () => {
     try {
       await loadHistory();
-      failures = 0;
-      state.connected = true;
+      state.connected || markConnected();
       if (++polls % 30 === 0 && window.EventSource) {
         polling = false;
         return startStream(); // try the push channel again now and then
       }
     } catch (err) {
-      failures++;
-      state.connected = false; // the stream is gone and the agent does not answer either
+      polling = false;
+      markLost(); // the stream is gone and the agent does not answer either
+      return reconnect();
     }
-    setTimeout(tick, Math.min(10000, Math.max(1000, state.intervalS * 1000) * (1 + failures)));
+    setTimeout(tick, Math.max(1000, state.intervalS * 1000));
   };
   setTimeout(tick, 1000);
+}
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 }
 
 function updateLiveness() {
@@ -304,12 +417,14 @@ function updateLiveness() {
   const age = (performance.now() - state.lastArrival) / 1000;
   const limit = Math.max(3, state.intervalS * 3);
   let status, words;
+  const since = state.lostAt ? `since ${clock(state.lostAt)}` : "";
   if (state.sequence === 0) {
-    status = "";
-    words = state.connected ? "waiting for the first sample…" : "disconnected · the agent does not answer";
+    status = state.connected ? "" : "down";
+    words = state.connected ? "waiting for the first sample…" : `disconnected ${since} · the agent does not answer`;
   } else if (!state.connected || age >= 30) {
     status = "down";
-    words = `disconnected · last sample ${age.toFixed(0)}s ago · retrying`;
+    const when = since || `since ${clock(Date.now() - age * 1000)}`;
+    words = `disconnected ${when} (${ago(age)}) · retrying`;
   } else if (age >= limit) {
     status = "stale";
     words = `stale · no sample for ${age.toFixed(1)}s · ${state.transport}`;
@@ -320,6 +435,19 @@ function updateLiveness() {
   el("live-dot").className = "dot " + status;
   state.status = status || "waiting";
   text("live-text", words);
+  // Every card and chart says it shows old numbers, not only the dot in the corner.
+  const offline = status === "down";
+  document.body.classList.toggle("offline", offline);
+  const note = offline ? words.split(" · ")[0].replace("disconnected since", "no data since") : null;
+  for (const card of document.querySelectorAll(".card, .stat")) {
+    // The summary tiles are small: the time alone.
+    if (offline) card.dataset.offline = card.classList.contains("stat") ? note.split(" (")[0] : note;
+    else delete card.dataset.offline;
+  }
+}
+
+function ago(seconds) {
+  return seconds < 120 ? `${seconds.toFixed(0)} s ago` : `${(seconds / 60).toFixed(0)} min ago`;
 }
 
 function frame() {
@@ -331,15 +459,21 @@ function frame() {
 // ------------------------------------------------------------------------------------ static cards
 
 function kv(container, rows) {
+  // rows: [key, value (text or a DOM node), class, title (shown on hover)].
   container.textContent = "";
   container.classList.remove("muted");
-  for (const [key, value, cls] of rows) {
+  for (const [key, value, cls, title] of rows) {
     const k = document.createElement("div");
     k.className = "k";
     k.textContent = key;
     const v = document.createElement("div");
     v.className = "v" + (cls ? " " + cls : "");
-    v.textContent = value;
+    if (value instanceof Node) v.append(value);
+    else v.textContent = value;
+    if (title) {
+      v.title = title;
+      v.classList.add("why");
+    }
     container.append(k, v);
   }
 }
@@ -347,68 +481,84 @@ function kv(container, rows) {
 function showProfile(profile) {
   const os = profile.os, cpu = profile.cpu;
   text("hostname", os.hostname);
-  text("host-detail", `${os.distribution || os.system} · kernel ${os.release} · ${cpu.model || cpu.architecture} · ` +
-    `${cpu.logical_cores} CPUs · ${fmtBytes(profile.memory.total_bytes)} RAM`);
+  // One element per fact: at 420 px the line breaks between facts, never inside one or before a "·".
+  const detail = el("host-detail");
+  detail.textContent = "";
+  const facts = [os.distribution || os.system, `kernel ${os.release}`, cpu.model || cpu.architecture,
+    `${cpu.logical_cores} CPUs`, `${fmtBytes(profile.memory.total_bytes)} RAM`];
+  for (const fact of facts.filter(Boolean)) {
+    const span = document.createElement("span");
+    span.textContent = fact;
+    detail.append(span);
+  }
   document.title = `${os.hostname} · hypermesh`;
 }
 
-function showEbpf(status) {
-  const rows = [["status", status.available ? "available" : "unavailable", status.available ? "ok" : "no"]];
-  if (status.reason) rows.push(["reason", status.reason]);
-  const probe = status.probe || {};
-  for (const [key, value] of Object.entries(probe)) {
-    if (typeof value === "boolean") rows.push([key, value ? "yes" : "no", value ? "ok" : "no"]);
-    else if (typeof value === "string" || typeof value === "number") rows.push([key, String(value)]);
-    else if (Array.isArray(value)) {
-      const supported = value.filter((f) => f && f.supported).map((f) => f.name);
-      const missing = value.filter((f) => f && f.supported === false).map((f) => f.name);
-      if (supported.length) rows.push(["supported", supported.join(", "), "ok"]);
-      if (missing.length) rows.push(["not supported", missing.join(", "), "no"]);
-    }
-  }
-  for (const [name, entry] of Object.entries(status.programs || {})) {
-    if (!entry.loaded) {
-      rows.push([name, entry.error || "not loaded", "no"]);
-      continue;
-    }
-    const reading = entry.reading || {};
-    if (reading.syscalls) {
-      const top = Object.entries(reading.syscalls).sort((a, b) => b[1] - a[1]).slice(0, 5);
-      rows.push([name, `${reading.total.toLocaleString()} calls · top: ` + top.map(([k, v]) => `${k} ${v.toLocaleString()}`).join(", "), "ok"]);
-    } else {
-      rows.push([name, "loaded", "ok"]);
-    }
-  }
-  kv(el("ebpf"), rows);
-}
-
 async function refreshEbpf() {
+  if (!state.connected) return; // the reconnect refreshes it
   try {
-    showEbpf(await getJSON("/v1/ebpf"));
+    const status = await getJSON("/v1/ebpf");
+    state.programs = status.programs || {};
+    kv(el("ebpf"), window.hypermeshPanels.ebpfRows(status));
+    window.hypermeshPanels.showPrograms(state.programs);
   } catch (err) {
     state.errors.push(String(err));
   }
 }
 
-function showAssets(assets) {
-  const rows = [];
-  if (assets.cpu) rows.push(["cpu", `${assets.cpu.logical_cores} logical / ${assets.cpu.physical_cores ?? "?"} physical`]);
-  if (assets.memory) rows.push(["memory", fmtBytes(assets.memory.total_bytes)]);
-  for (const d of assets.storage) rows.push([d.name, `${d.kind} · ${fmtBytes(d.size_bytes)}`]);
-  for (const n of assets.network) {
-    rows.push([n.name, `${n.kind} · ${n.up ? "up" : "down"}${n.speed_mbps ? " · " + n.speed_mbps + " Mb/s" : ""}`]);
+function showDownInterfaces() {
+  const quiet = [...state.downInterfaces].filter((name) => !state.busyInterfaces.has(name)).sort();
+  window.hypermeshPanels.note("legend-network", "network-down", quiet.length ? `down: ${quiet.join(", ")}` : "");
+}
+
+async function refreshMetrics() {
+  // What only /metrics has: filesystems, and which interfaces are up.
+  if (!state.connected) return;
+  try {
+    const response = await fetch("/metrics", { cache: "no-store" });
+    if (!response.ok) throw new Error(`/metrics: HTTP ${response.status}`);
+    const metrics = window.hypermeshPanels.parseMetrics(await response.text());
+    window.hypermeshPanels.showFilesystems(metrics, fmtBytes);
+    const down = new Set();
+    for (const [labels, value] of metrics.get("hypermesh_network_up") || []) if (value === 0) down.add(labels.interface);
+    state.downInterfaces = down;
+    for (const name of down) {
+      if (state.busyInterfaces.has(name)) continue;
+      charts.network.remove(name + " rx");
+      charts.network.remove(name + " tx");
+    }
+    showDownInterfaces();
+  } catch (err) {
+    state.errors.push(String(err));
   }
-  rows.push(["gpu", assets.gpu.length ? `${assets.gpu.length}` : "none"]);
+}
+
+function showAssets(snapshot) {
+  // /v1/assets is the assets layer's snapshot; the assets panel (assets.js) shows it whole
+  const rows = [];
+  for (const a of snapshot.assets) {
+    if (a.kind === "cpu") rows.push(["cpu", `${a.capacity} cores`]);
+    if (a.kind === "memory") rows.push(["memory", fmtBytes(a.capacity)]);
+  }
+  const gpus = snapshot.assets.filter((a) => a.kind === "gpu").length;
+  rows.push(["gpu", gpus ? `${gpus}` : "none"]);
   kv(el("assets"), rows);
 }
 
 async function main() {
   requestAnimationFrame(frame);
   setInterval(updateLiveness, 500);
+  if (window.Worker) prober = new Worker("/static/probe.js");
   const optional = (promise, show) => promise.then(show).catch((err) => state.errors.push(String(err)));
   optional(getJSON("/v1/profile"), showProfile);
-  refreshEbpf();
-  setInterval(refreshEbpf, 10000); // program readings change; the probe does not
+  // Program readings change by the second (their panels are live); the probe does not.
+  const ebpfTick = () => {
+    const running = Object.values(state.programs).some((entry) => entry.loaded);
+    setTimeout(() => refreshEbpf().finally(ebpfTick), running ? 2000 : 10000);
+  };
+  refreshEbpf().finally(ebpfTick);
+  refreshMetrics();
+  setInterval(refreshMetrics, 10000);
   optional(getJSON("/v1/assets"), showAssets);
   // With basic auth on, /healthz names the version only to a client whose credentials the agent has verified.
   optional(getJSON("/healthz"), (h) => h.version && text("footer-version", "agent " + h.version));

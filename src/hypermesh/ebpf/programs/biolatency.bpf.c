@@ -39,6 +39,16 @@ struct {
 	__type(value, __u64);
 } latency_hist SEC(".maps");
 
+// Sum of the latencies in ns per device: a Prometheus histogram needs its _sum, which the log2
+// buckets cannot give back.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} latency_sum_ns SEC(".maps");
+
 // floor(log2(v)) without a loop: the verifier sees straight-line code.
 static __always_inline __u32 log2_slot(__u64 v)
 {
@@ -71,8 +81,18 @@ int on_complete(struct block_rq_args *ctx)
 
 	if (!start)
 		return 0;  // issued before we attached
-	__u64 delta_us = (bpf_ktime_get_ns() - *start) / 1000;
+	__u64 delta_ns = bpf_ktime_get_ns() - *start;
+	__u64 delta_us = delta_ns / 1000;
 	bpf_map_delete_elem(&started, &key);
+	__u32 dev = ctx->dev;
+	__u64 *sum = bpf_map_lookup_elem(&latency_sum_ns, &dev);
+	if (sum)
+		__sync_fetch_and_add(sum, delta_ns);
+	else if (bpf_map_update_elem(&latency_sum_ns, &dev, &delta_ns, BPF_NOEXIST) != 0) {
+		sum = bpf_map_lookup_elem(&latency_sum_ns, &dev);
+		if (sum)
+			__sync_fetch_and_add(sum, delta_ns);
+	}
 	struct hist_key hk = {.dev = ctx->dev, .slot = log2_slot(delta_us)};
 	__u64 one = 1;
 	__u64 *count = bpf_map_lookup_elem(&latency_hist, &hk);

@@ -26,6 +26,7 @@ class DeviceLatency(Record):
     device: str  # "major:minor"
     name: str | None  # "vda", from /sys/dev/block
     total: int
+    sum_ns: int  # of every latency counted in the buckets (a Prometheus histogram's _sum)
     buckets: tuple[LatencyBucket, ...]
 
 
@@ -50,6 +51,7 @@ class BioLatencyProgram(Program):
 
     def _after_load(self, collection: Collection) -> None:
         self._hist = collection.map("latency_hist")
+        self._sum = collection.map("latency_sum_ns")
 
     def _attach(self, collection: Collection) -> list[Link]:
         # Completion first: a request is only timed once both are attached, so no half-measured entries.
@@ -65,6 +67,7 @@ class BioLatencyProgram(Program):
         with self._read_lock:
             self._require_loaded()  # under the lock: close() takes it too
             items = self._hist.items()
+            sums = {int.from_bytes(k[:4], "little"): int.from_bytes(v[:8], "little") for k, v in self._sum.items()}
         per_device: dict[int, dict[int, int]] = {}
         for key, value in items:
             dev, slot = int.from_bytes(key[:4], "little"), int.from_bytes(key[4:8], "little")
@@ -83,6 +86,7 @@ class BioLatencyProgram(Program):
                     device=f"{major}:{minor}",
                     name=device_name(major, minor),
                     total=sum(slots.values()),
+                    sum_ns=sums.get(dev, 0),
                     buckets=tuple(buckets),
                 )
             )

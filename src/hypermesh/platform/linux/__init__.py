@@ -12,9 +12,13 @@ import time
 
 from hypermesh import gpu as gpu_layer
 from hypermesh.errors import BackendError
-from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, NodeStats, OsInfo, StorageDevice, SystemProfile
+from hypermesh.model import CpuFrequency, CpuInfo, MemoryInfo, OsInfo, StorageDevice, SystemProfile
 from hypermesh.platform.base import RawCounters, assemble_profile
 from hypermesh.platform.linux import block, cgroup, files, identity, net, procfs, procnet, sysfs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hypermesh.model_node import NodeStats
 
 __all__ = ["LinuxBackend", "LinuxCounterReader"]
 

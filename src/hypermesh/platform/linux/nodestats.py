@@ -13,7 +13,19 @@ import os
 import threading
 import time
 
-from hypermesh.model import CpuIdleState, FilesystemStats, InterfaceStats, NodeStats
+from hypermesh.model import CpuIdleState, FilesystemStats, InterfaceStats, PressureTotals
+from hypermesh.model_node import (
+    CpuFrequencyHz,
+    CpuGuestTime,
+    DiskStats,
+    KernelStats,
+    NetDevStats,
+    NodePressure,
+    NodeStats,
+    SocketStats,
+    Sockstat,
+    SoftnetStats,
+)
 from hypermesh.platform.linux import block, files, identity, procfs, procnet, sysfs
 from hypermesh.platform.linux.filesystems import StatvfsWorker, filesystem_stats, may_hang, real_filesystems
 from hypermesh.platform.linux.mounts import MountEntry, parse_mountinfo
@@ -33,16 +45,38 @@ INTERFACE_ERROR_COUNTERS = (
     "tx_window_errors",
 )
 
-# The /proc/net/dev column each error counter is summed into (rx_nohandler is in none of them).
-_ERROR_TOTALS = {
-    "rx_crc_errors": "receive_frame",
-    "rx_length_errors": "receive_frame",
-    "rx_over_errors": "receive_frame",
-    "rx_missed_errors": "receive_drops",
-    "tx_aborted_errors": "transmit_carrier",
-    "tx_heartbeat_errors": "transmit_carrier",
-    "tx_window_errors": "transmit_carrier",
-}
+
+def _net_dev_stats(columns: list[bytes]) -> NetDevStats:
+    return NetDevStats(**procnet.net_dev_all(columns))
+
+
+def _disk_stats(parts: list[bytes]) -> DiskStats:
+    return DiskStats(**procfs.diskstats_all(parts))
+
+
+def _sockstat(parsed: dict[str, dict[str, int]]) -> Sockstat:
+    """parse_sockstat's {protocol: {field: value}} as records; ``sockets: used N`` is not a protocol."""
+    protocols = []
+    for protocol, fields in sorted(parsed.items()):
+        if protocol == "sockets":
+            continue
+        get = fields.get
+        memory = get("mem_bytes", get("memory"))  # TCP/UDP: pages made bytes by the parser; FRAG: bytes
+        protocols.append(SocketStats(protocol, get("inuse"), get("orphan"), get("tw"), get("alloc"), memory))
+    return Sockstat(parsed.get("sockets", {}).get("used"), tuple(protocols))
+
+
+def _pressure(data: bytes) -> PressureTotals | None:
+    values = procfs.pressure_seconds(procfs.parse_pressure(data))
+    if not values:
+        return None
+    return PressureTotals(
+        values["some_total_seconds"], values.get("full_total_seconds"), values["some_avg10"], values.get("full_avg10")
+    )
+
+
+def _hz(khz: int | None) -> float:
+    return float("nan") if khz is None else float(khz * 1000)
 
 
 class NodeStatsReader:
@@ -200,11 +234,6 @@ class NodeStatsReader:
         snmp.update(procnet.parse_snmp6(read("net/snmp6")))
         sockstat = procnet.parse_sockstat(read("net/sockstat"))
         sockstat.update(procnet.parse_sockstat(read("net/sockstat6")))
-        pressure = {}
-        for resource in ("cpu", "io", "memory"):
-            values = procfs.pressure_seconds(procfs.parse_pressure(read(f"pressure/{resource}")))
-            if values:
-                pressure[resource] = values
         # The init process's mounts are the host's, as node_exporter reads them (/proc/1/mounts): an agent in a
         # container with the host's /proc at --root sees the host's filesystems. Unreadable (hidepid): our own.
         mountinfo = (read("1/mountinfo") or read("self/mountinfo")).decode(errors="surrogateescape")
@@ -215,23 +244,28 @@ class NodeStatsReader:
             own = read("self/mountinfo").decode(errors="surrogateescape")
             self._disk_names = block.sample_disk_names(self._sys, own)
             self._disk_lines = lines
-        net_dev = procnet.parse_net_dev(read("net/dev"), procnet.net_dev_all)
+        net_dev = procnet.parse_net_dev(read("net/dev"), _net_dev_stats)
+        softnet = procnet.parse_softnet(read("net/softnet_stat"))
         return NodeStats(
             timestamp=time.time(),
             meminfo=procfs.parse_meminfo(read("meminfo")),
             vmstat=procfs.parse_vmstat(read("vmstat")),
-            kernel=kernel,
-            cpu_guest=guest,
+            kernel=KernelStats(**kernel),
+            cpu_guest=tuple([CpuGuestTime(cpu, user, nice) for cpu, (user, nice) in sorted(guest.items())]),
             softirqs=procfs.parse_softirqs(read("softirqs")),
-            softnet=procnet.parse_softnet(read("net/softnet_stat")),
+            softnet=tuple([SoftnetStats(cpu, *values) for cpu, values in sorted(softnet.items())]),
             net_dev=net_dev,
-            diskstats=procfs.parse_diskstats(diskstats, procfs.diskstats_all, self._disk_names),
+            diskstats=procfs.parse_diskstats(diskstats, _disk_stats, self._disk_names),
             snmp=snmp,
-            sockstat=sockstat,
-            pressure=pressure,
+            sockstat=_sockstat(sockstat),
+            pressure=NodePressure(
+                cpu=_pressure(read("pressure/cpu")),
+                io=_pressure(read("pressure/io")),
+                memory=_pressure(read("pressure/memory")),
+            ),
             filesystems=tuple(self._filesystems(mountinfo)),
             cpuidle=tuple(self._cpuidle()),
-            cpu_frequency_hz=self._cpufreq(),
+            cpu_frequency_hz=tuple(self._cpufreq()),
             interfaces=tuple(self._interfaces(net_dev)),
             arp_entries=procnet.parse_arp(read("net/arp")),
             uname=self._uname,
@@ -287,21 +321,21 @@ class NodeStatsReader:
                     out.append(CpuIdleState(cpu, name, usec / 1e6, usage))
         return out
 
-    def _cpufreq(self) -> dict[int, list[float]]:
-        """[current, min, max] Hz per CPU from cpufreq (kHz in sysfs), where a cpufreq driver runs."""
-        out: dict[int, list[float]] = {}
+    def _cpufreq(self) -> list[CpuFrequencyHz]:
+        """Current, min and max Hz per CPU from cpufreq (kHz in sysfs), where a cpufreq driver runs."""
+        out: list[CpuFrequencyHz] = []
         if not files.listdir(f"{sysfs.cpu_dir(self._sys)}/cpufreq"):  # policyN appear only with a cpufreq driver
             return out
         for cpu, path in self._cpu_dirs():
-            values = [
+            current, low, high = (
                 self._attrs.read_int(f"{path}/cpufreq/{f}")
                 for f in ("scaling_cur_freq", "cpuinfo_min_freq", "cpuinfo_max_freq")
-            ]
-            if values[0] is not None:
-                out[cpu] = [float(v * 1000) if v is not None else float("nan") for v in values]
+            )
+            if current is not None:
+                out.append(CpuFrequencyHz(cpu, float(current * 1000), _hz(low), _hz(high)))
         return out
 
-    def _interfaces(self, net_dev: dict[str, dict[str, int]]) -> list[InterfaceStats]:
+    def _interfaces(self, net_dev: dict[str, NetDevStats]) -> list[InterfaceStats]:
         """/sys/class/net/<if> attributes (net/core/net-sysfs.c); carrier and duplex refuse a read while down."""
         base = f"{self._sys}/class/net"
         out = []
@@ -319,12 +353,12 @@ class NodeStatsReader:
                     carrier_changes=self._attrs.read_int(f"{d}/carrier_changes"),
                     carrier_up_changes=self._attrs.read_int(f"{d}/carrier_up_count"),
                     carrier_down_changes=self._attrs.read_int(f"{d}/carrier_down_count"),
-                    error_counters=self._error_counters(d, net_dev.get(name, {})),
+                    error_counters=self._error_counters(d, net_dev.get(name)),
                 )
             )
         return out
 
-    def _error_counters(self, d: str, totals: dict[str, int]) -> dict[str, int]:
+    def _error_counters(self, d: str, totals: NetDevStats | None) -> dict[str, int]:
         """The breakdown of an interface's errors; a part whose /proc/net/dev total is 0 is 0 without a read.
 
         /proc/net/dev sums them (net/core/net-procfs.c dev_seq_printf_stats): drop = rx_dropped + rx_missed_errors,
@@ -333,9 +367,21 @@ class NodeStatsReader:
         means zero parts: most interfaces cost one read (rx_nohandler) instead of eight.
         """
         out = {}
+        frame = drops = carrier = False  # no /proc/net/dev line: read every part
+        if totals is not None:
+            frame, drops, carrier = totals.receive_frame == 0, totals.receive_drops == 0, totals.transmit_carrier == 0
+        # Whether the /proc/net/dev column each part is summed into is 0 (rx_nohandler is in none of them).
+        summed_into_zero = {
+            "rx_crc_errors": frame,
+            "rx_length_errors": frame,
+            "rx_over_errors": frame,
+            "rx_missed_errors": drops,
+            "tx_aborted_errors": carrier,
+            "tx_heartbeat_errors": carrier,
+            "tx_window_errors": carrier,
+        }
         for counter in INTERFACE_ERROR_COUNTERS:
-            total = _ERROR_TOTALS.get(counter)
-            if total is not None and totals.get(total) == 0:
+            if summed_into_zero.get(counter, False):
                 out[counter] = 0
                 continue
             value = self._attrs.read_int(f"{d}/statistics/{counter}")

@@ -8,6 +8,7 @@ name the procfs ``sources`` whose being unreadable makes it fail and say ``reads
 from __future__ import annotations
 
 from hypermesh.agent.metrics.collectors.agent import AgentCollector
+from hypermesh.agent.metrics.collectors.allocations import AllocationsCollector
 from hypermesh.agent.metrics.collectors.arp import ArpCollector
 from hypermesh.agent.metrics.collectors.assets import AssetsCollector
 from hypermesh.agent.metrics.collectors.cpu import CpuCollector
@@ -17,6 +18,7 @@ from hypermesh.agent.metrics.collectors.disk import DiskCollector
 from hypermesh.agent.metrics.collectors.diskstats import DiskstatsCollector
 from hypermesh.agent.metrics.collectors.ebpf import EbpfCollector
 from hypermesh.agent.metrics.collectors.filesystem import FilesystemCollector
+from hypermesh.agent.metrics.collectors.gpu import GpuCollector
 from hypermesh.agent.metrics.collectors.kernel import KernelCollector
 from hypermesh.agent.metrics.collectors.meminfo import MeminfoCollector
 from hypermesh.agent.metrics.collectors.memory import MemoryCollector
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentCollector",
+    "AllocationsCollector",
     "ArpCollector",
     "AssetsCollector",
     "CpuCollector",
@@ -47,6 +50,7 @@ __all__ = [
     "DiskstatsCollector",
     "EbpfCollector",
     "FilesystemCollector",
+    "GpuCollector",
     "KernelCollector",
     "MeminfoCollector",
     "MemoryCollector",
@@ -92,5 +96,7 @@ def default_collectors(version: str) -> list[Collector]:
         ArpCollector(),
         UnameCollector(),
         AssetsCollector(version),
+        AllocationsCollector(),
+        GpuCollector(),
         AgentCollector(),
     ]

@@ -7,12 +7,9 @@ from hypermesh.agent.metrics.scrape import NoData, Scrape
 
 __all__ = ["CpufreqCollector"]
 
-# In the order of NodeStats.cpu_frequency_hz's columns.
-_COLUMNS = (
-    gauge("hypermesh_cpu_frequency_hertz", "Current frequency of each CPU (cpufreq scaling_cur_freq).", "hertz"),
-    gauge("hypermesh_cpu_frequency_min_hertz", "Lowest frequency the CPU supports (cpuinfo_min_freq).", "hertz"),
-    gauge("hypermesh_cpu_frequency_max_hertz", "Highest frequency the CPU supports (cpuinfo_max_freq).", "hertz"),
-)
+CURRENT = gauge("hypermesh_cpu_frequency_hertz", "Current frequency of each CPU (cpufreq scaling_cur_freq).", "hertz")
+MIN = gauge("hypermesh_cpu_frequency_min_hertz", "Lowest frequency the CPU supports (cpuinfo_min_freq).", "hertz")
+MAX = gauge("hypermesh_cpu_frequency_max_hertz", "Highest frequency the CPU supports (cpuinfo_max_freq).", "hertz")
 
 
 class CpufreqCollector:
@@ -23,11 +20,10 @@ class CpufreqCollector:
         frequencies = scrape.node_stats.cpu_frequency_hz
         if not frequencies:
             raise NoData("no cpufreq driver (/sys/devices/system/cpu/cpuN/cpufreq)")
-        cpus = sorted(frequencies.items())
-        families = []
-        for column, desc in enumerate(_COLUMNS):
-            family = desc.family()
-            for cpu, values in cpus:
-                family.samples.append(((("cpu", str(cpu)),), values[column]))
-            families.append(family)
-        return families
+        current, low, high = CURRENT.family(), MIN.family(), MAX.family()
+        for cpu in frequencies:
+            label = (("cpu", str(cpu.cpu)),)
+            current.samples.append((label, cpu.scaling_cur_freq))
+            low.samples.append((label, cpu.cpuinfo_min_freq))
+            high.samples.append((label, cpu.cpuinfo_max_freq))
+        return [current, low, high]

@@ -38,20 +38,19 @@ class PressureCpuIoCollector:
 
     def collect(self, scrape: Scrape) -> list[Family]:
         pressure = scrape.node_stats.pressure
-        if not pressure:
+        if pressure.cpu is None and pressure.io is None and pressure.memory is None:
             raise NoData("the kernel reports no pressure stall information (PSI, /proc/pressure)")
         families = []
-        for resource, waiting, avg10 in _RESOURCES:
-            values = pressure.get(resource)
-            if not values:
+        for (resource, waiting, avg10), values in zip(_RESOURCES, (pressure.cpu, pressure.io), strict=True):
+            if values is None:
                 continue
-            families.append(waiting.value(values["some_total_seconds"]))
+            families.append(waiting.value(values.some_total_seconds))
             # The system-wide cpu 'full' line (5.13+) is always 0: only cgroups can have every task stalled on CPU.
-            if resource == "io" and "full_total_seconds" in values:
-                families.append(IO_STALLED.value(values["full_total_seconds"]))
+            if resource == "io" and values.full_total_seconds is not None:
+                families.append(IO_STALLED.value(values.full_total_seconds))
             avg = avg10.family()
-            avg.samples.append(((("kind", "some"),), values["some_avg10"] / 100.0))
-            if resource == "io" and "full_avg10" in values:
-                avg.samples.append(((("kind", "full"),), values["full_avg10"] / 100.0))
+            avg.samples.append(((("kind", "some"),), values.some_avg10 / 100.0))
+            if resource == "io" and values.full_avg10 is not None:
+                avg.samples.append(((("kind", "full"),), values.full_avg10 / 100.0))
             families.append(avg)
         return families

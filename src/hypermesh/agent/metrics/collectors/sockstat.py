@@ -14,15 +14,9 @@ MEMORY = gauge(
     "Memory held by sockets' buffers, by protocol (TCP/UDP mem pages; FRAG reassembly memory).",
     "bytes",
 )
-# NodeStats.sockstat["TCP"] field -> its description.
-_TCP = tuple(
-    (field, gauge(name, f"{text} (/proc/net/sockstat)"))
-    for field, name, text in (
-        ("orphan", "hypermesh_sockstat_tcp_orphan", "TCP sockets no longer attached to a process."),
-        ("tw", "hypermesh_sockstat_tcp_time_wait", "TCP sockets in TIME-WAIT."),
-        ("alloc", "hypermesh_sockstat_tcp_allocated", "TCP sockets allocated (any state)."),
-    )
-)
+TCP_ORPHAN = gauge("hypermesh_sockstat_tcp_orphan", "TCP sockets no longer attached to a process. (/proc/net/sockstat)")
+TCP_TIME_WAIT = gauge("hypermesh_sockstat_tcp_time_wait", "TCP sockets in TIME-WAIT. (/proc/net/sockstat)")
+TCP_ALLOCATED = gauge("hypermesh_sockstat_tcp_allocated", "TCP sockets allocated (any state). (/proc/net/sockstat)")
 
 
 class SockstatCollector:
@@ -32,23 +26,25 @@ class SockstatCollector:
 
     def collect(self, scrape: Scrape) -> list[Family]:
         sockstat = scrape.node_stats.sockstat
-        if not sockstat:
+        if sockstat.sockets_used is None and not sockstat.protocols:
             raise NoData("no /proc/net/sockstat")
         families = []
-        used = sockstat.get("sockets", {}).get("used")
-        if used is not None:
-            families.append(SOCKETS_USED.value(float(used)))
+        if sockstat.sockets_used is not None:
+            families.append(SOCKETS_USED.value(float(sockstat.sockets_used)))
         inuse = INUSE.family()
         memory = MEMORY.family()
-        for protocol, fields in sorted(sockstat.items()):
-            if "inuse" in fields and protocol != "sockets":
-                inuse.samples.append(((("protocol", protocol),), float(fields["inuse"])))
-            mem = fields.get("mem_bytes", fields.get("memory"))
-            if mem is not None:
-                memory.samples.append(((("protocol", protocol),), float(mem)))
+        tcp = None
+        for line in sockstat.protocols:
+            label = (("protocol", line.protocol),)
+            if line.inuse is not None:
+                inuse.samples.append((label, float(line.inuse)))
+            if line.memory_bytes is not None:
+                memory.samples.append((label, float(line.memory_bytes)))
+            if line.protocol == "TCP":
+                tcp = line
         families.extend((inuse, memory))
-        tcp = sockstat.get("TCP", {})
-        for field, desc in _TCP:
-            if field in tcp:
-                families.append(desc.value(float(tcp[field])))
+        if tcp is not None:
+            for value, desc in ((tcp.orphan, TCP_ORPHAN), (tcp.tw, TCP_TIME_WAIT), (tcp.alloc, TCP_ALLOCATED)):
+                if value is not None:
+                    families.append(desc.value(float(value)))
         return families

@@ -7,14 +7,11 @@ from hypermesh.agent.metrics.scrape import NoData, Scrape
 
 __all__ = ["SoftnetCollector"]
 
-# In the order of NodeStats.softnet's columns.
-_COLUMNS = (
-    counter("hypermesh_softnet_processed_total", "Packets processed by each CPU's network stack."),
-    counter("hypermesh_softnet_dropped_total", "Packets dropped because the CPU's backlog queue was full."),
-    counter(
-        "hypermesh_softnet_times_squeezed_total",
-        "Times the CPU ran out of budget or time with packets still waiting (net.core.netdev_budget).",
-    ),
+PROCESSED = counter("hypermesh_softnet_processed_total", "Packets processed by each CPU's network stack.")
+DROPPED = counter("hypermesh_softnet_dropped_total", "Packets dropped because the CPU's backlog queue was full.")
+SQUEEZED = counter(
+    "hypermesh_softnet_times_squeezed_total",
+    "Times the CPU ran out of budget or time with packets still waiting (net.core.netdev_budget).",
 )
 
 
@@ -27,11 +24,10 @@ class SoftnetCollector:
         softnet = scrape.node_stats.softnet
         if not softnet:
             raise NoData("no /proc/net/softnet_stat")
-        cpus = sorted(softnet.items())
-        families = []
-        for column, desc in enumerate(_COLUMNS):
-            family = desc.family()
-            for cpu, values in cpus:
-                family.samples.append(((("cpu", str(cpu)),), float(values[column])))
-            families.append(family)
-        return families
+        processed, dropped, squeezed = PROCESSED.family(), DROPPED.family(), SQUEEZED.family()
+        for row in softnet:
+            label = (("cpu", str(row.cpu)),)
+            processed.samples.append((label, float(row.processed)))
+            dropped.samples.append((label, float(row.dropped)))
+            squeezed.samples.append((label, float(row.time_squeeze)))
+        return [processed, dropped, squeezed]

@@ -1,0 +1,180 @@
+"""Cluster-wide limits through a real etcd, granted on real agents in their own network namespaces.
+
+The agents take writes with basic auth (they are not on the allocators' loopback); allocators run in the hub
+namespace as separate processes, through the library, as `hypermesh cluster allocate` does.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.cluster_support import Etcd, Net, agents_in, cluster, registered, wait_until
+from tests.integration.test_agent_security import HASH, PASSWORD
+
+pytestmark = [pytest.mark.netns, pytest.mark.root, pytest.mark.slow]
+
+ALLOCATOR = """
+import json, sys
+from hypermesh.cluster.allocate import allocate
+from hypermesh.cluster.etcd import Etcd
+from hypermesh.cluster.fanout import Client
+from hypermesh.cluster.limits import LimitExceeded
+etcd_url, owner, count, password = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+client = Client(timeout_s=20.0, auth=("hm", password))
+granted = refused = 0
+for _ in range(count):
+    try:
+        record = allocate(Etcd(etcd_url, timeout_s=20.0), client, "cpu", 0.1, owner)
+        print(json.dumps({"id": record["id"], "node": record["node_id"]}), flush=True)
+        granted += 1
+    except LimitExceeded:
+        refused += 1
+print(json.dumps({"granted": granted, "refused": refused}), flush=True)
+"""
+
+
+def node_ledgers(net: Net, count: int) -> list[dict]:
+    """Every node's own ledger, read with urllib in the hub namespace (not through our client)."""
+    code = (
+        "import base64, json, sys, urllib.request\n"
+        "token = base64.b64encode(b'hm:' + sys.argv[2].encode()).decode()\n"
+        "r = urllib.request.Request(sys.argv[1], headers={'authorization': 'Basic ' + token})\n"
+        "print(urllib.request.urlopen(r, timeout=20).read().decode())\n"
+    )
+    out = []
+    for i in range(count):
+        url = f"http://{net.address(i)}:9137/v1/allocations"
+        run = subprocess.run(
+            [*net.prefix(), sys.executable, "-c", code, url, PASSWORD], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        data = json.loads(run.stdout)
+        out += data["allocations"] if isinstance(data, dict) else data
+    return out
+
+
+@pytest.fixture
+def auth_config(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text(f'etcd_ttl = 5\n\n[basic_auth_users]\nhm = "{HASH}"\n')
+    return config
+
+
+def limit_list(hub: list[str], etcd: Etcd) -> dict:
+    out = cluster(hub, "limit", "list", "--etcd", etcd.url, "--json")
+    assert out.returncode == 0, out.stderr
+    return {(r["kind"], r["owner"]): r for r in json.loads(out.stdout)}
+
+
+def test_five_concurrent_allocators_never_exceed_the_limit_and_match_the_ledgers(tmp_path, auth_config):
+    with Net(3) as net:
+        etcd = Etcd(tmp_path, net).start()
+        try:
+            with agents_in(net, etcd, 3, "--config", str(auth_config), "--state-dir", str(tmp_path / "state-{i}")):
+                hub = net.prefix()
+                wait_until(lambda: len(registered(hub, etcd.url)) == 3, 20, "3 agents registered")
+                assert cluster(hub, "limit", "set", "cpu", "4", "--etcd", etcd.url).returncode == 0
+                allocators = [
+                    subprocess.Popen(
+                        [*hub, sys.executable, "-c", ALLOCATOR, etcd.url, f"p{k}", "40", PASSWORD],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                    for k in range(5)
+                ]
+                outputs = [p.communicate(timeout=600) for p in allocators]
+                ids, totals = [], {"granted": 0, "refused": 0}
+                for (stdout, stderr), proc in zip(outputs, allocators, strict=True):
+                    assert proc.returncode == 0, stderr
+                    lines = [json.loads(line) for line in stdout.splitlines()]
+                    ids += [line["id"] for line in lines if "id" in line]
+                    for key in totals:
+                        totals[key] += lines[-1][key]
+                # 200 asked for 0.1 core each against a limit of 4 cores: exactly 40 granted, the rest refused.
+                assert totals == {"granted": 40, "refused": 160}
+                assert len(set(ids)) == 40
+                ledgers = node_ledgers(net, 3)
+                assert sorted(a["id"] for a in ledgers) == sorted(ids)  # every grant is on a node, nothing else is
+                assert sum(a["amount"] for a in ledgers) == pytest.approx(4.0)
+                limit = limit_list(hub, etcd)[("cpu", None)]
+                assert limit["used"] == pytest.approx(4.0) and limit["left"] == pytest.approx(0.0)
+                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json").stdout)
+                assert sorted(a["id"] for a in listed["allocations"]) == sorted(ids)
+                assert {a["state"] for a in listed["allocations"]} == {"granted"}
+
+                # A release gives the room back, on the node and in the cluster.
+                (tmp_path / "pw").write_text(PASSWORD)
+                auth = ["--user", "hm", "--password-file", str(tmp_path / "pw")]
+                released = cluster(hub, "release", ids[0], "--etcd", etcd.url, *auth)
+                assert released.returncode == 0, released.stderr
+                assert ids[0] not in {a["id"] for a in node_ledgers(net, 3)}
+                assert limit_list(hub, etcd)[("cpu", None)]["left"] == pytest.approx(0.1)
+        finally:
+            etcd.stop()
+
+
+KILLED_BETWEEN_STEPS = """
+import os, signal, sys
+from hypermesh.cluster.etcd import Etcd
+from hypermesh.cluster.limits import ClusterLimits
+etcd = Etcd(sys.argv[1])
+lease = etcd.grant(2)
+allocation_id = ClusterLimits(etcd).reserve("cpu", 1.0, "crashy", "node-0", sys.argv[2], lease)
+print(allocation_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # after the reservation, before the node's grant
+"""
+
+
+def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_closed(tmp_path, auth_config):
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD)
+    with Net(1) as net:
+        etcd = Etcd(tmp_path, net).start()
+        try:
+            with agents_in(net, etcd, 1, "--config", str(auth_config), "--state-dir", str(tmp_path / "state")):
+                hub = net.prefix()
+                wait_until(lambda: registered(hub, etcd.url) == ["node-0"], 20, "registered")
+                assert cluster(hub, "limit", "set", "cpu", "1.5", "--etcd", etcd.url).returncode == 0
+                crash = subprocess.run(
+                    [*hub, sys.executable, "-c", KILLED_BETWEEN_STEPS, etcd.url, f"http://{net.address(0)}:9137"],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert crash.returncode == -signal.SIGKILL
+                abandoned = crash.stdout.strip()
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)  # held while its lease lasts
+                time.sleep(2 + 1.5)  # the 2 s lease ends; etcd deletes the pending record
+                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json").stdout)
+                assert listed["repaired"] == [abandoned] and listed["allocations"] == []
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
+                assert node_ledgers(net, 1) == []  # the node never granted it
+
+                auth = ["--user", "hm", "--password-file", str(password)]
+                granted = cluster(hub, "allocate", "cpu", "1", "--owner", "a", "--etcd", etcd.url, *auth)
+                assert granted.returncode == 0, granted.stderr
+                over = cluster(hub, "allocate", "cpu", "1", "--owner", "b", "--etcd", etcd.url, *auth)
+                assert over.returncode == 2 and "0.5 of 1.5 left" in over.stderr and over.stderr.count("\n") == 1
+
+                etcd.stop()
+                down = cluster(hub, "allocate", "cpu", "0.25", "--owner", "c", "--etcd", etcd.url, *auth)
+                assert down.returncode == 1 and "unreachable" in down.stderr and down.stderr.count("\n") == 1
+                assert len(node_ledgers(net, 1)) == 1  # fail closed: nothing granted without etcd
+                etcd.start()  # the same data: limits and usage as they were
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)
+                again = cluster(hub, "allocate", "cpu", "0.5", "--owner", "c", "--etcd", etcd.url, *auth)
+                assert again.returncode == 0, again.stderr
+                assert sum(a["amount"] for a in node_ledgers(net, 1)) == pytest.approx(1.5)
+
+                # The node's own room: 3 cores is more than any node has, whatever the limit.
+                assert cluster(hub, "limit", "set", "cpu", "100", "--etcd", etcd.url).returncode == 0
+                big = cluster(hub, "allocate", "cpu", "3", "--owner", "d", "--etcd", etcd.url, *auth)
+                assert big.returncode == 2 and "allocatable" in big.stderr
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.5)  # nothing reserved
+        finally:
+            etcd.stop()
