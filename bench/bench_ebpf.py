@@ -370,6 +370,7 @@ def run() -> dict[str, object]:
             ("syscalls", {"attach": "tracepoint"}, "on_x64_sys_call"),
             ("biolatency", {}, ""),
             ("execsnoop", {}, ""),
+            ("tc", {"interface": veth.host}, ""),  # both directions: two sched_cls programs
         ):
             ours = _ours_load(name, options)
             figures.update(_pct(ours, 1e3, "ms", f"load_{name}"))

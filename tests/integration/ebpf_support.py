@@ -17,7 +17,10 @@ from tests.conftest import require, require_binary, require_root
 REPO = Path(__file__).resolve().parents[2]
 HYPERMESH = [sys.executable, "-m", "hypermesh.cli.main"]
 # Names of the programs our objects define (bpftool shows the first 15 characters).
-OUR_PROGRAMS = {"count_packets", "on_sys_enter", "on_x64_sys_call", "on_issue", "on_complete", "on_exec", "on_sample"}
+OUR_PROGRAMS = {
+    "count_packets", "on_sys_enter", "on_x64_sys_call", "on_issue", "on_complete", "on_exec", "hm_tc_ingress", "hm_tc_egress",
+    "on_sample",
+}  # fmt: skip
 
 
 def require_ebpf() -> None:

@@ -104,10 +104,10 @@ def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, 
     shutil.copy("/bin/true", exe)
 
     args = ["--interval", "0.5", "--ebpf", "syscalls", "--ebpf", "biolatency", "--ebpf", "execsnoop"]
-    args += ["--ebpf", f"xdp:{veth.host_if}", "--ebpf", "xdp:hm-no-such-if"]
+    args += ["--ebpf", f"xdp:{veth.host_if}", "--ebpf", "xdp:hm-no-such-if", "--ebpf", f"tc:{veth.host_if}"]
     with AgentProcess(*args) as agent:
         status = httpx.get(f"{agent.url}/v1/ebpf", timeout=10).json()["programs"]
-        for name in ("syscalls", "biolatency", "execsnoop", f"xdp:{veth.host_if}"):
+        for name in ("syscalls", "biolatency", "execsnoop", f"xdp:{veth.host_if}", f"tc:{veth.host_if}"):
             assert status[name]["loaded"], (name, status[name]["error"])
         broken = status["xdp:hm-no-such-if"]
         assert broken["loaded"] is False and "hm-no-such-if" in broken["error"] and veth.host_if in broken["error"]
@@ -141,6 +141,8 @@ def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, 
         time.sleep(1.1)
         io_before = completed_requests(major, minor)
         udp_before = value(agent.url, "hypermesh_ebpf_xdp_packets_total", interface=veth.host_if, protocol="ipv4_udp")
+        tc_labels = {"interface": veth.host_if, "direction": "ingress", "protocol": "ipv4_udp"}
+        tc_before = value(agent.url, "hypermesh_ebpf_tc_packets_total", **tc_labels)
         count_before = value(agent.url, "hypermesh_ebpf_block_io_latency_seconds_count", device=name)
 
         veth.send_udp(DATAGRAMS)
@@ -157,6 +159,7 @@ def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, 
         io_after = completed_requests(major, minor)
         udp = value(agent.url, "hypermesh_ebpf_xdp_packets_total", interface=veth.host_if, protocol="ipv4_udp")
         assert udp - udp_before == DATAGRAMS  # every datagram, and nothing else of UDP on a fresh veth
+        assert value(agent.url, "hypermesh_ebpf_tc_packets_total", **tc_labels) - tc_before == DATAGRAMS
 
         assert len(received) == EXECS, received
         assert all(f'"filename":"{exe}"' in line and f'"comm":"{marker}"' in line for line in received)

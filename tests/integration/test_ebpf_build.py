@@ -25,7 +25,12 @@ def _tree(root: Path) -> Path:
     """The Makefile's layout (it finds build/ and tests/fixtures/ by relative paths), sources only."""
     programs = root / "src" / "hypermesh" / "ebpf" / "programs"
     programs.mkdir(parents=True)
-    for path in [PROGRAMS / "Makefile", PROGRAMS / "gen_syscall_names.py", *PROGRAMS.glob("*.bpf.c")]:
+    for path in [
+        PROGRAMS / "Makefile",
+        PROGRAMS / "gen_syscall_names.py",
+        *PROGRAMS.glob("*.bpf.c"),
+        *PROGRAMS.glob("*.h"),
+    ]:
         shutil.copy(path, programs)
     shutil.copy2(REPO / "src" / "hypermesh" / "ebpf" / "syscall_names.py", programs.parent)
     (root / "tests" / "fixtures" / "bpf").mkdir(parents=True)

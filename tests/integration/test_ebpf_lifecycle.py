@@ -55,7 +55,7 @@ def test_hundred_cycles_leave_nothing_behind() -> None:
     with hypermesh.ebpf.load("xdp", interface="lo") as prog:
         prog.attach()
     before = _snapshot()
-    options: dict[str, dict[str, object]] = {"xdp": {"interface": "lo"}}
+    options: dict[str, dict[str, object]] = {"xdp": {"interface": "lo"}, "tc": {"interface": "lo"}}
     for i in range(100):
         name = hypermesh.ebpf.PROGRAMS[i % len(hypermesh.ebpf.PROGRAMS)]
         prog = hypermesh.ebpf.load(name, **options.get(name, {}))
@@ -290,7 +290,7 @@ def test_a_pin_another_tool_left_in_our_directory() -> None:
 
 
 def test_programs_named_and_unknown() -> None:
-    assert hypermesh.ebpf.PROGRAMS == ("xdp", "syscalls", "biolatency", "execsnoop", "profile")
+    assert hypermesh.ebpf.PROGRAMS == ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile")
     with pytest.raises(NotFound) as info:
         hypermesh.ebpf.load("nosuch")
     assert info.value.available == list(hypermesh.ebpf.PROGRAMS)

@@ -20,7 +20,7 @@ DATAGRAMS = 50
 
 def make_traffic(name: str) -> None:
     """What each program must then show: datagrams on lo for xdp, a known burst of getppid for syscalls."""
-    if name == "xdp":
+    if name in ("xdp", "tc"):
         with (
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
@@ -43,6 +43,8 @@ def check_reading(name: str, result: Any) -> None:
         assert result.packets["ipv4_udp"] >= DATAGRAMS, result.packets
         assert result.bytes["ipv4_udp"] >= DATAGRAMS * 128, result.bytes
         assert result.total_packets == sum(result.packets.values()) == sum(result.cpu_packets)
+    elif name == "tc":  # lo: each datagram leaves (egress) and arrives (ingress) once
+        assert result.ingress.packets["ipv4_udp"] >= DATAGRAMS and result.egress.packets["ipv4_udp"] >= DATAGRAMS
     elif name == "syscalls":
         assert result.syscalls.get("getppid", 0) >= 500, result.syscalls
     elif name == "biolatency":
@@ -63,7 +65,7 @@ def main() -> int:
     assert report.feature("kprobe").supported, report.feature("kprobe").reason
     loaded = {}
     for name in hypermesh.ebpf.PROGRAMS:
-        options: dict[str, object] = {"interface": "lo"} if name == "xdp" else {}
+        options: dict[str, object] = {"interface": "lo"} if name in ("xdp", "tc") else {}
         started = time.perf_counter()
         with hypermesh.ebpf.load(name, **options) as prog:
             load_ms = (time.perf_counter() - started) * 1e3

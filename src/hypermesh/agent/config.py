@@ -6,7 +6,7 @@ TOML instead of YAML because Python reads it with the standard library (tomllib)
 
     listen = "127.0.0.1:9137"     # loopback by default: exposing the agent is a decision
     interval = 1.0                # seconds between samples
-    ebpf = ["syscalls"]           # eBPF programs to keep loaded (syscalls, biolatency, execsnoop, xdp:IF); needs CAP_BPF
+    ebpf = ["syscalls"]           # eBPF programs to keep loaded (syscalls, biolatency, execsnoop, xdp:IF, tc:IF)
     state_dir = "/var/lib/hypermesh"  # the node's allocation ledger (default as `hypermesh assets`)
     history = 600.0               # seconds of samples kept for /v1/samples and the dashboard
     max_in_flight = 32            # requests served at once (per lane: /metrics, the rest); more get 503 at once

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 
-from hypermesh.agent.metrics.collectors import ebpf_biolatency, ebpf_execsnoop, ebpf_syscalls, ebpf_xdp
+from hypermesh.agent.metrics.collectors import ebpf_biolatency, ebpf_execsnoop, ebpf_syscalls, ebpf_tc, ebpf_xdp
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
@@ -102,6 +102,7 @@ AGENT_PROGRAMS: dict[str, AgentProgram] = {
         AgentProgram("biolatency", lambda _: _load_attached("biolatency"), ebpf_biolatency.export),
         AgentProgram("execsnoop", _open_execsnoop, ebpf_execsnoop.export),
         AgentProgram("xdp", lambda interface: _load_attached("xdp", interface=interface), ebpf_xdp.export, "INTERFACE"),
+        AgentProgram("tc", lambda interface: _load_attached("tc", interface=interface), ebpf_tc.export, "INTERFACE"),
     )
 }
 

@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--ebpf",
         action="append",
         metavar="PROGRAM",
-        help="keep this built-in eBPF program loaded and export it (syscalls, biolatency, execsnoop, xdp:INTERFACE); "
+        help="keep this built-in eBPF program loaded and export it (syscalls, biolatency, execsnoop, xdp:INTERFACE, tc:INTERFACE); "
         "repeatable; needs CAP_BPF",
     )
     cluster = p.add_argument_group("cluster membership (docs/cluster.md)")

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from hypermesh.cli.ebpf_tc_cmd import detach_tc, register_tc
 from hypermesh.cli.main import interface_name, positive_float, positive_int
 
 TYPE_CHECKING = False
@@ -77,9 +78,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "run",
         parents=[common],
         help="run a built-in program and print what it saw",
-        description="Load and attach one of the built-in programs (xdp, syscalls, biolatency, execsnoop), "
+        description="Load and attach one of the built-in programs (xdp, tc, syscalls, biolatency, execsnoop), "
         "wait for --duration seconds or Ctrl-C/SIGTERM, print what it counted and detach. "
-        f"{NEEDS} (+ CAP_NET_ADMIN for xdp).",
+        f"{NEEDS} (+ CAP_NET_ADMIN for xdp and tc).",
         epilog=_epilog(
             "hypermesh ebpf run syscalls --duration 5",
             "hypermesh ebpf run biolatency --duration 10 --json   histogram as JSON",
@@ -176,6 +177,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         formatter_class=raw,
     )
     e.set_defaults(handler=_run, program="execsnoop")
+    register_tc(run_sub, [common, timing], _run, raw, _epilog)
 
     from hypermesh.cli.ebpf_profile_cmd import register as register_profile
 
@@ -281,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import hypermesh.ebpf
 
-    options: dict[str, object] = {}
+    options: dict[str, object] = getattr(args, "options", {})  # set by a command of its own module (tc)
     if args.program == "xdp":
         options = {"interface": args.interface, "mode": args.mode}
     elif args.program == "syscalls":
@@ -460,7 +462,9 @@ def _print_result(args: argparse.Namespace, prog: Program) -> None:
         print(json.dumps(result.to_dict()), flush=True)
         return
 
-    if isinstance(result, XdpCounts):
+    if getattr(args, "print_text", None):  # a program registered from its own module (tc)
+        args.print_text(result)
+    elif isinstance(result, XdpCounts):
         print(f"{'PROTOCOL':<12} {'PACKETS':>12} {'BYTES':>14}")
         for proto, packets in result.packets.items():
             print(f"{proto:<12} {packets:>12} {result.bytes[proto]:>14}")
@@ -553,6 +557,8 @@ def _status(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     import hypermesh.ebpf
 
+    if args.name.startswith("tc-"):  # also clsact filters a killed run left, which are not pins
+        return detach_tc(args.name)
     entry = hypermesh.ebpf.detach_pinned(args.name)
     print(f"detached {entry.name}: removed {len(entry.objects)} pins from {entry.path}")
     return 0

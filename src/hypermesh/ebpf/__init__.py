@@ -11,7 +11,8 @@ Import it explicitly (``import hypermesh.ebpf``); ``import hypermesh`` does not,
 
 Built-in programs (``PROGRAMS``): ``xdp`` (per-protocol packet/byte counts on an interface), ``syscalls``
 (counts per syscall and per process), ``biolatency`` (block I/O latency histograms), ``execsnoop``
-(exec events through a ring buffer), ``profile`` (on-CPU stacks sampled by a cpu-clock perf event,
+(exec events through a ring buffer), ``tc`` (per-protocol counts in each direction of an interface, through
+tcx links or clsact filters), ``profile`` (on-CPU stacks sampled by a cpu-clock perf event,
 symbolised: folded stacks, flame graph). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
 privileges needed); its ``load()`` returns the ``Collection`` the kernel holds (maps, program fds).
 
@@ -56,7 +57,7 @@ __all__ = [
     "program_class",
 ]
 
-PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "profile")
+PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile")
 
 # The earlier name of ObjectSpec, from when one class was both the opened file and the loaded object:
 # ``BpfObject(path)`` still opens a file; its ``load()`` now returns the Collection.

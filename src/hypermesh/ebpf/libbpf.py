@@ -87,6 +87,7 @@ _MAP_TYPES = {name: number for number, name in MAP_TYPE_NAMES.items()}
 PROG_TYPE_KPROBE = _PROG_TYPES["kprobe"]
 PROG_TYPE_TRACEPOINT = _PROG_TYPES["tracepoint"]
 PROG_TYPE_XDP = _PROG_TYPES["xdp"]
+PROG_TYPE_SCHED_CLS = _PROG_TYPES["sched_cls"]
 PROG_TYPE_RAW_TRACEPOINT = _PROG_TYPES["raw_tracepoint"]
 PROG_TYPE_TRACING = _PROG_TYPES["tracing"]
 MAP_TYPE_HASH = _MAP_TYPES["hash"]
@@ -96,7 +97,11 @@ MAP_TYPE_LRU_PERCPU_HASH = _MAP_TYPES["lru_percpu_hash"]
 MAP_TYPE_PERCPU_CGROUP_STORAGE = _MAP_TYPES["percpu_cgroup_storage"]
 MAP_TYPE_RINGBUF = _MAP_TYPES["ringbuf"]
 ATTACH_XDP = 37  # enum bpf_attach_type
+ATTACH_TCX_INGRESS, ATTACH_TCX_EGRESS = 46, 47  # Linux 6.6+
 LINK_TYPE_XDP = 6  # enum bpf_link_type
+LINK_TYPE_TCX = 11  # Linux 6.6+
+TC_INGRESS, TC_EGRESS = 1 << 0, 1 << 1  # enum bpf_tc_attach_point
+TC_F_REPLACE = 1 << 0  # enum bpf_tc_flags
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -145,6 +150,25 @@ class LinkCreateOpts(ctypes.Structure):
     ]
 
 
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook (libbpf 1.1): a clsact qdisc's ingress or egress side of an interface."""
+
+    _fields_ = [("sz", c_size_t), ("ifindex", c_int), ("attach_point", c_uint32), ("parent", c_uint32)]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts (libbpf 1.1): one cls_bpf filter, by handle and priority."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("prog_fd", c_int),
+        ("flags", c_uint32),
+        ("prog_id", c_uint32),
+        ("handle", c_uint32),
+        ("priority", c_uint32),
+    ]
+
+
 class MapBatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
 
@@ -184,6 +208,12 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_link_create": (c_int, [c_int, c_int, c_int, POINTER(LinkCreateOpts)]),
     "bpf_xdp_attach": (c_int, [c_int, c_int, c_uint32, c_void_p]),
     "bpf_xdp_detach": (c_int, [c_int, c_uint32, c_void_p]),
+    "bpf_tc_hook_create": (c_int, [POINTER(TcHook)]),
+    "bpf_tc_hook_destroy": (c_int, [POINTER(TcHook)]),
+    "bpf_tc_attach": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),
+    "bpf_tc_detach": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),
+    "bpf_tc_query": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),
+    "bpf_prog_get_fd_by_id": (c_int, [c_uint32]),
     "bpf_map__name": (c_char_p, [c_void_p]),
     "bpf_map__fd": (c_int, [c_void_p]),
     "bpf_map__type": (c_int, [c_void_p]),

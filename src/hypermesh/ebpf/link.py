@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-__all__ = ["Link", "detach_later", "kprobe", "perf_event", "tracepoint", "xdp"]
+__all__ = ["Link", "detach_later", "kprobe", "perf_event", "raise_attach_error", "tcx", "tracepoint", "xdp"]
 
 XDP_MODES = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
@@ -141,7 +141,7 @@ def tracepoint(program: int, category: str, event: str, *, lib: libbpf.Lib) -> L
                 "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing",
             )
         messages = _replay(lib, lib.bpf_program__attach_tracepoint, program, *args)
-        _raise_attach_error(f"tracepoint {category}:{event}", err, messages)
+        raise_attach_error(f"tracepoint {category}:{event}", err, messages)
     return Link("tracepoint", f"{category}:{event}", lib=lib, ptr=ptr)
 
 
@@ -151,7 +151,7 @@ def kprobe(program: int, function: str, *, lib: libbpf.Lib) -> Link:
     if not ptr:
         err = lib.errno()
         messages = _replay(lib, lib.bpf_program__attach_kprobe, program, False, function.encode())
-        _raise_attach_error(f"kprobe {function}", err, messages)
+        raise_attach_error(f"kprobe {function}", err, messages)
     return Link("kprobe", function, lib=lib, ptr=ptr)
 
 
@@ -164,7 +164,7 @@ def perf_event(program: int, perf_event_fd: int, target: str, *, lib: libbpf.Lib
         # close perf_event_fd with its link. libbpf leaves the fd to the caller when it fails.
         err = lib.errno()
         os.close(perf_event_fd)
-        _raise_attach_error(f"perf event {target}", err, [])
+        raise_attach_error(f"perf event {target}", err, [])
     return Link("perf_event", target, lib=lib, ptr=ptr)
 
 
@@ -188,7 +188,27 @@ def xdp(program_fd: int, ifindex: int, interface: str, mode: str = "auto", *, li
             native_refused = _native_refusal(lib, program_fd, ifindex, interface, -rc)
             if mode == "native":
                 _raise_native_error(interface, -rc, native_refused)
-    _raise_attach_error(f"XDP on {interface}", -rc, [])
+    raise_attach_error(f"XDP on {interface}", -rc, [])
+
+
+def tcx(program_fd: int, ifindex: int, interface: str, direction: str, *, lib: libbpf.Lib) -> Link:
+    """Attach a sched_cls program to the interface's tcx ``direction`` hook through a bpf_link (Linux
+    6.6+): detached when the link's fd closes, so never left behind by a crash. Unsupported where the
+    kernel has no tcx (it rejects the attach type: EINVAL)."""
+    attach_type = libbpf.ATTACH_TCX_INGRESS if direction == "ingress" else libbpf.ATTACH_TCX_EGRESS
+    # No relative program and no flags: appended after the tcx programs already there; ours returns
+    # TCX_NEXT, so those after it still run and decide.
+    opts = libbpf.LinkCreateOpts(sz=ctypes.sizeof(libbpf.LinkCreateOpts))
+    rc = lib.bpf_link_create(program_fd, ifindex, attach_type, ctypes.byref(opts))
+    if rc >= 0:
+        return Link("tcx", f"{interface} {direction}", lib=lib, fd=rc)
+    if rc == -errno.EINVAL:
+        raise Unsupported(
+            f"tcx links on {interface}",
+            f"this kernel ({os.uname().release}) refused a tcx link (EINVAL): tcx needs Linux 6.6+; "
+            "the clsact attach path works on older kernels (--attach clsact, or auto)",
+        )
+    raise_attach_error(f"TC (tcx {direction}) on {interface}", -rc, [])
 
 
 def _replay(lib: libbpf.Lib, fn: Callable[..., int | None], *args: object) -> list[str]:
@@ -240,15 +260,18 @@ def _raise_native_error(interface: str, err: int, refusal: str) -> NoReturn:
     raise BackendError(f"attaching XDP on {interface} in native mode failed: {refusal}; or {generic}")
 
 
-def _raise_attach_error(what: str, err: int, messages: list[str]) -> NoReturn:
+def raise_attach_error(what: str, err: int, messages: list[str]) -> NoReturn:
     err = abs(err)
     if err in (errno.EPERM, errno.EACCES):
-        needed = "CAP_NET_ADMIN" if what.startswith("XDP") else "CAP_PERFMON"
+        needed = "CAP_NET_ADMIN" if what.startswith(("XDP", "TC")) else "CAP_PERFMON"
         raise permission_refused(
             f"attaching to {what} was refused", ("CAP_BPF", needed), "kernel lockdown or an LSM policy forbids it"
         )
     if err in (errno.EBUSY, errno.EEXIST):
-        raise BackendError(f"attaching to {what}: another XDP program is already attached there")
+        program = "filter" if what.startswith("TC") else "XDP program"
+        raise BackendError(f"attaching to {what}: another {program} is already attached there")
+    if err == errno.ENODEV:
+        raise BackendError(f"attaching to {what} failed: the interface is gone")
     detail = libbpf.explain(messages) or os.strerror(err)
     raise BackendError(f"attaching to {what} failed: {detail}")
 

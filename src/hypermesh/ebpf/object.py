@@ -357,6 +357,9 @@ class Collection:
     def attach_xdp(self, program: str, ifindex: int, interface: str, mode: str = "auto") -> link.Link:
         return link.xdp(self.program_fd(program), ifindex, interface, mode, lib=self._lib)
 
+    def attach_tcx(self, program: str, ifindex: int, interface: str, direction: str) -> link.Link:
+        return link.tcx(self.program_fd(program), ifindex, interface, direction, lib=self._lib)
+
     def close(self) -> None:
         ptr, self._ptr = self._ptr, None
         self.maps = {}

@@ -144,6 +144,19 @@
     body.append(make("div", "note", `${count(reading.total_packets)} packets received since attached · ${reading.mode} mode`));
   }
 
+  function showTc(body, reading) {
+    const rows = [];
+    for (const direction of ["ingress", "egress"]) {
+      const counts = reading[direction];
+      if (!counts) continue;
+      for (const [proto, n] of Object.entries(counts.packets || {})) {
+        if (n > 0) rows.push([`${direction === "ingress" ? "in" : "out"} ${proto.replace("_", " ")}`, n, `${count(counts.bytes[proto])} bytes`]);
+      }
+    }
+    bars(body, rows.sort((a, b) => b[1] - a[1]), count);
+    body.append(make("div", "note", `attached through ${reading.attach}`));
+  }
+
   function latencyText(us) {
     return us >= 1e6 ? `${+(us / 1e6).toPrecision(3)} s` : us >= 1000 ? `${+(us / 1000).toPrecision(3)} ms` : `${us} µs`;
   }
@@ -191,6 +204,7 @@
   const PANELS = {
     syscalls: ["Top syscalls", "calls per second, machine-wide", showSyscalls],
     xdp: ["XDP", "packets by protocol", showXdp],
+    tc: ["TC", "packets by direction and protocol", showTc],
     biolatency: ["Block I/O latency", "requests by latency", showBiolatency],
     execsnoop: ["Recent execs", "programs started", showExecs],
   };

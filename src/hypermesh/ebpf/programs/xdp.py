@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["XdpCounts", "XdpProgram"]
 
-# Slot order of xdp.bpf.c's enum.
+# Slot order of the enum in packet_protocol.h (shared by xdp.bpf.c and tc.bpf.c).
 PROTOCOLS = (
     "ipv4_tcp", "ipv4_udp", "ipv4_icmp", "ipv4_other",
     "ipv6_tcp", "ipv6_udp", "ipv6_icmp", "ipv6_other",
