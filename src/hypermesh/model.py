@@ -552,6 +552,7 @@ class InterfaceStats(Record):
     name: str
     address: str
     operstate: str
+    up: bool  # administratively up and passing traffic: platform/linux/net.py link_up(), the profile's rule too
     duplex: str
     mtu: int | None
     carrier: int | None
