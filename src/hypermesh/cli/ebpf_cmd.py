@@ -227,7 +227,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def _usage(parser: argparse.ArgumentParser) -> int:
     from hypermesh.errors import InvalidInput
 
-    raise InvalidInput(f"{parser.prog}: a command is required (see '{parser.prog} --help')")
+    raise InvalidInput(f"a command is required (see '{parser.prog} --help')")
 
 
 # ---------------------------------------------------------------------------------------- probe
