@@ -1,15 +1,17 @@
-# hypermesh: `make run` starts the agent, `make test` runs the whole suite. Both install what they need.
+# hypermesh: `make run` starts the agent, `make test` runs the whole suite. Each installs what it needs: `make run`
+# only the base system packages (and the bpf group when EBPF names programs for the agent to load), `make test` all.
 SHELL := /bin/bash
 PY_BOOT ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:9137
+EBPF ?=
 PYTEST_ARGS ?=
 # This machine's pip config names local package folders that may not exist; pip warns once per package.
 PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help deps venv run run-cluster test test-fresh lint fmt bench bpf screenshots clean
+.PHONY: help deps run-deps venv run run-cluster test test-fresh lint fmt bench bpf screenshots clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,9 +27,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## the project's virtualenv with every Python dependency
 
-run: deps venv  ## start the agent on $(LISTEN) with its dashboard
+run-deps:  ## what `make run` needs: the base packages, and the bpf ones when EBPF is set
+	@scripts/deps.sh base $(if $(strip $(EBPF)),bpf)
+
+# HYPERMESH_VIA_MAKE=1: the agent's errors then name LISTEN=, the setting a `make run` user has, not --listen.
+run: run-deps venv  ## start the agent on $(LISTEN) with its dashboard (LISTEN=127.0.0.1:0: any free port; EBPF="syscalls biolatency")
 	@scripts/kernel-mounts.sh
-	$(VENV)/bin/hypermesh agent --listen $(LISTEN)
+	HYPERMESH_VIA_MAKE=1 $(VENV)/bin/hypermesh agent --listen $(LISTEN)$(foreach p,$(EBPF), --ebpf $(p))
 
 run-cluster: venv  ## a local cluster: etcd and three agents on loopback that register in it (Ctrl-C stops all)
 	@scripts/deps.sh base cluster

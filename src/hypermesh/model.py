@@ -5,8 +5,7 @@ Why not dataclasses or msgspec: measured on Python 3.11 here, ``import dataclass
 ``import hypermesh``. The ``record`` decorator below generates the same thing a frozen, slotted
 dataclass would (``__init__``, ``__repr__``, ``__eq__``, immutability) plus ``to_dict()``, with no
 imports at all and its code compiled on each class's first use (0.1-0.3 ms a class), not at import.
-Type checkers see it through
-``dataclass_transform`` (PEP 681).
+Type checkers see it through ``dataclass_transform`` (PEP 681).
 
 Units live in field names: ``_bytes``, ``_seconds``, ``_percent``, ``_per_s``, ``_mhz``.
 ``to_dict()`` returns JSON-ready builtins, exactly what ``--json`` prints and the agent serves.
@@ -551,6 +550,7 @@ class InterfaceStats(Record):
     name: str
     address: str
     operstate: str
+    up: bool  # administratively up and passing traffic: platform/linux/net.py link_up(), the profile's rule too
     duplex: str
     mtu: int | None
     carrier: int | None

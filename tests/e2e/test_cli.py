@@ -427,3 +427,16 @@ def test_live_view_at_100_hz_redraws_about_ten_times_a_second() -> None:
     seconds = time.monotonic() - began
     assert proc.returncode == 0
     assert 10 <= redraws <= 10 * seconds + 5, (redraws, seconds)
+
+
+@pytest.mark.parametrize(
+    "args", [["profile", "--nope"], ["--nope"], ["ebpf"], ["sample", "--interval", "0"], ["frobnicate"], []]
+)
+def test_usage_errors_have_one_prefix(args: list[str]) -> None:
+    """Was 'hypermesh: error: hypermesh profile: unrecognized arguments: ...': the command's name said twice."""
+    r = run(*args, timeout=30)
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert line.startswith("hypermesh: error: ") and line.count("hypermesh: ") == 1, line
+    assert not line.startswith("hypermesh: error: hypermesh"), line
+    assert "--help'" in line  # the command is still named: in the help it points to

@@ -544,7 +544,7 @@ def test_port_in_use_is_a_runtime_error():
         port = taken.getsockname()[1]
         result = run_cli("agent", "--listen", f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in _one_line_error(result)
+    assert f"127.0.0.1:{port} is already in use by another program" in _one_line_error(result)
 
 
 def test_sigterm_with_an_open_stream_shuts_down_promptly():

@@ -4,9 +4,12 @@ work but expose the machine, TLS file errors that name the real problem, /health
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bcrypt
@@ -227,3 +230,123 @@ def test_paths_with_no_slash_twin_are_404_not_redirects(auth_agent, path):
     response = httpx.get(f"{auth_agent.url}{path}", auth=("prometheus", PASSWORD), timeout=10)
     assert response.status_code == 404
     assert "location" not in response.headers
+
+
+# ----------------------------------------------------------------------------- addresses that cannot be bound
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "HYPERMESH_VIA_MAKE"}
+    return {**env, **extra}
+
+
+def _agent_error(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "hypermesh.cli.main", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return result.returncode, _one_line_error(result)
+
+
+def test_a_port_another_program_holds_names_the_fix():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, line = _agent_error("--listen", f"127.0.0.1:{port}", env=_cli_env())
+        code_make, line_make = _agent_error("--listen", f"127.0.0.1:{port}", env=_cli_env(HYPERMESH_VIA_MAKE="1"))
+    assert code == code_make == 1  # documented: 1 runtime error (e.g. the port is already in use)
+    assert line == (
+        f"hypermesh: error: 127.0.0.1:{port} is already in use by another program: "
+        "stop it or use --listen 127.0.0.1:0 (any free port)"
+    )
+    assert line_make.endswith("stop it or use `make run LISTEN=127.0.0.1:0` (any free port)"), line_make
+
+
+def test_a_second_agent_on_a_busy_port_says_another_agent_serves_it():
+    with AgentProcess("--interval", "1") as first:
+        port = first.url.rsplit(":", 1)[1].strip("/")
+        code, line = _agent_error("--listen", f"127.0.0.1:{port}", env=_cli_env(HYPERMESH_VIA_MAKE="1"))
+        code_cli, line_cli = _agent_error("--listen", f"127.0.0.1:{port}", env=_cli_env())
+    assert code == code_cli == 1
+    assert line == (
+        f"hypermesh: error: another agent already serves 127.0.0.1:{port}: "
+        "stop it or use `make run LISTEN=127.0.0.1:0` (any free port)"
+    )
+    assert line_cli.endswith("stop it or use --listen 127.0.0.1:0 (any free port)"), line_cli
+
+
+def _host_addresses() -> set[str]:
+    """This host's addresses as ip(8) lists them: the independent source."""
+    require_binary("ip")
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+
+@pytest.mark.parametrize(("listen", "every"), [("192.0.2.254:0", "0.0.0.0"), ("[2001:db8::77]:0", "::")])
+def test_an_address_this_host_does_not_have_names_the_ones_it_has(listen, every):
+    host = listen.rpartition(":")[0].strip("[]")
+    assert host not in _host_addresses()  # TEST-NET / documentation addresses: on no interface here
+    code, line = _agent_error("--listen", listen, env=_cli_env())
+    assert code == 2  # bad input, as an unresolvable name is
+    assert line.startswith(f"hypermesh: error: --listen {listen}: {host} is not an address of this host"), line
+    assert "127.0.0.1" in line and f"or {every} for all" in line
+    listed = line.split("its addresses: ", 1)[1]
+    for address in _host_addresses() - {host}:
+        if not address.startswith("fe80:"):  # link-local ones are listed with their %interface scope
+            assert address in listed, (address, listed)
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C during the start
+
+
+def _cpu_seconds_to_reach_our_code() -> float:
+    """CPU time the interpreter takes to start and import the hypermesh package (the most of three runs): until
+    then Python itself handles SIGINT (the process dies of it, or site.py prints a traceback), which no code of the
+    CLI can change; from the CLI package's first line on, Ctrl-C is held until main() handles it. CPU time, not wall
+    time: on a busy machine the same start takes 0.1 s or 0.5 s of wall time, but about the same CPU."""
+    import resource
+
+    times = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import hypermesh"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return max(times)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def test_ctrl_c_at_any_moment_of_the_agent_start_exits_0_quietly():
+    """Was exit 130 with a traceback in the first quarter second (imports, config, bind). Each run waits until the
+    process has used the CPU time the interpreter needs to reach our code (x1.5, +20 ms: /proc ticks are 10 ms),
+    then sends SIGINT after 0, 20, 50 or 100 ms (the first 100 ms of the CLI), 250 or 500 ms (web stack, bind)."""
+    ready_cpu = 1.5 * _cpu_seconds_to_reach_our_code() + 0.02
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.25, 0.5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hypermesh.cli.main", "agent", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while _cpu_seconds(proc.pid) < ready_cpu and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, (delay, err)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert out == ""
+        assert [line for line in err.splitlines() if "serving" not in line] == [], (delay, err)

@@ -346,7 +346,7 @@ def test_a_stop_right_after_the_attach_still_announces_it(program: str) -> None:
         assert f"hypermesh: {program} attached to " in lines[0], err
         assert lines[1].startswith("hypermesh: stopped after "), err
         if program == "execsnoop":
-            assert out.splitlines()[0].split() == ["PID", "PPID", "UID", "COMM", "FILENAME"], out
+            assert out.splitlines()[0].split() == ["TIME", "PID", "PPID", "UID", "COMM", "FILENAME", "ARGV"], out
         else:
             assert "total " in out and "syscalls" in out, out
 

@@ -375,6 +375,54 @@ def test_cli_execsnoop_json_lines() -> None:
     assert sorted(e["pid"] for e in ours) == sorted(pids)
 
 
+def test_cli_execsnoop_json_has_the_time_and_argv() -> None:
+    """Each event carries its wall-clock time (from bpf_ktime_get_ns, CLOCK_MONOTONIC) and its argv."""
+    require_ebpf()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "execsnoop", "--json", "--duration", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert "execsnoop attached" in proc.stderr.readline()
+    argv = ["/bin/true", "first arg", "--two=2", "", "trois \u00e9"]  # a space, an empty argument, UTF-8
+    spawned = []
+    for _ in range(3):
+        before = time.time()
+        with subprocess.Popen(argv) as p:
+            pass
+        spawned.append((p.pid, before, time.time()))
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    events = {e["pid"]: e for e in map(json.loads, out.splitlines())}
+    for pid, before, after in spawned:
+        event = events[pid]
+        assert event["argv"] == argv and event["argv_truncated"] is False
+        # the exec happens between Popen's start and its return; 5 ms: the clock offset read at each poll
+        assert before - 0.005 <= event["timestamp"] <= after + 0.005, (before, event["timestamp"], after)
+
+
+def test_execsnoop_argv_is_bounded_like_libbpf_tools() -> None:
+    """At most MAX_ARGS arguments, and only whole ones from the first ARGS_BYTES of the argument block."""
+    from hypermesh.ebpf.programs.execsnoop import ARGS_BYTES, MAX_ARGS
+
+    require_ebpf()
+    many = ["/bin/true", *(str(i) for i in range(MAX_ARGS + 5))]
+    long = ["/bin/true", "a" * 100, "b" * (ARGS_BYTES - 50), "c"]  # the copy ends inside "b..."
+    exact = ["/bin/true", "x" * (ARGS_BYTES - len("/bin/true") - 2)]  # the block is exactly ARGS_BYTES with its NULs
+    with hypermesh.ebpf.load("execsnoop") as prog:
+        prog.attach()
+        pids = {}
+        for name, argv in (("many", many), ("long", long), ("exact", exact)):
+            with subprocess.Popen(argv) as p:
+                pids[p.pid] = name
+        events = prog.poll(0.2) + prog.poll(0.05)
+    got = {pids[e.pid]: e for e in events if e.pid in pids}
+    assert got["many"].argv == tuple(many[:MAX_ARGS]) and got["many"].argv_truncated
+    assert got["long"].argv == tuple(long[:2]) and got["long"].argv_truncated
+    assert sum(len(a) + 1 for a in exact) == ARGS_BYTES
+    assert got["exact"].argv == tuple(exact) and not got["exact"].argv_truncated
+
+
 EXEC_LOAD = "i=0; while [ $i -lt 20000 ]; do /bin/true; i=$((i+1)); done"  # bounded: killed after each round
 
 
@@ -421,7 +469,7 @@ def _exec_burst(n: int) -> subprocess.Popen[bytes]:
 
 
 def test_execsnoop_counts_events_lost_to_a_full_ring_buffer() -> None:
-    """The 256 KiB ring holds ~880 events; 1500 execs while nobody reads must drop some, and the
+    """The 256 KiB ring holds ~195 events (1.3 KiB each with the argv); 1500 execs while nobody reads must drop some, and the
     kernel's count of drops must cover what did not arrive (it used to be silent loss)."""
     require_ebpf()
     n = 1500
@@ -443,7 +491,7 @@ def test_execsnoop_counts_events_lost_to_a_full_ring_buffer() -> None:
 def test_cli_execsnoop_says_how_many_events_were_lost() -> None:
     """stdout not read (a slow consumer): the pipe fills, then the ring; stderr says how many were lost."""
     require_ebpf()
-    n = 3000  # the pipe (64 KiB) holds ~800 lines, the ring ~880 events
+    n = 3000  # the pipe (64 KiB) holds ~350 lines, the ring ~195 events
     proc = subprocess.Popen(
         [sys.executable, "-m", "hypermesh.cli.main", "ebpf", "run", "execsnoop", "--json", "--duration", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,

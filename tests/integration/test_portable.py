@@ -422,3 +422,107 @@ def test_node_stats_filesystems_match_statvfs(backend) -> None:  # type: ignore[
     root_type = next(line.split(" - ")[1].split()[0] for line in _read("/proc/self/mountinfo").splitlines()
                      if line.split()[4] == "/")  # fmt: skip
     assert (root_type in block_types) == any(fs.mountpoint == "/" for fs in stats.filesystems), root_type
+
+
+# What an unknown used to look like in the table: "cpu ? — ... None socket(s)", "cgroup v-:", an empty numa line.
+PLACEHOLDERS = ("None", "?", "v-", " - ", "(-", "-)")
+
+
+def _system_rows(table: str) -> dict[str, str]:
+    """The System table's rows, {key: value}, from its plain-text rendering (a pipe: no frame, no colour)."""
+    lines = [line.rstrip() for line in table.splitlines()]
+    assert lines[0] == "System", lines[:2]
+    rows = {}
+    for line in lines[1:]:
+        if line.startswith(("CPU caches", "Storage", "Network")):
+            break
+        key, _, value = line.partition("  ")
+        rows[key] = value.strip()
+    return rows
+
+
+def _assert_no_placeholders(table: str) -> dict[str, str]:
+    rows = _system_rows(table)
+    assert set(rows) == {"host", "os", "kernel", "cpu", "frequency", "core types", "numa", "memory", "limits", "gpus"}
+    for key, value in rows.items():
+        assert value, f"{key}: empty"
+        for mark in PLACEHOLDERS:
+            assert mark not in value, (key, value)
+    return rows
+
+
+def test_portable_profile_table_has_no_placeholders() -> None:
+    require(LINUX, "the portable backend's gaps on Linux are what this checks")
+    env = {**os.environ, "HYPERMESH_BACKEND": "portable"}
+    hypermesh = [sys.executable, "-m", "hypermesh.cli.main", "profile"]
+    table = subprocess.run(hypermesh, capture_output=True, text=True, env=env, check=True).stdout
+    data = json.loads(
+        subprocess.run([*hypermesh, "--json"], capture_output=True, text=True, env=env, check=True).stdout
+    )
+    rows = _assert_no_placeholders(table)
+    # What psutil cannot tell on Linux: null in JSON, said once in words in the table.
+    assert data["cpu"]["sockets"] is None and "socket count unknown on this OS" in rows["cpu"]
+    assert data["cpu"]["numa_nodes"] == [] and rows["numa"] == "unknown on this OS"
+    assert data["limits"]["cgroup_version"] is None and rows["limits"] == "cgroup limits unknown on this OS"
+    assert rows["cpu"].count("on this OS") == 1
+    assert "CPU caches unknown on this OS" in table
+
+
+class KnowsNothingBackend:
+    """A fixture backend that knows only what every record requires: every optional fact None, every list empty."""
+
+    name = "knows-nothing"
+
+    def profile(self):  # type: ignore[no-untyped-def]
+        from hypermesh.model import CpuFrequency, CpuInfo, Limits, MemoryInfo, OsInfo, SystemProfile
+
+        return SystemProfile(
+            os=OsInfo(
+                system="Plan9",
+                release="4",
+                kernel="",
+                distribution=None,
+                architecture="mips",
+                hostname="h",
+                boot_time=None,
+            ),
+            cpu=CpuInfo(
+                vendor=None,
+                model=None,
+                architecture="mips",
+                logical_cores=1,
+                physical_cores=None,
+                sockets=None,
+                threads_per_core=None,
+                frequency_mhz=CpuFrequency(min=None, max=None, current=None),
+                caches=(),
+                numa_nodes=(),
+                core_types=(),
+                flags=(),
+            ),
+            memory=MemoryInfo(total_bytes=1 << 30, swap_total_bytes=None, hugepage_size_bytes=None),
+            storage=(),
+            network=(),
+            gpus=(),
+            limits=Limits(cgroup_version=None, cpu_quota_cores=None, memory_limit_bytes=None, pids_max=None),
+            timings_ms={},
+        )
+
+
+def test_a_backend_that_knows_nothing_renders_words_not_placeholders() -> None:
+    import io
+
+    from rich.console import Console
+
+    from hypermesh.cli.render import render_profile
+
+    profile = KnowsNothingBackend().profile()
+    out = io.StringIO()
+    render_profile(profile, Console(file=out, width=400, color_system=None))
+    rows = _assert_no_placeholders(out.getvalue())
+    assert rows["cpu"] == "model unknown — 1 logical, physical core count unknown, socket count unknown on this OS"
+    assert rows["frequency"] == rows["core types"] == rows["numa"] == "unknown on this OS"
+    assert rows["memory"] == "1.0 GiB (swap unknown, hugepage size unknown)"
+    assert "Storage: no block devices found" in out.getvalue() and "Network: no interfaces found" in out.getvalue()
+    data = profile.to_dict()  # what --json prints: the unknowns are null, not words
+    assert data["cpu"]["sockets"] is None and data["memory"]["swap_total_bytes"] is None

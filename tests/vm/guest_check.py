@@ -74,11 +74,12 @@ def main() -> int:
             if name == "execsnoop":
                 pid = os.fork()
                 if pid == 0:
-                    os.execv("/bin/true", ["/bin/true"])
+                    os.execv("/bin/true", ["/bin/true", "an argument"])
                 os.waitpid(pid, 0)
                 events = prog.poll(1.0)
                 mine = [e for e in events if e.pid == pid]
                 assert mine and mine[0].ppid == os.getpid(), events  # CO-RE read of real_parent->tgid
+                assert mine[0].argv == ("/bin/true", "an argument"), mine  # CO-RE read of mm->arg_start/arg_end
             result = prog.read()
             check_reading(name, result)
             loaded[name] = {"load_ms": round(load_ms, 2), "links": [link.kind for link in prog.links]}

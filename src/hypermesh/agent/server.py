@@ -9,6 +9,7 @@ protocol (connections.py: header timeout, connection and handshake caps, send ti
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -17,6 +18,7 @@ import sys
 import uvicorn
 
 import hypermesh
+from hypermesh.agent import listen_errors
 from hypermesh.agent.app import build_app
 from hypermesh.agent.config import AgentConfig, startup_warnings
 from hypermesh.agent.connections import ConnectionLimits, RepeatedMessageFilter, protocol_for
@@ -40,8 +42,8 @@ LISTEN_BACKLOG = 1024
 def preflight(config: AgentConfig) -> list[str]:
     """Refuse a configuration that cannot serve (InvalidInput, one line), else the warnings to print at start.
 
-    The TLS files are checked before the warnings are made: a config that cannot serve gets its one error line, not
-    warnings about it first."""
+    The TLS files and the address are checked before the warnings are made: a config that cannot serve gets its one
+    error line, not warnings about it first."""
     if config.tls_cert_file is not None:
         check_tls_files(config.tls_cert_file, config.tls_key_file, _tls_where(config))
     if config.etcd_url is not None and config.advertise_url is None and config.host in ("0.0.0.0", "::", ""):
@@ -49,6 +51,8 @@ def preflight(config: AgentConfig) -> list[str]:
             f"--etcd: listening on {config.host} has no single address to advertise; "
             "give --advertise URL (how other machines reach this agent, e.g. http://10.0.0.5:9137)"
         )
+    # An address this host does not have, or a port already taken, is the one line too (serve() binds again).
+    _bind(config).close()
     return startup_warnings(config)
 
 
@@ -152,6 +156,10 @@ def _bind(config: AgentConfig) -> socket.socket:
         ) from None
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise listen_errors.address_in_use(config.host, config.port) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise listen_errors.address_not_here(config.host, config.port, exc.strerror or str(exc)) from None
         raise BackendError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     return sock
 

@@ -31,9 +31,10 @@ examples:
                                                     bcrypt hash to paste into basic_auth_users
 
 exit codes:
-  0  stopped cleanly (Ctrl-C, SIGTERM) or --hash-password printed a hash
-  1  runtime error (e.g. the port is already in use)
-  2  bad input: a flag, the config file, an address that cannot be resolved, a password over 72 bytes
+  0  stopped cleanly (Ctrl-C at any moment of the start, SIGTERM) or --hash-password printed a hash
+  1  runtime error (e.g. the port is already in use: another agent serves it; stop it or use --listen 127.0.0.1:0)
+  2  bad input: a flag, the config file, an address that cannot be resolved or is not this host's (the error lists
+     this host's addresses), a password over 72 bytes
   3  permission denied (e.g. --ebpf without CAP_BPF)
   4  unsupported here, e.g. installed without the agent extra: pip install 'hypermesh[agent]'"""
 

@@ -17,10 +17,7 @@ from hypermesh.cli.main import interface_name, positive_float, positive_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from hypermesh.ebpf import ObjectInfo, Program
-    from hypermesh.ebpf.programs.execsnoop import ExecEvent, ExecsnoopProgram
 
 __all__ = ["register"]
 
@@ -169,8 +166,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "execsnoop",
         parents=[common, timing],
         help="exec events as they happen (--json: one JSON object a line)",
-        description="Print every exec (pid, ppid, uid, comm, filename) as it happens, through a BPF ring "
-        f"buffer. {NEEDS}, and tracefs mounted.",
+        description="Print every exec (time, pid, ppid, uid, comm, filename, and the first 20 arguments within "
+        f"1 KiB, as libbpf-tools' execsnoop bounds them) as it happens, through a BPF ring buffer. {NEEDS}, and "
+        "tracefs mounted.",
         epilog=_epilog(
             "hypermesh ebpf run execsnoop", "hypermesh ebpf run execsnoop --duration 60 --json > execs.jsonl"
         ),
@@ -235,7 +233,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def _usage(parser: argparse.ArgumentParser) -> int:
     from hypermesh.errors import InvalidInput
 
-    raise InvalidInput(f"{parser.prog}: a command is required (see '{parser.prog} --help')")
+    raise InvalidInput(f"a command is required (see '{parser.prog} --help')")
 
 
 # ---------------------------------------------------------------------------------------- probe
@@ -316,8 +314,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"hypermesh: {_attached_line(prog)}{pinned}; {how_long}", file=sys.stderr, flush=True)
         try:
             if args.program == "execsnoop":
+                from hypermesh.cli.execsnoop_view import stream_exec
+
                 # keeps noting signals: raising inside the ring buffer's ctypes callback loses them
-                _stream_exec(prog, args, stop, {signal.SIGINT: previous_int, signal.SIGTERM: _on_sigterm})
+                stream_exec(prog, args, stop, {signal.SIGINT: previous_int, signal.SIGTERM: _on_sigterm})
             else:
                 # Restored inside the try: a signal from here on raises where it is caught.
                 signal.signal(signal.SIGINT, previous_int)
@@ -384,66 +384,6 @@ def _warn_if_interface_gone(prog: Program) -> None:
             file=sys.stderr,
             flush=True,
         )
-
-
-def _stream_exec(prog: Program, args: argparse.Namespace, stop: list[int], handlers: dict[int, Any]) -> None:
-    """Print exec events until the duration ends or a signal is noted in ``stop`` (maybe already
-    before the first poll), then what the ring buffer still holds; ``handlers`` are restored last."""
-    from hypermesh.ebpf.programs.execsnoop import ExecsnoopProgram
-
-    assert isinstance(prog, ExecsnoopProgram)
-    import signal
-    import time
-
-    # Events arrive through a ctypes callback, and an exception a signal handler raises inside one is
-    # printed and swallowed by ctypes: Ctrl-C or SIGTERM would be lost under a burst of execs. While
-    # streaming, the handlers (installed by the caller before the attach) only note the signal; the
-    # loop sees it within one poll (the poll itself returns at once, EINTR) and ends the run through
-    # the usual KeyboardInterrupt path.
-    reported, next_check = 0, 0.0
-    try:
-        if not args.json:
-            print(f"{'PID':>7} {'PPID':>7} {'UID':>5} {'COMM':<16} FILENAME", flush=True)
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        while not stop:
-            now = time.monotonic()
-            left = 0.1 if deadline is None else min(0.1, deadline - now)
-            if left <= 0:
-                break
-            if now >= next_check:  # at most once a second: say so when the kernel had to drop events
-                reported, next_check = _report_lost(prog, reported), now + 1.0
-            _print_exec_events(prog.poll(left), args.json)
-        # What the kernel delivered before the stop is still in the ring (up to ~880 events when the
-        # output was slow): print it, do not drop it. One poll consumes all that is there.
-        _print_exec_events(prog.poll(0), args.json)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        _report_lost(prog, reported, final=True)
-    if stop:
-        raise KeyboardInterrupt
-
-
-def _print_exec_events(events: list[ExecEvent], as_json: bool) -> None:
-    for event in events:
-        if as_json:
-            print(json.dumps(event.to_dict()), flush=True)
-        else:
-            name = f"{event.filename}..." if event.filename_truncated else event.filename
-            print(f"{event.pid:>7} {event.ppid:>7} {event.uid:>5} {event.comm:<16} {name}", flush=True)
-
-
-def _report_lost(prog: ExecsnoopProgram, reported: int, final: bool = False) -> int:
-    """A line on stderr when the kernel dropped exec events (ring buffer full); returns the count so far."""
-    lost = prog.lost()
-    if lost > reported or (final and lost):
-        what = f"{lost} exec events lost in total" if final else f"{lost - reported} exec events lost"
-        print(
-            f"hypermesh: {what}: the ring buffer was full because the output is read too slowly",
-            file=sys.stderr,
-            flush=True,
-        )
-    return lost
 
 
 def _print_result(args: argparse.Namespace, prog: Program) -> None:

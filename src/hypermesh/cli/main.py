@@ -15,6 +15,7 @@ import os
 import re
 import sys
 
+from hypermesh.cli import hold_ctrl_c
 from hypermesh.errors import HypermeshError, InvalidInput, Unsupported
 from hypermesh.sampling.sampler import MAX_SECONDS, MIN_INTERVAL
 
@@ -42,7 +43,10 @@ Add --debug to any command to see the full traceback of an error."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with errors as one line on stderr and exit code 2."""
+    """argparse with errors as one line on stderr and exit code 2.
+
+    The message does not start with the command's name: main() prefixes every error with "hypermesh: error: ", and
+    "hypermesh: error: hypermesh profile: ..." said it twice. The command is named in the help it points to."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,7 +55,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.set_defaults(help_prog=self.prog)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise InvalidInput(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise InvalidInput(f"{message} (see '{self.prog} --help')")
 
 
 # What a user types for seconds: ASCII digits with an optional fraction and exponent. float() and int() take far more:
@@ -178,17 +182,27 @@ def _parse(parser: ArgumentParser, args_list: list[str]) -> argparse.Namespace:
         options = [a for a in args_list if a.startswith("-") and a not in ("--debug", "-h", "--help", "--version")]
         if options and not any(a in _COMMANDS for a in args_list):
             raise InvalidInput(
-                f"hypermesh: unrecognized option {options[0]!r}; a command comes first: "
+                f"unrecognized option {options[0]!r}; a command comes first: "
                 f"{', '.join(_COMMANDS)} (see 'hypermesh --help')"
             ) from None
         raise
     if extras:
         prog = args.help_prog
-        raise InvalidInput(f"{prog}: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
+        raise InvalidInput(f"unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
     return args
 
 
 _COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MODULES)
+
+# Commands whose help promises that Ctrl-C ends them cleanly (exit 0): a long-running view or server, where Ctrl-C
+# is how a user stops it, however early it comes (the agent's start takes a few hundred ms of imports and setup, and
+# an interrupt there was exit 130). Other commands keep the shell's convention for an interrupted command: 130.
+INTERRUPT_IS_A_STOP = ("agent", "sample")
+
+
+def _command(args_list: list[str]) -> str | None:
+    """The command a user typed (the first word that is not an option), whether or not parsing got that far."""
+    return next((a for a in args_list if not a.startswith("-")), None)
 
 
 def _print_traceback() -> None:
@@ -219,6 +233,18 @@ def _run(args_list: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("HYPERMESH_DEBUG") == "1"
+    try:
+        hold_ctrl_c.release()  # raises KeyboardInterrupt here if one came while the CLI was starting
+        return _main(args_list, debug)
+    except KeyboardInterrupt:  # between the two lines above, or held back since the start
+        return _interrupted_code(args_list)
+
+
+def _interrupted_code(args_list: list[str]) -> int:
+    return 0 if _command(args_list) in INTERRUPT_IS_A_STOP else 130
+
+
+def _main(args_list: list[str], debug: bool) -> int:
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         # Names the kernel holds as bytes (an interface "caf\xe9") reach us decoded as os.listdir decodes them;
         # print them back as those bytes, as ip(8) does and as Python itself does under the C locale, rather
@@ -232,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hypermesh: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
-        code = 130
+        code = _interrupted_code(args_list)
     except BrokenPipeError:
         # The reader went away (`| head`): not an error of ours. Point stdout at /dev/null so the interpreter's
         # final flush does not fail again on the closed pipe.

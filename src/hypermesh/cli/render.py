@@ -14,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from hypermesh.model import Sample, SystemProfile
+    from hypermesh.model import CpuFrequency, CpuInfo, Limits, MemoryInfo, NumaNode, Sample, SystemProfile
 
 __all__ = ["human_bytes", "live_samples", "render_profile"]
 
@@ -84,9 +84,58 @@ def render_profile(profile: SystemProfile, console: Console | None = None) -> No
     _render_profile(profile, console)
 
 
+# What a backend does not know is said once, in words, where the value would be: never "?", "None" or a bare dash
+# in the System table (the portable backend knows no sockets, NUMA nodes, caches or cgroup limits; JSON has null).
+UNKNOWN = "unknown on this OS"
+
+
+def _cpu_line(c: CpuInfo) -> str:
+    counts = [f"{c.logical_cores} logical"]
+    counts.append(f"{c.physical_cores} physical" if c.physical_cores is not None else "physical core count unknown")
+    counts.append(f"{c.sockets} socket(s)" if c.sockets is not None else "socket count unknown")
+    line = f"{c.model or 'model unknown'} — {', '.join(counts)}"
+    return line + (" on this OS" if None in (c.model, c.physical_cores, c.sockets) else "")
+
+
+def _frequency_line(f: CpuFrequency) -> str:
+    known = [f"{k} {v:.0f} MHz" for k, v in (("min", f.min), ("max", f.max), ("now", f.current)) if v]
+    return " / ".join(known) or UNKNOWN
+
+
+def _numa_line(nodes: Sequence[NumaNode]) -> str:
+    if not nodes:
+        return UNKNOWN
+    return ", ".join(
+        f"node{n.id}: cpus {_cpus(n.cpus)}"
+        + (f", {human_bytes(n.memory_total_bytes)}" if n.memory_total_bytes is not None else ", memory unknown")
+        for n in nodes
+    )
+
+
+def _memory_line(m: MemoryInfo) -> str:
+    swap = f"swap {human_bytes(m.swap_total_bytes)}" if m.swap_total_bytes is not None else "swap unknown"
+    huge = (
+        f"hugepage {human_bytes(m.hugepage_size_bytes)}"
+        if m.hugepage_size_bytes is not None
+        else "hugepage size unknown"
+    )
+    return f"{human_bytes(m.total_bytes)} ({swap}, {huge})"
+
+
+def _limits_line(lim: Limits) -> str:
+    if lim.cgroup_version is None:
+        return f"cgroup limits {UNKNOWN}"
+    # A limit of 0 is a limit (pids.max 0 forbids any fork): only None means unlimited.
+    return (
+        f"cgroup v{lim.cgroup_version}: cpu "
+        f"{'unlimited' if lim.cpu_quota_cores is None else f'{lim.cpu_quota_cores:g} cores'}, memory "
+        f"{'unlimited' if lim.memory_limit_bytes is None else human_bytes(lim.memory_limit_bytes)}, "
+        f"pids {'unlimited' if lim.pids_max is None else lim.pids_max}"
+    )
+
+
 def _render_profile(profile: SystemProfile, console: Console) -> None:
-    o, c, m, lim = profile.os, profile.cpu, profile.memory, profile.limits
-    f = c.frequency_mhz
+    o, c = profile.os, profile.cpu
     console.print(
         _kv(
             "System",
@@ -94,35 +143,12 @@ def _render_profile(profile: SystemProfile, console: Console) -> None:
                 ("host", o.hostname),
                 ("os", f"{o.distribution or o.system} ({o.architecture})"),
                 ("kernel", o.release),
-                (
-                    "cpu",
-                    f"{c.model or '?'} — {c.logical_cores} logical, {c.physical_cores} physical, {c.sockets} socket(s)",
-                ),
-                (
-                    "frequency",
-                    " / ".join(
-                        f"{k} {v:.0f} MHz" for k, v in (("min", f.min), ("max", f.max), ("now", f.current)) if v
-                    ),
-                ),
-                ("core types", ", ".join(f"{t.kind} {_cpus(t.cpus)}" for t in c.core_types)),
-                (
-                    "numa",
-                    ", ".join(
-                        f"node{n.id}: cpus {_cpus(n.cpus)}, {human_bytes(n.memory_total_bytes)}" for n in c.numa_nodes
-                    ),
-                ),
-                (
-                    "memory",
-                    f"{human_bytes(m.total_bytes)} (swap {human_bytes(m.swap_total_bytes)}, hugepage {human_bytes(m.hugepage_size_bytes)})",
-                ),
-                (
-                    # A limit of 0 is a limit (pids.max 0 forbids any fork): only None means unlimited.
-                    "limits",
-                    f"cgroup v{lim.cgroup_version or '-'}: cpu "
-                    f"{'unlimited' if lim.cpu_quota_cores is None else f'{lim.cpu_quota_cores:g} cores'}, memory "
-                    f"{'unlimited' if lim.memory_limit_bytes is None else human_bytes(lim.memory_limit_bytes)}, "
-                    f"pids {'unlimited' if lim.pids_max is None else lim.pids_max}",
-                ),
+                ("cpu", _cpu_line(c)),
+                ("frequency", _frequency_line(c.frequency_mhz)),
+                ("core types", ", ".join(f"{t.kind} {_cpus(t.cpus)}" for t in c.core_types) or UNKNOWN),
+                ("numa", _numa_line(c.numa_nodes)),
+                ("memory", _memory_line(profile.memory)),
+                ("limits", _limits_line(profile.limits)),
                 ("gpus", ", ".join(str(g.get("name", g)) for g in profile.gpus) or "none"),
             ],
         )
@@ -136,7 +162,11 @@ def _render_profile(profile: SystemProfile, console: Console) -> None:
     for col in ("device", "kind", "size", "model", "mounts"):
         storage.add_column(col)
     for d in profile.storage:
-        mounts = ", ".join(f"{mt.mountpoint} ({mt.fstype}, {human_bytes(mt.free_bytes)} free)" for mt in d.mounts)
+        mounts = ", ".join(
+            f"{mt.mountpoint} ({mt.fstype}"
+            + (f", {human_bytes(mt.free_bytes)} free)" if mt.free_bytes is not None else ")")
+            for mt in d.mounts
+        )
         storage.add_row(d.name, d.kind, human_bytes(d.size_bytes), d.model or "-", mounts or "-")
     network = Table(title="Network", title_justify="left")
     for col in ("interface", "kind", "state", "mtu", "speed", "mac", "addresses"):
@@ -151,7 +181,10 @@ def _render_profile(profile: SystemProfile, console: Console) -> None:
             n.mac or "-",
             ", ".join(n.addresses) or "-",
         )
-    console.print(caches, storage, network)
+    # An empty table would be a frame with nothing in it: say what is missing instead.
+    console.print(caches if c.caches else Text(f"CPU caches {UNKNOWN}"))
+    console.print(storage if profile.storage else Text("Storage: no block devices found"))
+    console.print(network if profile.network else Text("Network: no interfaces found"))
     console.print(Text(f"profiled in {profile.timings_ms.get('total', 0):.2f} ms", style="dim"))
 
 

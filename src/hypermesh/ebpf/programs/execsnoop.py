@@ -1,4 +1,10 @@
-"""``execsnoop``: exec events (pid, ppid, uid, comm, filename) streamed through a BPF ring buffer.
+"""``execsnoop``: exec events (time, pid, ppid, uid, comm, filename, argv) streamed through a BPF ring buffer.
+
+The kernel stamps each event with bpf_ktime_get_ns(), which is CLOCK_MONOTONIC (time.monotonic_ns() here);
+it becomes wall-clock time through the offset between CLOCK_REALTIME and CLOCK_MONOTONIC read at each
+poll, so a clock stepped (NTP, ``date -s``) between two polls moves later events, never earlier ones.
+The argv is bounded as libbpf-tools' execsnoop bounds it: at most ARGS_BYTES of the argument block are
+copied, and at most MAX_ARGS whole arguments are kept; ``argv_truncated`` says when there were more.
 
 The parent pid is read from task_struct with CO-RE. libbpf needs the kernel's BTF to relocate it;
 parsing the whole of /sys/kernel/btf/vmlinux costs ~10 ms per load, so the first load in a boot writes
@@ -16,6 +22,7 @@ import platform
 import struct
 import subprocess
 import threading
+import time
 
 from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.link import Link
@@ -29,10 +36,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["ExecEvent", "ExecsnoopProgram", "minimised_btf"]
+__all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
 
-_EVENT = struct.Struct("<IIII16s256s")
+_EVENT = struct.Struct("<QIIIIII16s256s1024s")  # execsnoop.bpf.c's struct exec_event
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
+ARGS_BYTES = 1024  # execsnoop.bpf.c's ARGS_LEN: bytes of the argument block copied per exec
+MAX_ARGS = 20  # arguments kept per event (libbpf-tools' default too)
 BTF_CACHE_DIR = "/run/hypermesh/btf"  # HYPERMESH_BTF_CACHE moves it (read at each use)
 _BTF_HEADER = struct.Struct("<HBBIIIII")  # struct btf_header: magic, version, flags, hdr_len, type/str off+len
 _BTF_MAGIC = 0xEB9F
@@ -64,12 +73,26 @@ def _looks_like_btf(path: str) -> bool:
 
 @record
 class ExecEvent(Record):
+    timestamp: float  # seconds since the epoch (wall clock) when the exec completed
     pid: int
     ppid: int
     uid: int
     comm: str
     filename: str  # at most 255 bytes: the start of a longer path, with filename_truncated set
     filename_truncated: bool
+    argv: tuple[str, ...]  # the first MAX_ARGS arguments that fit whole in ARGS_BYTES, argv[0] first
+    argv_truncated: bool  # the command had more arguments (or longer ones) than argv holds
+
+
+def _argv(raw: bytes, copied: int, total: int) -> tuple[tuple[str, ...], bool]:
+    """The argument block (NUL-terminated strings back to back) as whole arguments, and whether any was left out.
+
+    A block copied in full ends with a NUL; one cut at ARGS_BYTES ends inside an argument, which is dropped
+    rather than shown as a shorter, different one."""
+    parts = raw[:copied].split(b"\0")
+    whole, rest = parts[:-1], parts[-1]  # rest: b"" after a final NUL, else the start of a cut argument
+    truncated = copied < total or rest != b"" or len(whole) > MAX_ARGS
+    return tuple(p.decode("utf-8", "replace") for p in whole[:MAX_ARGS]), truncated
 
 
 @record
@@ -80,6 +103,20 @@ class ExecEvents(Record):
 
 def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def wall_clock_offset() -> float:
+    """CLOCK_REALTIME minus CLOCK_MONOTONIC, in seconds: what turns bpf_ktime_get_ns() into wall time.
+
+    Read as the smallest of a few bracketed pairs, so a preemption between the two reads costs nothing."""
+    best_gap, offset = None, 0.0
+    for _ in range(3):
+        before = time.monotonic_ns()
+        wall = time.time_ns()
+        after = time.monotonic_ns()
+        if best_gap is None or after - before < best_gap:
+            best_gap, offset = after - before, (wall - (before + after) // 2) / 1e9
+    return offset
 
 
 _btf_lock = threading.Lock()
@@ -135,6 +172,7 @@ class ExecsnoopProgram(Program):
         self._pending: list[ExecEvent] = []
         self._ring: int | None = None
         self._callback_error: BaseException | None = None
+        self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
     def _btf_custom_path(self) -> str | None:
         return minimised_btf(self.object_path) if self.minimise_btf else None
@@ -166,15 +204,20 @@ class ExecsnoopProgram(Program):
         try:
             if data is None or size < _EVENT.size:
                 return 0
-            pid, ppid, uid, flags, comm, filename = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+            fields = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+            monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
+            argv, argv_truncated = _argv(args, copied, total)
             self._pending.append(
                 ExecEvent(
+                    timestamp=round(self._wall_offset + monotonic_ns / 1e9, 6),
                     pid=pid,
                     ppid=ppid,
                     uid=uid,
                     comm=_text(comm),
                     filename=_text(filename),
                     filename_truncated=bool(flags & _FILENAME_TRUNCATED),
+                    argv=argv,
+                    argv_truncated=argv_truncated,
                 )
             )
         except BaseException as exc:
@@ -191,6 +234,7 @@ class ExecsnoopProgram(Program):
             self._require_loaded()  # under the lock: close() takes it too
             if self._ring is None:
                 return []
+            self._wall_offset = wall_clock_offset()
             rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))
             events, self._pending = self._pending, []
             error, self._callback_error = self._callback_error, None
@@ -202,8 +246,6 @@ class ExecsnoopProgram(Program):
 
     def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[ExecEvent]:
         """Events as they come; ends after ``timeout`` seconds (never when None)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
             left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))

@@ -13,7 +13,7 @@ import struct
 from hypermesh.model import NetworkInterface
 from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 
-__all__ = ["interfaces"]
+__all__ = ["interfaces", "link_up"]
 
 _RTM_GETADDR = 22
 _NLMSG_DONE = 3
@@ -22,6 +22,27 @@ _NLM_F_REQUEST_DUMP = 0x1 | 0x300
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _ARPHRD_LOOPBACK = 772
 _IFF_UP = 0x1
+
+
+def link_up(flags: str | None, operstate: str | None, carrier: int | None) -> bool:
+    """Whether an interface is up: the one rule the profile, /v1/assets and hypermesh_network_up share.
+
+    Up means administratively up (IFF_UP in /sys/class/net/<if>/flags) and able to pass traffic: operstate "up",
+    or operstate "unknown" with a carrier (or none to read). "unknown" is what the kernel reports for loopback
+    and for every driver that never calls netif_carrier_on/off or sets an RFC 2863 state (lo, many virtual
+    links): it does not mean down. Other states (down, lowerlayerdown, dormant, notpresent, testing) are down.
+    ``flags`` is the sysfs text ("0x1003"); None when unreadable, then operstate alone decides.
+    """
+    if flags is not None:
+        try:
+            if not int(flags, 16) & _IFF_UP:
+                return False
+        except ValueError:
+            pass
+    if operstate == "up":
+        return True
+    # sysfs refuses the carrier read (EINVAL) while the interface is down: None then, and IFF_UP decided that.
+    return operstate in ("unknown", None) and carrier != 0 and (flags is not None or carrier == 1)
 
 
 def netlink_addresses() -> dict[int, list[str]]:
@@ -83,7 +104,6 @@ def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
     out = []
     for name in names:
         d = f"{base}/{name}"
-        flags = read_str(f"{d}/flags")
         speed = read_int(f"{d}/speed")
         out.append(
             NetworkInterface(
@@ -92,7 +112,7 @@ def interfaces(sys_root: str, live: bool) -> list[NetworkInterface]:
                 mtu=read_int(f"{d}/mtu"),
                 # speed is -1 or unreadable (EINVAL) when the link is down or does not know (virtual links).
                 speed_mbps=speed if speed is not None and speed > 0 else None,
-                up=bool(int(flags, 16) & _IFF_UP) if flags else read_str(f"{d}/operstate") == "up",
+                up=link_up(read_str(f"{d}/flags"), read_str(f"{d}/operstate"), read_int(f"{d}/carrier")),
                 kind=_kind(d, name, read_int(f"{d}/type")),
                 addresses=tuple(by_name.get(name, [])),
             )

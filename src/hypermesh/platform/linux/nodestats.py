@@ -29,6 +29,7 @@ from hypermesh.model_node import (
 from hypermesh.platform.linux import block, files, identity, procfs, procnet, sysfs
 from hypermesh.platform.linux.filesystems import StatvfsWorker, filesystem_stats, may_hang, real_filesystems
 from hypermesh.platform.linux.mounts import MountEntry, parse_mountinfo
+from hypermesh.platform.linux.net import link_up
 
 __all__ = ["NodeStatsReader"]
 
@@ -341,14 +342,17 @@ class NodeStatsReader:
         out = []
         for name in sorted(files.listdir(base)):
             d = f"{base}/{name}"
+            operstate = self._attrs.read_str(f"{d}/operstate")
+            carrier = self._attrs.read_int(f"{d}/carrier")
             out.append(
                 InterfaceStats(
                     name=name,
                     address=self._attrs.read_str(f"{d}/address") or "",
-                    operstate=self._attrs.read_str(f"{d}/operstate") or "unknown",
+                    operstate=operstate or "unknown",
+                    up=link_up(self._attrs.read_str(f"{d}/flags"), operstate, carrier),
                     duplex=self._attrs.read_str(f"{d}/duplex") or "",
                     mtu=self._attrs.read_int(f"{d}/mtu"),
-                    carrier=self._attrs.read_int(f"{d}/carrier"),
+                    carrier=carrier,
                     tx_queue_length=self._attrs.read_int(f"{d}/tx_queue_len"),
                     carrier_changes=self._attrs.read_int(f"{d}/carrier_changes"),
                     carrier_up_changes=self._attrs.read_int(f"{d}/carrier_up_count"),

@@ -8,7 +8,11 @@ from hypermesh.agent.metrics.scrape import NoData, Scrape
 __all__ = ["NetclassCollector"]
 
 INFO = gauge("hypermesh_network_info", "Always 1; labels give each interface's MAC address, operstate, duplex.")
-UP = gauge("hypermesh_network_up", "1 if the interface's operstate is up.")
+UP = gauge(
+    "hypermesh_network_up",
+    "1 if the interface is up: IFF_UP and operstate up, or operstate unknown (loopback, drivers that report none) "
+    "with a carrier.",
+)
 CARRIER = gauge("hypermesh_network_carrier", "1 if the link has a carrier (cable, peer); absent while down.")
 MTU = gauge("hypermesh_network_mtu_bytes", "Maximum transmission unit.", "bytes")
 QUEUE = gauge("hypermesh_network_transmit_queue_length", "Transmit queue length (txqueuelen), packets.")
@@ -72,7 +76,7 @@ class NetclassCollector:
                     1.0,
                 )
             )
-            up.samples.append((label, 1.0 if iface.operstate == "up" else 0.0))
+            up.samples.append((label, 1.0 if iface.up else 0.0))
             for family, value in (
                 (carrier, iface.carrier),
                 (mtu, iface.mtu),
