@@ -368,8 +368,13 @@ def test_network_from_sys_class_net_and_addresses(tree: str) -> None:
         assert int(read(tree, f"{base}/mtu")) == nic["mtu"]
         flags = read(tree, f"{base}/flags").strip()
         assert re.fullmatch(r"0x[0-9a-f]+", flags)
-        assert bool(int(flags, 16) & 0x1) == nic["up"]  # IFF_UP
-        assert read(tree, f"{base}/operstate").strip() in ("up", "down", "unknown", "dormant", "lowerlayerdown")
+        operstate = read(tree, f"{base}/operstate").strip()
+        assert operstate in ("up", "down", "unknown", "dormant", "lowerlayerdown")
+        # docs/metrics.md's rule: IFF_UP, and operstate up, or unknown (loopback, drivers that do not report it)
+        # with a carrier that is not 0 (the file is absent or unreadable on an interface that is down).
+        carrier = read(tree, f"{base}/carrier").strip() if exists(tree, f"{base}/carrier") else None
+        running = operstate == "up" or (operstate == "unknown" and carrier != "0")
+        assert (bool(int(flags, 16) & 0x1) and running) == nic["up"]
         speed = int(read(tree, f"{base}/speed")) if exists(tree, f"{base}/speed") else None
         assert nic["speed_mbps"] == (speed if speed is not None and speed > 0 else None)
         arp_type = int(read(tree, f"{base}/type"))

@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["XdpCounts", "XdpProgram"]
+__all__ = ["XdpCounts", "XdpProgram", "interface_index"]
 
 # Slot order of the enum in packet_protocol.h (shared by xdp.bpf.c and tc.bpf.c).
 PROTOCOLS = (
