@@ -11,7 +11,8 @@ Import it explicitly (``import hypermesh.ebpf``); ``import hypermesh`` does not,
 
 Built-in programs (``PROGRAMS``): ``xdp`` (per-protocol packet/byte counts on an interface), ``syscalls``
 (counts per syscall and per process), ``biolatency`` (block I/O latency histograms), ``execsnoop``
-(exec events through a ring buffer). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
+(exec events through a ring buffer), ``execguard`` (a BPF LSM guard: audit or refuse execs under path
+prefixes for one cgroup). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
 privileges needed); its ``load()`` returns the ``Collection`` the kernel holds (maps, program fds).
 
 Rooms: ``libbpf`` (the binding, the only file touching libbpf.so.1), ``probe`` (features, capabilities
@@ -55,7 +56,7 @@ __all__ = [
     "program_class",
 ]
 
-PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop")
+PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "execguard")
 
 # The earlier name of ObjectSpec, from when one class was both the opened file and the loaded object:
 # ``BpfObject(path)`` still opens a file; its ``load()`` now returns the Collection.

@@ -351,6 +351,9 @@ class Collection:
     def attach_kprobe(self, program: str, function: str) -> link.Link:
         return link.kprobe(self._program(program), function, lib=self._lib)
 
+    def attach_lsm(self, program: str, hook: str) -> link.Link:
+        return link.lsm(self._program(program), hook, lib=self._lib)
+
     def attach_xdp(self, program: str, ifindex: int, interface: str, mode: str = "auto") -> link.Link:
         return link.xdp(self.program_fd(program), ifindex, interface, mode, lib=self._lib)
 
