@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Feature",
     "ProbeReport",
-    "check_capabilities",
     "active_lsms",
     "bpf_lsm_inactive_reason",
+    "check_capabilities",
     "kernel_config",
     "kprobes_absent_reason",
     "missing_capabilities",
@@ -317,7 +317,9 @@ def _probe_lsm(lib: Lib, modules: tuple[str, ...] | None) -> tuple[bool, str]:
     ok, why = _load_probe_object(lib, "probe_lsm.bpf.o")
     if ok:
         return True, f"bpf is an active LSM ({listed})"
-    refused = f"bpf is an active LSM ({listed}) but the kernel refuses to load an LSM program on bprm_check_security ({why})"
+    refused = (
+        f"bpf is an active LSM ({listed}) but the kernel refuses to load an LSM program on bprm_check_security ({why})"
+    )
     if "not permitted" in why:  # EPERM to a process holding CAP_BPF and CAP_PERFMON (checked before)
         refused += ": LSM programs attach through BPF trampolines, as fentry programs do, and this kernel refuses those"
     return False, refused
