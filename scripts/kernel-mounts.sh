@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Mounts tracefs and bpffs where the kernel has them and they are not mounted yet (a fresh machine
-# has neither: without tracefs libbpf cannot resolve tracepoint ids; without bpffs nothing can be pinned).
+# Mounts tracefs, bpffs and securityfs where the kernel has them and they are not mounted yet (a fresh machine
+# has none: without tracefs libbpf cannot resolve tracepoint ids; without bpffs nothing can be pinned; without
+# securityfs /sys/kernel/security/lsm, which says whether BPF LSM is active, cannot be read).
 # Needs root; as another user it says so and carries on (eBPF tests then skip outside CI).
 set -u
 mounted() { grep -qs " $1 " /proc/self/mounts; }
@@ -12,4 +13,5 @@ want() { # fstype mountpoint
 }
 want tracefs /sys/kernel/tracing
 want bpf /sys/fs/bpf
+want securityfs /sys/kernel/security  # /sys/kernel/security/lsm: whether BPF LSM is active
 exit 0

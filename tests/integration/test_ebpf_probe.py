@@ -29,7 +29,7 @@ def test_probe_matches_the_kernel() -> None:
         assert report.unprivileged_bpf_disabled == int(f.read())
     assert hypermesh.ebpf.probe() is report  # cached per process
     names = [f.name for f in report.features]
-    assert names == ["xdp_generic", "xdp_native", "tracepoint", "raw_tp", "fentry", "kprobe", "ringbuf"]
+    assert names == ["xdp_generic", "xdp_native", "tracepoint", "raw_tp", "fentry", "kprobe", "ringbuf", "lsm"]
 
 
 def test_probe_program_types_agree_with_bpftool() -> None:

@@ -53,6 +53,7 @@ def test_the_verdict_adds_nothing_to_the_probe_json() -> None:
         "capabilities",
         "unprivileged_bpf_disabled",
         "features",
+        "lsm_modules",
     }
 
 

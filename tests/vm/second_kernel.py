@@ -20,7 +20,7 @@ def second_kernel() -> str | None:
     return next((k for k in sorted(glob.glob("/boot/vmlinuz-*")) if not k.endswith(running)), None)
 
 
-def boot_second_kernel(guest: str, memory: str) -> str:
+def boot_second_kernel(guest: str, memory: str, timeout: float = BOOT_TIMEOUT_S) -> str:
     """Run the shell command ``guest`` in the second kernel with this checkout and this Python; its output."""
     require_root()
     bindir = os.path.dirname(sys.executable)
@@ -32,7 +32,7 @@ def boot_second_kernel(guest: str, memory: str) -> str:
     require(kernel, "a second kernel image in /boot (Debian linux-image-amd64)")
     result = subprocess.run(
         [vng, "--disable-kvm", "-r", kernel, "--memory", memory, "--cpus", "2", "--", guest],  # type: ignore[list-item]
-        capture_output=True, text=True, timeout=BOOT_TIMEOUT_S, env={**os.environ, "PATH": path}, check=False,
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "PATH": path}, check=False,
         cwd=REPO,
     )  # fmt: skip
     return result.stdout + result.stderr

@@ -181,6 +181,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
     register_profile(ebpf_sub, common, formatter=raw, epilog=_epilog, needs=NEEDS)
 
+    from hypermesh.cli.ebpf_execguard_cmd import register_execguard
+
+    register_execguard(run_sub, common, raw, _epilog)
+
     ld = ebpf_sub.add_parser(
         "load",
         parents=[common],
@@ -255,6 +259,7 @@ def _probe(args: argparse.Namespace) -> int:
     held = [name for name, ok in report.capabilities.items() if ok]
     print(f"capabilities      {', '.join(held) or 'none'}")
     print(f"unprivileged_bpf_disabled {report.unprivileged_bpf_disabled}")
+    print(f"active LSMs       {','.join(report.lsm_modules) if report.lsm_modules is not None else 'unknown'}")
     print()
     for f in report.features:
         state = "supported" if f.supported else f"unsupported because {f.reason}"

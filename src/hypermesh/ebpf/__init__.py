@@ -13,7 +13,8 @@ Built-in programs (``PROGRAMS``): ``xdp`` (per-protocol packet/byte counts on an
 (counts per syscall and per process), ``biolatency`` (block I/O latency histograms), ``execsnoop``
 (exec events through a ring buffer), ``tc`` (per-protocol counts in each direction of an interface, through
 tcx links or clsact filters), ``profile`` (on-CPU stacks sampled by a cpu-clock perf event,
-symbolised: folded stacks, flame graph). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
+symbolised: folded stacks, flame graph), ``execguard`` (a BPF LSM guard: audit or refuse execs under path
+prefixes for one cgroup). ``ObjectSpec`` opens any user ``.bpf.o`` (what it declares, no
 privileges needed); its ``load()`` returns the ``Collection`` the kernel holds (maps, program fds).
 
 Rooms: ``libbpf`` (the binding, the only file touching libbpf.so.1), ``probe`` (features, capabilities
@@ -57,7 +58,7 @@ __all__ = [
     "program_class",
 ]
 
-PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile")
+PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile", "execguard")
 
 # The earlier name of ObjectSpec, from when one class was both the opened file and the loaded object:
 # ``BpfObject(path)`` still opens a file; its ``load()`` now returns the Collection.

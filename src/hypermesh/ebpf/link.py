@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-__all__ = ["Link", "detach_later", "kprobe", "perf_event", "raise_attach_error", "tcx", "tracepoint", "xdp"]
+__all__ = ["Link", "detach_later", "kprobe", "lsm", "perf_event", "raise_attach_error", "tcx", "tracepoint", "xdp"]
 
 XDP_MODES = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
@@ -166,6 +166,17 @@ def perf_event(program: int, perf_event_fd: int, target: str, *, lib: libbpf.Lib
         os.close(perf_event_fd)
         raise_attach_error(f"perf event {target}", err, [])
     return Link("perf_event", target, lib=lib, ptr=ptr)
+
+
+def lsm(program: int, hook: str, *, lib: libbpf.Lib) -> Link:
+    """Attach the loaded BPF LSM program ``program`` to its hook (BPF_LSM_MAC, through a bpf_link: the
+    kernel detaches it when the link's last fd closes, so a killed process leaves nothing behind)."""
+    ptr = lib.bpf_program__attach_lsm(program)
+    if not ptr:
+        err = lib.errno()
+        messages = _replay(lib, lib.bpf_program__attach_lsm, program)
+        raise_attach_error(f"LSM hook {hook}", err, messages)
+    return Link("lsm", hook, lib=lib, ptr=ptr)
 
 
 def xdp(program_fd: int, ifindex: int, interface: str, mode: str = "auto", *, lib: libbpf.Lib) -> Link:

@@ -354,6 +354,9 @@ class Collection:
     def attach_perf_event(self, program: str, perf_event_fd: int, target: str) -> link.Link:
         return link.perf_event(self._program(program), perf_event_fd, target, lib=self._lib)
 
+    def attach_lsm(self, program: str, hook: str) -> link.Link:
+        return link.lsm(self._program(program), hook, lib=self._lib)
+
     def attach_xdp(self, program: str, ifindex: int, interface: str, mode: str = "auto") -> link.Link:
         return link.xdp(self.program_fd(program), ifindex, interface, mode, lib=self._lib)
 

@@ -4,7 +4,9 @@ Program types and map types are probed by libbpf loading a trivial program/creat
 running kernel (``libbpf_probe_bpf_prog_type``), so the answer is the kernel's, not a version guess.
 Attach points that exist independently of the program type are checked where the kernel exposes them:
 kprobes need the ``kprobe`` perf PMU (absent when CONFIG_KPROBES is off, even though kprobe *programs*
-still load), tracepoints need tracefs to resolve their ids, fentry needs vmlinux BTF.
+still load), tracepoints need tracefs to resolve their ids, fentry needs vmlinux BTF. BPF LSM programs
+load and attach even where ``bpf`` is not an active LSM, and then never run: ``lsm`` needs both the
+active list (/sys/kernel/security/lsm) to name bpf and a real LSM program to load.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Feature",
     "ProbeReport",
+    "active_lsms",
+    "bpf_lsm_inactive_reason",
     "check_capabilities",
     "kernel_config",
     "kprobes_absent_reason",
@@ -40,6 +44,8 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 BPFFS = "/sys/fs/bpf"
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
+LSM_LIST = "/sys/kernel/security/lsm"
+SECURITYFS = "/sys/kernel/security"
 
 
 @record
@@ -60,6 +66,7 @@ class ProbeReport(Record):
     capabilities: Mapping[str, bool]
     unprivileged_bpf_disabled: int | None
     features: tuple[Feature, ...]
+    lsm_modules: tuple[str, ...] | None = None  # the active LSMs, in order (None: securityfs not readable)
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
@@ -267,6 +274,57 @@ def kprobes_absent_reason() -> str | None:
     return f"CONFIG_KPROBES={value} ({source}) but {pmu}"
 
 
+def active_lsms(path: str = LSM_LIST) -> tuple[str, ...] | None:
+    """The active LSMs in the kernel's order (/sys/kernel/security/lsm), None when it is not readable
+    (securityfs not mounted). Needs no privileges: the file is world-readable."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    return tuple(name for name in text.strip().split(",") if name)
+
+
+def bpf_lsm_inactive_reason(modules: tuple[str, ...] | None) -> str | None:
+    """Why BPF LSM programs would never run here, with how to change it; None when bpf is active.
+
+    The kernel builds its LSM list at boot from the ``lsm=`` parameter (else CONFIG_LSM); a program
+    attached to an LSM hook while bpf is not in it loads, attaches, and is never called."""
+    if modules is None:
+        return (
+            f"cannot tell whether BPF LSM is active: {LSM_LIST} is not readable (securityfs is not mounted: "
+            f"mount -t securityfs securityfs {SECURITYFS})"
+        )
+    if "bpf" in modules:
+        return None
+    value, source = kernel_config("BPF_LSM")
+    if value == "n":
+        return f"the kernel is built without CONFIG_BPF_LSM ({source}): BPF LSM programs need a kernel built with it"
+    listed = ",".join(modules)
+    return (
+        f"BPF LSM is not active (active LSMs: {listed or 'none'}, from {LSM_LIST}): add bpf to the lsm= boot "
+        f"parameter, lsm={listed + ',' if listed else ''}bpf (e.g. in GRUB_CMDLINE_LINUX, then update-grub), and reboot"
+    )
+
+
+def _probe_lsm(lib: Lib, modules: tuple[str, ...] | None) -> tuple[bool, str]:
+    """BPF LSM: active in the kernel's list, and a real LSM program loads (trampoline-based, as fentry:
+    some kernels refuse those with EPERM even to root)."""
+    inactive = bpf_lsm_inactive_reason(modules)
+    if inactive:
+        return False, inactive
+    listed = ",".join(modules or ())
+    ok, why = _load_probe_object(lib, "probe_lsm.bpf.o")
+    if ok:
+        return True, f"bpf is an active LSM ({listed})"
+    refused = (
+        f"bpf is an active LSM ({listed}) but the kernel refuses to load an LSM program on bprm_check_security ({why})"
+    )
+    if "not permitted" in why:  # EPERM to a process holding CAP_BPF and CAP_PERFMON (checked before)
+        refused += ": LSM programs attach through BPF trampolines, as fentry programs do, and this kernel refuses those"
+    return False, refused
+
+
 _cache: ProbeReport | None = None
 _cache_lock = threading.Lock()
 
@@ -280,14 +338,13 @@ def probe(refresh: bool = False) -> ProbeReport:
         return _cache
 
 
-def _probe_fentry(lib: Lib) -> tuple[bool, str]:
-    """Load (not attach) a real fentry program on vfs_read: libbpf's generic type probe cannot answer
-    for tracing programs, which need an attach target in the kernel's BTF to load at all."""
+def _load_probe_object(lib: Lib, name: str) -> tuple[bool, str]:
+    """Load (not attach) one of the probe objects in programs/: (loaded, libbpf's error text)."""
     import ctypes
 
     from hypermesh.ebpf import libbpf
 
-    path = os.path.join(os.path.dirname(__file__), "programs", "probe_fentry.bpf.o")
+    path = os.path.join(os.path.dirname(__file__), "programs", name)
     opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
     obj = lib.bpf_object__open_file(path.encode(), ctypes.byref(opts))
     if not obj:
@@ -296,9 +353,16 @@ def _probe_fentry(lib: Lib) -> tuple[bool, str]:
         rc = lib.bpf_object__load(obj)
     finally:
         lib.bpf_object__close(obj)
-    if rc == 0:
-        return True, ""
-    return False, f"the kernel refuses to load an fentry program on vfs_read ({libbpf.strerror(rc)})"
+    return (True, "") if rc == 0 else (False, libbpf.strerror(rc))
+
+
+def _probe_fentry(lib: Lib) -> tuple[bool, str]:
+    """Load (not attach) a real fentry program on vfs_read: libbpf's generic type probe cannot answer
+    for tracing programs, which need an attach target in the kernel's BTF to load at all."""
+    ok, why = _load_probe_object(lib, "probe_fentry.bpf.o")
+    if ok or why.startswith("cannot open"):
+        return ok, why
+    return False, f"the kernel refuses to load an fentry program on vfs_read ({why})"
 
 
 def _probe() -> ProbeReport:
@@ -370,6 +434,18 @@ def _probe() -> ProbeReport:
         ok = rc == 1
         why = "" if ok else "BPF ring buffers need Linux >= 5.8"
     features.append(Feature("ringbuf", ok, why))
+    lsm_modules = active_lsms()
+    if lib is None:
+        ok, why = False, lib_reason
+    elif not btf:
+        ok, why = False, f"needs kernel BTF ({BTF_PATH} is absent: CONFIG_DEBUG_INFO_BTF is off)"
+    elif (inactive := bpf_lsm_inactive_reason(lsm_modules)) is not None:
+        ok, why = False, inactive  # checked before the capabilities: no capability would change it
+    elif not_permitted := _not_permitted("loading a BPF LSM program", TRACING_NEEDS):
+        ok, why = False, not_permitted
+    else:
+        ok, why = _probe_lsm(lib, lsm_modules)
+    features.append(Feature("lsm", ok, why))
 
     return ProbeReport(
         kernel_release=platform.release(),
@@ -381,4 +457,5 @@ def _probe() -> ProbeReport:
         capabilities=caps,
         unprivileged_bpf_disabled=_read_int("/proc/sys/kernel/unprivileged_bpf_disabled"),
         features=tuple(features),
+        lsm_modules=lsm_modules,
     )
