@@ -45,8 +45,13 @@ class Map:
             return False
         raise BackendError(f"reading map {self.name!r}: {self._lib.strerror(rc)}")
 
+    def try_update(self, key: bytes, value: bytes, flags: int = 0) -> int:
+        """0, or the kernel's -errno: for a caller that explains some errors itself."""
+        rc: int = self._lib.bpf_map_update_elem(self.fd, key, value, flags)
+        return rc
+
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
-        rc = self._lib.bpf_map_update_elem(self.fd, key, value, flags)
+        rc = self.try_update(key, value, flags)
         if rc != 0:
             raise BackendError(f"writing map {self.name!r}: {self._lib.strerror(rc)}")
 

@@ -348,6 +348,9 @@ class Collection:
     def attach_tracepoint(self, program: str, category: str, event: str) -> link.Link:
         return link.tracepoint(self._program(program), category, event, lib=self._lib)
 
+    def attach_raw_tracepoint(self, program: str, name: str) -> link.Link:
+        return link.raw_tracepoint(self._program(program), name, lib=self._lib)
+
     def attach_kprobe(self, program: str, function: str) -> link.Link:
         return link.kprobe(self._program(program), function, lib=self._lib)
 

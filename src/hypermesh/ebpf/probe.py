@@ -33,6 +33,7 @@ __all__ = [
     "missing_capabilities",
     "permission_refused",
     "probe",
+    "raw_tracepoints",
 ]
 
 CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -278,6 +279,37 @@ def probe(refresh: bool = False) -> ProbeReport:
         if _cache is None or refresh:
             _cache = _probe()
         return _cache
+
+
+_raw_tracepoints: Feature | None = None
+
+
+def raw_tracepoints() -> Feature:
+    """Whether this kernel loads raw tracepoint programs (BPF_RAW_TRACEPOINT_OPEN, Linux >= 4.17), which
+    attach by the tracepoint's name with no tracefs. One program-type probe, cached per process: the
+    built-ins ask it at every load, and the whole ``probe()`` costs tens of milliseconds."""
+    global _raw_tracepoints
+    if _raw_tracepoints is not None:
+        return _raw_tracepoints
+    if _cache is not None:
+        _raw_tracepoints = _cache.feature("raw_tp")
+        return _raw_tracepoints
+    from hypermesh.ebpf import libbpf
+    from hypermesh.errors import Unsupported
+
+    try:
+        lib = libbpf.lib()
+    except Unsupported as exc:
+        return Feature("raw_tp", False, exc.reason)
+    not_permitted = _not_permitted("loading a raw_tp program", TRACING_NEEDS)
+    if not_permitted:
+        return Feature("raw_tp", False, not_permitted)  # not cached: a capability may come later
+    rc = lib.libbpf_probe_bpf_prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT, None)
+    why = "" if rc == 1 else "the kernel rejects raw tracepoint programs (Linux < 4.17)"
+    if rc < 0:
+        why = f"probe failed: {libbpf.strerror(rc)}"
+    _raw_tracepoints = Feature("raw_tp", rc == 1, why)
+    return _raw_tracepoints
 
 
 def _probe_fentry(lib: Lib) -> tuple[bool, str]:

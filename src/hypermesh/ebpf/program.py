@@ -37,13 +37,17 @@ class Program:
     """Base of the built-in programs: ``with load("syscalls") as prog: prog.attach(); prog.read()``.
 
     Subclasses set ``name`` and ``capabilities`` and implement ``_attach()`` and ``read()``.
-    ``read()`` is thread-safe; ``close()`` is idempotent.
+    ``read()`` is thread-safe; ``close()`` is idempotent. A subclass whose object has CO-RE relocations
+    sets ``co_re``: it loads against a minimised copy of the kernel's BTF (``hypermesh.ebpf.btf``)
+    unless ``minimise_btf`` is False.
     """
 
     name = ""
     capabilities: tuple[str, ...] = ("CAP_BPF", "CAP_PERFMON")
+    co_re = False
 
     def __init__(self) -> None:
+        self.minimise_btf = True
         self.collection: Collection | None = None
         self.links: list[Link] = []
         self.pinned_at: str | None = None
@@ -196,13 +200,31 @@ class Program:
 
     # -- for subclasses
 
+    def lost_events(self) -> dict[str, int]:
+        """Events each of the program's ring buffers dropped since the load because it was full (the
+        reader fell behind), by ring buffer map name; {} for a program without one. What the CLI's
+        --json and the agent export."""
+        return {}
+
     def _btf_custom_path(self) -> str | None:
-        return None
+        if not (self.co_re and self.minimise_btf):
+            return None
+        from hypermesh.ebpf.btf import minimised_btf
+
+        return minimised_btf(self.object_path)
 
     def _btf_fallbacks(self, failed: str) -> list[str | None]:
         """BTF paths to try, in order, after a load with ``failed`` as btf_custom_path failed
         (None: the kernel's own vmlinux BTF)."""
-        return [None]
+        if not self.co_re:
+            return [None]
+        from hypermesh.ebpf.btf import minimised_btf
+
+        # The cached minimised BTF did not load although its header looked whole (corrupt inside, or
+        # made from other types): make it again for the next loads, and use the full BTF should the
+        # new one fail too.
+        rebuilt = minimised_btf(self.object_path, rebuild=True)
+        return [rebuilt, None] if rebuilt is not None else [None]
 
     def _configure(self, spec: ObjectSpec) -> None:
         """Before load: choose which programs autoload."""
