@@ -251,9 +251,20 @@ def kernel_config(option: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+_kprobes_absent: list[str | None] = []
+
+
 def kprobes_absent_reason() -> str | None:
     """Why this kernel has no kprobes, or None when it has the kprobe perf PMU. Needs no privileges:
-    the PMU's sysfs entry is world-readable, so this is answered before any capability check."""
+    the PMU's sysfs entry is world-readable, so this is answered before any capability check. Cached
+    per process: the kernel's configuration does not change under it, and reading /proc/config.gz
+    costs milliseconds (syscalls asks at every load)."""
+    if not _kprobes_absent:
+        _kprobes_absent.append(_kprobes_absent_reason())
+    return _kprobes_absent[0]
+
+
+def _kprobes_absent_reason() -> str | None:
     if os.path.exists(KPROBE_PMU):
         return None
     pmu = f"the kernel has no kprobe perf PMU ({os.path.dirname(KPROBE_PMU)} is absent)"

@@ -33,7 +33,7 @@ ATTACH_TYPES = ("auto", "kprobe", "raw_tracepoint", "tracepoint")
 # The program each hook loads (the others' autoload is off).
 HOOK_PROGRAMS = {"kprobe": "on_x64_sys_call", "raw_tracepoint": "raw_sys_enter", "tracepoint": "on_sys_enter"}
 KPROBE_FUNCTION = "x64_sys_call"
-_PROC_COUNT = struct.Struct("<Q16s")
+_PROC_COUNT = struct.Struct("<Q16sQ")  # struct proc_count: count, comm, refresh
 PROCESS_TABLE_SIZE = 10240  # process_counts' max_entries in syscalls.bpf.c
 
 
@@ -161,8 +161,11 @@ class SyscallsProgram(Program):
         collection.map("config").update(struct.pack("<I", 0), config)
         self._syscalls = collection.map("syscall_counts")
         self._processes = collection.map("process_counts")
-        self._syscall_keys = self._syscalls.max_entries
+        self._syscall_slots = self._syscalls.value_size // 8  # syscall_table: one u64 per syscall number
+        self._names = [syscall_name(nr) for nr in range(self._syscall_slots)]  # once, not per read
         self._cpus = self._syscalls.cpus
+        self._table_key = ctypes.create_string_buffer(4)  # key 0: the one value holds every counter
+        self._table_value = ctypes.create_string_buffer(self._syscalls.value_buffer_size)
         self._untracked = collection.map("untracked")
         self._untracked_key = ctypes.create_string_buffer(4)  # key 0
         self._untracked_value = ctypes.create_string_buffer(self._untracked.value_buffer_size)
@@ -200,34 +203,23 @@ class SyscallsProgram(Program):
         )
 
     def _read_syscalls(self) -> dict[str, int]:
-        got = self._syscalls.lookup_batch()
-        if got is None:  # kernel < 5.6: one lookup per key
-            pairs = self._syscalls.items()
-            keys = b"".join(k for k, _ in pairs)
-            values = b"".join(v for _, v in pairs)
-        else:
-            keys, values, _ = got
-        # values: for each key, one u64 per possible CPU; sum the CPUs column by column.
-        cpus = self._cpus
-        words = memoryview(values).cast("Q")
-        totals = list(words[0::cpus])
-        for cpu in range(1, cpus):
-            totals = list(map(operator.add, totals, words[cpu::cpus]))
-        numbers = memoryview(keys).cast("I")
-        return {syscall_name(numbers[i]): count for i, count in enumerate(totals) if count}
+        if not self._syscalls.lookup_into(self._table_key, self._table_value):
+            return {}
+        # One table per possible CPU, one after the other: add them up slot by slot.
+        slots = self._syscall_slots
+        words = memoryview(self._table_value).cast("B").cast("Q")
+        totals = list(words[0:slots])
+        for cpu in range(1, self._cpus):
+            totals = list(map(operator.add, totals, words[cpu * slots : (cpu + 1) * slots]))
+        names = self._names
+        return {names[nr]: count for nr, count in enumerate(totals) if count}
 
     def _read_processes(self) -> list[ProcessCount]:
-        out = []
-        for key, value in self._processes.items():
-            count, comm = _PROC_COUNT.unpack_from(value)
-            out.append(
-                ProcessCount(
-                    pid=int.from_bytes(key, "little"),
-                    comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-                    count=count,
-                )
-            )
-        return out
+        keys, values, _ = self._processes.read_all()  # one batched bpf() call (kernel >= 5.6)
+        return [
+            ProcessCount(pid=pid, comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"), count=count)
+            for pid, (count, comm, _refresh) in zip(keys.cast("I"), _PROC_COUNT.iter_unpack(values), strict=True)
+        ]
 
 
 PROGRAM = SyscallsProgram
