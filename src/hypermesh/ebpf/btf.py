@@ -79,12 +79,19 @@ def _digest(object_path: str) -> str:
 def minimised_btf(object_path: str, *, rebuild: bool = False) -> str | None:
     """Path of a BTF holding only the kernel types ``object_path`` relocates against, made once per
     kernel build and object; None (use the full vmlinux BTF) when it cannot be made. A cached file
-    that is not a whole BTF, or ``rebuild``, makes it again."""
+    that is not a whole BTF, or ``rebuild``, makes it again. Once found good, the path is returned
+    without touching the file again in this process (two stats were a tenth of a load): a file
+    spoiled meanwhile makes libbpf fail, and the loader then asks again with ``rebuild``."""
+    cache = btf_cache_dir()
+    known = _known.get((cache, object_path))
+    if known is not None and not rebuild:
+        return known
     try:
-        path = os.path.join(btf_cache_dir(), f"{_kernel()}-{_digest(object_path)}.btf")
+        path = os.path.join(cache, f"{_kernel()}-{_digest(object_path)}.btf")
     except OSError:  # no kernel BTF, or the object is unreadable
         return None
-    if not rebuild and _looks_like_btf(path):
+    if not rebuild and _still_good(path):
+        _known[cache, object_path] = path
         return path
     with _btf_lock:
         if not rebuild and _looks_like_btf(path):
@@ -107,4 +114,25 @@ def minimised_btf(object_path: str, *, rebuild: bool = False) -> str | None:
             os.replace(tmp, path)
         except (OSError, subprocess.SubprocessError):
             return None
+    _verified.pop(path, None)
+    _known[cache, object_path] = path
     return path
+
+
+_verified: dict[str, tuple[int, int, int]] = {}
+_known: dict[tuple[str, str], str] = {}  # (cache dir, object path) -> its minimised BTF, found good here
+
+
+def _still_good(path: str) -> bool:
+    """``_looks_like_btf(path)``, read once per process while the file keeps its inode, size and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(path) == identity:
+        return True
+    if not _looks_like_btf(path):
+        return False
+    _verified[path] = identity
+    return True

@@ -154,8 +154,20 @@ def _is_are(items: list[str]) -> str:
     return "is" if len(items) == 1 else "are"
 
 
+_held: set[tuple[str, ...]] = set()
+
+
 def check_capabilities(needed: tuple[str, ...], what: str) -> None:
+    """PermissionDenied naming what is missing and how to get it, before a bpf() call the kernel
+    would refuse. A set found held is remembered (reading /proc/self/status at every load was a
+    measurable part of one): should the process drop a capability later, the kernel's EPERM is
+    explained by ``permission_refused`` all the same."""
+    if needed in _held:
+        return
     missing = missing_capabilities(needed)
+    if not missing:
+        _held.add(needed)
+        return
     if missing:
         raise PermissionDenied(
             f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",

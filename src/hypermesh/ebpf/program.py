@@ -15,6 +15,7 @@ import sys
 import threading
 import weakref
 
+from hypermesh.ebpf.btf import minimised_btf
 from hypermesh.ebpf.link import Link, detach_later
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.pin import PIN_ROOT, make_pin_dir, remove_pin_dir, require_bpffs
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Program", "close_all"]
 
 _live: weakref.WeakSet[Program] = weakref.WeakSet()
+_checked_objects: set[str] = set()
 
 
 class Program:
@@ -84,7 +86,11 @@ class Program:
         return self
 
     def _load_object(self, btf_custom_path: str | None) -> None:
-        with ObjectSpec(self.object_path, btf_custom_path=btf_custom_path) as spec:
+        path = self.object_path
+        # A built-in object's ELF header is checked at its first load in the process (it does not
+        # change under a running process; should it, libbpf's own error still names the file).
+        with ObjectSpec(path, btf_custom_path=btf_custom_path, check=path not in _checked_objects) as spec:
+            _checked_objects.add(path)
             self._configure(spec)
             collection = spec.load()
         try:
@@ -209,8 +215,6 @@ class Program:
     def _btf_custom_path(self) -> str | None:
         if not (self.co_re and self.minimise_btf):
             return None
-        from hypermesh.ebpf.btf import minimised_btf
-
         return minimised_btf(self.object_path)
 
     def _btf_fallbacks(self, failed: str) -> list[str | None]:
@@ -218,8 +222,6 @@ class Program:
         (None: the kernel's own vmlinux BTF)."""
         if not self.co_re:
             return [None]
-        from hypermesh.ebpf.btf import minimised_btf
-
         # The cached minimised BTF did not load although its header looked whole (corrupt inside, or
         # made from other types): make it again for the next loads, and use the full BTF should the
         # new one fail too.

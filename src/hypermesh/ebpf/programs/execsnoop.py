@@ -80,10 +80,18 @@ class ExecsnoopProgram(Program):
             spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
+        # The kernel zeroes a new array's values: with no filter, exec_config[0] already lets all through.
         if self.cgroup is not None:
             set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
-        config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
-        collection.map("exec_config").update(struct.pack("<I", 0), config)
+        if self.pid is not None or self.cgroup is not None:
+            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
+            collection.map("exec_config").update(struct.pack("<I", 0), config)
+
+    def _open_ring(self, collection: Collection) -> None:
+        """The ring buffer reader and the lost-events buffers: made at the attach, when events can
+        come, not in the load (an epoll instance and two mappings of the ring)."""
+        if self._ring is not None:
+            return
         lib = libbpf.lib()
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
         ring = lib.ring_buffer__new(collection.map("events").fd, self._callback, None, None)
@@ -121,6 +129,7 @@ class ExecsnoopProgram(Program):
         return 0
 
     def _attach(self, collection: Collection) -> list[Link]:
+        self._open_ring(collection)
         if self.attach_type == "raw_tracepoint":
             return [collection.attach_raw_tracepoint("raw_exec", "sched_process_exec")]
         return [collection.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
@@ -152,7 +161,8 @@ class ExecsnoopProgram(Program):
     def lost(self) -> int:
         """Events dropped so far because the ring buffer was full (the reader fell behind)."""
         with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
+            collection = self._require_loaded()  # under the lock: close() takes it too
+            self._open_ring(collection)
             if not self._lost.lookup_into(self._lost_key, self._lost_value):
                 return 0
             return sum(memoryview(self._lost_value).cast("B").cast("Q"))
