@@ -56,8 +56,10 @@ static struct bpf_object *open_load_btf(const char *path, const char *skip, cons
     if (!obj) { perror("open"); exit(1); }
     char names[256];
     snprintf(names, sizeof(names), "%s", skip ? skip : "");
-    for (char *name = strtok(names, ","); name; name = strtok(NULL, ","))
-        bpf_program__set_autoload(bpf_object__find_program_by_name(obj, name), false);
+    for (char *name = strtok(names, ","); name; name = strtok(NULL, ",")) {
+        struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
+        if (prog) bpf_program__set_autoload(prog, false);  /* "-": none */
+    }
     if (bpf_object__load(obj)) { perror("load"); exit(1); }
     return obj;
 }
