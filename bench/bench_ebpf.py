@@ -250,7 +250,8 @@ def _load_interleaved(
 
     prog = hypermesh.ebpf.load(name, **options)  # warm: libbpf bound, probes cached
     assert prog.collection is not None
-    programs = {p.name for p in prog.collection.info().programs}
+    collection = prog.collection
+    programs = {p.name for p in collection.info().programs if collection.program_fd(p.name) >= 0}  # the loaded ones
     prog.close()
     from hypermesh.ebpf import ObjectSpec
 
