@@ -168,11 +168,10 @@ def check_capabilities(needed: tuple[str, ...], what: str) -> None:
     if not missing:
         _held.add(needed)
         return
-    if missing:
-        raise PermissionDenied(
-            f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
-            capability=missing[0],
-        )
+    raise PermissionDenied(
+        f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
+        capability=missing[0],
+    )
 
 
 def permission_refused(refusal: str, needed: tuple[str, ...], blame: str) -> PermissionDenied:
