@@ -18,16 +18,22 @@ REPO = Path(__file__).resolve().parents[2]
 HYPERMESH = [sys.executable, "-m", "hypermesh.cli.main"]
 # Names of the programs our objects define (bpftool shows the first 15 characters).
 OUR_PROGRAMS = {
-    "count_packets", "on_sys_enter", "on_x64_sys_call", "on_issue", "on_complete", "on_exec", "hm_tc_ingress", "hm_tc_egress",
-    "on_sample",
+    "count_packets", "on_sys_enter", "raw_sys_enter", "on_x64_sys_call", "on_issue", "on_complete", "raw_issue",
+    "raw_complete", "on_exec", "raw_exec", "hm_tc_ingress", "hm_tc_egress", "on_sample",
 }  # fmt: skip
 
 
 def require_ebpf() -> None:
+    """Root, kernel BTF and bpffs. Not tracefs: the built-ins attach to raw tracepoints without it
+    (tests of the tracefs hooks ask ``require_tracefs()``)."""
     require_root()
     require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel BTF (/sys/kernel/btf/vmlinux)")
-    require(os.path.exists("/sys/kernel/tracing/events"), "tracefs mounted: run scripts/kernel-mounts.sh")
     require(os.path.ismount("/sys/fs/bpf"), "bpffs mounted: run scripts/kernel-mounts.sh")
+
+
+def require_tracefs() -> None:
+    require_ebpf()
+    require(os.path.exists("/sys/kernel/tracing/events"), "tracefs mounted: run scripts/kernel-mounts.sh")
 
 
 def bpftool_json(*args: str) -> list[dict[str, object]]:

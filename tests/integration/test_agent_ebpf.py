@@ -29,8 +29,8 @@ def syscall_count(url: str, name: str) -> float:
     return 0.0
 
 
-# The syscalls program's entry points (tracepoint, or kprobe on x86-64 kernels that have it).
-PROGRAM_NAMES = {"on_sys_enter", "on_x64_sys_call"}
+# The syscalls program's entry points (kprobe on x86-64 kernels that have it, raw tracepoint, tracepoint).
+PROGRAM_NAMES = {"on_sys_enter", "raw_sys_enter", "on_x64_sys_call"}
 
 
 def bpf_program_ids(bpftool: str) -> set[int]:

@@ -244,7 +244,7 @@ def test_user_object_lists_programs_and_maps() -> None:
     result = run_cli("ebpf", "load", path, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {p["name"] for p in data["programs"]} == {"on_sys_enter", "on_x64_sys_call"}
+    assert {p["name"] for p in data["programs"]} == {"on_sys_enter", "raw_sys_enter", "on_x64_sys_call"}
     assert {"config", "syscall_counts", "process_counts"} <= {m["name"] for m in data["maps"]}
 
 
@@ -299,7 +299,12 @@ def test_a_library_that_is_not_libbpf_is_named() -> None:
 @pytest.mark.parametrize(
     ("mountpoint", "args", "expected"),
     [
-        ("/sys/kernel/tracing", ("ebpf", "run", "syscalls", "--duration", "0.1"), "tracefs is not mounted"),
+        # Only the tracefs hook needs tracefs (the default is a raw tracepoint: tests/integration/test_no_tracefs.py).
+        (
+            "/sys/kernel/tracing",
+            ("ebpf", "run", "syscalls", "--attach", "tracepoint", "--duration", "0.1"),
+            "tracefs is not mounted",
+        ),
         ("/sys/fs/bpf", ("ebpf", "run", "syscalls", "--duration", "0.1", "--pin"), "bpffs is not mounted"),
         # Without bpffs nothing can be seen: "nothing pinned" (rc 0) and "nothing named xdp is pinned"
         # (rc 2) were guesses, wrong whenever the host's bpffs holds pins.
@@ -452,7 +457,7 @@ def test_tracefs_mounted_but_not_readable_is_permission_denied_not_unmounted() -
     as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
                "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", "--", *hypermesh_for_others()]  # fmt: skip
     run = subprocess.run(
-        [*as_user, "ebpf", "run", "syscalls", "--duration", "0.1"],
+        [*as_user, "ebpf", "run", "syscalls", "--attach", "tracepoint", "--duration", "0.1"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip
     assert run.returncode == 3, run.stderr

@@ -43,8 +43,9 @@ def test_spec_declares_collections_hold() -> None:
     with ObjectSpec(SYSCALLS) as spec:
         declared = spec.info()
         assert not declared.loaded
-        assert spec.programs == ("on_sys_enter", "on_x64_sys_call")
+        assert spec.programs == ("on_sys_enter", "raw_sys_enter", "on_x64_sys_call")
         spec.set_autoload("on_x64_sys_call", False)
+        spec.set_autoload("raw_sys_enter", False)
         with pytest.raises(NotFound):
             spec.set_autoload("nosuch", False)
         first, second = spec.load(), spec.load()  # one spec, two collections: distinct kernel objects
@@ -105,12 +106,12 @@ class _UniquelyPinned(SyscallsProgram):
 
 def test_pin_and_unpin_are_methods_of_the_pinned_thing() -> None:
     require_ebpf()
-    prog = _UniquelyPinned(attach="tracepoint").load().attach()
+    prog = _UniquelyPinned(attach="raw_tracepoint").load().attach()
     path = os.path.join(hypermesh.ebpf.PIN_ROOT, prog.pin_name)
     try:
         assert prog.pin() == path
         (link,) = prog.links
-        assert link.pinned_at == os.path.join(path, "link-0-tracepoint")
+        assert link.pinned_at == os.path.join(path, "link-0-raw_tracepoint")
         (entry,) = [p for p in hypermesh.ebpf.pinned() if p.name == prog.pin_name]
         (pinned_link,) = [o for o in entry.objects if o.kind == "link"]
         kernel_link = _bpftool_one("link", "show", "pinned", link.pinned_at)

@@ -166,10 +166,16 @@ def test_auto_hook_explains_the_real_reason() -> None:
 
     assert choose("auto", ok) == ("kprobe", "the kernel has kprobes")
     hook, why = choose("auto", ok, symbol=False)
-    assert hook == "tracepoint" and "no x64_sys_call" in why and "no kprobes" not in why
+    assert hook == "raw_tracepoint" and "no x64_sys_call" in why and "no kprobes" not in why
     hook, why = choose("auto", ok, machine="aarch64")
-    assert hook == "tracepoint" and "x86-64 only" in why and "aarch64" in why
-    assert choose("auto", no_pmu, has_kprobes=False) == ("tracepoint", "no kprobes in this kernel")
+    assert hook == "raw_tracepoint" and "x86-64 only" in why and "aarch64" in why
+    assert choose("auto", no_pmu, has_kprobes=False) == ("raw_tracepoint", "no kprobes in this kernel")
+    # tracefs only as the fallback: a kernel without raw tracepoints (< 4.17)
+    no_raw = Feature("raw_tp", False, "the kernel rejects raw tracepoint programs (Linux < 4.17)")
+    hook, why = choose_hook(
+        "auto", no_pmu, kernel_has_kprobes=False, machine="x86_64", has_symbol=False, raw_tracepoint=no_raw
+    )
+    assert hook == "tracepoint" and "no kprobes" in why and "Linux < 4.17" in why
     with pytest.raises(Unsupported, match="no x64_sys_call"):
         choose("kprobe", ok, symbol=False)
     with pytest.raises(Unsupported, match="CONFIG_KPROBES is off"):

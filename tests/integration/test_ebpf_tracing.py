@@ -22,7 +22,7 @@ import hypermesh.ebpf
 from hypermesh.ebpf.syscall_names import syscall_number
 from hypermesh.errors import InvalidInput
 from tests.conftest import require, require_binary
-from tests.integration.ebpf_support import REPO, completed_requests, require_ebpf, run_cli
+from tests.integration.ebpf_support import REPO, completed_requests, require_ebpf, require_tracefs, run_cli
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
@@ -70,9 +70,9 @@ def _finish(child: subprocess.Popen[str]) -> None:
     child.stdout.close()
 
 
-@pytest.mark.parametrize("attach", ["auto", "tracepoint"])
+@pytest.mark.parametrize("attach", ["auto", "raw_tracepoint", "tracepoint"])
 def test_syscalls_counts_exact_getppid_calls_for_a_pid(attach: str) -> None:
-    require_ebpf()
+    require_tracefs() if attach == "tracepoint" else require_ebpf()
     n = 5000
     child = _child()
     try:
@@ -123,7 +123,7 @@ def test_cli_syscalls_pid_filter_and_attach_line() -> None:
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        assert "syscalls attached to tracepoint raw_syscalls:sys_enter" in line or "kprobe x64_sys_call" in line
+        assert "syscalls attached to raw_tracepoint sys_enter" in line or "kprobe x64_sys_call" in line
         _go(child, n)
         proc.send_signal(15)  # SIGTERM ends it like Ctrl-C: result printed, exit 0
         out, err = proc.communicate(timeout=20)
@@ -363,16 +363,17 @@ def test_cli_execsnoop_json_lines() -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.stderr is not None
-    assert "execsnoop attached to tracepoint sched:sched_process_exec" in proc.stderr.readline()
+    assert "execsnoop attached to raw_tracepoint sched_process_exec" in proc.stderr.readline()
     pids = []
     for _ in range(10):
         with subprocess.Popen(["/bin/true"]) as p:
             pids.append(p.pid)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    *events, summary = [json.loads(line) for line in out.splitlines()]
     ours = [e for e in events if e["filename"] == "/bin/true" and e["ppid"] == os.getpid()]
     assert sorted(e["pid"] for e in ours) == sorted(pids)
+    assert summary == {"lost": 0}
 
 
 def test_cli_execsnoop_json_has_the_time_and_argv() -> None:
@@ -508,11 +509,13 @@ def test_cli_execsnoop_says_how_many_events_were_lost() -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    ours = [e for e in map(json.loads, out.splitlines()) if e["ppid"] == burst.pid and e["filename"] == "/bin/true"]
+    *events, summary = map(json.loads, out.splitlines())
+    ours = [e for e in events if e["ppid"] == burst.pid and e["filename"] == "/bin/true"]
     assert len(ours) < n
     total = [line for line in err.splitlines() if "exec events lost in total" in line]
     assert len(total) == 1, err
     lost = int(total[0].split("hypermesh: ", 1)[1].split()[0])
+    assert summary == {"lost": lost}  # the same count on stdout, for a JSON consumer
     assert n - len(ours) <= lost <= n - len(ours) + 300  # execs of other processes meanwhile
     assert "read too slowly" in total[0]
 

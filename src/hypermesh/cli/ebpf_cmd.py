@@ -131,8 +131,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "syscalls",
         parents=[common, timing],
         help="syscall counts per name and per process",
-        description="Count system calls per name and per process (pid, comm) while attached; --pid filters "
-        f"in the kernel. {NEEDS}; the tracepoint hook needs tracefs mounted.",
+        description="Count system calls per name and per process (pid, comm) while attached; --pid and --cgroup "
+        f"filter in the kernel. {NEEDS}; only --attach tracepoint needs tracefs mounted.",
         epilog=_epilog(
             "hypermesh ebpf run syscalls --duration 5 --top 10",
             "hypermesh ebpf run syscalls --pid 1234 --duration 2 --json",
@@ -145,9 +145,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     s.add_argument("--top", type=positive_int, default=None, metavar="N", help="show only the N largest counts")
     s.add_argument(
         "--attach",
-        choices=("auto", "kprobe", "tracepoint"),
+        choices=("auto", "kprobe", "raw_tracepoint", "tracepoint"),
         default="auto",
-        help="hook: auto takes a kprobe where the kernel has kprobes, raw_syscalls tracepoints otherwise",
+        help="hook: auto takes a kprobe where the kernel has kprobes, else the raw tracepoint sys_enter (no "
+        "tracefs needed), else the tracefs tracepoint raw_syscalls:sys_enter",
     )
     s.set_defaults(handler=_run, program="syscalls")
 
@@ -156,7 +157,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common, timing],
         help="block I/O latency as a log2 histogram per device",
         description="Measure block I/O latency (request issue to completion) as a log2 histogram of "
-        f"microseconds per device. {NEEDS}, and tracefs mounted.",
+        f"microseconds per device. {NEEDS}; tracefs only where the kernel lacks raw tracepoints or BTF.",
         epilog=_epilog("hypermesh ebpf run biolatency --duration 10", "hypermesh ebpf run biolatency --json"),
         formatter_class=raw,
     )
@@ -167,13 +168,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common, timing],
         help="exec events as they happen (--json: one JSON object a line)",
         description="Print every exec (time, pid, ppid, uid, comm, filename, and the first 20 arguments within "
-        f"1 KiB, as libbpf-tools' execsnoop bounds them) as it happens, through a BPF ring buffer. {NEEDS}, and "
-        "tracefs mounted.",
+        f"1 KiB, as libbpf-tools' execsnoop bounds them) as it happens, through a BPF ring buffer; --pid and "
+        f"--cgroup filter in the kernel. {NEEDS}. --json: one event a line, then "
+        '{"lost": N} (events the full ring buffer dropped).',
         epilog=_epilog(
             "hypermesh ebpf run execsnoop", "hypermesh ebpf run execsnoop --duration 60 --json > execs.jsonl"
         ),
         formatter_class=raw,
     )
+    e.add_argument(
+        "--pid", type=positive_int, default=None, metavar="PID", help="only execs of this process or its children"
+    )
+    for parser in (s, e):
+        parser.add_argument(
+            "--cgroup",
+            default=None,
+            metavar="PATH",
+            help="only processes in this cgroup v2 directory or below it (e.g. /sys/fs/cgroup/unified/NAME)",
+        )
     e.set_defaults(handler=_run, program="execsnoop")
     register_tc(run_sub, [common, timing], _run, raw, _epilog)
 
@@ -290,7 +302,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.program == "xdp":
         options = {"interface": args.interface, "mode": args.mode}
     elif args.program == "syscalls":
-        options = {"pid": args.pid, "attach": args.attach, "top": args.top}
+        options = {"pid": args.pid, "attach": args.attach, "top": args.top, "cgroup": args.cgroup}
+    elif args.program == "execsnoop":
+        options = {"pid": args.pid, "cgroup": args.cgroup}
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_int = signal.getsignal(signal.SIGINT)
@@ -373,7 +387,7 @@ def _attached_line(prog: Program) -> str:
         return f"xdp attached to {prog.interface} in {prog.attached_mode} mode{fallback}"
     if isinstance(prog, SyscallsProgram):
         why = f" (auto: {prog.attach_reason})" if prog.requested_attach == "auto" else ""
-        target = "kprobe x64_sys_call" if prog.attach_type == "kprobe" else "tracepoint raw_syscalls:sys_enter"
+        target = f"{prog.links[0].kind} {prog.links[0].target}"
         pid = f", pid {prog.pid}" if prog.pid else ""
         return f"syscalls attached to {target}{why}{pid}"
     targets = ", ".join(f"{link.kind} {link.target}" for link in prog.links)

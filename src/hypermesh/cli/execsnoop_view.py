@@ -51,7 +51,9 @@ def stream_exec(prog: Program, args: argparse.Namespace, stop: list[int], handle
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        _report_lost(prog, reported, final=True)
+        lost = _report_lost(prog, reported, final=True)
+        if args.json:
+            print(json.dumps({"lost": lost}), flush=True)
     if stop:
         raise KeyboardInterrupt
 

@@ -65,11 +65,16 @@ PROGRAMS = ("xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile", "exec
 BpfObject = ObjectSpec
 
 
+_classes: dict[str, type[Program]] = {}
+
+
 def program_class(name: str) -> type[Program]:
-    if name not in PROGRAMS:
-        raise NotFound(f"no built-in eBPF program {name!r}", list(PROGRAMS))
-    module = importlib.import_module(f"hypermesh.ebpf.programs.{name}")
-    cls: type[Program] = module.PROGRAM
+    cls = _classes.get(name)
+    if cls is None:
+        if name not in PROGRAMS:
+            raise NotFound(f"no built-in eBPF program {name!r}", list(PROGRAMS))
+        module = importlib.import_module(f"hypermesh.ebpf.programs.{name}")
+        cls = _classes[name] = module.PROGRAM
     return cls
 
 

@@ -203,6 +203,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_program__attach_kprobe": (c_void_p, [c_void_p, c_bool, c_char_p]),
     "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
     "bpf_program__attach_lsm": (c_void_p, [c_void_p]),
+    "bpf_program__attach_raw_tracepoint": (c_void_p, [c_void_p, c_char_p]),
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_link__fd": (c_int, [c_void_p]),
     "bpf_link__pin": (c_int, [c_void_p, c_char_p]),

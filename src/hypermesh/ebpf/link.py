@@ -6,7 +6,9 @@ XDP link ~16 ms. ``detach_later()`` hands links to one background thread and ret
 ``threading.Event`` that is set when the kernel has let go, so an event loop never stalls.
 
 XDP goes through ``bpf_link_create`` (detached when the link's fd closes, never left behind by a
-crash); tracepoints and kprobes through libbpf's ``bpf_program__attach_*``. A failed attach is
+crash); raw tracepoints, tracepoints and kprobes through libbpf's ``bpf_program__attach_*``. A raw
+tracepoint (BPF_RAW_TRACEPOINT_OPEN) is named by the kernel's tracepoint name alone and needs no
+tracefs; a tracefs tracepoint's id is read from tracefs, so it needs tracefs mounted. A failed attach is
 replayed with libbpf's messages captured, so the error carries the lines that explain it.
 """
 
@@ -27,7 +29,18 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-__all__ = ["Link", "detach_later", "kprobe", "lsm", "perf_event", "raise_attach_error", "tcx", "tracepoint", "xdp"]
+__all__ = [
+    "Link",
+    "detach_later",
+    "kprobe",
+    "lsm",
+    "perf_event",
+    "raise_attach_error",
+    "raw_tracepoint",
+    "tcx",
+    "tracepoint",
+    "xdp",
+]
 
 XDP_MODES = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
@@ -143,6 +156,17 @@ def tracepoint(program: int, category: str, event: str, *, lib: libbpf.Lib) -> L
         messages = _replay(lib, lib.bpf_program__attach_tracepoint, program, *args)
         raise_attach_error(f"tracepoint {category}:{event}", err, messages)
     return Link("tracepoint", f"{category}:{event}", lib=lib, ptr=ptr)
+
+
+def raw_tracepoint(program: int, name: str, *, lib: libbpf.Lib) -> Link:
+    """Attach the loaded raw_tracepoint program ``program`` to the kernel tracepoint ``name``
+    (``sys_enter``, ``sched_process_exec``): BPF_RAW_TRACEPOINT_OPEN, no tracefs involved."""
+    ptr = lib.bpf_program__attach_raw_tracepoint(program, name.encode())
+    if not ptr:
+        err = lib.errno()
+        messages = _replay(lib, lib.bpf_program__attach_raw_tracepoint, program, name.encode())
+        raise_attach_error(f"raw tracepoint {name}", err, messages)
+    return Link("raw_tracepoint", name, lib=lib, ptr=ptr)
 
 
 def kprobe(program: int, function: str, *, lib: libbpf.Lib) -> Link:

@@ -168,8 +168,11 @@ class ObjectSpec:
 
     ``lib`` is the libbpf binding (default: the process's; a test passes one over a fake library)."""
 
-    def __init__(self, path: str, *, btf_custom_path: str | None = None, lib: libbpf.Lib | None = None) -> None:
-        check_elf(path)
+    def __init__(
+        self, path: str, *, btf_custom_path: str | None = None, lib: libbpf.Lib | None = None, check: bool = True
+    ) -> None:
+        if check:
+            check_elf(path)
         self.path = path
         self.btf_custom_path = btf_custom_path
         self._lib = lib or libbpf.lib()
@@ -309,7 +312,17 @@ class Collection:
         self._ptr: int | None = ptr
         self._programs = programs
         self._map_ptrs = maps
-        self.maps: dict[str, Map] = {name: Map(m, lib) for name, m in maps.items()}
+        # Made on first use: six libbpf calls per map, and a load uses few of them before attach.
+        self._maps: dict[str, Map] = {}
+
+    @property
+    def maps(self) -> dict[str, Map]:
+        """Every map of the collection, by name ({} once closed)."""
+        if self._ptr is None:
+            return {}
+        for name in self._map_ptrs:
+            self.map(name)
+        return self._maps
 
     def __enter__(self) -> Self:
         return self
@@ -340,13 +353,19 @@ class Collection:
         return int(self._lib.bpf_program__fd(self._program(program)))
 
     def map(self, name: str) -> Map:
-        try:
-            return self.maps[name]
-        except KeyError:
-            raise NotFound(f"no map {name!r} loaded from {self.path}", list(self._map_ptrs)) from None
+        m = self._maps.get(name)
+        if m is not None:
+            return m
+        if self._ptr is None or name not in self._map_ptrs:
+            raise NotFound(f"no map {name!r} loaded from {self.path}", list(self._map_ptrs))
+        m = self._maps[name] = Map(self._map_ptrs[name], self._lib)
+        return m
 
     def attach_tracepoint(self, program: str, category: str, event: str) -> link.Link:
         return link.tracepoint(self._program(program), category, event, lib=self._lib)
+
+    def attach_raw_tracepoint(self, program: str, name: str) -> link.Link:
+        return link.raw_tracepoint(self._program(program), name, lib=self._lib)
 
     def attach_kprobe(self, program: str, function: str) -> link.Link:
         return link.kprobe(self._program(program), function, lib=self._lib)
@@ -365,6 +384,6 @@ class Collection:
 
     def close(self) -> None:
         ptr, self._ptr = self._ptr, None
-        self.maps = {}
+        self._maps = {}
         if ptr is not None:
             self._lib.bpf_object__close(ptr)

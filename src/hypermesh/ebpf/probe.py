@@ -37,6 +37,7 @@ __all__ = [
     "missing_capabilities",
     "permission_refused",
     "probe",
+    "raw_tracepoints",
 ]
 
 CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -160,13 +161,24 @@ def _is_are(items: list[str]) -> str:
     return "is" if len(items) == 1 else "are"
 
 
+_held: set[tuple[str, ...]] = set()
+
+
 def check_capabilities(needed: tuple[str, ...], what: str) -> None:
+    """PermissionDenied naming what is missing and how to get it, before a bpf() call the kernel
+    would refuse. A set found held is remembered (reading /proc/self/status at every load was a
+    measurable part of one): should the process drop a capability later, the kernel's EPERM is
+    explained by ``permission_refused`` all the same."""
+    if needed in _held:
+        return
     missing = missing_capabilities(needed)
-    if missing:
-        raise PermissionDenied(
-            f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
-            capability=missing[0],
-        )
+    if not missing:
+        _held.add(needed)
+        return
+    raise PermissionDenied(
+        f"{what} needs {', '.join(needed)}; missing {', '.join(missing)}: {capability_fix(missing)}",
+        capability=missing[0],
+    )
 
 
 def permission_refused(refusal: str, needed: tuple[str, ...], blame: str) -> PermissionDenied:
@@ -257,9 +269,20 @@ def kernel_config(option: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+_kprobes_absent: list[str | None] = []
+
+
 def kprobes_absent_reason() -> str | None:
     """Why this kernel has no kprobes, or None when it has the kprobe perf PMU. Needs no privileges:
-    the PMU's sysfs entry is world-readable, so this is answered before any capability check."""
+    the PMU's sysfs entry is world-readable, so this is answered before any capability check. Cached
+    per process: the kernel's configuration does not change under it, and reading /proc/config.gz
+    costs milliseconds (syscalls asks at every load)."""
+    if not _kprobes_absent:
+        _kprobes_absent.append(_kprobes_absent_reason())
+    return _kprobes_absent[0]
+
+
+def _kprobes_absent_reason() -> str | None:
     if os.path.exists(KPROBE_PMU):
         return None
     pmu = f"the kernel has no kprobe perf PMU ({os.path.dirname(KPROBE_PMU)} is absent)"
@@ -336,6 +359,37 @@ def probe(refresh: bool = False) -> ProbeReport:
         if _cache is None or refresh:
             _cache = _probe()
         return _cache
+
+
+_raw_tracepoints: Feature | None = None
+
+
+def raw_tracepoints() -> Feature:
+    """Whether this kernel loads raw tracepoint programs (BPF_RAW_TRACEPOINT_OPEN, Linux >= 4.17), which
+    attach by the tracepoint's name with no tracefs. One program-type probe, cached per process: the
+    built-ins ask it at every load, and the whole ``probe()`` costs tens of milliseconds."""
+    global _raw_tracepoints
+    if _raw_tracepoints is not None:
+        return _raw_tracepoints
+    if _cache is not None:
+        _raw_tracepoints = _cache.feature("raw_tp")
+        return _raw_tracepoints
+    from hypermesh.ebpf import libbpf
+    from hypermesh.errors import Unsupported
+
+    try:
+        lib = libbpf.lib()
+    except Unsupported as exc:
+        return Feature("raw_tp", False, exc.reason)
+    not_permitted = _not_permitted("loading a raw_tp program", TRACING_NEEDS)
+    if not_permitted:
+        return Feature("raw_tp", False, not_permitted)  # not cached: a capability may come later
+    rc = lib.libbpf_probe_bpf_prog_type(libbpf.PROG_TYPE_RAW_TRACEPOINT, None)
+    why = "" if rc == 1 else "the kernel rejects raw tracepoint programs (Linux < 4.17)"
+    if rc < 0:
+        why = f"probe failed: {libbpf.strerror(rc)}"
+    _raw_tracepoints = Feature("raw_tp", rc == 1, why)
+    return _raw_tracepoints
 
 
 def _load_probe_object(lib: Lib, name: str) -> tuple[bool, str]:

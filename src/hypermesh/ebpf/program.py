@@ -15,6 +15,7 @@ import sys
 import threading
 import weakref
 
+from hypermesh.ebpf.btf import minimised_btf
 from hypermesh.ebpf.link import Link, detach_later
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.pin import PIN_ROOT, make_pin_dir, remove_pin_dir, require_bpffs
@@ -31,19 +32,24 @@ if TYPE_CHECKING:
 __all__ = ["Program", "close_all"]
 
 _live: weakref.WeakSet[Program] = weakref.WeakSet()
+_checked_objects: set[str] = set()
 
 
 class Program:
     """Base of the built-in programs: ``with load("syscalls") as prog: prog.attach(); prog.read()``.
 
     Subclasses set ``name`` and ``capabilities`` and implement ``_attach()`` and ``read()``.
-    ``read()`` is thread-safe; ``close()`` is idempotent.
+    ``read()`` is thread-safe; ``close()`` is idempotent. A subclass whose object has CO-RE relocations
+    sets ``co_re``: it loads against a minimised copy of the kernel's BTF (``hypermesh.ebpf.btf``)
+    unless ``minimise_btf`` is False.
     """
 
     name = ""
     capabilities: tuple[str, ...] = ("CAP_BPF", "CAP_PERFMON")
+    co_re = False
 
     def __init__(self) -> None:
+        self.minimise_btf = True
         self.collection: Collection | None = None
         self.links: list[Link] = []
         self.pinned_at: str | None = None
@@ -80,7 +86,11 @@ class Program:
         return self
 
     def _load_object(self, btf_custom_path: str | None) -> None:
-        with ObjectSpec(self.object_path, btf_custom_path=btf_custom_path) as spec:
+        path = self.object_path
+        # A built-in object's ELF header is checked at its first load in the process (it does not
+        # change under a running process; should it, libbpf's own error still names the file).
+        with ObjectSpec(path, btf_custom_path=btf_custom_path, check=path not in _checked_objects) as spec:
+            _checked_objects.add(path)
             self._configure(spec)
             collection = spec.load()
         try:
@@ -196,13 +206,27 @@ class Program:
 
     # -- for subclasses
 
+    def lost_events(self) -> dict[str, int]:
+        """Events each of the program's ring buffers dropped since the load because it was full (the
+        reader fell behind), by ring buffer map name; {} for a program without one. What the CLI's
+        --json and the agent export."""
+        return {}
+
     def _btf_custom_path(self) -> str | None:
-        return None
+        if not (self.co_re and self.minimise_btf):
+            return None
+        return minimised_btf(self.object_path)
 
     def _btf_fallbacks(self, failed: str) -> list[str | None]:
         """BTF paths to try, in order, after a load with ``failed`` as btf_custom_path failed
         (None: the kernel's own vmlinux BTF)."""
-        return [None]
+        if not self.co_re:
+            return [None]
+        # The cached minimised BTF did not load although its header looked whole (corrupt inside, or
+        # made from other types): make it again for the next loads, and use the full BTF should the
+        # new one fail too.
+        rebuilt = minimised_btf(self.object_path, rebuild=True)
+        return [rebuilt, None] if rebuilt is not None else [None]
 
     def _configure(self, spec: ObjectSpec) -> None:
         """Before load: choose which programs autoload."""

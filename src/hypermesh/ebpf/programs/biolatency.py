@@ -1,13 +1,18 @@
 """``biolatency``: block I/O latency, issue to completion, as a log2 histogram of microseconds per device.
 
-Uses the block:block_rq_issue and block:block_rq_complete tracepoints; a request issued before the
-program attached has no start time and is not counted.
+Uses the block_rq_issue and block_rq_complete raw tracepoints (no tracefs needed; the request's disk
+is read with CO-RE, so the kernel's BTF too) where the kernel has both, else the block:block_rq_issue
+and block:block_rq_complete tracefs tracepoints; ``attach_type`` says which. A request issued before
+the program attached has no start time and is not counted.
 """
 
 from __future__ import annotations
 
+import os
+
 from hypermesh.ebpf.link import Link
-from hypermesh.ebpf.object import Collection
+from hypermesh.ebpf.object import Collection, ObjectSpec
+from hypermesh.ebpf.probe import BTF_PATH, raw_tracepoints
 from hypermesh.ebpf.program import Program
 from hypermesh.model import Record, record
 
@@ -46,8 +51,30 @@ def device_name(major: int, minor: int) -> str | None:
     return None
 
 
+HOOK_PROGRAMS = {"raw_tracepoint": ("raw_complete", "raw_issue"), "tracepoint": ("on_complete", "on_issue")}
+
+
 class BioLatencyProgram(Program):
     name = "biolatency"
+    co_re = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.has_btf = os.path.exists(BTF_PATH)
+        self.attach_type = "raw_tracepoint" if self.has_btf and raw_tracepoints().supported else "tracepoint"
+
+    def _btf_custom_path(self) -> str | None:
+        if not self.has_btf:
+            # Only the raw tracepoint programs have CO-RE relocations, and they are not loaded; libbpf
+            # would still insist on the kernel's BTF. Given the object's own BTF as the target it
+            # relocates nothing and loads the tracefs programs.
+            return self.object_path
+        return super()._btf_custom_path()
+
+    def _configure(self, spec: ObjectSpec) -> None:
+        for hook, programs in HOOK_PROGRAMS.items():
+            for program in programs:
+                spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
         self._hist = collection.map("latency_hist")
@@ -55,9 +82,16 @@ class BioLatencyProgram(Program):
 
     def _attach(self, collection: Collection) -> list[Link]:
         # Completion first: a request is only timed once both are attached, so no half-measured entries.
-        complete = collection.attach_tracepoint("on_complete", "block", "block_rq_complete")
+        complete_program, issue_program = HOOK_PROGRAMS[self.attach_type]
+        if self.attach_type == "raw_tracepoint":
+            complete = collection.attach_raw_tracepoint(complete_program, "block_rq_complete")
+        else:
+            complete = collection.attach_tracepoint(complete_program, "block", "block_rq_complete")
         try:
-            issue = collection.attach_tracepoint("on_issue", "block", "block_rq_issue")
+            if self.attach_type == "raw_tracepoint":
+                issue = collection.attach_raw_tracepoint(issue_program, "block_rq_issue")
+            else:
+                issue = collection.attach_tracepoint(issue_program, "block", "block_rq_issue")
         except BaseException:
             complete.close()
             raise

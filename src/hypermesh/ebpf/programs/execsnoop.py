@@ -1,4 +1,5 @@
-"""``execsnoop``: exec events (time, pid, ppid, uid, comm, filename, argv) streamed through a BPF ring buffer.
+"""``execsnoop``: exec events (time, pid, ppid, uid, comm, filename, argv) streamed through a BPF ring buffer,
+with pid and cgroup filters applied in the kernel.
 
 The kernel stamps each event with bpf_ktime_get_ns(), which is CLOCK_MONOTONIC (time.monotonic_ns() here);
 it becomes wall-clock time through the offset between CLOCK_REALTIME and CLOCK_MONOTONIC read at each
@@ -6,28 +7,26 @@ poll, so a clock stepped (NTP, ``date -s``) between two polls moves later events
 The argv is bounded as libbpf-tools' execsnoop bounds it: at most ARGS_BYTES of the argument block are
 copied, and at most MAX_ARGS whole arguments are kept; ``argv_truncated`` says when there were more.
 
-The parent pid is read from task_struct with CO-RE. libbpf needs the kernel's BTF to relocate it;
-parsing the whole of /sys/kernel/btf/vmlinux costs ~10 ms per load, so the first load in a boot writes
-a minimised BTF (only the types this object touches, via ``bpftool gen min_core_btf``) to a cache
-keyed by the kernel build, and later loads use it. Without bpftool the full BTF is used.
+The parent pid (and, at the raw tracepoint, the file name) is read with CO-RE, against a minimised
+copy of the kernel's BTF (``hypermesh.ebpf.btf``). The hook is the raw tracepoint sched_process_exec
+(no tracefs needed) where the kernel has raw tracepoints, else the tracefs tracepoint
+sched:sched_process_exec; ``attach_type`` says which.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
-import os
-import platform
 import struct
-import subprocess
 import threading
 import time
 
 from hypermesh.ebpf import libbpf
+from hypermesh.ebpf.btf import minimised_btf
+from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_cgroup_filter
 from hypermesh.ebpf.link import Link
-from hypermesh.ebpf.object import Collection
-from hypermesh.ebpf.probe import BTF_PATH
+from hypermesh.ebpf.object import Collection, ObjectSpec
+from hypermesh.ebpf.probe import raw_tracepoints
 from hypermesh.ebpf.program import Program
 from hypermesh.errors import Unsupported
 from hypermesh.model import Record, record
@@ -37,38 +36,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
+# minimised_btf: from hypermesh.ebpf.btf
 
 _EVENT = struct.Struct("<QIIIIII16s256s1024s")  # execsnoop.bpf.c's struct exec_event
+_EVENT_BYTES = ctypes.c_char * _EVENT.size
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
 ARGS_BYTES = 1024  # execsnoop.bpf.c's ARGS_LEN: bytes of the argument block copied per exec
 MAX_ARGS = 20  # arguments kept per event (libbpf-tools' default too)
-BTF_CACHE_DIR = "/run/hypermesh/btf"  # HYPERMESH_BTF_CACHE moves it (read at each use)
-_BTF_HEADER = struct.Struct("<HBBIIIII")  # struct btf_header: magic, version, flags, hdr_len, type/str off+len
-_BTF_MAGIC = 0xEB9F
-
-
-def btf_cache_dir() -> str:
-    return os.environ.get("HYPERMESH_BTF_CACHE") or BTF_CACHE_DIR
-
-
-def _looks_like_btf(path: str) -> bool:
-    """A whole BTF file, as far as its header tells: magic, version 1, and a size matching the
-    sections it announces (catches a file cut short or emptied, e.g. by a full /run)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_BTF_HEADER.size)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return False
-    if len(head) < _BTF_HEADER.size:
-        return False
-    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _BTF_HEADER.unpack(head)
-    return bool(
-        magic == _BTF_MAGIC
-        and version == 1
-        and hdr_len >= _BTF_HEADER.size
-        and size == hdr_len + max(type_off + type_len, str_off + str_len)
-    )
+HOOK_PROGRAMS = {"raw_tracepoint": "raw_exec", "tracepoint": "on_exec"}
 
 
 @record
@@ -119,72 +94,43 @@ def wall_clock_offset() -> float:
     return offset
 
 
-_btf_lock = threading.Lock()
-
-
-def minimised_btf(object_path: str, *, rebuild: bool = False) -> str | None:
-    """Path of a BTF holding only the kernel types ``object_path`` relocates against, made once per
-    kernel build and object; None (use the full vmlinux BTF) when it cannot be made. A cached file
-    that is not a whole BTF, or ``rebuild``, makes it again."""
-    if not os.path.exists(BTF_PATH):
-        return None
-    try:
-        st = os.stat(BTF_PATH)
-        with open(object_path, "rb") as f:
-            obj_digest = hashlib.sha256(f.read()).hexdigest()[:16]
-    except OSError:
-        return None
-    kernel = hashlib.sha256(f"{platform.release()} {platform.version()} {st.st_size}".encode()).hexdigest()[:16]
-    cache = btf_cache_dir()
-    path = os.path.join(cache, f"{kernel}-{obj_digest}.btf")
-    if not rebuild and _looks_like_btf(path):
-        return path
-    with _btf_lock:
-        if not rebuild and _looks_like_btf(path):
-            return path
-        bpftool = next((p for p in ("/usr/sbin/bpftool", "/usr/bin/bpftool") if os.access(p, os.X_OK)), None)
-        if bpftool is None:
-            return None
-        try:
-            os.makedirs(cache, mode=0o755, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            subprocess.run(
-                [bpftool, "gen", "min_core_btf", BTF_PATH, tmp, object_path],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-            if not _looks_like_btf(tmp):
-                os.unlink(tmp)
-                return None
-            os.replace(tmp, path)
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return path
-
-
 class ExecsnoopProgram(Program):
-    name = "execsnoop"
+    """``pid``: only execs of that process or of its children (a shell's pid shows the commands it
+    runs); ``cgroup``: only processes in that cgroup v2 directory or below it."""
 
-    def __init__(self, minimise_btf: bool = True) -> None:
+    name = "execsnoop"
+    co_re = True
+
+    def __init__(self, minimise_btf: bool = True, pid: int | None = None, cgroup: str | None = None) -> None:
         super().__init__()
         self.minimise_btf = minimise_btf
+        self.pid = positive_int_or_none("pid", pid)
+        if self.pid is not None:
+            check_process(self.pid)
+        self.cgroup = None if cgroup is None else check_cgroup(cgroup)
+        self.attach_type = "raw_tracepoint" if raw_tracepoints().supported else "tracepoint"
         self._pending: list[ExecEvent] = []
         self._ring: int | None = None
         self._callback_error: BaseException | None = None
         self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
-    def _btf_custom_path(self) -> str | None:
-        return minimised_btf(self.object_path) if self.minimise_btf else None
-
-    def _btf_fallbacks(self, failed: str) -> list[str | None]:
-        # The cached minimised BTF did not load although its header looked whole (corrupt inside, or
-        # made from other types): make it again for the next loads, and use the full BTF should the
-        # new one fail too.
-        rebuilt = minimised_btf(self.object_path, rebuild=True)
-        return [rebuilt, None] if rebuilt is not None else [None]
+    def _configure(self, spec: ObjectSpec) -> None:
+        for hook, program in HOOK_PROGRAMS.items():
+            spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
+        # The kernel zeroes a new array's values: with no filter, exec_config[0] already lets all through.
+        if self.cgroup is not None:
+            set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
+        if self.pid is not None or self.cgroup is not None:
+            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
+            collection.map("exec_config").update(struct.pack("<I", 0), config)
+
+    def _open_ring(self, collection: Collection) -> None:
+        """The ring buffer reader and the lost-events buffers: made at the attach, when events can
+        come, not in the load (an epoll instance and two mappings of the ring)."""
+        if self._ring is not None:
+            return
         lib = libbpf.lib()
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
         ring = lib.ring_buffer__new(collection.map("events").fd, self._callback, None, None)
@@ -204,7 +150,8 @@ class ExecsnoopProgram(Program):
         try:
             if data is None or size < _EVENT.size:
                 return 0
-            fields = _EVENT.unpack(ctypes.string_at(data, _EVENT.size))
+            # Unpacked in place, from the ring buffer's own memory (no bytes copy of the event).
+            fields = _EVENT.unpack_from(_EVENT_BYTES.from_address(data))
             monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
             argv, argv_truncated = _argv(args, copied, total)
             self._pending.append(
@@ -226,6 +173,9 @@ class ExecsnoopProgram(Program):
         return 0
 
     def _attach(self, collection: Collection) -> list[Link]:
+        self._open_ring(collection)
+        if self.attach_type == "raw_tracepoint":
+            return [collection.attach_raw_tracepoint("raw_exec", "sched_process_exec")]
         return [collection.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
 
     def poll(self, timeout: float) -> list[ExecEvent]:
@@ -254,10 +204,14 @@ class ExecsnoopProgram(Program):
     def lost(self) -> int:
         """Events dropped so far because the ring buffer was full (the reader fell behind)."""
         with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
+            collection = self._require_loaded()  # under the lock: close() takes it too
+            self._open_ring(collection)
             if not self._lost.lookup_into(self._lost_key, self._lost_value):
                 return 0
             return sum(memoryview(self._lost_value).cast("B").cast("Q"))
+
+    def lost_events(self) -> dict[str, int]:
+        return {"events": self.lost()}
 
     def read(self) -> ExecEvents:
         """Events that arrived since the last read (without waiting), and the count lost so far."""

@@ -17,13 +17,13 @@ import ctypes
 import struct
 import time
 
+from hypermesh.ebpf.btf import minimised_btf
 from hypermesh.ebpf.cgroup_target import CgroupTarget, resolve_cgroup
+from hypermesh.ebpf.filters import check_process
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.perf_event import CpuOffline, online_cpus, open_cpu_clock
 from hypermesh.ebpf.program import Program
-from hypermesh.ebpf.programs.execsnoop import minimised_btf
-from hypermesh.ebpf.programs.syscalls import _check_process as check_process
 from hypermesh.ebpf.symbols import Frame, Symbolizer
 from hypermesh.errors import InvalidInput
 from hypermesh.model import Record, record

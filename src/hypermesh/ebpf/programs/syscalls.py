@@ -1,8 +1,10 @@
-"""``syscalls``: counts per syscall name and per process, with the pid filter applied in the kernel.
+"""``syscalls``: counts per syscall name and per process, with pid and cgroup filters applied in the kernel.
 
-Two hooks fill the same maps: ``tracepoint`` (raw_syscalls:sys_enter, every kernel with ftrace
-syscalls) and ``kprobe`` (on x64_sys_call, x86-64 kernels with CONFIG_KPROBES). ``auto`` takes the
-kprobe where the kernel has kprobes and the tracepoint otherwise; ``attach_type`` says which.
+Three hooks fill the same maps: ``kprobe`` (on x64_sys_call, x86-64 kernels with CONFIG_KPROBES),
+``raw_tracepoint`` (sys_enter through BPF_RAW_TRACEPOINT_OPEN, Linux >= 4.17, no tracefs needed) and
+``tracepoint`` (raw_syscalls:sys_enter, whose id libbpf reads from tracefs). ``auto`` takes the kprobe
+where the kernel has kprobes, else the raw tracepoint, else the tracefs tracepoint; ``attach_type``
+says which.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import operator
 import platform
 import struct
 
+from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_cgroup_filter
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
-from hypermesh.ebpf.probe import Feature, check_capabilities, kprobes_absent_reason, probe
+from hypermesh.ebpf.probe import Feature, check_capabilities, kprobes_absent_reason, probe, raw_tracepoints
 from hypermesh.ebpf.program import Program
 from hypermesh.ebpf.syscall_names import syscall_name
-from hypermesh.errors import InvalidInput, NotFound, Unsupported
+from hypermesh.errors import InvalidInput, Unsupported
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
@@ -26,9 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PROCESS_TABLE_SIZE", "SyscallCounts", "SyscallsProgram", "choose_hook"]
 
-ATTACH_TYPES = ("auto", "kprobe", "tracepoint")
+ATTACH_TYPES = ("auto", "kprobe", "raw_tracepoint", "tracepoint")
+# The program each hook loads (the others' autoload is off).
+HOOK_PROGRAMS = {"kprobe": "on_x64_sys_call", "raw_tracepoint": "raw_sys_enter", "tracepoint": "on_sys_enter"}
 KPROBE_FUNCTION = "x64_sys_call"
-_PROC_COUNT = struct.Struct("<Q16s")
+_PROC_COUNT = struct.Struct("<Q16sQ")  # struct proc_count: count, comm, refresh
 PROCESS_TABLE_SIZE = 10240  # process_counts' max_entries in syscalls.bpf.c
 
 
@@ -43,6 +48,7 @@ class ProcessCount(Record):
 class SyscallCounts(Record):
     attach_type: str
     pid_filter: int | None
+    cgroup_filter: str | None
     total: int
     syscalls: Mapping[str, int]
     processes: tuple[ProcessCount, ...]
@@ -52,6 +58,14 @@ class SyscallCounts(Record):
 
 
 _kallsyms_cache: dict[str, bool] = {}
+_names_cache: list[str] = []
+
+
+def _names(slots: int) -> list[str]:
+    """Syscall names by number, made once per process (512 lookups cost ~0.3 ms: not at every load)."""
+    if len(_names_cache) != slots:
+        _names_cache[:] = [syscall_name(nr) for nr in range(slots)]
+    return _names_cache
 
 
 def _has_kallsyms_symbol(name: str) -> bool:
@@ -66,42 +80,21 @@ def _has_kallsyms_symbol(name: str) -> bool:
     return _kallsyms_cache[name]
 
 
-def _positive_int_or_none(name: str, value: object) -> int | None:
-    """The API's own check of what the CLI's parser refuses: a top of -1 dropped the last row and 0
-    returned nothing, a pid of "1" (a str) gave "1 is a thread of process 1"."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be an int >= 1 or None, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise InvalidInput(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _check_process(pid: int) -> None:
-    """``pid`` must name a running process, not one of its threads: the kernel-side filter compares
-    the thread group id, so a thread's id (it has a /proc entry too) would count nothing at all."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            tgid = next((int(line.split()[1]) for line in f if line.startswith(b"Tgid:")), pid)
-    except (FileNotFoundError, ProcessLookupError):
-        raise NotFound(f"no process with pid {pid}") from None
-    except OSError:
-        return  # unreadable here (hidepid): let the filter run as asked
-    if tgid != pid:
-        raise InvalidInput(
-            f"{pid} is a thread of process {tgid}, not a process: --pid counts whole processes; use --pid {tgid}"
-        )
-
-
 def choose_hook(
-    attach: str, kprobe: Feature, *, kernel_has_kprobes: bool, machine: str, has_symbol: bool
+    attach: str,
+    kprobe: Feature,
+    *,
+    kernel_has_kprobes: bool,
+    machine: str,
+    has_symbol: bool,
+    raw_tracepoint: Feature | None = None,
 ) -> tuple[str, str]:
     """(hook, why) for ``attach`` given what was observed. ``kprobe`` is the probe's answer, which
     is unsupported either because the kernel has no kprobes (``kernel_has_kprobes`` False) or because
-    this process may not use them. Raises for an explicit ``kprobe`` that cannot be had."""
-    if attach == "tracepoint":
-        return "tracepoint", "asked for"
+    this process may not use them; ``raw_tracepoint`` says whether raw tracepoints load (None: they
+    do). Raises for an explicit ``kprobe`` that cannot be had."""
+    if attach in ("tracepoint", "raw_tracepoint"):
+        return attach, "asked for"
     if not kprobe.supported:
         # (only the first clause of a capability reason: the fix follows in the error, if any)
         usable = kprobe.reason.split(";", 1)[0]
@@ -119,59 +112,91 @@ def choose_hook(
                 check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's kprobe")
             raise Unsupported("kprobe attach", kprobe.reason)
         raise Unsupported("kprobe attach", why)
-    return "tracepoint", why
+    if raw_tracepoint is None or raw_tracepoint.supported:
+        return "raw_tracepoint", why
+    return "tracepoint", f"{why}; no raw tracepoints: {raw_tracepoint.reason}"
 
 
 def _choose_hook(attach: str) -> tuple[str, str]:
     if attach == "tracepoint":
         return "tracepoint", "asked for"
-    kprobe = probe().feature("kprobe")
+    if attach == "raw_tracepoint":
+        raw = raw_tracepoints()
+        if not raw.supported:
+            check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's raw tracepoint")
+            raise Unsupported("raw tracepoint attach", raw.reason)
+        return "raw_tracepoint", "asked for"
+    # Without the kprobe PMU no capability or probe can change the answer: the whole probe() (tens
+    # of ms, a load of an fentry program among others) is skipped.
+    absent = kprobes_absent_reason()
+    kprobe = Feature("kprobe", False, absent) if absent is not None else probe().feature("kprobe")
     return choose_hook(
         attach,
         kprobe,
-        kernel_has_kprobes=kprobes_absent_reason() is None,
+        kernel_has_kprobes=absent is None,
         machine=platform.machine(),
         has_symbol=kprobe.supported and _has_kallsyms_symbol(KPROBE_FUNCTION),
+        raw_tracepoint=None if attach == "kprobe" else raw_tracepoints(),
     )
 
 
 class SyscallsProgram(Program):
     name = "syscalls"
 
-    def __init__(self, pid: int | None = None, attach: str = "auto", top: int | None = None) -> None:
+    def __init__(
+        self, pid: int | None = None, attach: str = "auto", top: int | None = None, cgroup: str | None = None
+    ) -> None:
         super().__init__()
         if attach not in ATTACH_TYPES:
             raise InvalidInput(f"--attach must be one of {', '.join(ATTACH_TYPES)}, got {attach!r}")
-        pid = _positive_int_or_none("pid", pid)
-        self.top = _positive_int_or_none("top", top)
+        pid = positive_int_or_none("pid", pid)
+        self.top = positive_int_or_none("top", top)
         if pid is not None:
-            _check_process(pid)
+            check_process(pid)
         self.pid = pid
+        self.cgroup = None if cgroup is None else check_cgroup(cgroup)
         self.requested_attach = attach
         self.attach_type, self.attach_reason = _choose_hook(attach)
 
     def _configure(self, spec: ObjectSpec) -> None:
-        spec.set_autoload("on_x64_sys_call", self.attach_type == "kprobe")
-        spec.set_autoload("on_sys_enter", self.attach_type == "tracepoint")
+        for hook, program in HOOK_PROGRAMS.items():
+            spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
-        collection.map("config").update(struct.pack("<I", 0), struct.pack("<I", self.pid or 0))
+        # The kernel zeroes a new array's values: with no filter, config[0] is already "count everything".
+        if self.cgroup is not None:
+            set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
+        if self.pid is not None or self.cgroup is not None:
+            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
+            collection.map("config").update(struct.pack("<I", 0), config)
+        self._reader_ready = False
+
+    def _prepare_read(self, collection: Collection) -> None:
+        """The maps and buffers ``read()`` uses, made at the first read rather than in the load."""
         self._syscalls = collection.map("syscall_counts")
         self._processes = collection.map("process_counts")
-        self._syscall_keys = self._syscalls.max_entries
+        self._syscall_slots = self._syscalls.value_size // 8  # syscall_table: one u64 per syscall number
+        self._names = _names(self._syscall_slots)
         self._cpus = self._syscalls.cpus
+        self._table_key = ctypes.create_string_buffer(4)  # key 0: the one value holds every counter
+        self._table_value = ctypes.create_string_buffer(self._syscalls.value_buffer_size)
         self._untracked = collection.map("untracked")
         self._untracked_key = ctypes.create_string_buffer(4)  # key 0
         self._untracked_value = ctypes.create_string_buffer(self._untracked.value_buffer_size)
+        self._reader_ready = True
 
     def _attach(self, collection: Collection) -> list[Link]:
         if self.attach_type == "kprobe":
             return [collection.attach_kprobe("on_x64_sys_call", KPROBE_FUNCTION)]
+        if self.attach_type == "raw_tracepoint":
+            return [collection.attach_raw_tracepoint("raw_sys_enter", "sys_enter")]
         return [collection.attach_tracepoint("on_sys_enter", "raw_syscalls", "sys_enter")]
 
     def read(self) -> SyscallCounts:
         with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
+            collection = self._require_loaded()  # under the lock: close() takes it too
+            if not self._reader_ready:
+                self._prepare_read(collection)
             # The program keeps counting while we read (our own bpf() calls among them): the parts first, the
             # totals last, so that no process or untracked count can exceed the total read with it.
             processes = self._read_processes()
@@ -187,6 +212,7 @@ class SyscallsProgram(Program):
         return SyscallCounts(
             attach_type=self.attach_type,
             pid_filter=self.pid,
+            cgroup_filter=self.cgroup,
             total=sum(syscalls.values()),
             syscalls=ordered,
             processes=tuple(processes),
@@ -194,34 +220,23 @@ class SyscallsProgram(Program):
         )
 
     def _read_syscalls(self) -> dict[str, int]:
-        got = self._syscalls.lookup_batch()
-        if got is None:  # kernel < 5.6: one lookup per key
-            pairs = self._syscalls.items()
-            keys = b"".join(k for k, _ in pairs)
-            values = b"".join(v for _, v in pairs)
-        else:
-            keys, values, _ = got
-        # values: for each key, one u64 per possible CPU; sum the CPUs column by column.
-        cpus = self._cpus
-        words = memoryview(values).cast("Q")
-        totals = list(words[0::cpus])
-        for cpu in range(1, cpus):
-            totals = list(map(operator.add, totals, words[cpu::cpus]))
-        numbers = memoryview(keys).cast("I")
-        return {syscall_name(numbers[i]): count for i, count in enumerate(totals) if count}
+        if not self._syscalls.lookup_into(self._table_key, self._table_value):
+            return {}
+        # One table per possible CPU, one after the other: add them up slot by slot.
+        slots = self._syscall_slots
+        words = memoryview(self._table_value).cast("B").cast("Q")
+        totals = list(words[0:slots])
+        for cpu in range(1, self._cpus):
+            totals = list(map(operator.add, totals, words[cpu * slots : (cpu + 1) * slots]))
+        names = self._names
+        return {names[nr]: count for nr, count in enumerate(totals) if count}
 
     def _read_processes(self) -> list[ProcessCount]:
-        out = []
-        for key, value in self._processes.items():
-            count, comm = _PROC_COUNT.unpack_from(value)
-            out.append(
-                ProcessCount(
-                    pid=int.from_bytes(key, "little"),
-                    comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-                    count=count,
-                )
-            )
-        return out
+        keys, values, _ = self._processes.read_all()  # one batched bpf() call (kernel >= 5.6)
+        return [
+            ProcessCount(pid=pid, comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"), count=count)
+            for pid, (count, comm, _refresh) in zip(keys.cast("I"), _PROC_COUNT.iter_unpack(values), strict=True)
+        ]
 
 
 PROGRAM = SyscallsProgram

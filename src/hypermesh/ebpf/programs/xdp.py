@@ -11,6 +11,7 @@ import socket
 
 from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.link import Link
+from hypermesh.ebpf.maps import Map
 from hypermesh.ebpf.object import Collection
 from hypermesh.ebpf.pin import pin_component
 from hypermesh.ebpf.program import Program
@@ -84,10 +85,14 @@ class XdpProgram(Program):
         return f"xdp-{pin_component(self.interface)}"
 
     def _after_load(self, collection: Collection) -> None:
-        self._stats = collection.map("xdp_stats")
+        self._stats: Map | None = None  # made at the first read: not part of the load
+
+    def _prepare_read(self, collection: Collection) -> Map:
+        stats = self._stats = collection.map("xdp_stats")
         self._key = ctypes.create_string_buffer(4)  # key 0
-        self._value = ctypes.create_string_buffer(self._stats.value_buffer_size)
-        self._stride = self._stats.slot_size // 8
+        self._value = ctypes.create_string_buffer(stats.value_buffer_size)
+        self._stride = stats.slot_size // 8
+        return stats
 
     def _attach(self, collection: Collection) -> list[Link]:
         link = collection.attach_xdp("count_packets", self.ifindex, self.interface, self.mode)
@@ -110,8 +115,9 @@ class XdpProgram(Program):
     def read(self) -> XdpCounts:
         """Sum of every CPU's counters: one bpf() lookup returns all protocols for all CPUs."""
         with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
-            self._stats.lookup_into(self._key, self._value)
+            collection = self._require_loaded()  # under the lock: close() takes it too
+            stats = self._stats or self._prepare_read(collection)
+            stats.lookup_into(self._key, self._value)
             words = memoryview(self._value).cast("B").cast("Q").tolist()
         stride = self._stride
         per_cpu = [words[c : c + 2 * _N] for c in range(0, len(words), stride)]
