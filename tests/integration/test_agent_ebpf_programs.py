@@ -199,6 +199,11 @@ def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, 
             name = family.name + ("_total" if family.type == "counter" else "")
             assert name in documented, f"{name} is exported with every program, missing from docs/metrics.md"
 
+    # The kernel frees a program once its last link and fd are gone, which for a tcx link can be a moment after
+    # the agent's exit (an RCU grace period): wait for it, a bounded few seconds.
+    deadline = time.monotonic() + 5
+    while our_kernel_programs() - bpftool_before and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert our_kernel_programs() - bpftool_before == set(), "the agent left programs loaded"
 
 

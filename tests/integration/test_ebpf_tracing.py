@@ -394,7 +394,9 @@ def test_cli_execsnoop_json_has_the_time_and_argv() -> None:
         spawned.append((p.pid, before, time.time()))
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    events = {e["pid"]: e for e in map(json.loads, out.splitlines())}
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert set(lines[-1]) == {"lost"}  # the run ends with its lost-events line
+    events = {e["pid"]: e for e in lines[:-1]}
     for pid, before, after in spawned:
         event = events[pid]
         assert event["argv"] == argv and event["argv_truncated"] is False
