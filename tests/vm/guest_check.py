@@ -65,7 +65,7 @@ def main() -> int:
     assert report.feature("kprobe").supported, report.feature("kprobe").reason
     loaded = {}
     for name in hypermesh.ebpf.PROGRAMS:
-        if name == "execguard":  # needs a cgroup of its own: tests/vm/test_execguard_lsm.py boots for it
+        if name == "execguard":  # needs a cgroup of its own: tests/vm/test_second_kernel.py boots for it
             continue
         options: dict[str, object] = {"interface": "lo"} if name in ("xdp", "tc") else {}
         started = time.perf_counter()

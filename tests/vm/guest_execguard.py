@@ -1,5 +1,5 @@
 """The exec guard's proofs. Runs INSIDE the second kernel (Debian 6.1: BPF LSM active, LSM programs load),
-started by tests/vm/test_execguard_lsm.py as ``python -m pytest tests/vm/guest_execguard.py`` with CI=1
+started by tests/vm/test_second_kernel.py as ``python -m pytest tests/vm/guest_execguard.py`` with CI=1
 (nothing may skip). Not collected on the host (the name does not start with test_): the host kernel of
 the CI machines refuses BPF LSM programs (EPERM, as fentry), which tests/integration/test_ebpf_execguard.py
 proves there.
