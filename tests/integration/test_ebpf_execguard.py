@@ -3,8 +3,8 @@ independent sources (/sys/kernel/security/lsm read here, bpftool loading an LSM 
 
 The guard's own proofs (EPERM in enforce mode, audit events, nothing outside the cgroup, nothing left after
 a kill, 100 cycles) need a kernel that loads BPF LSM programs: tests/vm/guest_execguard.py, run inside
-the second kernel by tests/vm/test_second_kernel.py. This file runs there too, taking the other branch
-where a test follows what the kernel supports.
+the second kernel by tests/vm/test_second_kernel.py. This file runs on the host, where a test follows what the
+kernel supports.
 """
 
 from __future__ import annotations
