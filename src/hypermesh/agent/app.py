@@ -268,20 +268,27 @@ def build_app(state: AgentState) -> Guard:
             return _json_error(404, "this agent was not started with --etcd: it knows no cluster (docs/cluster.md)")
         return JSONResponse(await cluster.get())
 
+    async def write_json(request: Request, action: str, what: str) -> Any:
+        """The JSON of a write (PUT /v1/config, POST /v1/cpu-profile), or the Response refusing it: 403 from beyond
+        loopback without auth, 415/413/400 for the body."""
+        refusal = write_refusal(credentials.enabled, request, action)
+        if refusal is not None:
+            return refusal
+        body = await json_body(request, what)
+        if isinstance(body, Response):
+            return body
+        try:
+            return json.loads(body)
+        except ValueError:
+            return _json_error(400, "the body is not JSON")
+
     config_lock = asyncio.Lock()
 
     async def config_endpoint(request: Request) -> Response:
         if request.method == "PUT":
-            refusal = write_refusal(credentials.enabled, request, "change the configuration")
-            if refusal is not None:
-                return refusal
-            body = await json_body(request, "a configuration")
-            if isinstance(body, Response):
-                return body
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return _json_error(400, "the body is not JSON")
+            data = await write_json(request, "change the configuration", "a configuration")
+            if isinstance(data, Response):
+                return data
             async with config_lock:  # one change at a time: each is checked against the config it replaces
                 try:
                     new = live_config.updated(state.config, data)
@@ -298,16 +305,9 @@ def build_app(state: AgentState) -> Guard:
             return JSONResponse(
                 {"available": available, "reason": why, "max_seconds": profiles.max_seconds, "running": profiles.busy}
             )
-        refusal = write_refusal(credentials.enabled, request, "profile this node")
-        if refusal is not None:
-            return refusal
-        body = await json_body(request, "a profile request")
-        if isinstance(body, Response):
-            return body
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return _json_error(400, "the body is not JSON")
+        data = await write_json(request, "profile this node", "a profile request")
+        if isinstance(data, Response):
+            return data
         seconds = data.get("seconds", 5.0) if isinstance(data, dict) else None
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= profiles.max_seconds:
             return _json_error(422, f"seconds: a number of seconds in (0, {profiles.max_seconds:g}], e.g. 5")

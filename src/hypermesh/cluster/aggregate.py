@@ -10,7 +10,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from hypermesh.cluster.fanout import Answer
@@ -57,6 +57,24 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _each(
+    rows: Sequence[Sequence[Answer]], fill: Callable[[dict[str, Any], Sequence[Answer]], None], **failed: Any
+) -> list[dict[str, Any]]:
+    """One row per node: ``fill`` completes the row of a node that answered every path; a node that did not gets
+    its failure (and ``failed``'s fields)."""
+    nodes = []
+    for answers in rows:
+        row = _node(answers)
+        failure = _failure(answers)
+        if failure is not None:
+            row.update(error=failure, **failed)
+        else:
+            row["error"] = None
+            fill(row, answers)
+        nodes.append(row)
+    return nodes
+
+
 def _memory_percent(sample: dict[str, Any]) -> float | None:
     memory = sample.get("memory") or {}
     total = memory.get("total_bytes") or 0
@@ -65,18 +83,11 @@ def _memory_percent(sample: dict[str, Any]) -> float | None:
 
 def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | None = None) -> dict[str, Any]:
     """Answers to (/v1/sample, /healthz) per node -> health, versions, current utilisation."""
-    nodes = []
-    for answers in rows:
-        row = _node(answers)
-        failure = _failure(answers)
-        if failure is not None:
-            row.update(error=failure, status="unreachable")
-            nodes.append(row)
-            continue
+
+    def fill(row: dict[str, Any], answers: Sequence[Answer]) -> None:
         sample, health = answers[0].data, answers[1].data
         row.update(_freshness(health, sample, (intervals or {}).get(row["node_id"])))
         row.update(
-            error=None,
             status="stale" if row["stale"] else health.get("status", "ok"),
             version=health.get("version"),
             cpu_percent=(sample.get("cpu") or {}).get("percent"),
@@ -85,7 +96,8 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
             memory_total_bytes=int((sample.get("memory") or {}).get("total_bytes") or 0),
             response_s=round(max(a.elapsed_s for a in answers), 4),
         )
-        nodes.append(row)
+
+    nodes = _each(rows, fill, status="unreachable")
     current = [n for n in nodes if n["error"] is None and not n["stale"]]
     return {
         "summary": _summary(nodes),
@@ -100,17 +112,12 @@ def status_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
 
 def sample_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | None = None) -> dict[str, Any]:
     """Answers to (/v1/sample, /healthz) per node -> each node's sample (marked stale or not) and cluster figures."""
-    nodes = []
-    for answers in rows:
-        row = _node(answers)
-        failure = _failure(answers)
-        if failure is not None:
-            row.update(error=failure)
-            nodes.append(row)
-            continue
+
+    def fill(row: dict[str, Any], answers: Sequence[Answer]) -> None:
         sample, health = answers[0].data, answers[1].data
-        row.update(_freshness(health, sample, (intervals or {}).get(row["node_id"])), error=None, sample=sample)
-        nodes.append(row)
+        row.update(_freshness(health, sample, (intervals or {}).get(row["node_id"])), sample=sample)
+
+    nodes = _each(rows, fill)
     current = [n["sample"] for n in nodes if n["error"] is None and not n["stale"]]
 
     def total(key: str, field: str) -> float:
@@ -133,17 +140,11 @@ def sample_view(rows: Sequence[Sequence[Answer]], intervals: dict[str, float] | 
 
 def profile_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
     """Answers to (/v1/profile, /healthz) per node -> totals and what differs between nodes."""
-    nodes = []
-    for answers in rows:
-        row = _node(answers)
-        failure = _failure(answers)
-        if failure is not None:
-            row.update(error=failure)
-            nodes.append(row)
-            continue
-        profile, health = answers[0].data, answers[1].data
-        row.update(error=None, version=health.get("version"), profile=profile)
-        nodes.append(row)
+
+    def fill(row: dict[str, Any], answers: Sequence[Answer]) -> None:
+        row.update(version=answers[1].data.get("version"), profile=answers[0].data)
+
+    nodes = _each(rows, fill)
     answered = [n for n in nodes if n["error"] is None]
 
     def distinct(pick: Any) -> dict[str, list[str]]:
@@ -173,24 +174,16 @@ def profile_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
 
 def assets_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
     """Answers to (/v1/assets,) per node -> capacity, allocated and allocatable per kind, summed over nodes."""
-    nodes = []
     kinds: dict[str, dict[str, Any]] = {}
-    for answers in rows:
-        row = _node(answers)
-        failure = _failure(answers)
-        if failure is not None:
-            row.update(error=failure)
-            nodes.append(row)
-            continue
+
+    def fill(row: dict[str, Any], answers: Sequence[Answer]) -> None:
         data = answers[0].data
         assets = data.get("assets") if isinstance(data, dict) else None
         if not isinstance(assets, list):
             reason = "/v1/assets: no list of assets (an agent older than this command?)"
             row.update(error={"kind": "bad answer", "reason": reason})
-            nodes.append(row)
-            continue
-        row.update(error=None, assets=assets)
-        nodes.append(row)
+            return
+        row.update(assets=assets)
         for asset in assets:
             kind = kinds.setdefault(
                 asset["kind"],
@@ -202,4 +195,6 @@ def assets_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
             status = (asset.get("health") or {}).get("status", "ok")
             if status != "ok":
                 kind.setdefault("unhealthy", []).append(f"{row['node_id']}/{asset.get('id')}: {status}")
+
+    nodes = _each(rows, fill)
     return {"summary": _summary(nodes), "kinds": dict(sorted(kinds.items())), "nodes": nodes}
