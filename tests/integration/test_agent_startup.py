@@ -198,7 +198,10 @@ def test_healthz_under_auth_tells_an_anonymous_client_only_whether_the_agent_is_
 def test_healthz_without_auth_keeps_its_whole_body():
     with AgentProcess("--interval", "0.2") as process:
         body = httpx.get(f"{process.url}/healthz", timeout=10).json()
-    assert body.keys() == {"status", "version", "uptime_s", "samples_taken", "last_sample_age_s", "sampler_error"}
+    assert body.keys() == {
+        "status", "version", "uptime_s", "samples_taken", "last_sample_age_s", "sampler_error",
+        "config_generation", "config_hash", "samples_since_config",
+    }  # fmt: skip
     assert body["version"] == hypermesh.__version__
 
 
