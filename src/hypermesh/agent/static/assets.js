@@ -148,6 +148,9 @@
   async function refresh() {
     const panel = document.getElementById("assets-panel");
     if (!panel) return;
+    // While the dashboard knows the agent is gone, its own probe retries; a fetch here would only fail again
+    // and log a network error in the console.
+    if (window.hypermeshDashboard && !window.hypermeshDashboard.connected) return;
     try {
       const [snapshot, grants] = await Promise.all([
         getJSON("/v1/assets"),
