@@ -330,25 +330,30 @@ def test_cli_writes_folded_json_and_svg(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_ends_early_and_still_writes(tmp_path: Path) -> None:
+    """The spinner is the known work seen in the samples: an idle machine gives a system-wide profile no samples
+    (idle CPUs are counted apart), as CI's did."""
     require_ebpf()
     out = tmp_path / "early.json"
-    proc = subprocess.Popen(
-        [*HYPERMESH, "ebpf", "profile", "--duration", "600", "--output", str(out)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert "profiling every process" in first, first
-    time.sleep(1.5)
-    started = time.monotonic()
-    proc.send_signal(2)
-    rest = proc.communicate(timeout=60)[1]
+    exe = _build(tmp_path, "hm_spinner", SPINNER_C)
+    with _running(exe, 60) as (spinner, _):
+        proc = subprocess.Popen(
+            [*HYPERMESH, "ebpf", "profile", "--duration", "600", "--output", str(out)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "profiling every process" in first, first
+        time.sleep(1.5)
+        started = time.monotonic()
+        proc.send_signal(2)
+        rest = proc.communicate(timeout=60)[1]
     assert proc.returncode == 0, rest
     assert time.monotonic() - started < 30  # a generous margin: it stops, it does not run out its 600 s
     assert "stopped after" in rest
     data = json.loads(out.read_text())
     assert data["duration_seconds"] < 60 and data["samples"] > 0
+    assert any(s["pid"] == spinner.pid for s in data["stacks"]), "the spinner's samples are in the report"
 
 
 def test_hundred_cycles_leave_nothing_behind() -> None:
@@ -455,7 +460,7 @@ def _with_only(keep: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_capabilities_needed_are_bpf_and_perfmon() -> None:
+def test_capabilities_needed_are_bpf_and_perfmon(tmp_path: Path) -> None:
     require_ebpf()
     args = ("ebpf", "profile", "--duration", "1", "--format", "json")
     for keep, missing in (("", "CAP_BPF"), ("bpf", "CAP_PERFMON")):
@@ -463,11 +468,15 @@ def test_capabilities_needed_are_bpf_and_perfmon() -> None:
         assert result.returncode == 3, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and missing in lines[0] and "Traceback" not in result.stderr, result.stderr
-    # CAP_BPF + CAP_PERFMON suffice (no CAP_SYS_ADMIN): system-wide cpu-clock events and the program.
-    result = _with_only("bpf,perfmon", *args)
+    # CAP_BPF + CAP_PERFMON suffice (no CAP_SYS_ADMIN): system-wide cpu-clock events and the program. The spinner
+    # is work to sample: an idle machine gives none.
+    exe = _build(tmp_path, "hm_spinner", SPINNER_C)
+    with _running(exe, 60) as (spinner, _):
+        result = _with_only("bpf,perfmon", *args)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["samples"] > 0
+    assert any(s["pid"] == spinner.pid for s in data["stacks"]), "the spinner's samples are in the report"
     # Without CAP_SYSLOG /proc/kallsyms may show zeros (it does here: perf_event_paranoid is 2): then the
     # kernel frames are unnamed, counted, and the report says why.
     with open("/proc/sys/kernel/perf_event_paranoid") as f:

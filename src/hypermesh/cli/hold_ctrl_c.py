@@ -5,6 +5,9 @@ KeyboardInterrupt raised inside an import escaped main() as a traceback. ``hyper
 SIGINT as soon as the package is imported by the command itself (the console script or ``python -m
 hypermesh.cli.main``), never when a program imports these modules for its own use; ``release()`` in main() restores
 Python's handler and raises the held interrupt where main() turns it into the command's exit code.
+
+The hold starts while this module is imported (its last line), so once the import of ``hypermesh.cli.hold_ctrl_c``
+has completed (what ``python -X importtime`` reports), Ctrl-C is held: the start-up test waits for exactly that.
 """
 
 from __future__ import annotations
@@ -39,3 +42,6 @@ def release() -> None:
         if _held:
             _held.clear()
             raise KeyboardInterrupt
+
+
+hold()
