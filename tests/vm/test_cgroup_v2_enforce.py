@@ -16,12 +16,15 @@ from tests.vm.second_kernel import BOOT_TIMEOUT_S, REPO, boot_second_kernel
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root]
 
 
+def guest_boot() -> tuple[str, str, float]:
+    """(guest command, memory, timeout): the one boot this module needs (tests/vm/conftest.py starts it early)."""
+    python = shlex.quote(sys.executable)
+    return f"cd {shlex.quote(REPO)} && PYTHONDONTWRITEBYTECODE=1 {python} tests/vm/guest_cgroup_v2.py", "1G", BOOT_TIMEOUT_S
+
+
 @pytest.mark.timeout(BOOT_TIMEOUT_S + 60)
 def test_enforced_grants_on_cgroup_v2() -> None:
-    guest = (
-        f"cd {shlex.quote(REPO)} && PYTHONDONTWRITEBYTECODE=1 {shlex.quote(sys.executable)} tests/vm/guest_cgroup_v2.py"
-    )
-    output = boot_second_kernel(guest, "1G")
+    output = boot_second_kernel(*guest_boot())
     line = next((x for x in output.splitlines() if x.startswith("GUEST-RESULT ")), None)
     assert line is not None, output[-4000:]
     data = json.loads(line.removeprefix("GUEST-RESULT "))

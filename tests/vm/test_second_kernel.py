@@ -42,8 +42,8 @@ GUEST_TESTS = [
 GUEST_TIMEOUT_S = 900
 
 
-@pytest.mark.timeout(GUEST_TIMEOUT_S + 60)
-def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
+def guest_boot() -> tuple[str, str, float]:
+    """(guest command, memory, timeout): the one boot this module needs (tests/vm/conftest.py starts it early)."""
     python = shlex.quote(sys.executable)
     selection = " ".join(shlex.quote(t) for t in GUEST_TESTS)
     guest = (
@@ -52,7 +52,12 @@ def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
         f"{python} tests/vm/guest_check.py && "
         f"{python} -m pytest -q -p no:cacheprovider -p no:hypothesispytest {selection} && echo GUEST-ALL-PASSED"
     )
-    output = boot_second_kernel(guest, "2G", GUEST_TIMEOUT_S)
+    return guest, "2G", GUEST_TIMEOUT_S
+
+
+@pytest.mark.timeout(GUEST_TIMEOUT_S + 60)
+def test_kprobe_path_and_co_re_on_a_second_kernel() -> None:
+    output = boot_second_kernel(*guest_boot())
     artifacts = os.path.join(REPO, "tests", "artifacts")
     os.makedirs(artifacts, exist_ok=True)
     with open(os.path.join(artifacts, "ebpf-second-kernel.log"), "w") as f:
