@@ -8,6 +8,7 @@ then only collects the output. Run alone, a VM test boots in the foreground as b
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -52,14 +53,20 @@ class _Boot:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()
         self.note = ""
+        self.lock = threading.Lock()
+        self.stopped = False
 
     def run(self) -> None:
         try:
             started = time.monotonic()
-            self.proc = subprocess.Popen(
-                ["nice", "-n", "19", *self.command], stdout=self.log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PATH": _path()}, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
+            with self.lock:  # a session that ends first (--collect-only, Ctrl-C) must not leave a VM behind
+                if self.stopped:
+                    self.note = "\n[the session ended before this boot started]"
+                    return
+                self.proc = subprocess.Popen(
+                    ["nice", "-n", "19", *self.command], stdout=self.log, stderr=subprocess.STDOUT,
+                    env={**os.environ, "PATH": _path()}, cwd=REPO, start_new_session=True,
+                )  # fmt: skip
             try:
                 self.proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -70,9 +77,11 @@ class _Boot:
             self.done.set()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        with self.lock:
+            self.stopped = True
+            if self.proc is not None and self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # vng, virtme-run and qemu: one session of their own
+                self.proc.wait()
 
     def output(self) -> str:
         self.done.wait(self.timeout + 60)
@@ -104,6 +113,9 @@ def start_in_background(boots: list[tuple[str, str, float]]) -> None:
 def stop_background() -> None:
     for boot in _BACKGROUND.values():
         boot.kill()
+
+
+atexit.register(stop_background)  # also when pytest itself is stopped before its session-finish hook
 
 
 def boot_second_kernel(guest: str, memory: str, timeout: float = BOOT_TIMEOUT_S) -> str:
