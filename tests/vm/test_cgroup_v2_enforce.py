@@ -19,7 +19,11 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root]
 def guest_boot() -> tuple[str, str, float]:
     """(guest command, memory, timeout): the one boot this module needs (tests/vm/conftest.py starts it early)."""
     python = shlex.quote(sys.executable)
-    return f"cd {shlex.quote(REPO)} && PYTHONDONTWRITEBYTECODE=1 {python} tests/vm/guest_cgroup_v2.py", "1G", BOOT_TIMEOUT_S
+    return (
+        f"cd {shlex.quote(REPO)} && PYTHONDONTWRITEBYTECODE=1 {python} tests/vm/guest_cgroup_v2.py",
+        "1G",
+        BOOT_TIMEOUT_S,
+    )
 
 
 @pytest.mark.timeout(BOOT_TIMEOUT_S + 60)
