@@ -51,7 +51,7 @@ class _Boot:
         self.timeout = timeout
         self.done = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the boot: read by output())
         self.note = ""
         self.lock = threading.Lock()
         self.stopped = False
