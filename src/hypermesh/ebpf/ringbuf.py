@@ -1,8 +1,13 @@
-"""Reading a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) through libbpf's ``ring_buffer__poll``.
+"""Reading a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) through libbpf's ``ring_buffer__poll``: the one loop
+behind every program that streams events (execsnoop, execguard).
 
-Each record reaches a ctypes callback, which hands its bytes to a parse function. ctypes prints and
-swallows an exception raised inside a callback: a KeyboardInterrupt (or the CLI's SIGTERM exception)
-landing there would be lost. So the callback keeps it, stops the poll (a negative return ends
+Each record reaches a ctypes callback, which hands ``parse`` a ctypes char array laid over the record where
+it lies in the ring's memory: no bytes copy per event (``struct.unpack_from`` reads it in place). The array
+is valid only during that call: once the callback returns, libbpf hands the space back to the kernel, which
+may write the next record there, so ``parse`` copies what it keeps (unpacking and slicing do).
+
+ctypes prints and swallows an exception raised inside a callback: a KeyboardInterrupt (or the CLI's SIGTERM
+exception) landing there would be lost. So the callback keeps it, stops the poll (a negative return ends
 ``ring_buffer__poll``) and ``poll()`` raises it in the caller.
 """
 
@@ -19,21 +24,24 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["RingReader"]
+__all__ = ["RingReader", "RingRecord"]
 
 T = TypeVar("T")
+RingRecord = ctypes.Array[ctypes.c_char]
 
 
 class RingReader(Generic[T]):
-    """Polls one ring buffer map; ``parse(record_bytes)`` turns a record into an item (None drops it).
-    Not thread-safe: its owner serialises ``poll()`` and ``close()``."""
+    """Polls one ring buffer map; ``parse(record)`` turns a record (a char array over its bytes in the ring,
+    valid during the call only) into an item, or None to drop it. Not thread-safe: its owner serialises
+    ``poll()`` and ``close()``."""
 
-    def __init__(self, map_fd: int, parse: Callable[[bytes], T | None], what: str, *, lib: libbpf.Lib) -> None:
+    def __init__(self, map_fd: int, parse: Callable[[RingRecord], T | None], what: str, *, lib: libbpf.Lib) -> None:
         self._lib = lib
         self._parse = parse
         self._what = what
         self._pending: list[T] = []
         self._error: BaseException | None = None
+        self._arrays: dict[int, type[RingRecord]] = {}  # record size -> its array type: one per size, made once
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
         ring = lib.ring_buffer__new(map_fd, self._callback, None, None)
         if not ring:
@@ -43,7 +51,10 @@ class RingReader(Generic[T]):
     def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
         try:
             if data is not None:
-                item = self._parse(ctypes.string_at(data, size))
+                array = self._arrays.get(size)
+                if array is None:
+                    array = self._arrays[size] = ctypes.c_char * size
+                item = self._parse(array.from_address(data))
                 if item is not None:
                     self._pending.append(item)
         except BaseException as exc:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from hypermesh.ebpf.link import Link
     from hypermesh.ebpf.object import Collection
+    from hypermesh.ebpf.ringbuf import RingRecord
 
 __all__ = ["MAX_PREFIXES", "MODES", "ExecguardProgram", "GuardEvent", "GuardEvents", "GuardStats", "normalise_prefix"]
 
@@ -172,7 +173,7 @@ class ExecguardProgram(Program):
         self._stats_key = ctypes.create_string_buffer(4)
         self._stats_value = ctypes.create_string_buffer(self._stats.value_buffer_size)
 
-    def _parse(self, data: bytes) -> GuardEvent | None:
+    def _parse(self, data: RingRecord) -> GuardEvent | None:
         if len(data) < _HEADER.size:
             return None
         pid, tid, uid, action, index, flags, cgroup_id, comm = _HEADER.unpack_from(data)
@@ -181,7 +182,7 @@ class ExecguardProgram(Program):
             tid=tid,
             uid=uid,
             comm=_text(comm),
-            filename=_text(data[_HEADER.size :]),
+            filename=_text(bytes(memoryview(data)[_HEADER.size :])),  # sent up to its NUL: a short copy
             action=_ACTIONS.get(action, str(action)),
             prefix=self.prefixes[index] if index != _NO_PREFIX and index < len(self.prefixes) else None,
             unresolved=bool(flags & _FLAG_UNRESOLVED),

@@ -16,7 +16,6 @@ sched:sched_process_exec; ``attach_type`` says which.
 from __future__ import annotations
 
 import ctypes
-import errno
 import struct
 import threading
 import time
@@ -28,18 +27,19 @@ from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import raw_tracepoints
 from hypermesh.ebpf.program import Program
-from hypermesh.errors import Unsupported
+from hypermesh.ebpf.ringbuf import RingReader
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from hypermesh.ebpf.ringbuf import RingRecord
+
 __all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
 # minimised_btf: from hypermesh.ebpf.btf
 
 _EVENT = struct.Struct("<QIIIIII16s256s1024s")  # execsnoop.bpf.c's struct exec_event
-_EVENT_BYTES = ctypes.c_char * _EVENT.size
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
 ARGS_BYTES = 1024  # execsnoop.bpf.c's ARGS_LEN: bytes of the argument block copied per exec
 MAX_ARGS = 20  # arguments kept per event (libbpf-tools' default too)
@@ -109,9 +109,7 @@ class ExecsnoopProgram(Program):
             check_process(self.pid)
         self.cgroup = None if cgroup is None else check_cgroup(cgroup)
         self.attach_type = "raw_tracepoint" if raw_tracepoints().supported else "tracepoint"
-        self._pending: list[ExecEvent] = []
-        self._ring: int | None = None
-        self._callback_error: BaseException | None = None
+        self._ring: RingReader[ExecEvent] | None = None
         self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
     def _configure(self, spec: ObjectSpec) -> None:
@@ -131,46 +129,28 @@ class ExecsnoopProgram(Program):
         come, not in the load (an epoll instance and two mappings of the ring)."""
         if self._ring is not None:
             return
-        lib = libbpf.lib()
-        self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
-        ring = lib.ring_buffer__new(collection.map("events").fd, self._callback, None, None)
-        if not ring:
-            raise Unsupported(
-                "execsnoop", f"cannot create the ring buffer reader: {libbpf.strerror(libbpf.get_errno())}"
-            )
-        self._ring = ring
+        self._ring = RingReader(collection.map("events").fd, self._parse, "execsnoop", lib=libbpf.lib())
         self._lost = collection.map("lost")
         self._lost_key = ctypes.create_string_buffer(4)  # key 0
         self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
 
-    def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
-        # ctypes prints and swallows an exception raised in a callback: a KeyboardInterrupt (or the
-        # CLI's SIGTERM exception) landing here would be lost. Keep it, stop the poll (a negative
-        # return ends ring_buffer__poll) and let poll() raise it in the caller.
-        try:
-            if data is None or size < _EVENT.size:
-                return 0
-            # Unpacked in place, from the ring buffer's own memory (no bytes copy of the event).
-            fields = _EVENT.unpack_from(_EVENT_BYTES.from_address(data))
-            monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
-            argv, argv_truncated = _argv(args, copied, total)
-            self._pending.append(
-                ExecEvent(
-                    timestamp=round(self._wall_offset + monotonic_ns / 1e9, 6),
-                    pid=pid,
-                    ppid=ppid,
-                    uid=uid,
-                    comm=_text(comm),
-                    filename=_text(filename),
-                    filename_truncated=bool(flags & _FILENAME_TRUNCATED),
-                    argv=argv,
-                    argv_truncated=argv_truncated,
-                )
-            )
-        except BaseException as exc:
-            self._callback_error = exc
-            return -errno.EINTR
-        return 0
+    def _parse(self, data: RingRecord) -> ExecEvent | None:
+        if len(data) < _EVENT.size:
+            return None
+        fields = _EVENT.unpack_from(data)  # in place, from the ring buffer's own memory
+        monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
+        argv, argv_truncated = _argv(args, copied, total)
+        return ExecEvent(
+            timestamp=round(self._wall_offset + monotonic_ns / 1e9, 6),
+            pid=pid,
+            ppid=ppid,
+            uid=uid,
+            comm=_text(comm),
+            filename=_text(filename),
+            filename_truncated=bool(flags & _FILENAME_TRUNCATED),
+            argv=argv,
+            argv_truncated=argv_truncated,
+        )
 
     def _attach(self, collection: Collection) -> list[Link]:
         self._open_ring(collection)
@@ -185,14 +165,7 @@ class ExecsnoopProgram(Program):
             if self._ring is None:
                 return []
             self._wall_offset = wall_clock_offset()
-            rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))
-            events, self._pending = self._pending, []
-            error, self._callback_error = self._callback_error, None
-        if error is not None:
-            raise error
-        if rc < 0 and rc != -4:  # -EINTR: a signal (Ctrl-C) woke us; the caller decides
-            raise OSError(-rc, f"polling the exec ring buffer: {libbpf.strerror(rc)}")
-        return events
+            return self._ring.poll(int(timeout * 1000))
 
     def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[ExecEvent]:
         """Events as they come; ends after ``timeout`` seconds (never when None)."""
@@ -221,7 +194,7 @@ class ExecsnoopProgram(Program):
         ring, self._ring = self._ring, None
         if ring is not None:
             with self._read_lock:
-                libbpf.lib().ring_buffer__free(ring)
+                ring.close()
         return super().close(wait)
 
 
