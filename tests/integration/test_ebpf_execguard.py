@@ -71,7 +71,7 @@ def test_bad_input_exits_2_with_one_line_naming_it(cgroup: str, v1_cgroup: str, 
     cases = {
         "no such cgroup directory: /nonexistent-hm": ["--cgroup", "/nonexistent-hm", "--deny", "/tmp/x"],
         "is a cgroup v1 directory": ["--cgroup", v1_cgroup, "--deny", "/tmp/x"],
-        "is not a cgroup directory": ["--cgroup", str(tmp_path), "--deny", "/tmp/x"],
+        "is not in a cgroup file system": ["--cgroup", str(tmp_path), "--deny", "/tmp/x"],
         "--deny tmp/x: not an absolute path": ["--cgroup", cgroup, "--deny", "tmp/x"],
         "17 --deny prefixes: at most 16": ["--cgroup", cgroup] + [f"--deny=/t{i}" for i in range(17)],
         "more than the 255 a prefix may have": ["--cgroup", cgroup, "--deny", "/" + "x" * 300],
@@ -81,9 +81,12 @@ def test_bad_input_exits_2_with_one_line_naming_it(cgroup: str, v1_cgroup: str, 
     for needle, args in cases.items():
         line = _one_error_line(run_cli(*run, *args), 2)
         assert needle in line, (needle, line)
-    # the v1 answer says how to get a v2 directory
+    # the v1 answer says how to get a v2 directory: where cgroup2 is mounted (as /proc/self/mounts has it), or
+    # how to mount it
     v1 = _one_error_line(run_cli(*run, "--cgroup", v1_cgroup, "--deny", "/tmp/x"), 2)
-    assert "mount -t cgroup2" in v1, v1
+    with open("/proc/self/mounts") as f:
+        v2_mounts = [line.split()[1] for line in f if line.split()[2] == "cgroup2"]
+    assert all(m in v1 for m in v2_mounts) if v2_mounts else "mount -t cgroup2" in v1, v1
 
 
 def test_probe_lsm_answer_matches_securityfs_and_bpftool() -> None:

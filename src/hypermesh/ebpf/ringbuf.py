@@ -1,5 +1,5 @@
 """Reading a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) through libbpf's ``ring_buffer__poll``: the one loop
-behind every program that streams events (execsnoop, execguard).
+behind every program that streams events (execsnoop, execguard; ``RingProgram`` is their common base).
 
 Each record reaches a ctypes callback, which hands ``parse`` a ctypes char array laid over the record where
 it lies in the ring's memory: no bytes copy per event (``struct.unpack_from`` reads it in place). The array
@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import threading
+import time
 from typing import Generic, TypeVar
 
 from hypermesh.ebpf import libbpf
+from hypermesh.ebpf.program import Program
 from hypermesh.errors import BackendError, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-__all__ = ["RingReader", "RingRecord"]
+    from hypermesh.ebpf.object import Collection
+
+__all__ = ["RingProgram", "RingReader", "RingRecord"]
 
 T = TypeVar("T")
 RingRecord = ctypes.Array[ctypes.c_char]
@@ -79,3 +84,47 @@ class RingReader(Generic[T]):
         ring, self._ring = self._ring, None
         if ring is not None:
             self._lib.ring_buffer__free(ring)
+
+
+class RingProgram(Program, Generic[T]):
+    """A built-in program whose events come up through a ring buffer map named ``events``: the reader's
+    ``poll``, ``stream`` and ``close``, under the program's read lock (a poll never runs into a close).
+    A subclass implements ``_parse`` and opens the reader with ``_open_reader`` (at load or at attach);
+    ``_before_poll`` sets what its ``_parse`` needs for the records of one poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ring: RingReader[T] | None = None
+
+    def _parse(self, record: RingRecord) -> T | None:
+        raise NotImplementedError
+
+    def _before_poll(self) -> None:
+        pass
+
+    def _open_reader(self, collection: Collection) -> None:
+        if self._ring is None:
+            self._ring = RingReader(collection.map("events").fd, self._parse, self.name, lib=libbpf.lib())
+
+    def poll(self, timeout: float) -> list[T]:
+        """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""
+        with self._read_lock:
+            self._require_loaded()  # under the lock: close() takes it too
+            if self._ring is None:
+                return []
+            self._before_poll()
+            return self._ring.poll(int(timeout * 1000))
+
+    def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[T]:
+        """Events as they come; ends after ``timeout`` seconds (never when None)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            yield from self.poll(left)
+
+    def close(self, wait: bool = True) -> threading.Event:
+        ring, self._ring = self._ring, None
+        if ring is not None:
+            with self._read_lock:
+                ring.close()
+        return super().close(wait)

@@ -17,23 +17,18 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import threading
 import time
 
-from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.btf import minimised_btf
-from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_cgroup_filter
+from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_filters
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import raw_tracepoints
-from hypermesh.ebpf.program import Program
-from hypermesh.ebpf.ringbuf import RingReader
+from hypermesh.ebpf.ringbuf import RingProgram
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from hypermesh.ebpf.ringbuf import RingRecord
 
 __all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
@@ -94,7 +89,7 @@ def wall_clock_offset() -> float:
     return offset
 
 
-class ExecsnoopProgram(Program):
+class ExecsnoopProgram(RingProgram[ExecEvent]):
     """``pid``: only execs of that process or of its children (a shell's pid shows the commands it
     runs); ``cgroup``: only processes in that cgroup v2 directory or below it."""
 
@@ -109,7 +104,6 @@ class ExecsnoopProgram(Program):
             check_process(self.pid)
         self.cgroup = None if cgroup is None else check_cgroup(cgroup)
         self.attach_type = "raw_tracepoint" if raw_tracepoints().supported else "tracepoint"
-        self._ring: RingReader[ExecEvent] | None = None
         self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
     def _configure(self, spec: ObjectSpec) -> None:
@@ -117,19 +111,14 @@ class ExecsnoopProgram(Program):
             spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
-        # The kernel zeroes a new array's values: with no filter, exec_config[0] already lets all through.
-        if self.cgroup is not None:
-            set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
-        if self.pid is not None or self.cgroup is not None:
-            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
-            collection.map("exec_config").update(struct.pack("<I", 0), config)
+        set_filters(collection, "exec_config", self.pid, self.cgroup)
 
     def _open_ring(self, collection: Collection) -> None:
         """The ring buffer reader and the lost-events buffers: made at the attach, when events can
         come, not in the load (an epoll instance and two mappings of the ring)."""
         if self._ring is not None:
             return
-        self._ring = RingReader(collection.map("events").fd, self._parse, "execsnoop", lib=libbpf.lib())
+        self._open_reader(collection)
         self._lost = collection.map("lost")
         self._lost_key = ctypes.create_string_buffer(4)  # key 0
         self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
@@ -158,21 +147,8 @@ class ExecsnoopProgram(Program):
             return [collection.attach_raw_tracepoint("raw_exec", "sched_process_exec")]
         return [collection.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
 
-    def poll(self, timeout: float) -> list[ExecEvent]:
-        """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""
-        with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
-            if self._ring is None:
-                return []
-            self._wall_offset = wall_clock_offset()
-            return self._ring.poll(int(timeout * 1000))
-
-    def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[ExecEvent]:
-        """Events as they come; ends after ``timeout`` seconds (never when None)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while deadline is None or time.monotonic() < deadline:
-            left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-            yield from self.poll(left)
+    def _before_poll(self) -> None:
+        self._wall_offset = wall_clock_offset()
 
     def lost(self) -> int:
         """Events dropped so far because the ring buffer was full (the reader fell behind)."""
@@ -189,13 +165,6 @@ class ExecsnoopProgram(Program):
     def read(self) -> ExecEvents:
         """Events that arrived since the last read (without waiting), and the count lost so far."""
         return ExecEvents(events=tuple(self.poll(0)), lost=self.lost())
-
-    def close(self, wait: bool = True) -> threading.Event:
-        ring, self._ring = self._ring, None
-        if ring is not None:
-            with self._read_lock:
-                ring.close()
-        return super().close(wait)
 
 
 PROGRAM = ExecsnoopProgram
