@@ -1,10 +1,12 @@
 """Reading a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) through libbpf's ``ring_buffer__poll``: the one loop
 behind every program that streams events (execsnoop, execguard; ``RingProgram`` is their common base).
 
-Each record reaches a ctypes callback, which hands ``parse`` a ctypes char array laid over the record where
-it lies in the ring's memory: no bytes copy per event (``struct.unpack_from`` reads it in place). The array
-is valid only during that call: once the callback returns, libbpf hands the space back to the kernel, which
-may write the next record there, so ``parse`` copies what it keeps (unpacking and slicing do).
+Each record reaches a ctypes callback, which hands ``parse`` a memoryview of the record where it lies in the
+ring's memory: no bytes copy per event (``struct.unpack_from`` reads it in place). The view is valid only
+during that call: once the callback returns, libbpf hands the space back to the kernel, which may write the
+next record there, so ``parse`` copies what it keeps (unpacking and ``bytes()`` do). The view is cut from one
+char array type longer than any record (a record's length is a 30-bit field of its header): an array type
+per record size would cost ~3 KiB each, kept for good by ctypes, and execguard's records vary in size.
 
 ctypes prints and swallows an exception raised inside a callback: a KeyboardInterrupt (or the CLI's SIGTERM
 exception) landing there would be lost. So the callback keeps it, stops the poll (a negative return ends
@@ -29,24 +31,23 @@ if TYPE_CHECKING:
 
     from hypermesh.ebpf.object import Collection
 
-__all__ = ["RingProgram", "RingReader", "RingRecord"]
+__all__ = ["RingProgram", "RingReader"]
 
 T = TypeVar("T")
-RingRecord = ctypes.Array[ctypes.c_char]
+_ANY_RECORD = ctypes.c_char * (1 << 30)  # laid over a record, never read past its size
 
 
 class RingReader(Generic[T]):
-    """Polls one ring buffer map; ``parse(record)`` turns a record (a char array over its bytes in the ring,
+    """Polls one ring buffer map; ``parse(record)`` turns a record (a memoryview of its bytes in the ring,
     valid during the call only) into an item, or None to drop it. Not thread-safe: its owner serialises
     ``poll()`` and ``close()``."""
 
-    def __init__(self, map_fd: int, parse: Callable[[RingRecord], T | None], what: str, *, lib: libbpf.Lib) -> None:
+    def __init__(self, map_fd: int, parse: Callable[[memoryview], T | None], what: str, *, lib: libbpf.Lib) -> None:
         self._lib = lib
         self._parse = parse
         self._what = what
         self._pending: list[T] = []
         self._error: BaseException | None = None
-        self._arrays: dict[int, type[RingRecord]] = {}  # record size -> its array type: one per size, made once
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
         ring = lib.ring_buffer__new(map_fd, self._callback, None, None)
         if not ring:
@@ -56,10 +57,7 @@ class RingReader(Generic[T]):
     def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
         try:
             if data is not None:
-                array = self._arrays.get(size)
-                if array is None:
-                    array = self._arrays[size] = ctypes.c_char * size
-                item = self._parse(array.from_address(data))
+                item = self._parse(memoryview(_ANY_RECORD.from_address(data))[:size])
                 if item is not None:
                     self._pending.append(item)
         except BaseException as exc:
@@ -96,7 +94,7 @@ class RingProgram(Program, Generic[T]):
         super().__init__()
         self._ring: RingReader[T] | None = None
 
-    def _parse(self, record: RingRecord) -> T | None:
+    def _parse(self, record: memoryview) -> T | None:
         raise NotImplementedError
 
     def _before_poll(self) -> None:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from hypermesh.ebpf.link import Link
     from hypermesh.ebpf.object import Collection
-    from hypermesh.ebpf.ringbuf import RingRecord
 
 __all__ = ["MAX_PREFIXES", "MODES", "ExecguardProgram", "GuardEvent", "GuardEvents", "GuardStats", "normalise_prefix"]
 
@@ -141,7 +140,7 @@ class ExecguardProgram(RingProgram[GuardEvent]):
         self._stats_key = ctypes.create_string_buffer(4)
         self._stats_value = ctypes.create_string_buffer(self._stats.value_buffer_size)
 
-    def _parse(self, data: RingRecord) -> GuardEvent | None:
+    def _parse(self, data: memoryview) -> GuardEvent | None:
         if len(data) < _HEADER.size:
             return None
         pid, tid, uid, action, index, flags, cgroup_id, comm = _HEADER.unpack_from(data)
@@ -150,7 +149,7 @@ class ExecguardProgram(RingProgram[GuardEvent]):
             tid=tid,
             uid=uid,
             comm=_text(comm),
-            filename=_text(bytes(memoryview(data)[_HEADER.size :])),  # sent up to its NUL: a short copy
+            filename=_text(bytes(data[_HEADER.size :])),  # sent up to its NUL: a short copy
             action=_ACTIONS.get(action, str(action)),
             prefix=self.prefixes[index] if index != _NO_PREFIX and index < len(self.prefixes) else None,
             unresolved=bool(flags & _FLAG_UNRESOLVED),
