@@ -152,9 +152,10 @@ def test_bpf_not_among_the_active_lsms_exits_4_naming_the_boot_parameter(cgroup:
 
 
 def test_a_decision_record_read_in_place_from_ring_memory(cgroup: str, tmp_path: Path) -> None:
-    """The guard's records as the ring reader hands them over: a view of the record where it lies (no copy), cut to
-    the record's size, the filename sent up to its NUL (execguard.bpf.c's struct guard_event). Runs where the kernel
-    refuses LSM programs too: the events themselves are proven in the 6.1 guest (tests/vm/guest_execguard.py)."""
+    """The guard's records as the ring reader hands them over, where they lie (no copy): a char array of the
+    record's size, or (past ringbuf.SIZES_TYPED sizes) a memoryview cut to it from a longer array; the filename is
+    sent up to its NUL (execguard.bpf.c's struct guard_event). Runs where the kernel refuses LSM programs too: the
+    events themselves are proven in the 6.1 guest (tests/vm/guest_execguard.py)."""
     import ctypes
     import struct
 
@@ -162,20 +163,23 @@ def test_a_decision_record_read_in_place_from_ring_memory(cgroup: str, tmp_path:
 
     denied = str(tmp_path / "denied")
     prog = ExecguardProgram(cgroup=cgroup, deny=["/tmp/hm-other", denied], mode="enforce")
-    comm = b"sh"
-    filename = f"{denied}/true".encode()
-    head = struct.pack("<IIIIIIQ16s", 4242, 4243, 1000, 2, 1, 0, prog.cgroup_id, comm)  # ACTION_DENY, prefix 1
-    # The ring's memory past the record holds whatever came before: the view must stop at the record's size.
-    memory = ctypes.create_string_buffer(head + filename + b"\0" + b"stale bytes of an older record", 512)
-    record = head + filename + b"\0"
-    view = memoryview((ctypes.c_char * len(memory)).from_address(ctypes.addressof(memory)))[: len(record)]
-    event = prog._parse(view)
-    assert event is not None
-    assert (event.pid, event.tid, event.uid, event.comm, event.filename) == (4242, 4243, 1000, "sh", f"{denied}/true")
-    assert (event.action, event.prefix, event.unresolved, event.cgroup_id) == (
-        "deny",
-        denied,
-        False,
-        os.stat(cgroup).st_ino,
-    )
-    assert prog._parse(view[: len(head) - 1]) is None  # shorter than the header: not a decision
+    head = struct.pack("<IIIIIIQ16s", 4242, 4243, 1000, 2, 1, 0, prog.cgroup_id, b"sh")  # ACTION_DENY, prefix 1
+    record = head + f"{denied}/true".encode() + b"\0"
+    # The ring's memory past the record holds whatever came before: the reader must stop at the record's size.
+    memory = ctypes.create_string_buffer(record + b"/stale/bytes/of/an/older/record", 512)
+    address = ctypes.addressof(memory)
+    for view in (
+        (ctypes.c_char * len(record)).from_address(address),
+        memoryview((ctypes.c_char * len(memory)).from_address(address))[: len(record)],
+    ):
+        event = prog._parse(view)
+        assert event is not None
+        assert (event.pid, event.tid, event.uid, event.comm) == (4242, 4243, 1000, "sh")
+        assert (event.filename, event.action, event.prefix, event.unresolved) == (
+            f"{denied}/true",
+            "deny",
+            denied,
+            False,
+        )
+        assert event.cgroup_id == os.stat(cgroup).st_ino
+    assert prog._parse((ctypes.c_char * (len(head) - 1)).from_address(address)) is None  # shorter than a header

@@ -22,7 +22,7 @@ import struct
 from hypermesh.ebpf.cgroup_target import resolve_cgroup
 from hypermesh.ebpf.filters import set_cgroup_filter
 from hypermesh.ebpf.probe import check_capabilities, probe
-from hypermesh.ebpf.ringbuf import RingProgram
+from hypermesh.ebpf.ringbuf import RingProgram, RingRecord
 from hypermesh.errors import InvalidInput, Unsupported
 from hypermesh.model import Record, record
 
@@ -140,7 +140,7 @@ class ExecguardProgram(RingProgram[GuardEvent]):
         self._stats_key = ctypes.create_string_buffer(4)
         self._stats_value = ctypes.create_string_buffer(self._stats.value_buffer_size)
 
-    def _parse(self, data: memoryview) -> GuardEvent | None:
+    def _parse(self, data: RingRecord) -> GuardEvent | None:
         if len(data) < _HEADER.size:
             return None
         pid, tid, uid, action, index, flags, cgroup_id, comm = _HEADER.unpack_from(data)
@@ -149,7 +149,7 @@ class ExecguardProgram(RingProgram[GuardEvent]):
             tid=tid,
             uid=uid,
             comm=_text(comm),
-            filename=_text(bytes(data[_HEADER.size :])),  # sent up to its NUL: a short copy
+            filename=_text(bytes(memoryview(data)[_HEADER.size :])),  # sent up to its NUL: a short copy
             action=_ACTIONS.get(action, str(action)),
             prefix=self.prefixes[index] if index != _NO_PREFIX and index < len(self.prefixes) else None,
             unresolved=bool(flags & _FLAG_UNRESOLVED),

@@ -24,7 +24,7 @@ from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import raw_tracepoints
-from hypermesh.ebpf.ringbuf import RingProgram
+from hypermesh.ebpf.ringbuf import RingProgram, RingRecord
 from hypermesh.model import Record, record
 
 __all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
@@ -119,7 +119,7 @@ class ExecsnoopProgram(RingProgram[ExecEvent]):
         self._lost_key = ctypes.create_string_buffer(4)  # key 0
         self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
 
-    def _parse(self, data: memoryview) -> ExecEvent | None:
+    def _parse(self, data: RingRecord) -> ExecEvent | None:
         if len(data) < _EVENT.size:
             return None
         fields = _EVENT.unpack_from(data)  # in place, from the ring buffer's own memory
