@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import hypermesh.ebpf
-from hypermesh.ebpf.filters import cgroup2_mounts
+from hypermesh.ebpf.cgroup_target import cgroup2_mounts
 from hypermesh.errors import InvalidInput
 from tests.integration.ebpf_support import HYPERMESH, REPO, require_ebpf, run_cli
 from tests.integration.test_ebpf_tracing import SYSCALL_MARGIN, _child, _finish, _go
@@ -92,21 +92,32 @@ def test_cli_syscalls_cgroup_and_bad_cgroups(cgroup: Path, tmp_path: Path) -> No
     data = json.loads(out)
     assert data["cgroup_filter"] == str(cgroup) and n <= data["syscalls"]["getppid"] <= n + SYSCALL_MARGIN
     assert [p["pid"] for p in data["processes"]] == [inside.pid]
-    # A directory that is not a cgroup, a v1 cgroup, a missing path: one line naming the fix.
+    # A directory that is not a cgroup, a v1 cgroup, a file, a missing path: one line naming the fix, the same
+    # line from every program that filters on a cgroup v2 directory (execguard refuses it before it loads).
     v1 = next((p for p in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory") if os.path.isdir(p)), None)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
     for bad, code, message in [
-        (str(tmp_path), 2, "is not a cgroup v2 directory"),
-        *([(v1, 2, "is not a cgroup v2 directory")] if v1 and v1 not in cgroup2_mounts() else []),
+        (str(tmp_path), 2, "is not in a cgroup file system"),
+        *(
+            [(v1, 2, "is a cgroup v1 directory, and BPF sees cgroup v2 only")]
+            if v1 and v1 not in cgroup2_mounts()
+            else []
+        ),
+        (str(a_file), 2, "is not a directory"),
         (str(tmp_path / "nosuch"), 2, "no such cgroup directory"),
     ]:
-        for program in ("syscalls", "execsnoop"):
-            result = run_cli("ebpf", "run", program, "--cgroup", bad, "--duration", "0.1")
+        said = set()
+        for program in ("syscalls", "execsnoop", "execguard --deny /tmp/hm-none"):
+            result = run_cli("ebpf", "run", *program.split(), "--cgroup", bad, "--duration", "0.1")
             assert result.returncode == code, result.stderr
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and message in lines[0], result.stderr
-            if "v2 directory" in message:
+            if message != "no such cgroup directory":
                 assert "cgroup v2 hierarchy is mounted at" in lines[0]
-    with pytest.raises(InvalidInput, match="not a cgroup v2 directory"):
+            said.add(lines[0])
+        assert len(said) == 1, said
+    with pytest.raises(InvalidInput, match="not in a cgroup file system"):
         hypermesh.ebpf.load("execsnoop", cgroup=str(tmp_path))
 
 

@@ -77,3 +77,27 @@ def test_assets_are_summed_per_kind_and_unhealthy_ones_named():
     assert (cpu["assets"], cpu["capacity"], cpu["allocated"], cpu["allocatable"]) == (2, 6.0, 1.5, 4.5)
     assert cpu["unhealthy"] == ["b/cpu: degraded"]
     assert view["summary"]["failed"][0]["node_id"] == "c" and view["summary"]["failed"][0]["kind"] == "bad answer"
+
+
+def test_a_nodes_allocations_are_the_cluster_sum_of_that_node_alone():
+    """/v1/cluster's per-node allocations and `cluster assets` add up by one function: for a single node they agree,
+    and entries that are not assets (an agent of another version) are passed over by both, not a crash."""
+    from hypermesh.agent.cluster_view import allocated_by_kind
+
+    assets = [
+        {"kind": "cpu", "id": "cpu", "unit": "cores", "capacity": 4, "allocated": 1.5, "allocatable": 2.5},
+        {"kind": "memory", "id": "memory", "unit": "bytes", "capacity": 1024, "allocated": None, "allocatable": 1024},
+        {"kind": "cpu", "id": "cpu1", "unit": "cores", "capacity": 2, "allocated": 0.25, "allocatable": 1.75,
+         "health": {"status": "failed"}},
+        "not an asset",
+        {"id": "no kind"},
+    ]  # fmt: skip
+    view = assets_view([answered("a", {"assets": assets}, paths=("/v1/assets",))])
+    mine = allocated_by_kind("a", assets)
+    assert mine == {
+        "cpu": {"capacity": 6.0, "allocated": 1.75, "unit": "cores"},
+        "memory": {"capacity": 1024.0, "allocated": 0.0, "unit": "bytes"},
+    }
+    for kind, sums in mine.items():
+        assert {k: view["kinds"][kind][k] for k in sums} == sums
+    assert view["kinds"]["cpu"]["assets"] == 2 and view["kinds"]["cpu"]["unhealthy"] == ["a/cpu1: failed"]

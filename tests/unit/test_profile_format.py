@@ -14,7 +14,7 @@ from hypermesh.ebpf.elf import ElfError, parse_elf
 from hypermesh.ebpf.flamegraph import parse_folded, render_svg
 from hypermesh.ebpf.programs.profile import ProfileReport, ProfileStack, folded
 from hypermesh.ebpf.symbols import Frame, KernelSymbols, parse_maps, parse_perf_map
-from hypermesh.errors import InvalidInput
+from hypermesh.errors import InvalidInput, NotFound
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -147,6 +147,26 @@ def test_cgroup_targets_over_a_fixture_proc(tmp_path: Path) -> None:
         resolve_cgroup(str(named / "x"), proc=str(proc))
     with pytest.raises(InvalidInput, match="not in a cgroup file system"):
         resolve_cgroup(str(tmp_path), proc=str(proc))
+    # v2_only (the BPF cgroup helpers): a v2 directory passes; a v1 one, named or not, is refused with the
+    # fixture's own cgroup2 mount as the place to look; whatever the mode, one wording per problem.
+    assert resolve_cgroup(str(v2 / "web"), v2_only=True, proc=str(proc)) == unified
+    for v1_dir in (v1 / "a", named / "x"):
+        with pytest.raises(InvalidInput) as refused:
+            resolve_cgroup(str(v1_dir), v2_only=True, proc=str(proc))
+        assert str(refused.value) == (
+            f"{v1_dir} is a cgroup v1 directory, and BPF sees cgroup v2 only: "
+            f"the cgroup v2 hierarchy is mounted at {v2}: give a directory under it"
+        )
+    with pytest.raises(InvalidInput) as refused:
+        resolve_cgroup(str(tmp_path), v2_only=True, proc=str(proc))
+    assert str(refused.value).startswith(
+        f"{tmp_path} is not in a cgroup file system: the cgroup v2 hierarchy is mounted at {v2}"
+    )
+    absent = tmp_path / "absent"
+    for v2_only in (False, True):
+        with pytest.raises(NotFound) as missing:
+            resolve_cgroup(str(absent), v2_only=v2_only, proc=str(proc))
+        assert str(missing.value) == f"no such cgroup directory: {absent} (create it: mkdir {absent})"
 
 
 def _report(stacks: list[ProfileStack], lost: int = 0) -> ProfileReport:

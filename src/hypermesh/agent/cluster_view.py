@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from hypermesh.cluster.aggregate import status_view
+from hypermesh.cluster.aggregate import add_assets_by_kind, status_view
 from hypermesh.cluster.etcd import Etcd, EtcdError
 from hypermesh.cluster.fanout import Client, Node, collect_async
 from hypermesh.cluster.membership import discover
@@ -56,18 +56,16 @@ class ClusterView:
             node["registered_at"] = registered.get(node["node_id"])
             node["last_seen"] = time.time() if node["error"] is None else None
             assets = answers[2].data if answers[2].ok and isinstance(answers[2].data, dict) else {}
-            node["allocated"] = allocated_by_kind(assets.get("assets") or [])
+            node["allocated"] = allocated_by_kind(node["node_id"], assets.get("assets") or [])
         view.update(etcd=self.etcd.url, self=self.node_id, error=None)
         return view
 
 
-def allocated_by_kind(assets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """kind -> {capacity, allocated, unit}, summed over a node's assets of that kind."""
-    out: dict[str, dict[str, Any]] = {}
-    for asset in assets:
-        if not isinstance(asset, dict) or "kind" not in asset:
-            continue
-        sums = out.setdefault(asset["kind"], {"capacity": 0.0, "allocated": 0.0, "unit": asset.get("unit")})
-        sums["capacity"] += float(asset.get("capacity") or 0.0)
-        sums["allocated"] += float(asset.get("allocated") or 0.0)
-    return out
+def allocated_by_kind(node_id: str, assets: list[Any]) -> dict[str, dict[str, Any]]:
+    """kind -> {capacity, allocated, unit}, summed over a node's assets of that kind (the cluster's per-kind sum,
+    of which the page shows these three)."""
+    kinds: dict[str, dict[str, Any]] = {}
+    add_assets_by_kind(kinds, node_id, assets)
+    return {
+        name: {"capacity": k["capacity"], "allocated": k["allocated"], "unit": k["unit"]} for name, k in kinds.items()
+    }

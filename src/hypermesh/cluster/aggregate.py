@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from hypermesh.cluster.fanout import Answer
 
-__all__ = ["STALE_INTERVALS", "assets_view", "profile_view", "sample_view", "status_view"]
+__all__ = ["STALE_INTERVALS", "add_assets_by_kind", "assets_view", "profile_view", "sample_view", "status_view"]
 
 STALE_INTERVALS = 3.0
 
@@ -172,6 +172,27 @@ def profile_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
     }
 
 
+def add_assets_by_kind(kinds: dict[str, dict[str, Any]], node_id: str, assets: Sequence[Any]) -> None:
+    """Add one node's /v1/assets list into ``kinds``: kind -> {unit, assets, capacity, allocated, allocatable}, and
+    ``unhealthy`` ("node/asset: status") once one is not ok. The one per-kind sum, for a node (/v1/cluster's
+    allocations) and for the cluster (``assets_view``, node after node into one ``kinds``). The unit is the first
+    asset's. An entry that is not an asset (no kind; an agent of another version) is passed over."""
+    for asset in assets:
+        if not isinstance(asset, dict) or "kind" not in asset:
+            continue
+        kind = kinds.setdefault(
+            asset["kind"],
+            {"unit": asset.get("unit"), "assets": 0, "capacity": 0.0, "allocated": 0.0, "allocatable": 0.0},
+        )
+        kind["assets"] += 1
+        for field in ("capacity", "allocated", "allocatable"):
+            kind[field] += float(asset.get(field) or 0.0)
+        health = asset.get("health")
+        status = health.get("status", "ok") if isinstance(health, dict) else "ok"
+        if status != "ok":
+            kind.setdefault("unhealthy", []).append(f"{node_id}/{asset.get('id')}: {status}")
+
+
 def assets_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
     """Answers to (/v1/assets,) per node -> capacity, allocated and allocatable per kind, summed over nodes."""
     kinds: dict[str, dict[str, Any]] = {}
@@ -184,17 +205,7 @@ def assets_view(rows: Sequence[Sequence[Answer]]) -> dict[str, Any]:
             row.update(error={"kind": "bad answer", "reason": reason})
             return
         row.update(assets=assets)
-        for asset in assets:
-            kind = kinds.setdefault(
-                asset["kind"],
-                {"unit": asset.get("unit"), "assets": 0, "capacity": 0.0, "allocated": 0.0, "allocatable": 0.0},
-            )
-            kind["assets"] += 1
-            for field in ("capacity", "allocated", "allocatable"):
-                kind[field] += float(asset.get(field) or 0.0)
-            status = (asset.get("health") or {}).get("status", "ok")
-            if status != "ok":
-                kind.setdefault("unhealthy", []).append(f"{row['node_id']}/{asset.get('id')}: {status}")
+        add_assets_by_kind(kinds, row["node_id"], assets)
 
     nodes = _each(rows, fill)
     return {"summary": _summary(nodes), "kinds": dict(sorted(kinds.items())), "nodes": nodes}

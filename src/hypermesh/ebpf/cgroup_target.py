@@ -1,4 +1,5 @@
-"""A cgroup directory as an in-kernel filter sees it: hierarchy, depth and kernfs id.
+"""A cgroup directory as an in-kernel filter sees it: hierarchy, depth and kernfs id. The one check of every
+``--cgroup`` (syscalls, execsnoop, execguard, profile), so each says what is wrong with a path in the same words.
 
 A BPF program recognises a cgroup by its kernfs node id, which is the directory's inode number on
 64-bit kernels (``kernfs_id_ino``). Which cgroup of a task to compare depends on the hierarchy the
@@ -6,8 +7,12 @@ directory belongs to: the unified (v2) one, or one of the v1 hierarchies, named 
 /proc/cgroups gives each controller. A task is "under" the target when its cgroup's ancestor at the
 target's depth is the target, which is why the depth is part of the answer.
 
-Named v1 hierarchies without a controller (``name=systemd``) are not reachable from a task's
-css_set without walking its links, so they are refused with the alternatives.
+The programs that ask ``bpf_current_task_under_cgroup()`` (syscalls, execsnoop, execguard) see the v2
+hierarchy only, like every BPF cgroup helper: they resolve with ``v2_only``, and a v1 directory is refused
+with where v2 is mounted (systemd's hybrid layout has it at /sys/fs/cgroup/unified). The profiler walks
+the task's css_set itself and takes v1 controller hierarchies too. Named v1 hierarchies without a
+controller (``name=systemd``) are not reachable from a task's css_set without walking its links, so they
+are refused with the alternatives.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import os
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
 
-__all__ = ["CgroupTarget", "resolve_cgroup"]
+__all__ = ["CGROUP2_MOUNT_HINT", "CgroupTarget", "cgroup2_mounts", "resolve_cgroup", "where_v2"]
 
 CGROUP_V2, CGROUP_V1 = 1, 2
+CGROUP2_MOUNT_HINT = "mount -t cgroup2 none /sys/fs/cgroup/unified"
+ANY_HIERARCHY = (
+    "give a directory under /sys/fs/cgroup (a v1 controller's hierarchy such as /sys/fs/cgroup/cpu/NAME, "
+    "or a cgroup2 mount)"
+)
 
 
 @record
@@ -40,33 +50,63 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def resolve_cgroup(path: str, proc: str = "/proc") -> CgroupTarget:
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        raise NotFound(f"no such cgroup directory: {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-    if not os.path.isdir(real):
-        raise InvalidInput(f"{path} is not a directory: give a cgroup directory such as /sys/fs/cgroup/cpu/NAME")
-    best: tuple[str, str, str, str] | None = None  # mount point, root, fstype, super options
+def _mounts(proc: str) -> list[tuple[str, str, str, str]]:
+    """(mount point, root, fstype, super options) of every mount in /proc/self/mountinfo."""
+    out = []
     with open(os.path.join(proc, "self", "mountinfo")) as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields, tail = left.split(), right.split()
-            if len(fields) < 5 or len(tail) < 3:
-                continue
-            point = _unescape(fields[4])
-            inside = real == point or real.startswith(point.rstrip("/") + "/")
-            if inside and (best is None or len(point) >= len(best[0])):
-                best = (point, _unescape(fields[3]), tail[0], tail[2])
+            if len(fields) >= 5 and len(tail) >= 3:
+                out.append((_unescape(fields[4]), _unescape(fields[3]), tail[0], tail[2]))
+    return out
+
+
+def cgroup2_mounts(proc: str = "/proc") -> list[str]:
+    """Where cgroup2 is mounted in this mount namespace."""
+    try:
+        return [point for point, _, fstype, _ in _mounts(proc) if fstype == "cgroup2"]
+    except OSError:
+        return []
+
+
+def where_v2(proc: str = "/proc") -> str:
+    """The fix for a path that is not a cgroup v2 directory: where to find one, or how to mount the hierarchy."""
+    mounts = cgroup2_mounts(proc)
+    if mounts:
+        return f"the cgroup v2 hierarchy is mounted at {', '.join(mounts)}: give a directory under it"
+    return f"no cgroup v2 hierarchy is mounted: {CGROUP2_MOUNT_HINT}, then give a directory under it"
+
+
+def resolve_cgroup(path: object, *, v2_only: bool = False, proc: str = "/proc") -> CgroupTarget:
+    """``path`` as a cgroup directory, or the one-line error that names what it is instead and what to give.
+    ``v2_only``: refuse a v1 directory (for the BPF cgroup helpers, which see the v2 hierarchy only)."""
+
+    def fix() -> str:
+        return where_v2(proc) if v2_only else ANY_HIERARCHY
+
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(f"--cgroup takes the path of a cgroup directory, got {path!r}: {fix()}")
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise NotFound(f"no such cgroup directory: {path} (create it: mkdir {path})") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the cgroup directory {path}: {exc.strerror}") from None
+    if not os.path.isdir(real):
+        raise InvalidInput(f"{path} is not a directory: {fix()}")
+    best: tuple[str, str, str, str] | None = None  # mount point, root, fstype, super options
+    for mount in _mounts(proc):
+        point = mount[0]
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = mount
     if best is None or best[2] not in ("cgroup", "cgroup2"):
-        raise InvalidInput(
-            f"{path} is not in a cgroup file system: give a directory under /sys/fs/cgroup "
-            "(a v1 controller's hierarchy such as /sys/fs/cgroup/cpu/NAME, or a cgroup2 mount)"
-        )
+        raise InvalidInput(f"{path} is not in a cgroup file system: {fix()}")
     point, root, fstype, options = best
+    if v2_only and fstype != "cgroup2":
+        raise InvalidInput(f"{path} is a cgroup v1 directory, and BPF sees cgroup v2 only: {fix()}")
     relative = os.path.relpath(real, point)
     inside_root = os.path.normpath(os.path.join(root, "" if relative == "." else relative))
     level = len([p for p in inside_root.split("/") if p])

@@ -1,7 +1,9 @@
-"""What the built-in tracing programs filter on in the kernel: a process (``--pid``) and a cgroup
-(``--cgroup``), checked here before anything is loaded so a typo is a clear error, not an empty result.
+"""What the built-in programs filter on in the kernel: a process (``--pid``, checked here) and a cgroup
+(``--cgroup``, checked by ``cgroup_target.resolve_cgroup``), both before anything is loaded so a typo is a
+clear error, not an empty result.
 
-The cgroup filter is a BPF_MAP_TYPE_CGROUP_ARRAY holding the cgroup directory's fd; the programs ask
+The cgroup filter (syscalls, execsnoop, execguard) is a BPF_MAP_TYPE_CGROUP_ARRAY holding the cgroup
+directory's fd, set by ``set_cgroup_filter``; the programs ask
 ``bpf_current_task_under_cgroup()``, which matches that cgroup and every cgroup below it. Chosen over
 comparing ``bpf_get_current_cgroup_id()``, which matches one cgroup exactly (a service's child cgroups
 would be missed). Both look at the cgroup v2 hierarchy only: on a host with v1 controllers, the path
@@ -14,15 +16,15 @@ import errno
 import os
 import struct
 
-from hypermesh.errors import BackendError, InvalidInput, NotFound
+from hypermesh.ebpf.cgroup_target import resolve_cgroup, where_v2
+from hypermesh.errors import BackendError, InvalidInput, NotFound, PermissionDenied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hypermesh.ebpf.maps import Map
+    from hypermesh.ebpf.object import Collection
 
-__all__ = ["cgroup2_mounts", "check_cgroup", "check_process", "positive_int_or_none", "set_cgroup_filter"]
-
-CGROUP2_MOUNT_HINT = "mount -t cgroup2 none /sys/fs/cgroup/unified"
+__all__ = ["check_cgroup", "check_process", "positive_int_or_none", "set_cgroup_filter", "set_filters"]
 
 
 def positive_int_or_none(name: str, value: object) -> int | None:
@@ -53,30 +55,9 @@ def check_process(pid: int) -> None:
         )
 
 
-def cgroup2_mounts() -> list[str]:
-    """Where cgroup2 is mounted in this mount namespace (/proc/self/mounts)."""
-    try:
-        with open("/proc/self/mounts") as f:
-            return [line.split()[1] for line in f if line.split()[2:3] == ["cgroup2"]]
-    except OSError:
-        return []
-
-
-def _where_v2() -> str:
-    mounts = cgroup2_mounts()
-    if mounts:
-        return f"the cgroup v2 hierarchy is mounted at {', '.join(mounts)}: give a directory under it"
-    return f"no cgroup v2 hierarchy is mounted: {CGROUP2_MOUNT_HINT}, then give a directory under it"
-
-
-def check_cgroup(path: object) -> str:
-    """``path`` as given, once it names a directory (the kernel says whether it is a v2 cgroup)."""
-    if not isinstance(path, str) or not path:
-        raise InvalidInput(f"cgroup must be the path of a cgroup v2 directory, got {path!r}")
-    if not os.path.exists(path):
-        raise NotFound(f"no such cgroup directory: {path}")
-    if not os.path.isdir(path):
-        raise InvalidInput(f"{path} is not a directory: --cgroup takes a cgroup v2 directory; {_where_v2()}")
+def check_cgroup(path: str) -> str:
+    """``path`` as given, once ``resolve_cgroup`` finds a cgroup v2 directory there (else its error)."""
+    resolve_cgroup(path, v2_only=True)
     return path
 
 
@@ -85,16 +66,29 @@ def set_cgroup_filter(cgroup_map: Map, path: str) -> None:
     takes its own reference to the cgroup; the fd is closed again here."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        raise NotFound(f"no such cgroup directory: {path}") from None
+    except FileNotFoundError:  # checked before the load, removed since
+        raise NotFound(f"no such cgroup directory: {path} (create it: mkdir {path})") from None
+    except PermissionError:
+        raise PermissionDenied(f"cannot open the cgroup {path}: run as root") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot open cgroup {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot open the cgroup {path}: {exc.strerror}") from None
     try:
         rc = cgroup_map.try_update(struct.pack("<I", 0), struct.pack("<I", fd))
     finally:
         os.close(fd)
     # The kernel says EBADF for a directory that is not a cgroup, or a cgroup of a v1 hierarchy.
     if rc == -errno.EBADF:
-        raise InvalidInput(f"{path} is not a cgroup v2 directory: {_where_v2()}")
+        raise InvalidInput(f"{path} is not a cgroup v2 directory: {where_v2()}")
     if rc != 0:
         raise BackendError(f"setting the cgroup filter to {path}: {os.strerror(-rc)}")
+
+
+def set_filters(collection: Collection, config_map: str, pid: int | None, cgroup: str | None) -> None:
+    """The --pid and --cgroup filters of syscalls and execsnoop: slot 0 of ``config_map`` holds their
+    ``{pid, use_cgroup}`` filter struct, ``cgroup_filter`` the cgroup. The kernel zeroes a new array's
+    values, so with no filter slot 0 already lets everything through and nothing is written."""
+    if cgroup is not None:
+        set_cgroup_filter(collection.map("cgroup_filter"), cgroup)
+    if pid is not None or cgroup is not None:
+        config = struct.pack("<II", pid or 0, cgroup is not None)
+        collection.map(config_map).update(struct.pack("<I", 0), config)

@@ -18,18 +18,17 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-import threading
 
-from hypermesh.ebpf import libbpf
+from hypermesh.ebpf.cgroup_target import resolve_cgroup
+from hypermesh.ebpf.filters import set_cgroup_filter
 from hypermesh.ebpf.probe import check_capabilities, probe
-from hypermesh.ebpf.program import Program
-from hypermesh.ebpf.ringbuf import RingReader
-from hypermesh.errors import InvalidInput, NotFound, PermissionDenied, Unsupported
+from hypermesh.ebpf.ringbuf import RingProgram, RingRecord
+from hypermesh.errors import InvalidInput, Unsupported
 from hypermesh.model import Record, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from typing import Self
 
     from hypermesh.ebpf.link import Link
@@ -41,7 +40,6 @@ MODES = ("audit", "enforce")
 MAX_PREFIXES = 16  # execguard.bpf.c
 PREFIX_MAX_BYTES = 255  # PREFIX_LEN - 1 in execguard.bpf.c
 HOOK = "bprm_check_security"
-CGROUP2_MOUNT_HINT = "mount -t cgroup2 none /sys/fs/cgroup/unified"
 
 _HEADER = struct.Struct("<IIIIIIQ16s")  # struct guard_event up to filename
 _PREFIX = struct.Struct(f"<II{PREFIX_MAX_BYTES + 1}s")  # struct guard_prefix
@@ -96,30 +94,11 @@ def normalise_prefix(prefix: str) -> str:
     return real
 
 
-def _check_cgroup(path: str) -> str:
-    """``path`` as a cgroup v2 directory, or the error that says what it is instead."""
-    if not isinstance(path, str) or not path:
-        raise InvalidInput("--cgroup needs a cgroup v2 directory such as /sys/fs/cgroup/NAME")
-    real = os.path.realpath(path)
-    if not os.path.exists(real):
-        raise NotFound(f"no such cgroup directory: {path} (create it: mkdir {path})")
-    if not os.path.isdir(real):
-        raise InvalidInput(f"--cgroup {path} is not a directory: give a cgroup v2 directory")
-    if os.path.exists(os.path.join(real, "cgroup.controllers")):  # in every v2 directory, in no v1 one
-        return real
-    if os.path.exists(os.path.join(real, "cgroup.procs")):
-        raise InvalidInput(
-            f"--cgroup {path} is a cgroup v1 directory; BPF sees cgroup v2 only: mount cgroup2 ({CGROUP2_MOUNT_HINT} "
-            "where /sys/fs/cgroup holds v1 controllers), create the cgroup there and move the processes into it"
-        )
-    raise InvalidInput(f"--cgroup {path} is not a cgroup directory (no cgroup.procs): give a cgroup v2 directory")
-
-
 def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-class ExecguardProgram(Program):
+class ExecguardProgram(RingProgram[GuardEvent]):
     name = "execguard"
 
     def __init__(self, cgroup: str, deny: Sequence[str], mode: str = "audit") -> None:
@@ -131,11 +110,10 @@ class ExecguardProgram(Program):
         prefixes = list(dict.fromkeys(normalise_prefix(p) for p in deny))
         if len(prefixes) > MAX_PREFIXES:
             raise InvalidInput(f"{len(prefixes)} --deny prefixes: at most {MAX_PREFIXES} (deny a common parent)")
-        self.cgroup = _check_cgroup(cgroup)
-        self.cgroup_id = os.stat(self.cgroup).st_ino  # a cgroup2 directory's inode number is its kernfs id
+        target = resolve_cgroup(cgroup, v2_only=True)
+        self.cgroup, self.cgroup_id = target.path, target.cgroup_id
         self.prefixes = tuple(prefixes)
         self.mode = mode
-        self._ring: RingReader[GuardEvent] | None = None
 
     def load(self) -> Self:
         # Capabilities first (exit 3), then the kernel (exit 4): LSM programs load and attach where bpf is
@@ -156,23 +134,13 @@ class ExecguardProgram(Program):
 
     def _after_load(self, collection: Collection) -> None:
         collection.map("rules").update(struct.pack("<I", 0), self._rules())
-        try:
-            fd = os.open(self.cgroup, os.O_RDONLY | os.O_DIRECTORY)
-        except PermissionError:
-            raise PermissionDenied(f"cannot open the cgroup {self.cgroup}: run as root") from None
-        except FileNotFoundError:
-            raise NotFound(f"the cgroup {self.cgroup} was removed before the guard attached") from None
-        try:
-            # The map takes its own reference on the cgroup: the directory's fd is not needed after this.
-            collection.map("target").update(struct.pack("<I", 0), struct.pack("<I", fd))
-        finally:
-            os.close(fd)
-        self._ring = RingReader(collection.map("events").fd, self._parse, "execguard", lib=libbpf.lib())
+        set_cgroup_filter(collection.map("target"), self.cgroup)
+        self._open_reader(collection)
         self._stats = collection.map("stats")
         self._stats_key = ctypes.create_string_buffer(4)
         self._stats_value = ctypes.create_string_buffer(self._stats.value_buffer_size)
 
-    def _parse(self, data: bytes) -> GuardEvent | None:
+    def _parse(self, data: RingRecord) -> GuardEvent | None:
         if len(data) < _HEADER.size:
             return None
         pid, tid, uid, action, index, flags, cgroup_id, comm = _HEADER.unpack_from(data)
@@ -181,7 +149,7 @@ class ExecguardProgram(Program):
             tid=tid,
             uid=uid,
             comm=_text(comm),
-            filename=_text(data[_HEADER.size :]),
+            filename=_text(bytes(memoryview(data)[_HEADER.size :])),  # sent up to its NUL: a short copy
             action=_ACTIONS.get(action, str(action)),
             prefix=self.prefixes[index] if index != _NO_PREFIX and index < len(self.prefixes) else None,
             unresolved=bool(flags & _FLAG_UNRESOLVED),
@@ -190,21 +158,6 @@ class ExecguardProgram(Program):
 
     def _attach(self, collection: Collection) -> list[Link]:
         return [collection.attach_lsm("check_exec", HOOK)]
-
-    def poll(self, timeout: float) -> list[GuardEvent]:
-        """Wait up to ``timeout`` seconds for decisions; returns those that arrived (maybe none)."""
-        with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
-            return [] if self._ring is None else self._ring.poll(int(timeout * 1000))
-
-    def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[GuardEvent]:
-        """Decisions as they come; ends after ``timeout`` seconds (never when None)."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while deadline is None or time.monotonic() < deadline:
-            left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-            yield from self.poll(left)
 
     def stats(self) -> GuardStats:
         """Counts since the load, summed over CPUs."""
@@ -220,13 +173,6 @@ class ExecguardProgram(Program):
     def read(self) -> GuardEvents:
         """Decisions that arrived since the last read (without waiting), and the counts so far."""
         return GuardEvents(events=tuple(self.poll(0)), stats=self.stats())
-
-    def close(self, wait: bool = True) -> threading.Event:
-        ring, self._ring = self._ring, None
-        if ring is not None:
-            with self._read_lock:
-                ring.close()
-        return super().close(wait)
 
 
 PROGRAM = ExecguardProgram

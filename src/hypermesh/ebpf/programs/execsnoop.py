@@ -16,30 +16,21 @@ sched:sched_process_exec; ``attach_type`` says which.
 from __future__ import annotations
 
 import ctypes
-import errno
 import struct
-import threading
 import time
 
-from hypermesh.ebpf import libbpf
 from hypermesh.ebpf.btf import minimised_btf
-from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_cgroup_filter
+from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_filters
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import raw_tracepoints
-from hypermesh.ebpf.program import Program
-from hypermesh.errors import Unsupported
+from hypermesh.ebpf.ringbuf import RingProgram, RingRecord
 from hypermesh.model import Record, record
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 __all__ = ["ARGS_BYTES", "MAX_ARGS", "ExecEvent", "ExecsnoopProgram", "minimised_btf", "wall_clock_offset"]
 # minimised_btf: from hypermesh.ebpf.btf
 
 _EVENT = struct.Struct("<QIIIIII16s256s1024s")  # execsnoop.bpf.c's struct exec_event
-_EVENT_BYTES = ctypes.c_char * _EVENT.size
 _FILENAME_TRUNCATED = 1  # execsnoop.bpf.c's flags
 ARGS_BYTES = 1024  # execsnoop.bpf.c's ARGS_LEN: bytes of the argument block copied per exec
 MAX_ARGS = 20  # arguments kept per event (libbpf-tools' default too)
@@ -94,7 +85,7 @@ def wall_clock_offset() -> float:
     return offset
 
 
-class ExecsnoopProgram(Program):
+class ExecsnoopProgram(RingProgram[ExecEvent]):
     """``pid``: only execs of that process or of its children (a shell's pid shows the commands it
     runs); ``cgroup``: only processes in that cgroup v2 directory or below it."""
 
@@ -109,9 +100,6 @@ class ExecsnoopProgram(Program):
             check_process(self.pid)
         self.cgroup = None if cgroup is None else check_cgroup(cgroup)
         self.attach_type = "raw_tracepoint" if raw_tracepoints().supported else "tracepoint"
-        self._pending: list[ExecEvent] = []
-        self._ring: int | None = None
-        self._callback_error: BaseException | None = None
         self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
     def _configure(self, spec: ObjectSpec) -> None:
@@ -119,58 +107,35 @@ class ExecsnoopProgram(Program):
             spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
-        # The kernel zeroes a new array's values: with no filter, exec_config[0] already lets all through.
-        if self.cgroup is not None:
-            set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
-        if self.pid is not None or self.cgroup is not None:
-            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
-            collection.map("exec_config").update(struct.pack("<I", 0), config)
+        set_filters(collection, "exec_config", self.pid, self.cgroup)
 
     def _open_ring(self, collection: Collection) -> None:
         """The ring buffer reader and the lost-events buffers: made at the attach, when events can
         come, not in the load (an epoll instance and two mappings of the ring)."""
         if self._ring is not None:
             return
-        lib = libbpf.lib()
-        self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_sample)  # referenced while the ring lives
-        ring = lib.ring_buffer__new(collection.map("events").fd, self._callback, None, None)
-        if not ring:
-            raise Unsupported(
-                "execsnoop", f"cannot create the ring buffer reader: {libbpf.strerror(libbpf.get_errno())}"
-            )
-        self._ring = ring
+        self._open_reader(collection)
         self._lost = collection.map("lost")
         self._lost_key = ctypes.create_string_buffer(4)  # key 0
         self._lost_value = ctypes.create_string_buffer(self._lost.value_buffer_size)
 
-    def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
-        # ctypes prints and swallows an exception raised in a callback: a KeyboardInterrupt (or the
-        # CLI's SIGTERM exception) landing here would be lost. Keep it, stop the poll (a negative
-        # return ends ring_buffer__poll) and let poll() raise it in the caller.
-        try:
-            if data is None or size < _EVENT.size:
-                return 0
-            # Unpacked in place, from the ring buffer's own memory (no bytes copy of the event).
-            fields = _EVENT.unpack_from(_EVENT_BYTES.from_address(data))
-            monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
-            argv, argv_truncated = _argv(args, copied, total)
-            self._pending.append(
-                ExecEvent(
-                    timestamp=round(self._wall_offset + monotonic_ns / 1e9, 6),
-                    pid=pid,
-                    ppid=ppid,
-                    uid=uid,
-                    comm=_text(comm),
-                    filename=_text(filename),
-                    filename_truncated=bool(flags & _FILENAME_TRUNCATED),
-                    argv=argv,
-                    argv_truncated=argv_truncated,
-                )
-            )
-        except BaseException as exc:
-            self._callback_error = exc
-            return -errno.EINTR
-        return 0
+    def _parse(self, data: RingRecord) -> ExecEvent | None:
+        if len(data) < _EVENT.size:
+            return None
+        fields = _EVENT.unpack_from(data)  # in place, from the ring buffer's own memory
+        monotonic_ns, pid, ppid, uid, flags, copied, total, comm, filename, args = fields
+        argv, argv_truncated = _argv(args, copied, total)
+        return ExecEvent(
+            timestamp=round(self._wall_offset + monotonic_ns / 1e9, 6),
+            pid=pid,
+            ppid=ppid,
+            uid=uid,
+            comm=_text(comm),
+            filename=_text(filename),
+            filename_truncated=bool(flags & _FILENAME_TRUNCATED),
+            argv=argv,
+            argv_truncated=argv_truncated,
+        )
 
     def _attach(self, collection: Collection) -> list[Link]:
         self._open_ring(collection)
@@ -178,28 +143,8 @@ class ExecsnoopProgram(Program):
             return [collection.attach_raw_tracepoint("raw_exec", "sched_process_exec")]
         return [collection.attach_tracepoint("on_exec", "sched", "sched_process_exec")]
 
-    def poll(self, timeout: float) -> list[ExecEvent]:
-        """Wait up to ``timeout`` seconds for events; returns those that arrived (maybe none)."""
-        with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
-            if self._ring is None:
-                return []
-            self._wall_offset = wall_clock_offset()
-            rc = libbpf.lib().ring_buffer__poll(self._ring, int(timeout * 1000))
-            events, self._pending = self._pending, []
-            error, self._callback_error = self._callback_error, None
-        if error is not None:
-            raise error
-        if rc < 0 and rc != -4:  # -EINTR: a signal (Ctrl-C) woke us; the caller decides
-            raise OSError(-rc, f"polling the exec ring buffer: {libbpf.strerror(rc)}")
-        return events
-
-    def stream(self, timeout: float | None = None, interval: float = 0.1) -> Iterator[ExecEvent]:
-        """Events as they come; ends after ``timeout`` seconds (never when None)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while deadline is None or time.monotonic() < deadline:
-            left = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-            yield from self.poll(left)
+    def _before_poll(self) -> None:
+        self._wall_offset = wall_clock_offset()
 
     def lost(self) -> int:
         """Events dropped so far because the ring buffer was full (the reader fell behind)."""
@@ -216,13 +161,6 @@ class ExecsnoopProgram(Program):
     def read(self) -> ExecEvents:
         """Events that arrived since the last read (without waiting), and the count lost so far."""
         return ExecEvents(events=tuple(self.poll(0)), lost=self.lost())
-
-    def close(self, wait: bool = True) -> threading.Event:
-        ring, self._ring = self._ring, None
-        if ring is not None:
-            with self._read_lock:
-                libbpf.lib().ring_buffer__free(ring)
-        return super().close(wait)
 
 
 PROGRAM = ExecsnoopProgram

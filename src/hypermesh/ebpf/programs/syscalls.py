@@ -14,7 +14,7 @@ import operator
 import platform
 import struct
 
-from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_cgroup_filter
+from hypermesh.ebpf.filters import check_cgroup, check_process, positive_int_or_none, set_filters
 from hypermesh.ebpf.link import Link
 from hypermesh.ebpf.object import Collection, ObjectSpec
 from hypermesh.ebpf.probe import Feature, check_capabilities, kprobes_absent_reason, probe, raw_tracepoints
@@ -163,12 +163,7 @@ class SyscallsProgram(Program):
             spec.set_autoload(program, hook == self.attach_type)
 
     def _after_load(self, collection: Collection) -> None:
-        # The kernel zeroes a new array's values: with no filter, config[0] is already "count everything".
-        if self.cgroup is not None:
-            set_cgroup_filter(collection.map("cgroup_filter"), self.cgroup)
-        if self.pid is not None or self.cgroup is not None:
-            config = struct.pack("<II", self.pid or 0, self.cgroup is not None)
-            collection.map("config").update(struct.pack("<I", 0), config)
+        set_filters(collection, "config", self.pid, self.cgroup)
         self._reader_ready = False
 
     def _prepare_read(self, collection: Collection) -> None:
