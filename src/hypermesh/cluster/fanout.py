@@ -115,11 +115,7 @@ class Client:
                     for path in paths:
                         began = time.monotonic()
                         try:
-                            if connection is None or not connection.reusable:
-                                if connection is not None:
-                                    connection.close()
-                                connection = await Connection.open(target, context)
-                            status, body = await connection.request("GET", path, self._auth_line, None, MAX_BODY_BYTES)
+                            connection, status, body = await self._get(connection, target, context, path)
                             data = _json_answer(status, body)
                         except HttpFailure as failure:
                             answers.append(
@@ -147,6 +143,27 @@ class Client:
         # Paths not asked after a failure carry the same failure: every row has one answer per path.
         answers += [Answer(node, p, None, failed.error_kind, failed.error) for p in paths[len(answers) :]]
         return answers
+
+    async def _get(
+        self, connection: Connection | None, target: Target, context: ssl.SSLContext | None, path: str
+    ) -> tuple[Connection, int, bytes]:
+        """GET ``path`` on the node's connection (opened first, or again if the server ended it)."""
+        for _ in range(2):
+            if connection is None or not connection.reusable:
+                if connection is not None:
+                    connection.close()
+                connection = await Connection.open(target, context)
+            try:
+                status, body = await connection.request("GET", path, self._auth_line, None, MAX_BODY_BYTES)
+                return connection, status, body
+            except HttpFailure as failure:
+                if failure.kind != "stale":
+                    connection.close()
+                    raise
+            except BaseException:  # the deadline (CancelledError) included: the caller never sees this connection
+                connection.close()
+                raise
+        raise HttpFailure("bad answer", "the server closed two connections in a row without answering")
 
     async def send(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
         """One request to an agent (allocations): (status, the JSON answer or None). Raises HttpFailure, with

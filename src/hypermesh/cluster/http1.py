@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import socket
 import ssl
 from urllib.parse import urlsplit
@@ -64,6 +65,7 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Target) -> None:
         self.reader, self.writer, self.target = reader, writer, target
         self.reusable = True
+        self.answered = 0  # answers read on this connection
 
     @classmethod
     async def open(cls, target: Target, context: ssl.SSLContext | None) -> Connection:
@@ -83,11 +85,18 @@ class Connection:
             # A handshake the server cut (a plain-HTTP agent that closes on TLS garbage) is a TLS failure.
             if target.tls and isinstance(exc, ConnectionResetError | BrokenPipeError):
                 raise HttpFailure("tls", f"TLS handshake failed: {exc.strerror or exc}") from None
-            raise HttpFailure("refused", exc.strerror or str(exc) or type(exc).__name__) from None
+            # asyncio's own text is "Connect call failed (address)": the errno says what happened.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+            raise HttpFailure("refused", f"{reason} ({target.host}:{target.port})") from None
         return cls(reader, writer, target)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.target.tls:
+            # close() would start TLS's close_notify exchange and leave the socket to a loop that asyncio.run()
+            # ends right after (an unclosed socket): the answer is read whole, nothing is lost by cutting it.
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
 
     async def request(
         self, method: str, path: str, auth_line: bytes, body: bytes | None, max_body: int
@@ -99,9 +108,15 @@ class Connection:
             extra += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         try:
             self.writer.write(head.encode("latin-1") + extra + b"\r\n" + (body or b""))
-            return await self._answer(method, max_body)
+            answer = await self._answer(method, max_body)
+            self.answered += 1
+            return answer
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self.reusable = False
+            if self.answered and (not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial):
+                # A kept-alive connection the server closed before reading this request (it may, at any time):
+                # not an answer, the caller asks again on a fresh connection.
+                raise HttpFailure("stale", "the server closed the kept-alive connection") from None
             detail = "closed before a whole answer" if isinstance(exc, asyncio.IncompleteReadError) else exc
             raise HttpFailure("bad answer", f"the connection broke: {detail}") from None
         except asyncio.LimitOverrunError:
