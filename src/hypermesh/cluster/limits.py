@@ -12,13 +12,15 @@ An allocation takes two steps, the cluster's and then the node's:
 1. **Reserve**: read the limits and the usage key, and in one transaction (compare the usage key's mod revision with
    the one read; retry on conflict) add the id to the usage key and write the allocation record as ``pending``
    bound to the allocator's lease. Two allocators racing for the last room: one transaction wins, the other
-   re-reads and is refused. Never over-committed.
+   re-reads and is refused. Never over-committed. allocate() reserves while it asks the nodes for room, so the
+   record may name its node only when confirmed.
 2. **Grant**: ``POST /v1/allocations`` on the chosen node (its own ledger refuses what the node has not got). Then
    the record becomes ``granted`` (no lease: it lasts until released) in a transaction that checks it is still
    there. If the node refuses or cannot be reached, the reservation is undone in one transaction.
 
 An allocator that dies between the two steps leaves a pending record with a lease: when the lease ends etcd deletes
-the record, and the next allocation (or ``repair()``) finds the usage entry without a record and removes it. A
+the record; ``repair()`` (and an allocation that the entry would otherwise refuse) finds the usage entry without a
+record and removes it. A
 grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
 etcd down: every write fails closed (EtcdUnavailable, exit 1); nothing is granted on a node without its reservation.
 """
