@@ -20,8 +20,7 @@ An allocation takes two steps, the cluster's and then the node's:
 
 An allocator that dies between the two steps leaves a pending record with a lease: when the lease ends etcd deletes
 the record; ``repair()`` (and an allocation that the entry would otherwise refuse) finds the usage entry without a
-record and removes it. A
-grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
+record and removes it. A grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
 etcd down: every write fails closed (EtcdUnavailable, exit 1); nothing is granted on a node without its reservation.
 """
 
