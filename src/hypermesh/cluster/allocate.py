@@ -6,15 +6,14 @@ credentials as every cluster command (an agent without basic auth takes writes f
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import json
 
-import httpx
-
-from hypermesh.cluster.etcd import Etcd, EtcdError
+from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
-from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits
-from hypermesh.cluster.membership import Member, discover
+from hypermesh.cluster.http1 import HttpFailure
+from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits, Prefetch
+from hypermesh.cluster.membership import NODES_PREFIX, Member
 from hypermesh.errors import BackendError, InvalidInput, NotFound
 
 TYPE_CHECKING = False
@@ -26,13 +25,6 @@ __all__ = ["NodeRefused", "allocate", "release"]
 
 class NodeRefused(InvalidInput):
     """The node's own ledger said no (not enough left there, a GPU in use): exit 2 with its reason."""
-
-
-def _members(etcd: Etcd) -> list[Member]:
-    members = discover(etcd)
-    if not members:
-        raise BackendError(f"no agents are registered in etcd at {etcd.url}; start them with --etcd {etcd.url}")
-    return members
 
 
 def pick_node(
@@ -68,71 +60,97 @@ def pick_node(
     return best[1], best[2]
 
 
-def _http(client: Client) -> httpx.Client:
-    return httpx.Client(verify=client.verify, timeout=client.timeout_s, trust_env=False, auth=client.auth)
-
-
 def allocate(
     etcd: Etcd, client: Client, kind: str, amount: float, owner: str, node_id: str | None = None
 ) -> dict[str, Any]:
+    """Pick, reserve, grant, confirm. The lease and the reservation are made while the nodes are asked for room
+    (neither depends on which node): an allocation waits for etcd's writes once each, not one after another."""
     limits = ClusterLimits(etcd)
-    member, asset = pick_node(client, _members(etcd), kind, amount, node_id)
+    read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
+    members = _registered(etcd, read.nodes)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-reserve") as pool:
+        reservation = pool.submit(_reserve, etcd, limits, kind, amount, owner, read)
+        try:
+            member, asset = pick_node(client, members, kind, amount, node_id)
+        except BaseException:
+            _abandon(limits, kind, reservation)
+            raise
+        allocation_id, record, revision = reservation.result()  # LimitExceeded / EtcdError: nothing was granted
+    body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
+    if asset is not None:
+        body["asset"] = asset
+    try:
+        status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
+    except HttpFailure as failure:
+        limits.undo(allocation_id, kind)
+        raise BackendError(
+            f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
+            "nothing was allocated"
+        ) from None
+    if status not in (200, 201):
+        limits.undo(allocation_id, kind)
+        reason = _error(answer)
+        if status in (409, 422):
+            raise NodeRefused(f"node {member.node_id} refused: {reason}")
+        raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
+    granted = {**record, "node_id": member.node_id, "node_url": member.url, "state": "granted"}
+    if not limits.confirm(allocation_id, record, revision, node_id=member.node_id, node_url=member.url):
+        # The reservation ended (its lease) while the node granted: give the node's grant back.
+        with contextlib.suppress(HttpFailure):
+            client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
+        raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
+    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
+    # Revoking would be one more raft write (an fsync) on every allocation's path.
+    return granted
+
+
+def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
+    members = [m for kv in kvs if (m := Member.from_json(kv.key.removeprefix(NODES_PREFIX), kv.value)) is not None]
+    if not members:
+        raise BackendError(f"no agents are registered in etcd at {etcd.url}; start them with --etcd {etcd.url}")
+    return sorted(members, key=lambda m: m.node_id)
+
+
+def _reserve(
+    etcd: Etcd, limits: ClusterLimits, kind: str, amount: float, owner: str, read: Prefetch
+) -> tuple[str, dict[str, Any], int]:
     lease = etcd.grant(PENDING_TTL_S)
     try:
-        allocation_id = limits.reserve(kind, amount, owner, member.node_id, member.url, lease)
-        body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
-        if asset is not None:
-            body["asset"] = asset
-        try:
-            with _http(client) as http:
-                answer = http.post(f"{member.url}/v1/allocations", json=body)
-        except httpx.HTTPError as exc:
-            limits.undo(allocation_id, kind)
-            raise BackendError(
-                f"node {member.node_id} ({member.url}) could not be reached: {exc}; nothing was allocated"
-            ) from None
-        if answer.status_code not in (200, 201):
-            limits.undo(allocation_id, kind)
-            reason = _error(answer)
-            if answer.status_code in (409, 422):
-                raise NodeRefused(f"node {member.node_id} refused: {reason}")
-            raise BackendError(
-                f"node {member.node_id} answered HTTP {answer.status_code}: {reason}; nothing was allocated"
-            )
-        if not limits.confirm(allocation_id):
-            # The reservation ended (its lease) while the node granted: give the node's grant back.
-            with _http(client) as http:
-                http.delete(f"{member.url}/v1/allocations/{allocation_id}")
-            raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
-        return limits.allocation(allocation_id)
-    finally:
+        return limits.reserve_at(kind, amount, owner, lease, read=read)
+    except BaseException:
         with contextlib.suppress(EtcdError):
-            etcd.revoke(lease)  # the record no longer uses it once confirmed (or is gone)
+            etcd.revoke(lease)
+        raise
+
+
+def _abandon(limits: ClusterLimits, kind: str, reservation: concurrent.futures.Future[Any]) -> None:
+    """No node was picked: undo the reservation made meanwhile (if it was made)."""
+    try:
+        allocation_id = reservation.result()[0]
+    except Exception:
+        return
+    with contextlib.suppress(EtcdError):
+        limits.undo(allocation_id, kind)
 
 
 def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
     limits = ClusterLimits(etcd)
     record = limits.allocation(allocation_id)
     try:
-        with _http(client) as http:
-            answer = http.delete(f"{record['node_url']}/v1/allocations/{allocation_id}")
-    except httpx.HTTPError as exc:
+        status, answer = client.send_sync(f"{record['node_url']}/v1/allocations/{allocation_id}", "DELETE")
+    except HttpFailure as failure:
         raise BackendError(
-            f"node {record.get('node_id')} ({record.get('node_url')}) could not be reached: {exc}; "
+            f"node {record.get('node_id')} ({record.get('node_url')}) could not be reached: {failure.message}; "
             "the allocation is kept, retry the release"
         ) from None
-    if answer.status_code not in (200, 204, 404):  # 404: the node no longer has it (its owner exited): release anyway
-        raise BackendError(f"node {record.get('node_id')} answered HTTP {answer.status_code}: {_error(answer)}")
+    if status not in (200, 204, 404):  # 404: the node no longer has it (its owner exited): release anyway
+        raise BackendError(f"node {record.get('node_id')} answered HTTP {status}: {_error(answer)}")
     limits.undo(allocation_id, str(record["kind"]))
     return record
 
 
-def _error(answer: httpx.Response) -> str:
-    try:
-        data = answer.json()
-    except (ValueError, json.JSONDecodeError):
-        return answer.text[:200]
-    if isinstance(data, dict):
-        left = f" ({data['left']} left)" if "left" in data else ""
-        return f"{data.get('error', '')}{left}"
-    return str(data)[:200]
+def _error(answer: Any) -> str:
+    if isinstance(answer, dict):
+        left = f" ({answer['left']} left)" if "left" in answer else ""
+        return f"{answer.get('error', '')}{left}"
+    return str(answer or "")[:200]

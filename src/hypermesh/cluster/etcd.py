@@ -11,9 +11,10 @@ URL), an answer etcd itself refused raises EtcdError with its message.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 
 from hypermesh.errors import HypermeshError, InvalidInput
 
@@ -88,32 +89,76 @@ def _unb64(text: str | None) -> bytes:
 
 
 class Etcd:
-    """One etcd endpoint (a cluster member's client URL)."""
+    """One etcd endpoint (a cluster member's client URL).
+
+    Requests go over kept-alive connections, one per thread at a time: a fresh TCP connection and urllib's opener
+    per call cost about as much as etcd's own answer to a read (~1 ms), and an allocation makes several calls."""
 
     def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = check_etcd_url(url)
         self.timeout_s = timeout_s
+        parts = urllib.parse.urlsplit(self.url)
+        self._tls, self._host, self._port = parts.scheme == "https", parts.hostname or "", parts.port
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        if self._tls:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout_s), False
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s), False
+
+    def _post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        connection, reused = self._connection()
+        try:
+            connection.request("POST", f"/v3/{path}", payload, {"content-type": "application/json"})
+            answer = connection.getresponse()
+            raw = answer.read(MAX_ANSWER_BYTES)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            connection.close()
+            if not reused:
+                raise
+            # A kept-alive connection etcd closed while it was idle: ask again on a fresh one. (A write etcd applied
+            # just before closing would be applied twice only if it carried no compare; puts and deletes are
+            # idempotent, and every transaction here compares a revision.)
+            return self._post_fresh(path, payload)
+        except BaseException:
+            connection.close()
+            raise
+        if answer.will_close:
+            connection.close()
+        else:
+            with self._lock:
+                self._idle.append(connection)
+        return answer.status, raw
+
+    def _post_fresh(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        with self._lock:
+            stale, self._idle = self._idle, []
+        for connection in stale:
+            connection.close()
+        return self._post(path, payload)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310 (check_etcd_url allows http and https only)
-            f"{self.url}/v3/{path}",
-            data=json.dumps(body).encode(),
-            headers={"content-type": "application/json"},
-            method="POST",
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
-                raw = answer.read(MAX_ANSWER_BYTES)
-        except urllib.error.HTTPError as exc:
-            raw = exc.read(MAX_ANSWER_BYTES)
+            status, raw = self._post(path, json.dumps(body).encode())
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise EtcdUnavailable(f"etcd at {self.url} is unreachable ({reason}); is it running?") from None
+        if status != 200:
             try:
                 message = json.loads(raw).get("message") or raw.decode(errors="replace")
-            except ValueError:
+            except (ValueError, AttributeError):
                 message = raw.decode(errors="replace")[:200]
-            raise EtcdError(f"etcd at {self.url} refused {path}: {message}") from None
-        except (TimeoutError, urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EtcdUnavailable(f"etcd at {self.url} is unreachable ({reason}); is it running?") from None
+            raise EtcdError(f"etcd at {self.url} refused {path}: {message}")
         try:
             data: dict[str, Any] = json.loads(raw)
         except ValueError:
@@ -159,21 +204,41 @@ class Etcd:
 
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], failure: list[dict[str, Any]]) -> bool:
         """A transaction; True when every comparison held (and ``success`` ran)."""
-        return bool(self.call("kv/txn", {"compare": compare, "success": success, "failure": failure}).get("succeeded"))
+        return self.txn_at(compare, success, failure)[0]
+
+    def txn_at(
+        self, compare: list[dict[str, Any]], success: list[dict[str, Any]], failure: list[dict[str, Any]]
+    ) -> tuple[bool, int]:
+        """A transaction: whether it succeeded, and the store's revision after it (the mod revision of every key
+        its success branch wrote)."""
+        data = self.call("kv/txn", {"compare": compare, "success": success, "failure": failure})
+        return bool(data.get("succeeded")), int(data["header"]["revision"])
+
+    def read_many(self, prefixes: list[str]) -> tuple[list[list[KeyValue]], int]:
+        """The keys under each prefix, all read at one revision in one round trip (a transaction of ranges only,
+        which etcd serves as a read: no raft write, no fsync)."""
+        ranges = [{"requestRange": {"key": _b64(p), "range_end": _b64(prefix_end(p))}} for p in prefixes]
+        data = self.call("kv/txn", {"compare": [], "success": ranges, "failure": []})
+        out = [_kvs(r.get("response_range", {})) for r in data.get("responses", [])]
+        out += [[] for _ in prefixes[len(out) :]]
+        return out, int(data["header"]["revision"])
 
     def _range(self, body: dict[str, Any]) -> tuple[list[KeyValue], int]:
         data = self.call("kv/range", body)
-        out = [
-            KeyValue(
-                _unb64(kv["key"]).decode("latin-1"),
-                _unb64(kv.get("value")),
-                int(kv.get("mod_revision", 0)),
-                int(kv.get("version", 0)),
-                int(kv.get("lease", 0)),
-            )
-            for kv in data.get("kvs", [])
-        ]
-        return out, int(data["header"]["revision"])
+        return _kvs(data), int(data["header"]["revision"])
+
+
+def _kvs(data: dict[str, Any]) -> list[KeyValue]:
+    return [
+        KeyValue(
+            _unb64(kv["key"]).decode("latin-1"),
+            _unb64(kv.get("value")),
+            int(kv.get("mod_revision", 0)),
+            int(kv.get("version", 0)),
+            int(kv.get("lease", 0)),
+        )
+        for kv in data.get("kvs", [])
+    ]
 
 
 # ------------------------------------------------------------------------------------- transaction pieces

@@ -19,7 +19,7 @@ import json
 import ssl
 import time
 
-import httpx
+from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,30 +79,52 @@ class Client:
     ) -> None:
         self.timeout_s = timeout_s
         self.auth = auth
+        self._auth_line = basic_auth(auth)
+        self._context: ssl.SSLContext | None = None
         if insecure:
             self.verify: ssl.SSLContext | bool = False
         else:
             self.verify = ssl.create_default_context(cafile=cafile) if cafile else True
 
-    async def ask(self, http: httpx.AsyncClient, node: Node, paths: Sequence[str]) -> list[Answer]:
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context for https agents, made on first use: the system's CA bundle costs 20-30 ms to load."""
+        if isinstance(self.verify, ssl.SSLContext):
+            return self.verify
+        if self._context is None:
+            if self.verify:
+                self._context = ssl.create_default_context()
+            else:
+                self._context = ssl.create_default_context()
+                self._context.check_hostname = False
+                self._context.verify_mode = ssl.CERT_NONE
+        return self._context
+
+    async def ask(self, node: Node, paths: Sequence[str]) -> list[Answer]:
         """The node's answers to ``paths``, asked in order on one connection, all within one timeout.
 
         In order, not at once: the first authenticated request verifies the credentials (one bcrypt run), and the
         agent shows /healthz in full only to credentials it has verified before."""
         answers: list[Answer] = []
         start = time.monotonic()
+        connection: Connection | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                for path in paths:
-                    began = time.monotonic()
-                    try:
-                        data = await self._get(http, node, path)
-                    except _Failure as failure:
-                        answers.append(
-                            Answer(node, path, None, failure.kind, failure.message, time.monotonic() - began)
-                        )
-                        break
-                    answers.append(Answer(node, path, data, elapsed_s=time.monotonic() - began))
+                try:
+                    target = Target(node.url)
+                    context = self.ssl_context() if target.tls else None
+                    for path in paths:
+                        began = time.monotonic()
+                        try:
+                            connection, status, body = await self._get(connection, target, context, path)
+                            data = _json_answer(status, body)
+                        except HttpFailure as failure:
+                            answers.append(
+                                Answer(node, path, None, failure.kind, failure.message, time.monotonic() - began)
+                            )
+                            break
+                        answers.append(Answer(node, path, data, elapsed_s=time.monotonic() - began))
+                except HttpFailure as failure:  # the URL itself
+                    answers.append(Answer(node, paths[0], None, failure.kind, failure.message))
         except TimeoutError:
             answers.append(
                 Answer(
@@ -114,51 +136,67 @@ class Client:
                     time.monotonic() - start,
                 )
             )
+        finally:
+            if connection is not None:
+                connection.close()
         failed = answers[-1]
         # Paths not asked after a failure carry the same failure: every row has one answer per path.
         answers += [Answer(node, p, None, failed.error_kind, failed.error) for p in paths[len(answers) :]]
         return answers
 
-    async def _get(self, http: httpx.AsyncClient, node: Node, path: str) -> Any:
+    async def _get(
+        self, connection: Connection | None, target: Target, context: ssl.SSLContext | None, path: str
+    ) -> tuple[Connection, int, bytes]:
+        """GET ``path`` on the node's connection (opened first, or again if the server ended it)."""
+        for _ in range(2):
+            if connection is None or not connection.reusable:
+                if connection is not None:
+                    connection.close()
+                connection = await Connection.open(target, context)
+            try:
+                status, body = await connection.request("GET", path, self._auth_line, None, MAX_BODY_BYTES)
+                return connection, status, body
+            except HttpFailure as failure:
+                if failure.kind != "stale":
+                    connection.close()
+                    raise
+            except BaseException:  # the deadline (CancelledError) included: the caller never sees this connection
+                connection.close()
+                raise
+        raise HttpFailure("bad answer", "the server closed two connections in a row without answering")
+
+    async def send(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
+        """One request to an agent (allocations): (status, the JSON answer or None). Raises HttpFailure, with
+        "timed out" past the timeout."""
+        target = Target(url)
+        payload = None if body is None else json.dumps(body).encode()
         try:
-            async with http.stream("GET", node.url + path, auth=self.auth) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        raise _Failure("bad answer", f"more than {MAX_BODY_BYTES >> 20} MiB")
-        except httpx.ConnectError as exc:
-            raise _Failure(*_connect_failure(exc)) from None
-        except httpx.TimeoutException:
-            raise _Failure("timed out", f"no answer within {self.timeout_s:g} s") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise _Failure("bad answer", f"the connection broke: {exc or type(exc).__name__}") from None
-        if response.status_code in (401, 403):
-            raise _Failure("auth", f"HTTP {response.status_code}; give --user and --password-file")
-        if response.status_code != 200:
-            raise _Failure("bad answer", f"HTTP {response.status_code} {_error_text(bytes(body))}".rstrip())
+            async with asyncio.timeout(self.timeout_s):
+                connection = await Connection.open(target, self.ssl_context() if target.tls else None)
+                try:
+                    status, raw = await connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES)
+                finally:
+                    connection.close()
+        except TimeoutError:
+            raise HttpFailure("timed out", f"no answer within {self.timeout_s:g} s") from None
         try:
-            return json.loads(body)
+            return status, json.loads(raw) if raw else None
         except ValueError:
-            raise _Failure("bad answer", "the body is not JSON") from None
+            return status, raw[:200].decode("utf-8", errors="replace")
+
+    def send_sync(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
+        return asyncio.run(self.send(url, method, body))
 
 
-class _Failure(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-
-def _connect_failure(exc: httpx.ConnectError) -> tuple[str, str]:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLError):
-            return "tls", f"TLS handshake failed: {getattr(cause, 'reason', None) or cause}"
-        cause = cause.__cause__ or cause.__context__
-    text = str(exc) or type(exc).__name__
-    if "SSL" in text or "certificate" in text:
-        return "tls", f"TLS handshake failed: {text}"
-    return "refused", text
+def _json_answer(status: int, body: bytes) -> Any:
+    if status in (401, 403):
+        raise HttpFailure("auth", f"HTTP {status}; give --user and --password-file")
+    if status != 200:
+        raise HttpFailure("bad answer", f"HTTP {status} {_error_text(body)}".rstrip())
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise HttpFailure("bad answer", "the body is not JSON") from None
 
 
 def _error_text(body: bytes) -> str:
@@ -170,21 +208,11 @@ def _error_text(body: bytes) -> str:
 
 
 async def collect_async(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list[list[Answer]]:
-    """collect() for a caller already in an event loop (the agent)."""
+    """collect() for a caller already in an event loop (the agent). Agents are asked directly, never through an
+    HTTP_PROXY meant for the internet (a proxy would turn "refused" and "timed out" into its own 502/404)."""
     if not nodes:
         return []
-    limits = httpx.Limits(max_connections=max(len(nodes), 1), max_keepalive_connections=max(len(nodes), 1))
-    # httpx's own timeouts as a second line; the whole-request deadline is in Client.get. trust_env=False: agents are
-    # asked directly, never through an HTTP_PROXY meant for the internet (a proxy would also turn "refused" and
-    # "timed out" into its own 502/404, hiding why a node failed).
-    async with httpx.AsyncClient(
-        # No TLS context unless a node is https: building one loads the system's CA bundle, ~20-30 ms a call.
-        verify=client.verify if any(n.url.startswith("https:") for n in nodes) else False,
-        timeout=client.timeout_s,
-        limits=limits,
-        trust_env=False,
-    ) as http:
-        return list(await asyncio.gather(*(client.ask(http, node, paths) for node in nodes)))
+    return list(await asyncio.gather(*(client.ask(node, paths) for node in nodes)))
 
 
 def collect(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list[list[Answer]]:

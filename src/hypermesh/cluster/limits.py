@@ -12,14 +12,15 @@ An allocation takes two steps, the cluster's and then the node's:
 1. **Reserve**: read the limits and the usage key, and in one transaction (compare the usage key's mod revision with
    the one read; retry on conflict) add the id to the usage key and write the allocation record as ``pending``
    bound to the allocator's lease. Two allocators racing for the last room: one transaction wins, the other
-   re-reads and is refused. Never over-committed.
+   re-reads and is refused. Never over-committed. allocate() reserves while it asks the nodes for room, so the
+   record may name its node only when confirmed.
 2. **Grant**: ``POST /v1/allocations`` on the chosen node (its own ledger refuses what the node has not got). Then
    the record becomes ``granted`` (no lease: it lasts until released) in a transaction that checks it is still
    there. If the node refuses or cannot be reached, the reservation is undone in one transaction.
 
 An allocator that dies between the two steps leaves a pending record with a lease: when the lease ends etcd deletes
-the record, and the next allocation (or ``repair()``) finds the usage entry without a record and removes it. A
-grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
+the record; ``repair()`` (and an allocation that the entry would otherwise refuse) finds the usage entry without a
+record and removes it. A grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
 etcd down: every write fails closed (EtcdUnavailable, exit 1); nothing is granted on a node without its reservation.
 """
 
@@ -32,10 +33,12 @@ import uuid
 from hypermesh.cluster.etcd import (
     Etcd,
     EtcdError,
+    KeyValue,
     compare_mod_revision,
     request_delete,
     request_put,
 )
+from hypermesh.cluster.membership import NODES_PREFIX
 from hypermesh.errors import InvalidInput, NotFound
 
 TYPE_CHECKING = False
@@ -69,6 +72,44 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+class Prefetch:
+    """A kind's limit keys and usage key, and the registered agents, as one read returned them."""
+
+    __slots__ = ("limits", "nodes", "usage")
+
+    def __init__(self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue]) -> None:
+        self.limits, self.usage, self.nodes = limits, usage, nodes
+
+
+def _reserved(kv: KeyValue | None) -> tuple[dict[str, dict[str, Any]], int]:
+    """The usage key's reservations and its mod revision (0: no key yet)."""
+    if kv is None:
+        return {}, 0
+    reserved = _json(kv.value).get("reserved", {})
+    return (dict(reserved) if isinstance(reserved, dict) else {}), kv.mod_revision
+
+
+def _over(
+    kind: str,
+    reserved: dict[str, dict[str, Any]],
+    amount: float,
+    owner: str,
+    total: float | None,
+    owner_limit: float | None,
+) -> str | None:
+    """Why ``amount`` more would exceed a limit, or None."""
+    used = sum(float(r["amount"]) for r in reserved.values())
+    if total is not None and used + amount > total + 1e-9:
+        return f"cluster limit for {kind}: {_fmt(total - used)} of {_fmt(total)} left, {_fmt(amount)} asked"
+    owned = sum(float(r["amount"]) for r in reserved.values() if r.get("owner") == owner)
+    if owner_limit is not None and owned + amount > owner_limit + 1e-9:
+        return (
+            f"cluster limit for {kind} of {owner}: {_fmt(owner_limit - owned)} of {_fmt(owner_limit)} left, "
+            f"{_fmt(amount)} asked"
+        )
+    return None
+
+
 class ClusterLimits:
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
@@ -97,29 +138,47 @@ class ClusterLimits:
     # ------------------------------------------------------------------------------------------- allocate
     def reserve(self, kind: str, amount: float, owner: str, node_id: str, node_url: str, lease: int) -> str:
         """Step 1: the reservation's id, or LimitExceeded saying what is left."""
+        return self.reserve_at(kind, amount, owner, lease, node_id, node_url)[0]
+
+    def read_for(self, kind: str) -> Prefetch:
+        """What a reservation of ``kind`` reads, in one round trip: the kind's limits and its usage key (and the
+        registered agents, which the allocator asks at the same time)."""
+        (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many([LIMITS + kind, USAGE + kind, NODES_PREFIX])
+        usage = next((kv for kv in usage_kvs if kv.key == USAGE + kind), None)
+        return Prefetch(limit_kvs, usage, nodes)
+
+    def reserve_at(
+        self,
+        kind: str,
+        amount: float,
+        owner: str,
+        lease: int,
+        node_id: str | None = None,
+        node_url: str | None = None,
+        read: Prefetch | None = None,
+    ) -> tuple[str, dict[str, Any], int]:
+        """Step 1 as the allocator uses it: (id, the pending record, the revision it was written at). The node may
+        be unknown yet (the record is bound to the lease and gets its node when confirmed)."""
         allocation_id = f"c-{uuid.uuid4().hex[:16]}"
-        limit_kvs, _ = self.etcd.get_prefix(LIMITS + kind)
+        read = read or self.read_for(kind)
         total = owner_limit = None
-        for kv in limit_kvs:
+        for kv in read.limits:
             rest = kv.key[len(LIMITS) :]
             if rest == kind:
                 total = float(_json(kv.value).get("amount", 0.0))
             elif rest == f"{kind}/{owner}":
                 owner_limit = float(_json(kv.value).get("amount", 0.0))
+        usage = read.usage
         for _ in range(MAX_ATTEMPTS):
-            reserved, revision = self._usage(kind)
-            reserved = self._without_orphans(reserved)
-            used = sum(float(r["amount"]) for r in reserved.values())
-            owned = sum(float(r["amount"]) for r in reserved.values() if r.get("owner") == owner)
-            if total is not None and used + amount > total + 1e-9:
-                raise LimitExceeded(
-                    f"cluster limit for {kind}: {_fmt(total - used)} of {_fmt(total)} left, {_fmt(amount)} asked"
-                )
-            if owner_limit is not None and owned + amount > owner_limit + 1e-9:
-                raise LimitExceeded(
-                    f"cluster limit for {kind} of {owner}: {_fmt(owner_limit - owned)} of {_fmt(owner_limit)} left, "
-                    f"{_fmt(amount)} asked"
-                )
+            reserved, revision = _reserved(usage)
+            refusal = _over(kind, reserved, amount, owner, total, owner_limit)
+            if refusal is not None:
+                # Entries whose record went with its lease (an allocator that died) count only until someone
+                # looks: they are looked for only when they would make the difference, not on every reservation.
+                reserved = self._without_orphans(reserved)
+                refusal = _over(kind, reserved, amount, owner, total, owner_limit)
+                if refusal is not None:
+                    raise LimitExceeded(refusal)
             reserved[allocation_id] = {"amount": amount, "owner": owner}
             record = {
                 "id": allocation_id,
@@ -131,26 +190,33 @@ class ClusterLimits:
                 "state": "pending",
                 "created_at": time.time(),
             }
-            if self.etcd.txn(
+            done, written_at = self.etcd.txn_at(
                 [compare_mod_revision(USAGE + kind, revision)],
                 [
                     request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
                     request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
                 ],
                 [],
-            ):
-                return allocation_id
+            )
+            if done:
+                return allocation_id, record, written_at
+            usage = self.etcd.get(USAGE + kind)
         raise EtcdError(f"cluster allocation of {kind}: {MAX_ATTEMPTS} conflicting transactions in a row; retry")
 
-    def confirm(self, allocation_id: str) -> bool:
-        """Step 2 done: the record becomes granted, without a lease. False if the reservation is gone."""
-        kv = self.etcd.get(ALLOCATIONS + allocation_id)
-        if kv is None:
-            return False
-        record = _json(kv.value)
-        record["state"] = "granted"
+    def confirm(
+        self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
+    ) -> bool:
+        """Step 2 done: the record becomes granted, without a lease. False if the reservation is gone.
+
+        ``record`` and ``revision`` as reserve_at() returned them spare reading the record again."""
+        if record is None or not revision:
+            kv = self.etcd.get(ALLOCATIONS + allocation_id)
+            if kv is None:
+                return False
+            record, revision = _json(kv.value), kv.mod_revision
+        record = {**record, **changes, "state": "granted"}
         return self.etcd.txn(
-            [compare_mod_revision(ALLOCATIONS + allocation_id, kv.mod_revision)],
+            [compare_mod_revision(ALLOCATIONS + allocation_id, revision)],
             [request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode())],
             [],
         )
@@ -205,11 +271,7 @@ class ClusterLimits:
         return repaired
 
     def _usage(self, kind: str) -> tuple[dict[str, dict[str, Any]], int]:
-        kv = self.etcd.get(USAGE + kind)
-        if kv is None:
-            return {}, 0
-        reserved = _json(kv.value).get("reserved", {})
-        return (dict(reserved) if isinstance(reserved, dict) else {}), kv.mod_revision
+        return _reserved(self.etcd.get(USAGE + kind))
 
     def _without_orphans(self, reserved: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Entries whose allocation record still exists: a record gone with its lease was never granted."""

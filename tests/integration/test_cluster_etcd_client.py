@@ -1,0 +1,55 @@
+"""The etcd client's kept-alive connections and one-round-trip reads, against a real etcd on 127.0.0.1.
+
+Every figure our client reads is checked against etcd's gateway read with urllib (a client independent of ours).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+
+import pytest
+
+from hypermesh.cluster.etcd import Etcd, EtcdUnavailable, compare_mod_revision, request_put
+from tests.integration.cluster_support import Etcd as EtcdServer
+
+
+def urllib_range(url: str, key: str) -> dict:
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + "/v3/kv/range", data=body), timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_reads_writes_and_a_restarted_etcd_on_kept_alive_connections(tmp_path):
+    server = EtcdServer(tmp_path).start()
+    try:
+        etcd = Etcd(server.url)
+        for i in range(3):
+            etcd.put(f"/t/a/{i}", f"v{i}".encode())
+        etcd.put("/t/b/0", b"w")
+        done, revision = etcd.txn_at([compare_mod_revision("/t/c", 0)], [request_put("/t/c", b"x")], [])
+        assert done
+        # The transaction's revision is the written key's mod revision, as etcd itself reports it.
+        assert int(urllib_range(server.url, "/t/c")["kvs"][0]["mod_revision"]) == revision
+        (a, b, none), read_at = etcd.read_many(["/t/a/", "/t/b/", "/t/none/"])
+        assert [(kv.key, kv.value) for kv in a] == [(f"/t/a/{i}", f"v{i}".encode()) for i in range(3)]
+        assert [kv.key for kv in b] == ["/t/b/0"] and none == []
+        assert read_at == revision == etcd.get_prefix("/t/")[1]
+        assert len(etcd._idle) == 1  # one connection served every call in turn
+
+        server.stop()  # the kept-alive connection dies with it
+        with pytest.raises(EtcdUnavailable) as down:
+            etcd.get("/t/c")
+        assert server.url in str(down.value) and "\n" not in str(down.value)
+        server.start()
+        kv = etcd.get("/t/c")  # a fresh connection after the dead one
+        assert kv is not None and kv.value == b"x" and kv.mod_revision == revision
+        server.stop()
+        server.start()  # etcd restarted while our connection sat idle: the call is asked again, not failed
+        assert len(etcd._idle) == 1
+        kv = etcd.get("/t/c")
+        assert kv is not None and kv.value == b"x"
+        etcd.close()
+    finally:
+        server.stop()
