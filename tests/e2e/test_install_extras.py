@@ -6,6 +6,7 @@ base dependencies (psutil, rich). The agent's web stack is then truly absent, as
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,25 @@ def test_a_command_that_needs_the_agent_extra_exits_4_naming_it(base_install, ar
     assert lines[0].startswith("hypermesh: error: hypermesh agent"), lines[0]
     assert module in lines[0] and "'agent' extra" in lines[0] and lines[0].endswith(INSTALL_HINT), lines[0]
     assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_cluster_views_need_no_extra_and_rollout_names_its_own(base_install, tmp_path):
+    """The fan-out speaks HTTP/1.1 itself (cluster/http1.py): a base install asks agents, and only the roll-out
+    (httpx) needs the 'cluster' extra. Port 1 on loopback refuses: the answer names the node and why."""
+    probe = "import importlib.util as u; print(u.find_spec('httpx') is None)"
+    found = subprocess.run(
+        [str(base_install / "python"), "-c", probe], capture_output=True, text=True, env=_clean_env()
+    )
+    assert found.stdout.strip() == "True", found.stderr  # the premise
+    status = _run(base_install, "cluster", "status", "--node", "http://127.0.0.1:1", "--json")
+    assert "Traceback" not in status.stderr and "extra" not in status.stderr, status.stderr
+    view = json.loads(status.stdout)
+    assert status.returncode == 0, status.stderr  # a partial answer by default: what arrived, and who failed
+    assert [(f["node_id"], f["kind"]) for f in view["summary"]["failed"]] == [("127.0.0.1:1", "refused")], view
+    config = tmp_path / "agent.toml"
+    config.write_text("interval = 1.0\n")
+    rollout = _run(base_install, "cluster", "rollout", "--config", str(config), "--node", "http://127.0.0.1:1")
+    assert rollout.returncode == 4, rollout.stderr
+    line = rollout.stderr.strip().splitlines()
+    assert len(line) == 1 and "httpx" in line[0] and "'cluster' extra" in line[0], rollout.stderr

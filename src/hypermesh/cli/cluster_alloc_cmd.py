@@ -155,7 +155,6 @@ def run_limit_list(args: argparse.Namespace) -> int:
 
 
 def run_allocate(args: argparse.Namespace) -> int:
-    require_modules("hypermesh cluster allocate", "httpx")
     from hypermesh.cli.cluster_access import make_client
     from hypermesh.cluster.allocate import allocate
     from hypermesh.cluster.etcd import Etcd
@@ -171,7 +170,6 @@ def run_allocate(args: argparse.Namespace) -> int:
 
 
 def run_release(args: argparse.Namespace) -> int:
-    require_modules("hypermesh cluster release", "httpx")
     from hypermesh.cli.cluster_access import make_client
     from hypermesh.cluster.allocate import release
     from hypermesh.cluster.etcd import Etcd

@@ -121,7 +121,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def run_view(args: argparse.Namespace) -> int:
-    require_modules("hypermesh cluster", "httpx")
     from hypermesh.cluster import aggregate
     from hypermesh.cluster.fanout import collect
     from hypermesh.cluster.targets import resolve
