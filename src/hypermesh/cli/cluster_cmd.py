@@ -9,7 +9,7 @@ import os
 import sys
 
 from hypermesh.cli.cluster_access import make_client
-from hypermesh.cli.main import EPILOG, positive_float, positive_int, require_modules
+from hypermesh.cli.main import EPILOG, positive_float, positive_int
 from hypermesh.errors import InvalidInput
 
 TYPE_CHECKING = False
