@@ -37,13 +37,12 @@ def deps_group(name: str) -> set[str]:
 
 
 def tree_copy(tmp_path: Path) -> Path:
+    """The checkout as a user has it (no venv, caches, git metadata), not via git: a fresh machine has no git."""
     copy = tmp_path / "tree"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)  # keeps mtimes: the venv stamp stays newer than pyproject.toml
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "artifacts"
+    )
+    shutil.copytree(REPO, copy, ignore=skip, symlinks=True)  # copy2 keeps mtimes: the venv stamp stays newest
     (copy / ".venv").symlink_to(Path(sys.prefix))
     return copy
 

@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -92,10 +91,11 @@ def block_device_of(path: str) -> tuple[int, int]:
     return major, minor
 
 
-def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, tmp_path):
+def test_every_builtin_runs_in_the_agent_and_a_broken_one_leaves_the_rest(veth, tmp_path, block_device_dir):
     require_ebpf()
     bpftool_before = our_kernel_programs()
-    directory = str(Path(__file__).parent)  # a real block device (tmp may be tmpfs)
+    # A real block device: the checkout's may be an overlay (a container, make test-fresh), tmp a tmpfs.
+    directory = str(block_device_dir)
     major, minor = block_device_of(directory)
     require_binary("true")
     # A program of our own name, so the exec events and counts of this test are told apart from the machine's.

@@ -299,9 +299,18 @@ def _request_schema(kind: str) -> dict[str, Any]:
                 ],
             },
             "owner": dict(name, description="who holds the grant"),
-            "asset": dict(name, description="which asset of the kind (needed where it has several)"),
-            "id": dict(name, description="the allocation id; the same request again returns the first grant"),
-            "pid": {"type": "integer", "minimum": 1, "maximum": MAX_PID, "description": "released once it exits"},
+            # null is taken as absent (what a client serialising an unset optional field sends).
+            "asset": dict(name, nullable=True, description="which asset of the kind (needed where it has several)"),
+            "id": dict(
+                name, nullable=True, description="the allocation id; the same request again returns the first grant"
+            ),
+            "pid": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PID,
+                "nullable": True,
+                "description": "released once it exits",
+            },
             "enforce": {"type": "boolean", "description": "hold pid to the grant with a cgroup (cpu, memory)"},
             "force": {"type": "boolean", "description": "grant a GPU other processes still use"},
         },
