@@ -23,7 +23,6 @@ import functools
 import os
 import shlex
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,6 @@ LOADING_CALLS = ("bpf_object__load", "libbpf_probe_bpf_prog_type")
 # The proof of this rule (tests/integration/test_suite_rules.py) points it at a throwaway directory.
 UNIT_DIR = Path(os.environ.get("HYPERMESH_TEST_UNIT_DIR") or Path(__file__).resolve().parent / "unit")
 LIVE_PREFIXES = ("/proc/", "/sys/", "/dev/")
-# The thread tests/vm/second_kernel.py starts the VM boots in: its spawns belong to the VM tests, which carry "vm".
-BACKGROUND_THREAD = "hypermesh-vm-boots"
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.spawn")
 
 _current: dict[str, Any] = {"item": None, "unit": False}
@@ -99,8 +96,6 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     # Runs on every audit event of the process: only two are of interest, and the test must be running.
     if _current["item"] is None:
         return
-    if threading.current_thread().name == BACKGROUND_THREAD:
-        return  # the VM boots started at collection (tests/vm/second_kernel.py), not the running test's doing
     if _current["unit"]:
         if event == "open" and isinstance(args[0], str | bytes):
             path = os.path.abspath(os.fsdecode(args[0]))

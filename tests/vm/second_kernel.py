@@ -2,7 +2,7 @@
 tests in tests/vm. Software emulation: nested KVM hangs right after the boot loader on the CI machines.
 
 A boot under emulation takes minutes of CPU, so the boots a session selects start at collection (tests/vm/conftest.py)
-and run one after another in the background at nice 19: they take the CPU the host's tests leave idle (most of
+and run one after another in a runner process (tests/vm/boot_runner.py) at nice 19: they take the CPU the host's tests leave idle (most of
 those tests wait on sockets, agents and timeouts), and the host's timing-sensitive tests keep their share. The VM test
 then only collects the output. Run alone, a VM test boots in the foreground as before."""
 
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import atexit
 import glob
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from pathlib import Path
 
 from tests.conftest import require, require_root
-from tests.suite_rules import BACKGROUND_THREAD
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOT_TIMEOUT_S = 600
@@ -55,77 +55,67 @@ def _lowest_autogroup(pid: int) -> None:
         pass  # no autogroup in this kernel (CONFIG_SCHED_AUTOGROUP off): nice alone already holds
 
 
-class _Boot:
-    """One boot started ahead of its test; output() waits for it (bounded by the boot's own timeout)."""
+class _Background:
+    """The boots started at collection: one runner process (tests/vm/boot_runner.py) in a session of its own."""
 
-    def __init__(self, command: list[str], timeout: float) -> None:
-        self.command = command
-        self.timeout = timeout
-        self.done = threading.Event()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the boot: read by output())
-        self.note = ""
-        self.lock = threading.Lock()
-        self.stopped = False
+    def __init__(self, boots: list[tuple[tuple[str, str], list[str], float]]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="hypermesh-vm-boots-")
+        self.logs: dict[tuple[str, str], tuple[str, float]] = {}
+        spec = []
+        for n, (key, command, timeout) in enumerate(boots):
+            log = os.path.join(self.dir, f"boot-{n}.log")
+            spec.append({"command": ["nice", "-n", "19", *command], "timeout": timeout, "log": log})
+            self.logs[key] = (log, timeout)
+        with open(os.path.join(self.dir, "spec.json"), "w") as f:
+            json.dump(spec, f)
+        self.runner = subprocess.Popen(
+            [sys.executable, "-m", "tests.vm.boot_runner", os.path.join(self.dir, "spec.json")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PATH": _path()}, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        _lowest_autogroup(self.runner.pid)
+        self.started = time.monotonic()
 
-    def run(self) -> None:
-        try:
-            started = time.monotonic()
-            with self.lock:  # a session that ends first (--collect-only, Ctrl-C) must not leave a VM behind
-                if self.stopped:
-                    self.note = "\n[the session ended before this boot started]"
-                    return
-                self.proc = subprocess.Popen(
-                    ["nice", "-n", "19", *self.command], stdout=self.log, stderr=subprocess.STDOUT,
-                    env={**os.environ, "PATH": _path()}, cwd=REPO, start_new_session=True,
-                )  # fmt: skip
-                _lowest_autogroup(self.proc.pid)
-            try:
-                self.proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.note = f"\n[the background boot ran out of its {self.timeout:.0f} s]"
-            self.note += f"\n[background boot: {time.monotonic() - started:.0f} s]"
-        finally:
-            self.done.set()
+    def output(self, key: tuple[str, str]) -> str:
+        """The boot's output once it has ended; waits at most until every boot before it could have run out."""
+        log, _ = self.logs[key]
+        deadline = self.started + sum(t for _, t in self.logs.values()) + 60
+        while not os.path.exists(log + ".done") and self.runner.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
+        if os.path.exists(log + ".done"):
+            with open(log + ".done") as f:
+                done = json.load(f)
+            timed_out = " (ran out of its time)" if done["timed_out"] else ""
+            return f"{text}\n[background boot: {done['seconds']} s{timed_out}]"
+        return f"{text}\n[background boot did not end: runner exit {self.runner.poll()}]"
 
-    def kill(self) -> None:
-        with self.lock:
-            self.stopped = True
-            if self.proc is not None and self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # vng, virtme-run and qemu: one session of their own
-                self.proc.wait()
-
-    def output(self) -> str:
-        self.done.wait(self.timeout + 60)
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace") + self.note
+    def stop(self) -> None:
+        if self.runner.poll() is None:
+            os.killpg(self.runner.pid, signal.SIGKILL)  # the runner, vng, virtme-run and qemu: one session
+        self.runner.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-_BACKGROUND: dict[tuple[str, str], _Boot] = {}
+_BACKGROUND: list[_Background] = []
 
 
 def start_in_background(boots: list[tuple[str, str, float]]) -> None:
-    """Start the boots ``(guest, memory, timeout)`` one after another in a background thread."""
-    queue = []
+    """Start the boots ``(guest, memory, timeout)`` one after another in a runner process."""
+    runnable = []
     for guest, memory, timeout in boots:
         command = _command(guest, memory)
-        if command is not None and (guest, memory) not in _BACKGROUND:
-            # Its own bound counts from its start, and at nice 19 it shares the CPU with the host's tests: ten
+        if command is not None:
+            # Its bound counts from its own start, and at nice 19 it shares the CPU with the host's tests: ten
             # minutes more than a boot in the foreground gets (the VM test's wait stays within its own timeout).
-            queue.append(_BACKGROUND.setdefault((guest, memory), _Boot(command, timeout + 600)))
-
-    def run_all() -> None:
-        for boot in queue:
-            boot.run()
-
-    if queue:
-        threading.Thread(target=run_all, name=BACKGROUND_THREAD, daemon=True).start()
+            runnable.append(((guest, memory), command, timeout + 600))
+    if runnable and not _BACKGROUND:
+        _BACKGROUND.append(_Background(runnable))
 
 
 def stop_background() -> None:
-    for boot in _BACKGROUND.values():
-        boot.kill()
+    while _BACKGROUND:
+        _BACKGROUND.pop().stop()
 
 
 atexit.register(stop_background)  # also when pytest itself is stopped before its session-finish hook
@@ -137,9 +127,9 @@ def boot_second_kernel(guest: str, memory: str, timeout: float = BOOT_TIMEOUT_S)
     require(shutil.which("vng", path=_path()), "virtme-ng (pip install virtme-ng; it is in the dev extra)")
     require(shutil.which("qemu-system-x86_64"), "qemu-system-x86 (make deps)")
     require(second_kernel(), "a second kernel image in /boot (Debian linux-image-amd64)")
-    early = _BACKGROUND.get((guest, memory))
+    early = next((b for b in _BACKGROUND if (guest, memory) in b.logs), None)
     if early is not None:
-        return early.output()
+        return early.output((guest, memory))
     command = _command(guest, memory)
     assert command is not None
     result = subprocess.run(
