@@ -137,8 +137,9 @@ def test_half_a_core_holds_a_busy_loop_to_half_a_core(setup) -> None:  # type: i
     print(f"free loop {control:.2f} of a core, with a 0.5-core grant {held:.2f}")
     assert held <= 0.6  # a quota is a ceiling whatever the host's load
     if control >= 0.8:  # the host gave a free loop most of a core: then the grant must give it about half
-        assert held >= 0.35, (control, held)
-    assert held < control
+        assert 0.35 <= held < control, (control, held)
+    # Below that the host itself held the free loop near half a core (0.49 was seen with a VM booting beside): the
+    # ceiling above and the kernel's own throttling count (nr_throttled, in run()) are what prove the grant then.
 
 
 def test_gpu_grants_cannot_be_enforced(setup) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -223,33 +224,41 @@ def test_pinned_busy_loop_shows_near_100_percent_on_its_core() -> None:
     # On a loaded machine the spinner does not get its whole core, so the control is the spinner itself: the CPU time
     # the kernel charged it (psutil reads /proc/PID/stat) over the same window. Its core is at least that busy.
     cpu = max(os.sched_getaffinity(0))
-    child = pinned_busy_child(cpu, 3.0)
-    spinner = psutil.Process(child.pid)
-
-    def charged() -> tuple[float, float]:
-        times = spinner.cpu_times()
-        return times.user + times.system, time.monotonic()
-
-    try:
-        time.sleep(0.3)
-        sampler = hypermesh.Sampler()
-        psutil.cpu_percent(percpu=True)
-        before_first = charged()
-        first = sampler.sample()  # the first sample already covers a real interval
-        before = charged()
-        time.sleep(0.5)
-        s = sampler.sample()
-        after = charged()
-        ps = psutil.cpu_percent(percpu=True)
-    finally:
-        child.kill()
-        child.join()
 
     def share(a: tuple[float, float], b: tuple[float, float]) -> float:
         return 100.0 * (b[0] - a[0]) / (b[1] - a[1])
 
+    def measure() -> tuple[Any, ...]:
+        child = pinned_busy_child(cpu, 3.0)
+        spinner = psutil.Process(child.pid)
+
+        def charged() -> tuple[float, float]:
+            times = spinner.cpu_times()
+            return times.user + times.system, time.monotonic()
+
+        try:
+            time.sleep(0.3)
+            sampler = hypermesh.Sampler()
+            psutil.cpu_percent(percpu=True)
+            before_first = charged()
+            first = sampler.sample()  # the first sample already covers a real interval
+            before = charged()
+            time.sleep(0.5)
+            s = sampler.sample()
+            after = charged()
+            ps = psutil.cpu_percent(percpu=True)
+        finally:
+            child.kill()
+            child.join()
+        return share(before_first, before), share(before, after), first, s, ps
+
+    # The control must have run for the bounds below to prove anything; on a machine busy with other work the
+    # spinner once got 18 % of its core: measure again (three times at most) rather than prove nothing.
+    for _ in range(3):
+        spun_first, spun, first, s, ps = measure()
+        if spun > 20.0:
+            break
     index = online_cpus().index(cpu)  # per_core follows the online CPUs, not this process's affinity
-    spun_first, spun = share(before_first, before), share(before, after)
     assert spun > 20.0, spun  # the control ran at all: otherwise the test proves nothing
     # /proc/PID/stat moves in 10 ms ticks: 2 ticks over the 0.1 s first window, ~1 over 0.5 s, plus the bracket.
     assert first.cpu.per_core[index] >= spun_first - 25.0, (first.cpu, spun_first)
