@@ -355,6 +355,17 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         ("max_streams = 0\n", "max_streams", "1 or more"),
         (f"[basic_auth_users]\nalice = '{HASH[:-1]}!'\n", "basic_auth_users.alice", "not a bcrypt hash"),
         (f"[basic_auth_users]\nalice = '{HASH[:4]}31{HASH[6:]}'\n", "basic_auth_users.alice", "cost 31"),
+        # the cluster keys: each names the file and says what to give instead
+        ("etcd = 'localhost:2379'\n", "etcd", "give one like http://127.0.0.1:2379"),
+        ("etcd = 2379\n", "etcd", "must be a string"),
+        ("advertise = 'ftp://10.0.0.5'\n", "advertise", "give one like http://10.0.0.5:9137"),
+        ("advertise = 'http://10.0.0.5:99999'\n", "advertise", "bad port; give one like"),
+        ("node_id = 'a/b'\n", "node_id", "use 1-128 letters, digits"),
+        ("etcd_ttl = 1\n", "etcd_ttl", "2..3600"),
+        ("labels = 'gpu'\n", "labels", 'must be a table of name = "value"'),
+        ("[labels]\n'rack 1' = 'a'\n", "labels", "1-64 ASCII letters, digits or '_'"),
+        ('[labels]\nrack = "a\\u0001"\n', "labels.rack", "none of them control characters"),
+        ("state_dir = 'agent.toml'\n", "state_dir", "give a directory for the ledger"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_file_the_key_and_the_problem(tmp_path, content, key, problem):

@@ -283,6 +283,29 @@ def test_a_second_agent_on_a_busy_port_says_another_agent_serves_it():
     assert line_cli.endswith("stop it or use --listen 127.0.0.1:0 (any free port)"), line_cli
 
 
+def test_a_second_agent_on_a_tls_agents_port_says_another_agent_serves_it(tmp_path):
+    # A self-signed certificate for another name: the probe recognises the agent without trusting it.
+    cert, key = self_signed(tmp_path, "other", "-subj", "/CN=agent.invalid")
+    config = tmp_path / "agent.toml"
+    hashed = bcrypt.hashpw(b"a password", bcrypt.gensalt(rounds=4)).decode()
+    config.write_text(
+        f'[tls_server_config]\ncert_file = "{cert}"\nkey_file = "{key}"\n\n[basic_auth_users]\nprometheus = "{hashed}"\n'
+    )
+    with AgentProcess("--config", str(config), "--interval", "1", "--access-log") as first:
+        assert first.url.startswith("https://127.0.0.1:")
+        port = first.url.rsplit(":", 1)[1].strip("/")
+        code, line = _agent_error("--listen", f"127.0.0.1:{port}", env=_cli_env())
+        probed = wait_until(lambda: "/healthz" in first.log(), 5)
+        log = first.log()
+    assert code == 1
+    assert line == (
+        f"hypermesh: error: another agent already serves 127.0.0.1:{port}: "
+        "stop it or use --listen 127.0.0.1:0 (any free port)"
+    )
+    assert probed, log
+    assert "401" not in log  # the probe asked /healthz, which needs no credentials, and sent none
+
+
 def _host_addresses() -> set[str]:
     """This host's addresses as ip(8) lists them: the independent source."""
     require_binary("ip")

@@ -221,7 +221,7 @@ def load(path: str) -> dict[str, Any]:
             raise fail("ebpf", 'must be a list of program names, e.g. ["syscalls"]')
         out["ebpf_programs"] = check_programs(names, f"config {path}: ebpf")
 
-    out.update(_cluster_keys(data, fail))
+    out.update(_cluster_keys(data, fail, f"config {path}"))
     if "state_dir" in data:
         if not isinstance(data["state_dir"], str) or not data["state_dir"]:
             raise fail("state_dir", "must be a directory path")
@@ -271,7 +271,7 @@ def load(path: str) -> dict[str, Any]:
     return out
 
 
-def _cluster_keys(data: dict[str, Any], fail: Any) -> dict[str, Any]:
+def _cluster_keys(data: dict[str, Any], fail: Any, where: str) -> dict[str, Any]:
     from hypermesh.cluster.etcd import check_etcd_url
     from hypermesh.cluster.membership import check_agent_url, check_node_id
 
@@ -284,14 +284,14 @@ def _cluster_keys(data: dict[str, Any], fail: Any) -> dict[str, Any]:
         if key in data:
             if not isinstance(data[key], str):
                 raise fail(key, "must be a string")
-            out[field] = check(data[key], f"config: {key}")
+            out[field] = check(data[key], f"{where}: {key}")
     if "etcd_ttl" in data:
         ttl = data["etcd_ttl"]
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 2 <= ttl <= 3600:
             raise fail("etcd_ttl", "must be a whole number of seconds, 2..3600")
         out["etcd_ttl_s"] = ttl
     if "labels" in data:
-        out["labels"] = check_labels(data["labels"], "config: labels")
+        out["labels"] = check_labels(data["labels"], f"{where}: labels")
     return out
 
 

@@ -38,16 +38,32 @@ def address_in_use(host: str, port: int) -> BackendError:
 
 
 def _is_hypermesh_agent(host: str, port: int) -> bool:
+    """Whether /healthz on the port answers as ours does, over HTTP or else over HTTPS (a TLS agent)."""
+    probe = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
+    return _answers_as_agent(probe, port, tls=False) or _answers_as_agent(probe, port, tls=True)
+
+
+def _answers_as_agent(host: str, port: int, tls: bool) -> bool:
     import http.client
 
-    probe = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
-    connection = http.client.HTTPConnection(probe, port, timeout=HEALTH_PROBE_TIMEOUT_S)
+    connection: http.client.HTTPConnection
+    if tls:
+        import ssl
+
+        # Only to recognise what holds the port, never to trust it: no certificate check (the agent's may be
+        # self-signed, or issued for another name), and no credentials are sent (/healthz needs none).
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(host, port, timeout=HEALTH_PROBE_TIMEOUT_S, context=context)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=HEALTH_PROBE_TIMEOUT_S)
     try:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
         body = json.loads(response.read(4096))
     except (OSError, ValueError, http.client.HTTPException):
-        return False  # not HTTP (or TLS, or too slow): call it another program rather than guess
+        return False  # not HTTP(S), a TLS server that wants a client certificate, or too slow: not sure it is ours
     finally:
         connection.close()
     return isinstance(body, dict) and "last_sample_age_s" in body

@@ -3,7 +3,9 @@
 An agent started with ``--etcd`` puts ``/hypermesh/nodes/<node id>`` = {url, labels, version, interval_s, ...} with a
 lease of ``ttl_s`` (default 10 s) and renews it every third of that. A stopped agent revokes its lease, so it leaves
 at once; a killed or partitioned one leaves when the lease ends, within ``ttl_s``. If etcd forgets the lease (it was
-down for longer than the TTL, or restored from a snapshot) the next renewal sees TTL 0 and registers afresh.
+down for longer than the TTL, or restored from a snapshot) the next renewal sees TTL 0 and registers afresh. New
+labels that could not be written (etcd unreachable at that moment) are written by the next renewal, under the same
+lease: the lease itself was not lost.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ class Registration:
         self.ttl_s = ttl_s
         self.key = NODES_PREFIX + member.node_id
         self.lease = 0
-        self.lease_lost = False
+        # New labels or interval that update() could not write; the lease thread writes them under the same lease.
+        self.unwritten = False
         self.registered = threading.Event()
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -137,15 +140,19 @@ class Registration:
         self.member.labels, self.member.interval_s = dict(labels), interval_s
         if self.lease:
             try:
-                self.etcd.put(self.key, json.dumps(self.member.to_dict()).encode(), lease=self.lease)
+                self._write()
             except EtcdError as exc:
                 log.warning("cluster membership: new labels not written yet (%s); the next renewal retries", exc)
-                self.lease_lost = True
+                self.unwritten = True
+
+    def _write(self) -> None:
+        self.etcd.put(self.key, json.dumps(self.member.to_dict()).encode(), lease=self.lease)
 
     def _register(self) -> None:
         self.lease = self.etcd.grant(self.ttl_s)
         self.member.registered_at = time.time()
-        self.etcd.put(self.key, json.dumps(self.member.to_dict()).encode(), lease=self.lease)
+        self.unwritten = False  # the write below carries the newest labels
+        self._write()
         self.registered.set()
 
     def _run(self) -> None:
@@ -153,11 +160,19 @@ class Registration:
         period = self.ttl_s / 3.0
         while not self._stop.is_set():
             try:
-                if self.lease_lost or not self.lease or self.etcd.keepalive(self.lease) == 0:
-                    self.lease_lost = False
-                    if self.lease:
-                        log.warning("etcd forgot this agent's lease; registering again as %s", self.member.node_id)
+                if not self.lease:
                     self._register()
+                elif self.etcd.keepalive(self.lease) == 0:
+                    log.warning("etcd forgot this agent's lease; registering again as %s", self.member.node_id)
+                    self._register()
+                elif self.unwritten:
+                    self.unwritten = False  # before the write: an update() racing with it sets it again
+                    try:
+                        self._write()
+                    except EtcdError:
+                        self.unwritten = True
+                        raise
+                    log.info("cluster membership: new labels written (the earlier attempt had failed)")
                 if self.last_error is not None:
                     log.info("registered in etcd again as %s", self.member.node_id)
                 self.last_error = None
