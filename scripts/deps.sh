@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system packages hypermesh's build, tests and benchmarks need, only when missing.
 # Run as root (CI and the dev machines are root); as another user it prints what is missing and stops.
-# Usage: scripts/deps.sh [group...]   groups: base bpf prom browser cluster vm (default: these), fresh (make test-fresh)
+# Usage: scripts/deps.sh [group...]   groups: base testing bpf prom browser cluster vm (default: these), fresh (make test-fresh)
 # Every system package a test or a tool uses is named here: a fresh minimal Debian 12 has none of them
 # (`make test-fresh` proves it on one).
 set -euo pipefail
 
 declare -A GROUP=(
   # python3-venv: `make venv` (ensurepip); mount: losetup; openssl: the TLS tests' certificates
-  [base]="python3 python3-venv make iproute2 util-linux mount libcap2-bin procps e2fsprogs btrfs-progs openssl"
+  [base]="python3 python3-venv make iproute2 util-linux mount libcap2-bin procps openssl"
+  # the tests' own file systems on loop devices (tests/block_device.py); `make run` needs none of them
+  [testing]="e2fsprogs btrfs-progs"
   # gcc: `make bpf` asks it for the multiarch include dir, and a test builds a fake old libbpf with it
   [bpf]="libbpf1 libbpf-dev clang llvm bpftool linux-libc-dev bpftrace gcc libc6-dev"
   [prom]="prometheus prometheus-node-exporter"
@@ -21,7 +23,7 @@ declare -A GROUP=(
   [fresh]="debootstrap"
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(base bpf prom browser cluster vm)
+[ ${#groups[@]} -gt 0 ] || groups=(base testing bpf prom browser cluster vm)
 
 missing=()
 for g in "${groups[@]}"; do

@@ -94,5 +94,5 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path, ebpf: str, gr
     wanted = set().union(*(deps_group(g) for g in groups))
     asked = asked_to_install(log)
     assert asked == wanted, (asked - wanted, wanted - asked)
-    for other in ("prom", "browser", "vm"):
+    for other in ("testing", "prom", "browser", "vm"):
         assert not (asked & deps_group(other)), other
