@@ -119,3 +119,38 @@ def test_no_driver_means_no_nvml_and_no_pynvml_import() -> None:
     require(not os.path.isdir("/sys/module/nvidia"), "this host has an NVIDIA driver")
     got = run(None)
     assert got["gpus"] == [] and got["problems"] == {} and got["pynvml"] is False and got["profile"] == []
+
+
+def test_a_real_agent_exports_the_fake_nvml_figures_in_metrics_and_assets(fake_nvml: Path, tmp_path: Path) -> None:
+    """The agent process loads the stand-in library (HYPERMESH_NVML): /metrics and /v1/assets carry its figures."""
+    import httpx
+
+    from tests.fixtures.agent.agent_process import AgentProcess
+    from tests.integration.test_agent_assets import metric_samples
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HYPERMESH_NVML", "FAKE_NVML"))}
+    environ["HYPERMESH_NVML"] = str(fake_nvml)
+    agent = AgentProcess("--state-dir", str(tmp_path / "state"), env=environ)
+    with agent as process, httpx.Client(base_url=process.url, timeout=20) as client:
+        text = client.get("/metrics").text
+        assets = {(a["kind"], a["id"]): a for a in client.get("/v1/assets").json()["assets"]}
+    # what the fake library answers (tests/fixtures/gpu/nvidia/fake_nvml.c), as the library-level test reads it
+    a100 = (("gpu", "0"), ("pci_bus_id", "0000:07:00.0"), ("uuid", "GPU-0a1b2c3d-0000-1111-2222-333344445555"),
+            ("vendor", "nvidia"))  # fmt: skip
+    reference = run(fake_nvml)["gpus"]
+    assert isinstance(reference, list) and len(reference) == 2
+    t4_uuid = reference[1]["uuid"]
+    t4 = (("gpu", "1"), ("pci_bus_id", reference[1]["pci_bus_id"]), ("uuid", t4_uuid), ("vendor", "nvidia"))
+    assert metric_samples(text, "hypermesh_gpu_busy_ratio") == {a100: 0.37}  # device 1 lost its utilization
+    assert metric_samples(text, "hypermesh_gpu_temperature_celsius") == {a100: 54.0}
+    assert metric_samples(text, "hypermesh_gpu_power_watts") == {a100: 87.5, t4: 31.0}
+    assert metric_samples(text, "hypermesh_gpu_memory_total_bytes") == {
+        a100: 42949672960,
+        t4: reference[1]["memory_total_bytes"],
+    }
+    assert metric_samples(text, "hypermesh_gpu_memory_used_bytes")[a100] == 1 << 30
+    info = {dict(k)["uuid"]: dict(k) for k in metric_samples(text, "hypermesh_gpu_info")}
+    assert info[a100[2][1]]["model"] == "NVIDIA A100-SXM4-40GB" and info[a100[2][1]]["driver"] == "nvidia"
+    # the asset view: both devices, one each, none allocated
+    assert assets["gpu", a100[2][1]]["capacity"] == 1.0 and assets["gpu", a100[2][1]]["allocated"] == 0.0
+    assert assets["gpu", t4_uuid]["capacity"] == 1.0
