@@ -119,12 +119,13 @@ def test_prometheus_scrapes_openmetrics_and_keeps_its_units(prometheus):
 def test_prometheus_rates_of_our_counters_add_up_to_one_cpu_second_per_second(prometheus):
     # Every mode of a CPU together: one second per second, so a wrong unit (ticks, ms) shows at once.
     # Wide margins: with NO_HZ the kernel adds an idle period to /proc/stat only when it ends, so a
-    # mostly idle CPU can look a few seconds short over a short window (docs/PLATFORM-NOTES).
+    # mostly idle CPU can look a few seconds short over a short window (docs/PLATFORM-NOTES), and the window after
+    # it long by as much: 1.27 was seen with a VM booting beside the suite. Ticks or ms would be 100x or 1000x off.
     wait_for(prometheus, 'count_over_time(up{job="hypermesh"}[1m]) > 12')
     result = query(prometheus, 'sum by (cpu) (rate(hypermesh_cpu_seconds_total{job="hypermesh"}[12s]))')
     assert len(result) == len(online_cpus())
     for item in result:
-        assert 0.25 < float(item["value"][1]) < 1.25, item
+        assert 0.25 < float(item["value"][1]) < 1.6, item
 
 
 def test_alert_rules_load_and_evaluate_in_prometheus(prometheus):

@@ -311,6 +311,16 @@ def test_unknown_path_is_404(agent):
     assert agent.get("/v2/nothing").status_code == 404
 
 
+def test_an_unmatched_api_path_answers_json(agent):
+    """Schemathesis found DELETE /v1/allocations/{id} with a newline in the id answering a text/plain 404: a path
+    parameter stops at a newline, so no route matched. Under /v1/ every answer is JSON, that 404 included."""
+    for method, path in (("DELETE", "/v1/allocations/a%0Ab"), ("GET", "/v1/no-such-thing")):
+        response = agent.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert response.headers["content-type"] == "application/json", (method, path)
+        assert "openapi.json" in response.json()["error"]
+
+
 def test_openapi_lists_every_endpoint(agent):
     schema = agent.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.")
