@@ -154,3 +154,24 @@ def test_execsnoop_cgroup_and_pid_filters(cgroup: Path) -> None:
         _release([chosen, other])
         events = prog.poll(0.2) + prog.poll(0.05)
     assert [(e.ppid, e.filename) for e in events] == [(chosen.pid, "/bin/true")] * 3
+
+
+def test_a_cgroup_under_a_mount_point_with_a_space_and_non_ascii_letters(tmp_path: Path) -> None:
+    """mountinfo writes a space as \\040 and a UTF-8 letter as its bytes: the mount point is read as the path
+    os.realpath gives, so a cgroup under it resolves to its own directory (inode and depth)."""
+    from hypermesh.ebpf.cgroup_target import resolve_cgroup
+
+    point = tmp_path / "cgroup2 ünïcode"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "cgroup2", "none", str(point)], check=True, timeout=10)
+    child = point / f"hm-filter-é-{os.getpid()}" / "inner"
+    try:
+        child.mkdir(parents=True)
+        assert str(point) in cgroup2_mounts()
+        target = resolve_cgroup(str(child), v2_only=True)
+        assert (target.version, target.level, target.cgroup_id) == (2, 2, os.stat(child).st_ino)
+    finally:
+        if child.exists():
+            child.rmdir()
+            child.parent.rmdir()
+        subprocess.run(["umount", str(point)], check=True, timeout=10)

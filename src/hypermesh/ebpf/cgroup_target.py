@@ -21,6 +21,7 @@ import os
 
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
+from hypermesh.platform.linux.mounts import parse_mountinfo
 
 __all__ = ["CGROUP2_MOUNT_HINT", "CgroupTarget", "cgroup2_mounts", "resolve_cgroup", "where_v2"]
 
@@ -45,21 +46,12 @@ class CgroupTarget(Record):
         return CGROUP_V2 if self.version == 2 else CGROUP_V1
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040 ...)
-    return field.encode().decode("unicode_escape") if "\\" in field else field
-
-
 def _mounts(proc: str) -> list[tuple[str, str, str, str]]:
-    """(mount point, root, fstype, super options) of every mount in /proc/self/mountinfo."""
-    out = []
-    with open(os.path.join(proc, "self", "mountinfo")) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, tail = left.split(), right.split()
-            if len(fields) >= 5 and len(tail) >= 3:
-                out.append((_unescape(fields[4]), _unescape(fields[3]), tail[0], tail[2]))
-    return out
+    """(mount point, root, fstype, super options) of every mount in /proc/self/mountinfo, spelt as os.realpath
+    spells the paths it is compared with (surrogateescape for bytes that are not UTF-8)."""
+    with open(os.path.join(proc, "self", "mountinfo"), "rb") as f:
+        text = f.read().decode(errors="surrogateescape")
+    return [(m.mountpoint, m.root, m.fstype, m.super_options) for m in parse_mountinfo(text)]
 
 
 def cgroup2_mounts(proc: str = "/proc") -> list[str]:

@@ -13,14 +13,23 @@ __all__ = ["MountEntry", "parse_mountinfo"]
 class MountEntry:
     """One mountinfo line: ``id parent major:minor root mountpoint options [optional...] - fstype source super``."""
 
-    __slots__ = ("fstype", "major", "minor", "mountpoint", "options", "source", "super_options")
+    __slots__ = ("fstype", "major", "minor", "mountpoint", "options", "root", "source", "super_options")
 
     def __init__(
-        self, major: int, minor: int, mountpoint: str, options: str, fstype: str, source: str, super_options: str
+        self,
+        major: int,
+        minor: int,
+        mountpoint: str,
+        options: str,
+        fstype: str,
+        source: str,
+        super_options: str,
+        root: str = "/",
     ) -> None:
         self.major = major
         self.minor = minor
         self.mountpoint = mountpoint
+        self.root = root  # the directory of the filesystem mounted here: "/" or a bind mount's, a cgroup namespace's
         self.options = options  # the mount's own flags: "ro,relatime"
         self.fstype = fstype
         self.source = source  # "/dev/vda1", "tmpfs", a server's "host:/export"
@@ -78,6 +87,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
                 tail[0],
                 unescape(tail[1]) if len(tail) > 1 else "",
                 tail[2] if len(tail) > 2 else "",
+                unescape(f[3]),
             )
         )
     return mounts
