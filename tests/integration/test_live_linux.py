@@ -392,6 +392,11 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
         return
     child = duty_cycle_child(cpu, 4.0)
     readings = []
+    # The reader keeps off the child's CPU where there is another: under emulation (the 6.1 guest) its 100 reads
+    # a second cost enough to take the child's run time (24 % of the 50 % asked was seen at host load 5).
+    affinity = os.sched_getaffinity(0)
+    if len(affinity) > 1:
+        os.sched_setaffinity(0, affinity - {cpu})
     try:
         time.sleep(0.3)
         child_ran = [task_run_seconds(child.pid)]
@@ -401,6 +406,7 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
             time.sleep(max(0.0, start + k * 0.01 - time.monotonic()))
         child_ran.append(task_run_seconds(child.pid))
     finally:
+        os.sched_setaffinity(0, affinity)
         child.kill()
         child.join()
         reader.close()
@@ -415,7 +421,7 @@ def test_per_core_cpu_at_100_hz_is_finer_than_ticks() -> None:
     # 4 ms duty period beats against a 250 Hz tick, and over 2 s ticks once said 36 % of a load that ran 48 %.
     window = readings[-1].monotonic - readings[0].monotonic
     child_share = 100.0 * (child_ran[1] - child_ran[0]) / window
-    assert child_share >= 30.0  # the 50 % duty load ran
+    assert child_share >= 20.0  # the 50 % duty load ran (an emulated guest on a loaded host gives it less)
     # The core's busy time holds the child's and whatever else ran there: about the child's, never far off. Loose,
     # because the 6.1 guest runs under TCG emulation on a shared host, where the per-CPU run time (rq clock) and a
     # task's own (its sum_exec_runtime) drift apart: 37 % against 51 % was seen at host load 15. What this test is
