@@ -72,9 +72,11 @@ class BioLatencyProgram(Program):
         return super()._btf_custom_path()
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # Every program loads by default (no "?"-prefixed section): only the other hook's are turned off.
         for hook, programs in HOOK_PROGRAMS.items():
-            for program in programs:
-                spec.set_autoload(program, hook == self.attach_type)
+            if hook != self.attach_type:
+                for program in programs:
+                    spec.set_autoload(program, False)
 
     def _after_load(self, collection: Collection) -> None:
         self._hist = collection.map("latency_hist")

@@ -159,8 +159,11 @@ class SyscallsProgram(Program):
         self.attach_type, self.attach_reason = _choose_hook(attach)
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # A fresh handle loads every program (no section of ours is "?"-prefixed): only the other
+        # hooks' programs are turned off, a libbpf call less per load.
         for hook, program in HOOK_PROGRAMS.items():
-            spec.set_autoload(program, hook == self.attach_type)
+            if hook != self.attach_type:
+                spec.set_autoload(program, False)
 
     def _after_load(self, collection: Collection) -> None:
         set_filters(collection, "config", self.pid, self.cgroup)
