@@ -163,6 +163,20 @@ def _info(lib: libbpf.Lib, path: str, programs: dict[str, int], maps: dict[str, 
     )
 
 
+_options_by_btf: dict[str, libbpf.ObjectOpenOpts] = {}
+
+
+def _open_options(btf_custom_path: str) -> libbpf.ObjectOpenOpts:
+    """Open options naming ``btf_custom_path``, made once per path: libbpf only reads them (it copies
+    the path), so one struct serves every open, in every thread."""
+    opts = _options_by_btf.get(btf_custom_path)
+    if opts is None:
+        opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
+        opts.btf_custom_path = btf_custom_path.encode()  # the struct keeps the bytes alive
+        _options_by_btf[btf_custom_path] = opts
+    return opts
+
+
 class ObjectSpec:
     """What one ``.bpf.o`` declares, opened by libbpf without the kernel. ``load()`` -> ``Collection``.
 
@@ -215,10 +229,9 @@ class ObjectSpec:
         return self._maps
 
     def _open(self) -> int | None:
-        opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts))
-        if self.btf_custom_path:
-            opts.btf_custom_path = self.btf_custom_path.encode()
-        ptr: int | None = self._lib.bpf_object__open_file(self.path.encode(), ctypes.byref(opts))
+        # NULL options (libbpf's defaults) unless a BTF is given: then options made once per BTF path.
+        opts = _open_options(self.btf_custom_path) if self.btf_custom_path else None
+        ptr: int | None = self._lib.bpf_object__open_file(self.path.encode(), opts)
         return ptr
 
     def _reopen(self) -> int:
