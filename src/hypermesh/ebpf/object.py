@@ -367,8 +367,8 @@ class Collection:
         self.path = path
         self._lib = lib
         self._ptr: int | None = ptr
-        # By name, walked on first use when the spec had not (see ObjectSpec); kept after close() for
-        # the names in a NotFound.
+        # By name, walked on first use when the spec had not (see ObjectSpec). Once walked they stay
+        # after close(), for the names a NotFound lists; never walked, a closed collection lists none.
         self._program_by_name = programs
         self._map_by_name = maps
         # Made on first use: six libbpf calls per map, and a load uses few of them before attach.
