@@ -72,6 +72,40 @@ def test_spec_declares_collections_hold() -> None:
     assert open_fds() == fds
 
 
+def test_autoload_on_a_fresh_spec_and_lazy_listings() -> None:
+    """A spec configured before anything listed its programs (a built-in's load: each program is
+    looked up by name): an unknown name is still refused with what the file declares, the load holds
+    only the programs left on, and the collection lists every program and map when asked."""
+    require_ebpf()
+    fds = open_fds()
+    with ObjectSpec(SYSCALLS) as spec:
+        with pytest.raises(NotFound) as refused:
+            spec.set_autoload("nosuch", False)
+        assert refused.value.available == ["on_sys_enter", "raw_sys_enter", "on_x64_sys_call"]
+    with ObjectSpec(SYSCALLS) as spec:
+        spec.set_autoload("on_sys_enter", False)
+        spec.set_autoload("on_x64_sys_call", False)
+        collection = spec.load()
+        reloaded = spec.load()  # a second handle: the choices are applied to it too
+    try:
+        for loaded in (collection, reloaded):
+            assert loaded.program_fd("raw_sys_enter") >= 0
+            assert loaded.program_fd("on_sys_enter") < 0 and loaded.program_fd("on_x64_sys_call") < 0
+        kernel_prog = _bpftool_one(
+            "prog", "show", "id", str(_kernel_id(collection.program_fd("raw_sys_enter"), "prog"))
+        )
+        assert kernel_prog["type"] == "raw_tracepoint"
+        info = collection.info()
+        assert [p.name for p in info.programs] == ["on_sys_enter", "raw_sys_enter", "on_x64_sys_call"]
+        assert {"config", "syscall_counts", "process_counts", "untracked"} <= set(collection.maps)
+        with pytest.raises(NotFound):
+            collection.map("nosuch")
+    finally:
+        collection.close()
+        reloaded.close()
+    assert open_fds() == fds
+
+
 def _buffers(collection: Collection) -> tuple[object, object]:
     import ctypes
 

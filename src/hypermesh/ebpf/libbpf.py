@@ -191,6 +191,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_object__name": (c_char_p, [c_void_p]),
     "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
     "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
     "bpf_program__name": (c_char_p, [c_void_p]),
     "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),

@@ -33,6 +33,7 @@ __all__ = ["Program", "close_all"]
 
 _live: weakref.WeakSet[Program] = weakref.WeakSet()
 _checked_objects: set[str] = set()
+_PROGRAMS_DIR = os.path.join(os.path.dirname(__file__), "programs")
 
 
 class Program:
@@ -57,7 +58,7 @@ class Program:
 
     @property
     def object_path(self) -> str:
-        return os.path.join(os.path.dirname(__file__), "programs", f"{self.name}.bpf.o")
+        return f"{_PROGRAMS_DIR}/{self.name}.bpf.o"
 
     # -- lifecycle
 

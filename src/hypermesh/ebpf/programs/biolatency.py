@@ -51,6 +51,17 @@ def device_name(major: int, minor: int) -> str | None:
     return None
 
 
+_has_btf: list[bool] = []
+
+
+def _kernel_has_btf() -> bool:
+    """Whether the running kernel exposes its BTF: a property of the kernel build, so looked at once
+    per process rather than at every load."""
+    if not _has_btf:
+        _has_btf.append(os.path.exists(BTF_PATH))
+    return _has_btf[0]
+
+
 HOOK_PROGRAMS = {"raw_tracepoint": ("raw_complete", "raw_issue"), "tracepoint": ("on_complete", "on_issue")}
 
 
@@ -60,7 +71,7 @@ class BioLatencyProgram(Program):
 
     def __init__(self) -> None:
         super().__init__()
-        self.has_btf = os.path.exists(BTF_PATH)
+        self.has_btf = _kernel_has_btf()
         self.attach_type = "raw_tracepoint" if self.has_btf and raw_tracepoints().supported else "tracepoint"
 
     def _btf_custom_path(self) -> str | None:
@@ -72,13 +83,11 @@ class BioLatencyProgram(Program):
         return super()._btf_custom_path()
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # Every program loads by default (no "?"-prefixed section): only the other hook's are turned off.
         for hook, programs in HOOK_PROGRAMS.items():
-            for program in programs:
-                spec.set_autoload(program, hook == self.attach_type)
-
-    def _after_load(self, collection: Collection) -> None:
-        self._hist = collection.map("latency_hist")
-        self._sum = collection.map("latency_sum_ns")
+            if hook != self.attach_type:
+                for program in programs:
+                    spec.set_autoload(program, False)
 
     def _attach(self, collection: Collection) -> list[Link]:
         # Completion first: a request is only timed once both are attached, so no half-measured entries.
@@ -99,9 +108,11 @@ class BioLatencyProgram(Program):
 
     def read(self) -> BioLatency:
         with self._read_lock:
-            self._require_loaded()  # under the lock: close() takes it too
-            items = self._hist.items()
-            sums = {int.from_bytes(k[:4], "little"): int.from_bytes(v[:8], "little") for k, v in self._sum.items()}
+            collection = self._require_loaded()  # under the lock: close() takes it too
+            # The maps are made at the first read (the collection keeps them), not in the load.
+            items = collection.map("latency_hist").items()
+            sum_items = collection.map("latency_sum_ns").items()
+        sums = {int.from_bytes(k[:4], "little"): int.from_bytes(v[:8], "little") for k, v in sum_items}
         per_device: dict[int, dict[int, int]] = {}
         for key, value in items:
             dev, slot = int.from_bytes(key[:4], "little"), int.from_bytes(key[4:8], "little")

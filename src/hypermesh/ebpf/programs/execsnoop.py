@@ -103,8 +103,10 @@ class ExecsnoopProgram(RingProgram[ExecEvent]):
         self._wall_offset = 0.0  # CLOCK_REALTIME - CLOCK_MONOTONIC, seconds: read at each poll
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # Every program loads by default (no "?"-prefixed section): only the other hooks' are turned off.
         for hook, program in HOOK_PROGRAMS.items():
-            spec.set_autoload(program, hook == self.attach_type)
+            if hook != self.attach_type:
+                spec.set_autoload(program, False)
 
     def _after_load(self, collection: Collection) -> None:
         set_filters(collection, "exec_config", self.pid, self.cgroup)

@@ -126,18 +126,29 @@ def _choose_hook(attach: str) -> tuple[str, str]:
             check_capabilities(SyscallsProgram.capabilities, what="the syscalls program's raw tracepoint")
             raise Unsupported("raw tracepoint attach", raw.reason)
         return "raw_tracepoint", "asked for"
+    known = _settled_hooks.get(attach)
+    if known is not None:
+        return known
     # Without the kprobe PMU no capability or probe can change the answer: the whole probe() (tens
     # of ms, a load of an fentry program among others) is skipped.
     absent = kprobes_absent_reason()
     kprobe = Feature("kprobe", False, absent) if absent is not None else probe().feature("kprobe")
-    return choose_hook(
+    raw_tp = None if attach == "kprobe" else raw_tracepoints()
+    chosen = choose_hook(
         attach,
         kprobe,
         kernel_has_kprobes=absent is None,
         machine=platform.machine(),
         has_symbol=kprobe.supported and _has_kallsyms_symbol(KPROBE_FUNCTION),
-        raw_tracepoint=None if attach == "kprobe" else raw_tracepoints(),
+        raw_tracepoint=raw_tp,
     )
+    if absent is not None and raw_tp is not None and raw_tp.supported:
+        # Both answers hold for the life of the kernel (no kprobes; raw tracepoints load): so does the choice.
+        _settled_hooks[attach] = chosen
+    return chosen
+
+
+_settled_hooks: dict[str, tuple[str, str]] = {}
 
 
 class SyscallsProgram(Program):
@@ -159,8 +170,11 @@ class SyscallsProgram(Program):
         self.attach_type, self.attach_reason = _choose_hook(attach)
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # A fresh handle loads every program (no section of ours is "?"-prefixed): only the other
+        # hooks' programs are turned off, a libbpf call less per load.
         for hook, program in HOOK_PROGRAMS.items():
-            spec.set_autoload(program, hook == self.attach_type)
+            if hook != self.attach_type:
+                spec.set_autoload(program, False)
 
     def _after_load(self, collection: Collection) -> None:
         set_filters(collection, "config", self.pid, self.cgroup)

@@ -98,8 +98,10 @@ class TcProgram(Program):
         return super().pin()
 
     def _configure(self, spec: ObjectSpec) -> None:
+        # Every program loads by default (no "?"-prefixed section): only the unused direction's is turned off.
         for direction, program in PROGRAM_OF.items():
-            spec.set_autoload(program, direction in self.directions)
+            if direction not in self.directions:
+                spec.set_autoload(program, False)
 
     def _after_load(self, collection: Collection) -> None:
         self._stats = collection.map("tc_stats")
