@@ -2,6 +2,8 @@
 
 Each module exposes ``run() -> dict`` of JSON-able figures, units in the key names, peers (psutil,
 node_exporter, plain libbpf, bpftrace) measured in the same run so ratios survive a noisy machine.
+A section's hand-written notes (several runs, before/after, where the time goes) live in bench/notes/NAME.md and
+are placed under its table on every run.
 Usage: python -m bench [NAME ...]   (NAME: core, ebpf, agent; default: all)
 """
 
@@ -88,6 +90,11 @@ def render(report: dict[str, object]) -> str:
             lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict | list) else value} |")
         if isinstance(figures.get("notes"), str):
             lines += ["", figures["notes"]]
+        # What a person measured around the run (several runs, before/after, where the time goes): kept in
+        # bench/notes/NAME.md so that the next run's table does not erase it.
+        notes = ROOT / "notes" / f"{name}.md"
+        if notes.exists():
+            lines += ["", notes.read_text().strip()]
         lines.append("")
     return "\n".join(lines)
 
