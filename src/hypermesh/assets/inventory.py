@@ -22,6 +22,8 @@ from hypermesh.errors import BackendError, HypermeshError, InvalidInput, NotFoun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from hypermesh.assets.base import Adapter
     from hypermesh.assets.ledger import Ledger
     from hypermesh.assets.model import Allocation
@@ -99,8 +101,11 @@ class Inventory:
         except (HypermeshError, OSError) as exc:
             return Context(None, str(exc), self.proc, self.sys)
 
-    def snapshot(self, ledger: Ledger | None = None) -> Snapshot:
-        """Every asset now; ``allocated``/``allocatable`` from ``ledger`` when given (else nothing allocated)."""
+    def snapshot(self, ledger: Ledger | None = None, kinds: Collection[str] | None = None) -> Snapshot:
+        """Every asset now; ``allocated``/``allocatable`` from ``ledger`` when given (else nothing allocated).
+
+        ``kinds``: read only those adapters (an allocation needs its own kind: the storage adapter alone walks
+        every block device, the bulk of a full snapshot's time)."""
         with self._lock:
             ctx = self.context()
             now = time.time()
@@ -110,6 +115,8 @@ class Inventory:
             problems: dict[str, str] = {}
             for adapter in self.adapters:
                 kind = adapter.kind
+                if kinds is not None and kind not in kinds:
+                    continue
                 try:
                     readings = adapter.read(ctx)
                 except Exception as exc:  # the isolation boundary: any failure of one adapter is its own (see above)
@@ -188,7 +195,8 @@ class Inventory:
             raise InvalidInput(f"unknown asset kind {kind!r}; choose one of: {', '.join(UNITS)}")
         if enforce and pid is None:
             raise InvalidInput("--enforce needs --pid: the process to hold to the grant")
-        snap = self.snapshot()
+        # enforce.apply() reads the cpu asset too (the CPUs the cgroup may run on)
+        snap = self.snapshot(kinds={kind, "cpu"} if enforce else {kind})
         candidates = snap.find(kind)
         ids = [a.id for a in candidates]
         if asset_id is None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import random
 
 from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
 from hypermesh.cluster.http1 import HttpFailure
-from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits, Prefetch
+from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits
 from hypermesh.cluster.membership import NODES_PREFIX, Member
 from hypermesh.errors import BackendError, InvalidInput, NotFound
 
@@ -20,7 +21,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["NodeRefused", "allocate", "release"]
+__all__ = ["ONE_ASSET_KINDS", "NodeRefused", "allocate", "release"]
+
+# Kinds a node has one asset of (Inventory.allocate takes them without an asset id).
+ONE_ASSET_KINDS = ("cpu", "memory")
 
 
 class NodeRefused(InvalidInput):
@@ -31,14 +35,7 @@ def pick_node(
     client: Client, members: list[Member], kind: str, amount: float, node_id: str | None
 ) -> tuple[Member, str | None]:
     """The node (and asset) to allocate on: the named one, else the asset of that kind with the most room."""
-    if node_id is not None:
-        chosen = [m for m in members if m.node_id == node_id]
-        if not chosen:
-            known = ", ".join(m.node_id for m in members)
-            raise NotFound(f"no agent {node_id!r} is registered (registered: {known})")
-        candidates = chosen
-    else:
-        candidates = members
+    candidates = _named(members, node_id) if node_id is not None else members
     rows = collect(client, [Node(m.node_id, m.url) for m in candidates], ("/v1/assets",))
     best: tuple[float, Member, str | None] | None = None
     reasons = []
@@ -63,36 +60,40 @@ def pick_node(
 def allocate(
     etcd: Etcd, client: Client, kind: str, amount: float, owner: str, node_id: str | None = None
 ) -> dict[str, Any]:
-    """Pick, reserve, grant, confirm. The lease and the reservation are made while the nodes are asked for room
-    (neither depends on which node): an allocation waits for etcd's writes once each, not one after another."""
+    """Reserve, grant, confirm (limits.py). The lease is granted while the limits are read (neither needs the
+    other), so the cluster's part is two etcd round trips in a row, not three.
+
+    Which node: for a kind with one asset per node (cpu, memory) the nodes are asked in turn, in random order
+    (allocations spread over the nodes), and a node whose ledger refuses (409: not enough left there) hands over to
+    the next one under the same reservation: the node's ledger decides, so asking every node for its room first
+    (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other kinds the
+    asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots."""
     limits = ClusterLimits(etcd)
-    read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
-    members = _registered(etcd, read.nodes)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-reserve") as pool:
-        reservation = pool.submit(_reserve, etcd, limits, kind, amount, owner, read)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-lease") as pool:
+        lease = pool.submit(etcd.grant, PENDING_TTL_S)
         try:
-            member, asset = pick_node(client, members, kind, amount, node_id)
+            read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
         except BaseException:
-            _abandon(limits, kind, reservation)
+            _revoke_later(etcd, lease)
             raise
-        allocation_id, record, revision = reservation.result()  # LimitExceeded / EtcdError: nothing was granted
+        granted_lease = lease.result()  # EtcdUnavailable: nothing was reserved
+    try:
+        members = _registered(etcd, read.nodes)
+        if kind in ONE_ASSET_KINDS:
+            candidates = _named(members, node_id) if node_id is not None else random.sample(members, len(members))
+            asset = None
+        else:
+            member, asset = pick_node(client, members, kind, amount, node_id)
+            candidates = [member]
+        allocation_id, record, revision = limits.reserve_at(kind, amount, owner, granted_lease, read=read)
+    except BaseException:
+        with contextlib.suppress(EtcdError):
+            etcd.revoke(granted_lease)
+        raise
     body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
     if asset is not None:
         body["asset"] = asset
-    try:
-        status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
-    except HttpFailure as failure:
-        limits.undo(allocation_id, kind)
-        raise BackendError(
-            f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
-            "nothing was allocated"
-        ) from None
-    if status not in (200, 201):
-        limits.undo(allocation_id, kind)
-        reason = _error(answer)
-        if status in (409, 422):
-            raise NodeRefused(f"node {member.node_id} refused: {reason}")
-        raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
+    member = _grant(limits, client, candidates, body)
     granted = {**record, "node_id": member.node_id, "node_url": member.url, "state": "granted"}
     if not limits.confirm(allocation_id, record, revision, node_id=member.node_id, node_url=member.url):
         # The reservation ended (its lease) while the node granted: give the node's grant back.
@@ -104,33 +105,59 @@ def allocate(
     return granted
 
 
+def _grant(limits: ClusterLimits, client: Client, candidates: list[Member], body: dict[str, Any]) -> Member:
+    """POST the reserved allocation to each candidate in turn until one grants it; the reservation is undone when
+    none does. Only a node that refused (409) or that nothing listens on (connection refused: the request never
+    reached it) hands over to the next: after a timeout or a broken answer the node may hold the grant, and a
+    second node must not grant it too."""
+    allocation_id, kind = str(body["id"]), str(body["kind"])
+    refusals: list[str] = []
+    for member in candidates:
+        try:
+            status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
+        except HttpFailure as failure:
+            if failure.kind == "refused" and len(candidates) > 1:
+                refusals.append(f"{member.node_id}: {failure.kind}: {failure.message}")
+                continue
+            limits.undo(allocation_id, kind)
+            raise BackendError(
+                f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
+                "nothing was allocated"
+            ) from None
+        if status in (200, 201):
+            return member
+        if status == 409:
+            refusals.append(f"{member.node_id}: {_error(answer)}")
+            continue
+        limits.undo(allocation_id, kind)
+        reason = _error(answer)
+        if status in (409, 422):
+            raise NodeRefused(f"node {member.node_id} refused: {reason}")
+        raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
+    limits.undo(allocation_id, kind)
+    where = "any node" if len(candidates) > 1 else f"node {candidates[0].node_id}"
+    raise NodeRefused(f"no {kind} asset on {where} has {body['amount']:g} allocatable ({'; '.join(refusals)})")
+
+
+def _named(members: list[Member], node_id: str) -> list[Member]:
+    chosen = [m for m in members if m.node_id == node_id]
+    if not chosen:
+        known = ", ".join(m.node_id for m in members)
+        raise NotFound(f"no agent {node_id!r} is registered (registered: {known})")
+    return chosen
+
+
+def _revoke_later(etcd: Etcd, lease: concurrent.futures.Future[int]) -> None:
+    """The read failed: the lease granted meanwhile (if it was) is not needed."""
+    with contextlib.suppress(Exception):
+        etcd.revoke(lease.result())
+
+
 def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
     members = [m for kv in kvs if (m := Member.from_json(kv.key.removeprefix(NODES_PREFIX), kv.value)) is not None]
     if not members:
         raise BackendError(f"no agents are registered in etcd at {etcd.url}; start them with --etcd {etcd.url}")
     return sorted(members, key=lambda m: m.node_id)
-
-
-def _reserve(
-    etcd: Etcd, limits: ClusterLimits, kind: str, amount: float, owner: str, read: Prefetch
-) -> tuple[str, dict[str, Any], int]:
-    lease = etcd.grant(PENDING_TTL_S)
-    try:
-        return limits.reserve_at(kind, amount, owner, lease, read=read)
-    except BaseException:
-        with contextlib.suppress(EtcdError):
-            etcd.revoke(lease)
-        raise
-
-
-def _abandon(limits: ClusterLimits, kind: str, reservation: concurrent.futures.Future[Any]) -> None:
-    """No node was picked: undo the reservation made meanwhile (if it was made)."""
-    try:
-        allocation_id = reservation.result()[0]
-    except Exception:
-        return
-    with contextlib.suppress(EtcdError):
-        limits.undo(allocation_id, kind)
 
 
 def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
