@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import random
+import threading
+import time
 
 from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
@@ -21,10 +23,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ONE_ASSET_KINDS", "NodeRefused", "allocate", "release"]
+    from hypermesh.cluster.limits import Holds
+
+__all__ = ["ONE_ASSET_KINDS", "NodeRefused", "allocate", "node_holds", "release", "wait_confirmed"]
 
 # Kinds a node has one asset of (Inventory.allocate takes them without an asset id).
 ONE_ASSET_KINDS = ("cpu", "memory")
+# An allocation is acknowledged before its confirmation only while its lease has this much left: a repair asks the
+# node only after the lease ended, by when a grant acknowledged this early has long been made.
+ACK_MARGIN_S = 5.0
 
 
 class NodeRefused(InvalidInput):
@@ -60,23 +67,29 @@ def pick_node(
 def allocate(
     etcd: Etcd, client: Client, kind: str, amount: float, owner: str, node_id: str | None = None
 ) -> dict[str, Any]:
-    """Reserve, grant, confirm (limits.py). The lease is granted while the limits are read (neither needs the
-    other), so the cluster's part is two etcd round trips in a row, not three.
+    """Reserve, grant, acknowledge, confirm (limits.py). The lease is granted while the limits are read (neither
+    needs the other), so the cluster's part before the node is asked is two etcd round trips in a row.
 
     Which node: for a kind with one asset per node (cpu, memory) the nodes are asked in turn, in random order
     (allocations spread over the nodes), and a node whose ledger refuses (409: not enough left there) hands over to
     the next one under the same reservation: the node's ledger decides, so asking every node for its room first
     (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other kinds the
-    asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots."""
+    asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots.
+
+    Returns once the node's ledger holds the grant; the record's confirmation (one more etcd write) then runs in a
+    thread of its own (wait_confirmed() waits for it), unless the reservation is near the end of its lease (see
+    limits.py: why an allocator that dies before confirming loses nothing)."""
     limits = ClusterLimits(etcd)
+    started = time.monotonic()  # before the lease is asked for: its end is later than started + PENDING_TTL_S
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-lease") as pool:
-        lease = pool.submit(etcd.grant, PENDING_TTL_S)
+        lease_future = pool.submit(etcd.grant, PENDING_TTL_S)
         try:
             read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
         except BaseException:
-            _revoke_later(etcd, lease)
+            _revoke_later(etcd, lease_future)
             raise
-        granted_lease = lease.result()  # EtcdUnavailable: nothing was reserved
+        lease = lease_future.result()  # EtcdUnavailable: nothing was reserved
+    holds = node_holds(client)
     try:
         members = _registered(etcd, read.nodes)
         if kind in ONE_ASSET_KINDS:
@@ -85,34 +98,108 @@ def allocate(
         else:
             member, asset = pick_node(client, members, kind, amount, node_id)
             candidates = [member]
-        allocation_id, record, revision = limits.reserve_at(kind, amount, owner, granted_lease, read=read)
+        first = candidates[0]
+        allocation_id, record, revision = limits.reserve_at(
+            kind, amount, owner, lease, first.node_id, first.url, read=read, holds=holds
+        )
     except BaseException:
         with contextlib.suppress(EtcdError):
-            etcd.revoke(granted_lease)
+            etcd.revoke(lease)
         raise
     body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
     if asset is not None:
         body["asset"] = asset
-    member = _grant(limits, client, candidates, body)
-    granted = {**record, "node_id": member.node_id, "node_url": member.url, "state": "granted"}
-    if not limits.confirm(allocation_id, record, revision, node_id=member.node_id, node_url=member.url):
+    member, record, revision = _grant(limits, client, candidates, body, record, revision, lease)
+    granted = {**record, "state": "granted"}
+    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
+    # Revoking would be one more raft write (an fsync) on every allocation's path.
+    if time.monotonic() - started < PENDING_TTL_S - ACK_MARGIN_S:
+        _confirm_later(limits, allocation_id, record, revision)
+        return granted
+    # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
+    if not limits.confirm(allocation_id, record, revision) and not limits.adopt(allocation_id, kind):
         # The reservation ended (its lease) while the node granted: give the node's grant back.
         with contextlib.suppress(HttpFailure):
             client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
         raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
-    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
-    # Revoking would be one more raft write (an fsync) on every allocation's path.
     return granted
 
 
-def _grant(limits: ClusterLimits, client: Client, candidates: list[Member], body: dict[str, Any]) -> Member:
-    """POST the reserved allocation to each candidate in turn until one grants it; the reservation is undone when
-    none does. Only a node that refused (409) or that nothing listens on (connection refused: the request never
-    reached it) hands over to the next: after a timeout or a broken answer the node may hold the grant, and a
-    second node must not grant it too."""
+_CONFIRMING: list[threading.Thread] = []
+_CONFIRM_FAILURES: list[str] = []
+
+
+def _confirm_later(limits: ClusterLimits, allocation_id: str, record: dict[str, Any], revision: int) -> None:
+    """Confirm in a thread that is not a daemon: the interpreter waits for it at exit, so a process that returns
+    normally has confirmed; one killed before leaves the case repair settles."""
+
+    def confirm() -> None:
+        try:
+            if not limits.confirm(allocation_id, record, revision) and not limits.adopt(
+                allocation_id, str(record["kind"])
+            ):
+                return  # released meanwhile (its usage entry is gone): nothing left to confirm
+        except EtcdError as exc:
+            _CONFIRM_FAILURES.append(
+                f"allocation {allocation_id} is granted on {record.get('node_id')} but etcd did not record it "
+                f"as confirmed ({exc}); its reservation holds, and 'hypermesh cluster allocations' confirms it"
+            )
+
+    thread = threading.Thread(target=confirm, name=f"hypermesh-confirm-{allocation_id}", daemon=False)
+    thread.start()
+    _CONFIRMING[:] = [t for t in _CONFIRMING if t.is_alive()]
+    _CONFIRMING.append(thread)
+
+
+def wait_confirmed(timeout_s: float | None = None) -> list[str]:
+    """Wait for the confirmations allocate() left running; returns what could not be confirmed (each granted,
+    reserved, and left to repair)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while _CONFIRMING:
+        thread = _CONFIRMING.pop()
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES), []
+    return failures
+
+
+def node_holds(client: Client) -> Holds:
+    """What repair asks a node: does its ledger hold this allocation id (None: the node could not be asked)."""
+
+    def holds(node_url: str, allocation_id: str) -> bool | None:
+        ((answer,),) = collect(client, [Node(node_url, node_url)], ("/v1/allocations",))
+        data = answer.data
+        if not answer.ok:
+            return None
+        grants = data.get("allocations") if isinstance(data, dict) else data
+        if not isinstance(grants, list):
+            return None
+        return any(isinstance(g, dict) and g.get("id") == allocation_id for g in grants)
+
+    return holds
+
+
+def _grant(
+    limits: ClusterLimits,
+    client: Client,
+    candidates: list[Member],
+    body: dict[str, Any],
+    record: dict[str, Any],
+    revision: int,
+    lease: int,
+) -> tuple[Member, dict[str, Any], int]:
+    """POST the reserved allocation to each candidate in turn until one grants it: (that node, the record naming
+    it, the record's revision). The reservation names the node asked, and is moved before the next one is asked.
+    It is undone when no node grants. Only a node that refused (409) or that nothing listens on (connection
+    refused: the request never reached it) hands over to the next: after a timeout or a broken answer the node may
+    hold the grant, and a second node must not grant it too."""
     allocation_id, kind = str(body["id"]), str(body["kind"])
     refusals: list[str] = []
-    for member in candidates:
+    for n, member in enumerate(candidates):
+        if n:
+            moved = limits.move(allocation_id, record, revision, lease, member.node_id, member.url)
+            if moved is None:
+                raise BackendError("the reservation expired while nodes refused it; nothing was allocated")
+            record, revision = moved
         try:
             status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
         except HttpFailure as failure:
@@ -125,13 +212,13 @@ def _grant(limits: ClusterLimits, client: Client, candidates: list[Member], body
                 "nothing was allocated"
             ) from None
         if status in (200, 201):
-            return member
+            return member, record, revision
         if status == 409:
             refusals.append(f"{member.node_id}: {_error(answer)}")
             continue
         limits.undo(allocation_id, kind)
         reason = _error(answer)
-        if status in (409, 422):
+        if status == 422:
             raise NodeRefused(f"node {member.node_id} refused: {reason}")
         raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
     limits.undo(allocation_id, kind)
@@ -162,7 +249,14 @@ def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
 
 def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
     limits = ClusterLimits(etcd)
-    record = limits.allocation(allocation_id)
+    try:
+        record = limits.allocation(allocation_id)
+    except NotFound:
+        # Acknowledged, and its allocator died before confirming: the record went with the lease, the usage entry
+        # names the node. Settle it first (repair), then release what it became.
+        if allocation_id not in limits.repair(node_holds(client)):
+            raise
+        record = limits.allocation(allocation_id)
     try:
         status, answer = client.send_sync(f"{record['node_url']}/v1/allocations/{allocation_id}", "DELETE")
     except HttpFailure as failure:
