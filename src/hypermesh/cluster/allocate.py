@@ -6,10 +6,10 @@ credentials as every cluster command (an agent without basic auth takes writes f
 
 from __future__ import annotations
 
-import concurrent.futures
+import atexit
 import contextlib
+import logging
 import random
-import threading
 import time
 
 from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
@@ -21,6 +21,7 @@ from hypermesh.errors import BackendError, InvalidInput, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from hypermesh.cluster.limits import Holds
@@ -76,20 +77,21 @@ def allocate(
     (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other kinds the
     asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots.
 
-    Returns once the node's ledger holds the grant; the record's confirmation (one more etcd write) then runs in a
-    thread of its own (wait_confirmed() waits for it), unless the reservation is near the end of its lease (see
-    limits.py: why an allocator that dies before confirming loses nothing)."""
+    Returns once the node's ledger holds the grant, with the record's confirmation (one more etcd write) sent and
+    not waited for: etcd applies it meanwhile, and wait_confirmed() (or the interpreter's exit) reads its answer.
+    Near the end of its lease, it confirms before it returns. Why an allocator that dies before its confirmation is
+    applied loses nothing: limits.py. The lease is asked for with the same trick, sent before the read."""
     limits = ClusterLimits(etcd)
     started = time.monotonic()  # before the lease is asked for: its end is later than started + PENDING_TTL_S
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-lease") as pool:
-        lease_future = pool.submit(etcd.grant, PENDING_TTL_S)
-        try:
-            read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
-        except BaseException:
-            _revoke_later(etcd, lease_future)
-            raise
-        lease = lease_future.result()  # EtcdUnavailable: nothing was reserved
-    holds = node_holds(client)
+    lease_answer = etcd.grant_start(PENDING_TTL_S)  # sent; etcd grants it while the read below is answered
+    try:
+        # The agents, the kind's limits and usage: one round trip, not queued behind the lease's write.
+        read = limits.read_for(kind, serializable=True)
+    except BaseException:
+        with contextlib.suppress(EtcdError):
+            etcd.revoke(lease_answer())
+        raise
+    lease = lease_answer()  # EtcdUnavailable: nothing was reserved
     try:
         members = _registered(etcd, read.nodes)
         if kind in ONE_ASSET_KINDS:
@@ -100,7 +102,7 @@ def allocate(
             candidates = [member]
         first = candidates[0]
         allocation_id, record, revision = limits.reserve_at(
-            kind, amount, owner, lease, first.node_id, first.url, read=read, holds=holds
+            kind, amount, owner, lease, first.node_id, first.url, read=read, holds=node_holds(client)
         )
     except BaseException:
         with contextlib.suppress(EtcdError):
@@ -114,7 +116,13 @@ def allocate(
     # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
     # Revoking would be one more raft write (an fsync) on every allocation's path.
     if time.monotonic() - started < PENDING_TTL_S - ACK_MARGIN_S:
-        _confirm_later(limits, allocation_id, record, revision)
+        try:
+            outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
+        except EtcdError as exc:
+            _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, record, exc))
+        else:
+            _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
+            _wait_at_exit()
         return granted
     # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
     if not limits.confirm(allocation_id, record, revision) and not limits.adopt(allocation_id, kind):
@@ -125,41 +133,55 @@ def allocate(
     return granted
 
 
-_CONFIRMING: list[threading.Thread] = []
-_CONFIRM_FAILURES: list[str] = []
+class _Confirmation:
+    """A confirmation sent and not yet read."""
 
+    __slots__ = ("allocation_id", "kind", "limits", "outcome")
 
-def _confirm_later(limits: ClusterLimits, allocation_id: str, record: dict[str, Any], revision: int) -> None:
-    """Confirm in a thread that is not a daemon: the interpreter waits for it at exit, so a process that returns
-    normally has confirmed; one killed before leaves the case repair settles."""
+    def __init__(self, limits: ClusterLimits, allocation_id: str, kind: str, outcome: Callable[[], bool]) -> None:
+        self.limits, self.allocation_id, self.kind, self.outcome = limits, allocation_id, kind, outcome
 
-    def confirm() -> None:
+    def finish(self) -> str | None:
+        """None when the record is granted (or the allocation was released meanwhile); else what went wrong."""
         try:
-            if not limits.confirm(allocation_id, record, revision) and not limits.adopt(
-                allocation_id, str(record["kind"])
-            ):
-                return  # released meanwhile (its usage entry is gone): nothing left to confirm
+            if not self.outcome():
+                self.limits.adopt(self.allocation_id, self.kind)  # False: released meanwhile, nothing to confirm
         except EtcdError as exc:
-            _CONFIRM_FAILURES.append(
-                f"allocation {allocation_id} is granted on {record.get('node_id')} but etcd did not record it "
-                f"as confirmed ({exc}); its reservation holds, and 'hypermesh cluster allocations' confirms it"
-            )
-
-    thread = threading.Thread(target=confirm, name=f"hypermesh-confirm-{allocation_id}", daemon=False)
-    thread.start()
-    _CONFIRMING[:] = [t for t in _CONFIRMING if t.is_alive()]
-    _CONFIRMING.append(thread)
+            return _unconfirmed(self.allocation_id, {}, exc)
+        return None
 
 
-def wait_confirmed(timeout_s: float | None = None) -> list[str]:
-    """Wait for the confirmations allocate() left running; returns what could not be confirmed (each granted,
-    reserved, and left to repair)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while _CONFIRMING:
-        thread = _CONFIRMING.pop()
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES), []
+_CONFIRMING: list[_Confirmation] = []
+_CONFIRM_FAILURES: list[str] = []
+_AT_EXIT: list[bool] = []
+
+
+def _unconfirmed(allocation_id: str, record: dict[str, Any], exc: Exception) -> str:
+    return (
+        f"allocation {allocation_id} is granted but etcd did not record it as confirmed ({exc}); its reservation "
+        "holds, and 'hypermesh cluster allocations' confirms it from the node's ledger"
+    )
+
+
+def wait_confirmed() -> list[str]:
+    """Read the answers to the confirmations allocate() sent, settling any that did not hold (limits.adopt());
+    returns what could not be confirmed (each granted, reserved, and left to repair). Runs at interpreter exit too:
+    a process that ends normally has read them."""
+    pending, _CONFIRMING[:] = list(_CONFIRMING), []
+    failures = [problem for c in pending if (problem := c.finish()) is not None]
+    failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES) + failures, []
     return failures
+
+
+def _wait_at_exit() -> None:
+    if not _AT_EXIT:
+        _AT_EXIT.append(True)
+        atexit.register(_report_at_exit)
+
+
+def _report_at_exit() -> None:
+    for problem in wait_confirmed():
+        logging.getLogger("hypermesh.cluster").warning("%s", problem)
 
 
 def node_holds(client: Client) -> Holds:
@@ -232,12 +254,6 @@ def _named(members: list[Member], node_id: str) -> list[Member]:
         known = ", ".join(m.node_id for m in members)
         raise NotFound(f"no agent {node_id!r} is registered (registered: {known})")
     return chosen
-
-
-def _revoke_later(etcd: Etcd, lease: concurrent.futures.Future[int]) -> None:
-    """The read failed: the lease granted meanwhile (if it was) is not needed."""
-    with contextlib.suppress(Exception):
-        etcd.revoke(lease.result())
 
 
 def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:

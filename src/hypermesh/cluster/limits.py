@@ -118,10 +118,12 @@ def _fmt(value: float) -> str:
 class Prefetch:
     """A kind's limit keys and usage key, and the registered agents, as one read returned them."""
 
-    __slots__ = ("limits", "nodes", "usage")
+    __slots__ = ("limits", "nodes", "serializable", "usage")
 
-    def __init__(self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue]) -> None:
-        self.limits, self.usage, self.nodes = limits, usage, nodes
+    def __init__(
+        self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue], serializable: bool = False
+    ) -> None:
+        self.limits, self.usage, self.nodes, self.serializable = limits, usage, nodes, serializable
 
 
 def _reserved(kv: KeyValue | None) -> tuple[dict[str, dict[str, Any]], int]:
@@ -185,12 +187,14 @@ class ClusterLimits:
         """Step 1: the reservation's id, or LimitExceeded saying what is left."""
         return self.reserve_at(kind, amount, owner, lease, node_id, node_url)[0]
 
-    def read_for(self, kind: str) -> Prefetch:
+    def read_for(self, kind: str, serializable: bool = False) -> Prefetch:
         """What a reservation of ``kind`` reads, in one round trip: the kind's limits and its usage key (and the
-        registered agents, which the allocator asks at the same time)."""
-        (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many([LIMITS + kind, USAGE + kind, NODES_PREFIX])
+        registered agents, which the allocator asks at the same time). ``serializable`` (Etcd.read_many) is safe
+        for reserve_at(): its transaction compares the revisions of the usage key and of the limits it applied."""
+        prefixes = [LIMITS + kind, USAGE + kind, NODES_PREFIX]
+        (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many(prefixes, serializable)
         usage = next((kv for kv in usage_kvs if kv.key == USAGE + kind), None)
-        return Prefetch(limit_kvs, usage, nodes)
+        return Prefetch(limit_kvs, usage, nodes, serializable)
 
     def reserve_at(
         self,
@@ -208,17 +212,22 @@ class ClusterLimits:
         reservation that would be refused drop abandoned entries that their node does not hold."""
         allocation_id = f"c-{uuid.uuid4().hex[:16]}"
         read = read or self.read_for(kind)
-        total = owner_limit = None
-        for kv in read.limits:
-            rest = kv.key[len(LIMITS) :]
-            if rest == kind:
-                total = float(_json(kv.value).get("amount", 0.0))
-            elif rest == f"{kind}/{owner}":
-                owner_limit = float(_json(kv.value).get("amount", 0.0))
-        usage = read.usage
         for _ in range(MAX_ATTEMPTS):
-            reserved, revision = _reserved(usage)
+            total = owner_limit = None
+            # The limits as applied, by mod revision (0: no such key); the transaction holds only if they still are.
+            applied = {LIMITS + kind: 0, f"{LIMITS}{kind}/{owner}": 0}
+            for kv in read.limits:
+                if kv.key in applied:
+                    applied[kv.key] = kv.mod_revision
+                    if kv.key == LIMITS + kind:
+                        total = float(_json(kv.value).get("amount", 0.0))
+                    else:
+                        owner_limit = float(_json(kv.value).get("amount", 0.0))
+            reserved, revision = _reserved(read.usage)
             refusal = _over(kind, reserved, amount, owner, total, owner_limit)
+            if refusal is not None and read.serializable:
+                read = self.read_for(kind)  # refuse only on what the leader confirms is current
+                continue
             if refusal is not None:
                 # Entries whose record went with its lease (an allocator that died) count only until someone
                 # looks: they are looked for only when they would make the difference, not on every reservation.
@@ -238,7 +247,8 @@ class ClusterLimits:
                 "created_at": time.time(),
             }
             done, written_at = self.etcd.txn_at(
-                [compare_mod_revision(USAGE + kind, revision)],
+                [compare_mod_revision(USAGE + kind, revision)]
+                + [compare_mod_revision(key, mod_revision) for key, mod_revision in applied.items()],
                 [
                     request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
                     request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
@@ -247,26 +257,33 @@ class ClusterLimits:
             )
             if done:
                 return allocation_id, record, written_at
-            usage = self.etcd.get(USAGE + kind)
+            read = self.read_for(kind)  # linearizable: another allocator went first, or a limit changed
         raise EtcdError(f"cluster allocation of {kind}: {MAX_ATTEMPTS} conflicting transactions in a row; retry")
 
     def confirm(
         self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
     ) -> bool:
-        """Step 2 done: the record becomes granted, without a lease. False if the reservation is gone.
+        """Step 3: the record becomes granted, without a lease. False if the reservation is gone.
 
         ``record`` and ``revision`` as reserve_at() returned them spare reading the record again."""
+        return self.confirm_start(allocation_id, record, revision, **changes)()
+
+    def confirm_start(
+        self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
+    ) -> Callable[[], bool]:
+        """confirm() sent now (Etcd.start), its outcome read when called."""
         if record is None or not revision:
             kv = self.etcd.get(ALLOCATIONS + allocation_id)
             if kv is None:
-                return False
+                return lambda: False
             record, revision = _json(kv.value), kv.mod_revision
         record = {**record, **changes, "state": "granted"}
-        return self.etcd.txn(
+        outcome = self.etcd.txn_start(
             [compare_mod_revision(ALLOCATIONS + allocation_id, revision)],
             [request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode())],
             [],
         )
+        return lambda: outcome()[0]
 
     def move(
         self, allocation_id: str, record: dict[str, Any], revision: int, lease: int, node_id: str, node_url: str
