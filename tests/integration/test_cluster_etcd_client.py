@@ -53,3 +53,27 @@ def test_reads_writes_and_a_restarted_etcd_on_kept_alive_connections(tmp_path):
         etcd.close()
     finally:
         server.stop()
+
+
+def test_requests_started_together_are_each_answered_on_their_own_connection(tmp_path):
+    server = EtcdServer(tmp_path).start()
+    try:
+        etcd = Etcd(server.url)
+        lease_answer = etcd.grant_start(30)  # sent; not read yet
+        written = etcd.txn_start([compare_mod_revision("/s/k", 0)], [request_put("/s/k", b"v")], [])
+        (read,), _ = etcd.read_many(["/s/"], serializable=True)  # a third connection, while two are in flight
+        lease = lease_answer()
+        done, revision = written()
+        assert done and lease > 0
+        # etcd applied the write whether or not its answer had been read; urllib sees it at that revision.
+        kv = urllib_range(server.url, "/s/k")["kvs"][0]
+        assert base64.b64decode(kv["value"]) == b"v" and int(kv["mod_revision"]) == revision
+        # etcd knows the lease granted while the other requests were served (TTL as asked, minus the time since).
+        body = json.dumps({"ID": str(lease)}).encode()
+        with urllib.request.urlopen(urllib.request.Request(server.url + "/v3/lease/timetolive", data=body)) as a:
+            assert 0 < int(json.loads(a.read())["TTL"]) <= 30
+        assert [kv.key for kv in read] in ([], ["/s/k"])  # serializable: at most as new as the store
+        assert len(etcd._idle) == 3  # each connection went back to the pool once its answer was read
+        etcd.close()
+    finally:
+        server.stop()

@@ -284,3 +284,34 @@ def test_a_node_without_room_hands_the_reservation_to_the_next(tmp_path, auth_co
                 assert {a["state"] for a in listed["allocations"]} == {"granted"}
         finally:
             etcd.stop()
+
+
+def test_a_limit_changed_after_the_read_is_the_one_applied(tmp_path):
+    """The allocator's read may be serializable (possibly behind the cluster): its transaction compares the revisions
+    of the limits it applied, so a limit lowered after the read is seen; a refusal is re-checked on a fresh read."""
+    from hypermesh.cluster.etcd import Etcd as EtcdClient
+    from hypermesh.cluster.limits import ClusterLimits, LimitExceeded
+
+    server = Etcd(tmp_path).start()
+    try:
+        etcd = EtcdClient(server.url)
+        limits = ClusterLimits(etcd)
+        limits.set_limit("memory", 10)
+        stale = limits.read_for("memory", serializable=True)
+        limits.set_limit("memory", 4)  # after the read
+        with pytest.raises(LimitExceeded, match="4 of 4 left, 6 asked"):
+            limits.reserve_at("memory", 6, "a", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale)
+        assert [r["used"] for r in limits.limits()] == [0.0]
+        limits.set_limit("memory", 2, owner="a")  # an owner's limit that did not exist when read
+        stale = limits.read_for("memory", serializable=True)
+        limits.set_limit("memory", 3, owner="a")
+        limits.set_limit("memory", 20)
+        limits.reserve_at("memory", 3, "a", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale)  # 3 applies
+        limits.set_limit("memory", 10)
+        stale_refusal = limits.read_for("memory", serializable=True)  # 3 of 10 used: 14 more would be refused
+        limits.set_limit("memory", 30)  # room again after a read that would refuse
+        limits.reserve_at("memory", 14, "b", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale_refusal)
+        assert {(r["owner"], r["used"]) for r in limits.limits()} == {(None, 17.0), ("a", 3.0)}
+        etcd.close()
+    finally:
+        server.stop()
