@@ -10,9 +10,10 @@ import atexit
 import contextlib
 import logging
 import random
+import secrets
 import time
 
-from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
+from hypermesh.cluster.etcd import LEASE_NOT_FOUND, Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
 from hypermesh.cluster.http1 import HttpFailure
 from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits
@@ -80,19 +81,17 @@ def allocate(
     Returns once the node's ledger holds the grant, with the record's confirmation (one more etcd write) sent and
     not waited for: etcd applies it meanwhile, and wait_confirmed() (or the interpreter's exit) reads its answer.
     Near the end of its lease, it confirms before it returns. Why an allocator that dies before its confirmation is
-    applied loses nothing: limits.py. The lease is asked for with the same trick, sent before the read."""
+    applied loses nothing: limits.py. The lease is granted with the same trick: sent before the read, its answer
+    read after the reservation that names it."""
     limits = ClusterLimits(etcd)
     started = time.monotonic()  # before the lease is asked for: its end is later than started + PENDING_TTL_S
-    lease_answer = etcd.grant_start(PENDING_TTL_S)  # sent; etcd grants it while the read below is answered
+    # The lease's id is ours (random, 62 bits): the reservation can name it before etcd's answer to the grant is
+    # read, so the grant costs no round trip of its own. Its answer is read (and checked) before any node is asked.
+    lease = secrets.randbits(62) + 1
+    lease_answer = etcd.grant_start(PENDING_TTL_S, lease)
     try:
         # The agents, the kind's limits and usage: one round trip, not queued behind the lease's write.
         read = limits.read_for(kind, serializable=True)
-    except BaseException:
-        with contextlib.suppress(EtcdError):
-            etcd.revoke(lease_answer())
-        raise
-    lease = lease_answer()  # EtcdUnavailable: nothing was reserved
-    try:
         members = _registered(etcd, read.nodes)
         if kind in ONE_ASSET_KINDS:
             candidates = _named(members, node_id) if node_id is not None else random.sample(members, len(members))
@@ -101,12 +100,27 @@ def allocate(
             member, asset = pick_node(client, members, kind, amount, node_id)
             candidates = [member]
         first = candidates[0]
-        allocation_id, record, revision = limits.reserve_at(
-            kind, amount, owner, lease, first.node_id, first.url, read=read, holds=node_holds(client)
-        )
+
+        def reserve() -> tuple[str, dict[str, Any], int]:
+            return limits.reserve_at(
+                kind, amount, owner, lease, first.node_id, first.url, read=read, holds=node_holds(client)
+            )
+
+        try:
+            allocation_id, record, revision = reserve()
+        except EtcdError as exc:
+            if LEASE_NOT_FOUND not in str(exc):
+                raise
+            lease_answer()  # etcd has not applied the grant yet: wait for it, then reserve (nothing was written)
+            allocation_id, record, revision = reserve()
     except BaseException:
-        with contextlib.suppress(EtcdError):
-            etcd.revoke(lease)
+        _revoke_ours(etcd, lease, lease_answer)
+        raise
+    try:
+        lease_answer()
+    except EtcdError:
+        # Not granted (an id that exists: a 2**-62 chance, or etcd failed): the record must not live on that lease.
+        limits.undo(allocation_id, kind)
         raise
     body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
     if asset is not None:
@@ -131,6 +145,13 @@ def allocate(
             client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
         raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
     return granted
+
+
+def _revoke_ours(etcd: Etcd, lease: int, lease_answer: Callable[[], int]) -> None:
+    """Revoke the lease if the grant was ours (never one that existed before: someone else's)."""
+    with contextlib.suppress(EtcdError):
+        lease_answer()
+        etcd.revoke(lease)
 
 
 class _Confirmation:

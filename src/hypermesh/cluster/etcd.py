@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "LEASE_NOT_FOUND",
     "Etcd",
     "EtcdError",
     "EtcdUnavailable",
@@ -37,6 +38,8 @@ __all__ = [
 
 # etcd's own client default is 5 s per request; a cluster command waits for nothing longer.
 DEFAULT_TIMEOUT_S = 5.0
+# etcd's refusal of a write naming a lease it does not have (yet): ErrGRPCLeaseNotFound's text.
+LEASE_NOT_FOUND = "requested lease not found"
 # The gateway answers a few hundred bytes per key; a node list of thousands stays well under this.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
@@ -174,19 +177,28 @@ class Etcd:
     def start(self, path: str, body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         """Send a request now and return what reads its answer: requests started one after another on their own
         connections are served by etcd at the same time, without a thread per request (starting a thread costs
-        about as much as a round trip on a loaded 2-core machine). Raises as call() does, each where it happens."""
+        about as much as a round trip on a loaded 2-core machine). Raises as call() does, each where it happens;
+        the answer is read once, and calling again returns it (or raises its error) again."""
         payload = json.dumps(body).encode()
         try:
             connection, reused = self._send(path, payload)
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise self._unavailable(exc) from None
 
+        outcome: list[dict[str, Any] | EtcdError] = []
+
         def answer() -> dict[str, Any]:
-            try:
-                status, raw = self._receive(connection, reused, path, payload)
-            except (TimeoutError, OSError, http.client.HTTPException) as exc:
-                raise self._unavailable(exc) from None
-            return self._decode(path, status, raw)
+            if not outcome:  # read once; asked again, the same answer (or the same error)
+                try:
+                    status, raw = self._receive(connection, reused, path, payload)
+                    outcome.append(self._decode(path, status, raw))
+                except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                    outcome.append(self._unavailable(exc))
+                except EtcdError as exc:
+                    outcome.append(exc)
+            if isinstance(outcome[0], EtcdError):
+                raise outcome[0]
+            return outcome[0]
 
         return answer
 
@@ -213,9 +225,14 @@ class Etcd:
     def grant(self, ttl_s: int) -> int:
         return self.grant_start(ttl_s)()
 
-    def grant_start(self, ttl_s: int) -> Callable[[], int]:
-        """grant() sent now, its lease id read when called (start())."""
-        answer = self.start("lease/grant", {"TTL": ttl_s})
+    def grant_start(self, ttl_s: int, lease: int = 0) -> Callable[[], int]:
+        """grant() sent now, its lease id read when called (start()). ``lease``: the id to grant (etcd refuses one
+        that exists: "lease already exists"), so that it can be used before the answer is read; a write naming it
+        that etcd applies before the grant is refused with LEASE_NOT_FOUND and nothing else."""
+        body: dict[str, Any] = {"TTL": ttl_s}
+        if lease:
+            body["ID"] = str(lease)
+        answer = self.start("lease/grant", body)
         return lambda: int(answer()["ID"])
 
     def keepalive(self, lease: int) -> int:
