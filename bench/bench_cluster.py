@@ -3,8 +3,8 @@ and a cluster allocation against one etcd transaction round trip, each pair meas
 
 Goals: fan-out to 5 nodes within 1.2x the slowest node's own response time (that node asked alone through the
 same collect()); 100 agents collected in <= 250 ms on the reference machine; a cluster allocation
-(allocate() until it returns: the read and the lease at once, the reservation, the node's grant; its confirmation
-then runs meanwhile, and is measured too) <= 3x one etcd transaction round trip.
+(allocate() until it returns: the read, the reservation, the node's grant; the lease is granted meanwhile, and the
+confirmation written after it, measured too) <= 3x one etcd transaction round trip.
 
 This machine has 2 cores: 100 agent processes would measure the scheduler, so the 100 entries are 20 node ids on
 each of the 5 agents (100 connections, 100 exchanges, served by 5 processes). Each exchange is what `cluster status`
@@ -286,9 +286,10 @@ def run() -> dict[str, object]:
         "one-member etcd and an agent with --etcd --state-dir on loopback; the transaction is a compare and two "
         "puts through the same Etcd client. allocation_ms is until allocate() returns (the node's ledger holds the "
         "grant); allocation_confirmed_ms until its confirmation is written too (what a CLI process waits for before "
-        "it exits). allocation_parts_ms_median: the reservation's read and the lease grant (asked at once by "
-        "allocate()) and the node's POST /v1/allocations, each alone through the same clients; the reservation "
-        "itself is a transaction like etcd_txn. machine_slowdown_vs_issue_reference: "
+        "it exits). allocation_parts_ms_median: the reservation's read and the lease grant (allocate() sends the "
+        "grant first and reads its answer after the reservation, which names the lease) and the node's POST "
+        "/v1/allocations, each alone through the same clients; the reservation itself is a transaction like "
+        "etcd_txn. machine_slowdown_vs_issue_reference: "
         f"psutil's four calls here over the issue's {REFERENCE_PSUTIL_FOUR_CALLS_US:g} µs, as in the core section."
     )
     return out
