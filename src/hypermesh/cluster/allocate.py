@@ -133,7 +133,7 @@ def allocate(
         try:
             outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
         except EtcdError as exc:
-            _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, record, exc))
+            _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, exc))
         else:
             _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
             _wait_at_exit()
@@ -168,7 +168,7 @@ class _Confirmation:
             if not self.outcome():
                 self.limits.adopt(self.allocation_id, self.kind)  # False: released meanwhile, nothing to confirm
         except EtcdError as exc:
-            return _unconfirmed(self.allocation_id, {}, exc)
+            return _unconfirmed(self.allocation_id, exc)
         return None
 
 
@@ -177,7 +177,7 @@ _CONFIRM_FAILURES: list[str] = []
 _AT_EXIT: list[bool] = []
 
 
-def _unconfirmed(allocation_id: str, record: dict[str, Any], exc: Exception) -> str:
+def _unconfirmed(allocation_id: str, exc: Exception) -> str:
     return (
         f"allocation {allocation_id} is granted but etcd did not record it as confirmed ({exc}); its reservation "
         "holds, and 'hypermesh cluster allocations' confirms it from the node's ledger"

@@ -231,7 +231,7 @@ class ClusterLimits:
             if refusal is not None:
                 # Entries whose record went with its lease (an allocator that died) count only until someone
                 # looks: they are looked for only when they would make the difference, not on every reservation.
-                reserved = self._without_orphans(kind, reserved, holds)
+                reserved = self._without_orphans(reserved, holds)
                 refusal = _over(kind, reserved, amount, owner, total, owner_limit)
                 if refusal is not None:
                     raise LimitExceeded(refusal)
@@ -416,9 +416,7 @@ class ClusterLimits:
         live = {kv.key[len(ALLOCATIONS) :] for kv in kvs}
         return {k: v for k, v in reserved.items() if k not in live}
 
-    def _without_orphans(
-        self, kind: str, reserved: dict[str, dict[str, Any]], holds: Holds | None
-    ) -> dict[str, dict[str, Any]]:
+    def _without_orphans(self, reserved: dict[str, dict[str, Any]], holds: Holds | None) -> dict[str, dict[str, Any]]:
         """The entries that still count: all but those whose record is gone and whose node does not hold them."""
         orphans = self._orphans(reserved)
         return {k: v for k, v in reserved.items() if k not in orphans or _verdict(k, v, holds) is not False}
