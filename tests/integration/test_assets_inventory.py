@@ -265,3 +265,23 @@ def test_a_gpu_source_that_cannot_be_read_is_a_named_problem(tmp_path: Path, mon
         assert snap.find("gpu") == [] and snap.errors == {}
         assert "could not be loaded" in snap.problems["gpu.nvml"] and str(tmp_path) in snap.problems["gpu.nvml"]
         assert snap.find("cpu")[0].health.status == "ok"
+
+
+@pytest.mark.root
+def test_an_allocation_may_use_a_recent_reading_of_its_kind(tmp_path: Path, block_device_dir: Path) -> None:
+    """max_age_s (the agent's allocations): capacity and health from the last snapshot of that kind while it is
+    young enough, read afresh otherwise; the storage adapter's mount table taken away shows which one was used."""
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    mountinfo = proc / "self/mountinfo"
+    mountinfo.write_bytes(Path("/proc/self/mountinfo").read_bytes())
+    mount = str(block_device_dir)
+    with Inventory(adapters=[StorageAdapter(proc_root=str(proc))]) as inventory, Ledger(str(tmp_path / "s")) as ledger:
+        first = inventory.allocate(ledger, "storage", 1 << 20, owner="a", asset_id=mount, max_age_s=60)
+        mountinfo.unlink()  # from now on a fresh read fails
+        cached = inventory.allocate(ledger, "storage", 1 << 20, owner="b", asset_id=mount, max_age_s=60)
+        with pytest.raises(Exception, match="has failed"):
+            inventory.allocate(ledger, "storage", 1 << 20, owner="c", asset_id=mount)  # read afresh
+        with pytest.raises(Exception, match="has failed"):  # the failed reading is now the recent one
+            inventory.allocate(ledger, "storage", 1 << 20, owner="d", asset_id=mount, max_age_s=60)
+        assert sorted(a.id for a in ledger.allocations()) == sorted([first.id, cached.id])

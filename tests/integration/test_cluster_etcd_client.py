@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from hypermesh.cluster.etcd import Etcd, EtcdUnavailable, compare_mod_revision, request_put
+from hypermesh.cluster.etcd import LEASE_NOT_FOUND, Etcd, EtcdError, EtcdUnavailable, compare_mod_revision, request_put
 from tests.integration.cluster_support import Etcd as EtcdServer
 
 
@@ -51,5 +51,62 @@ def test_reads_writes_and_a_restarted_etcd_on_kept_alive_connections(tmp_path):
         kv = etcd.get("/t/c")
         assert kv is not None and kv.value == b"x"
         etcd.close()
+    finally:
+        server.stop()
+
+
+def test_requests_started_together_are_each_answered_on_their_own_connection(tmp_path):
+    server = EtcdServer(tmp_path).start()
+    try:
+        etcd = Etcd(server.url)
+        lease_answer = etcd.grant_start(30)  # sent; not read yet
+        written = etcd.txn_start([compare_mod_revision("/s/k", 0)], [request_put("/s/k", b"v")], [])
+        (read,), _ = etcd.read_many(["/s/"], serializable=True)  # a third connection, while two are in flight
+        lease = lease_answer()
+        done, revision = written()
+        assert done and lease > 0
+        # etcd applied the write whether or not its answer had been read; urllib sees it at that revision.
+        kv = urllib_range(server.url, "/s/k")["kvs"][0]
+        assert base64.b64decode(kv["value"]) == b"v" and int(kv["mod_revision"]) == revision
+        # etcd knows the lease granted while the other requests were served (TTL as asked, minus the time since).
+        body = json.dumps({"ID": str(lease)}).encode()
+        with urllib.request.urlopen(urllib.request.Request(server.url + "/v3/lease/timetolive", data=body)) as a:
+            assert 0 < int(json.loads(a.read())["TTL"]) <= 30
+        assert [kv.key for kv in read] in ([], ["/s/k"])  # serializable: at most as new as the store
+        assert len(etcd._idle) == 3  # each connection went back to the pool once its answer was read
+        etcd.close()
+    finally:
+        server.stop()
+
+
+def test_a_write_naming_a_lease_not_yet_granted_is_refused_whole(tmp_path):
+    """allocate() names its own lease id in the reservation before reading the grant's answer: a transaction etcd
+    applies before the grant must be refused with LEASE_NOT_FOUND and write nothing (then it is sent again)."""
+    server = EtcdServer(tmp_path).start()
+    try:
+        etcd = Etcd(server.url)
+        refused = 0
+        for i in range(60):
+            lease = 1_000_000 + i
+            granted = etcd.grant_start(30, lease)
+            txn = (
+                [compare_mod_revision(f"/l/{i}/a", 0)],
+                [request_put(f"/l/{i}/a", b"1"), request_put(f"/l/{i}/b", b"2", lease)],
+            )
+            try:
+                assert etcd.txn(*txn, [])
+            except EtcdError as exc:
+                assert LEASE_NOT_FOUND in str(exc)
+                refused += 1
+                assert "kvs" not in urllib_range(server.url, f"/l/{i}/a")  # nothing of it was written
+                assert granted() == lease
+                assert etcd.txn(*txn, [])  # the same transaction, once the grant is applied
+            assert granted() == lease == granted()  # read once; asked again, the same answer
+            kv = urllib_range(server.url, f"/l/{i}/b")["kvs"][0]
+            assert int(kv["lease"]) == lease
+        with pytest.raises(EtcdError, match="lease already exists"):
+            etcd.grant_start(30, 1_000_000)()
+        etcd.close()
+        print(f"{refused} of 60 transactions reached etcd before their lease")
     finally:
         server.stop()

@@ -158,6 +158,15 @@ def test_tls_trust_and_basic_auth(tls_agent, tmp_path):
     assert set(sample.data) == set(urllib_json(process.url + "/v1/sample", context, token))
     (insecure,) = collect(Client(timeout_s=10, insecure=True, auth=("ops", PASSWORD)), node, ("/healthz",))[0]
     assert insecure.ok
+    # send_sync (an allocation's writes) over its blocking socket: the same trust and credentials.
+    with pytest.raises(HttpFailure) as untrusted_write:
+        Client(timeout_s=10).send_sync(process.url + "/healthz", "GET")
+    assert untrusted_write.value.kind == "tls" and "certificate" in str(untrusted_write.value).lower()
+    status, answer = Client(timeout_s=10, cafile=cafile, auth=("ops", PASSWORD)).send_sync(
+        process.url + "/v1/sample", "GET"
+    )
+    assert status == 200 and set(answer) == set(sample.data)
+    assert Client(timeout_s=10, cafile=cafile).send_sync(process.url + "/v1/sample", "GET")[0] == 401
     # A plain-HTTP agent asked over https://: the handshake fails, and says so.
     plain = AgentProcess("--interval", "0.5").start()
     try:
@@ -189,12 +198,15 @@ def test_chunked_connection_close_and_keep_alive_bodies_are_read_whole():
     server = RawServer(serve)
     try:
         row = collect(Client(timeout_s=10), [Node("raw", server.url)], ("/chunked", "/close", "/length"))[0]
+        # The same parsing over send_sync's blocking socket (no event loop).
+        sent = [Client(timeout_s=10).send_sync(server.url + path, "GET") for path in ("/chunked", "/close", "/length")]
     finally:
         server.close()
     assert [a.error for a in row] == [None, None, None]
     assert [a.data for a in row] == [payload, payload, payload]
+    assert sent == [(200, payload)] * 3
     # The server closes after each answer here: each path was asked on a connection of its own, Host given.
-    assert len(server.requests) == 3 and all(b"\r\nHost: 127.0.0.1:" in r for r in server.requests)
+    assert len(server.requests) == 3 + 3 and all(b"\r\nHost: 127.0.0.1:" in r for r in server.requests)
 
 
 @pytest.mark.parametrize(
@@ -239,10 +251,15 @@ def test_a_dripping_server_is_cut_at_the_deadline_and_post_bodies_arrive():
         started = time.monotonic()
         (got,) = collect(Client(timeout_s=1.0), [Node("drip", server.url)], ("/v1/sample",))[0]
         elapsed = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(HttpFailure) as blocking:  # send_sync's blocking socket: the same whole deadline
+            Client(timeout_s=1.0).send_sync(server.url + "/v1/allocations", "POST", {"kind": "cpu"})
+        blocking_elapsed = time.monotonic() - started
     finally:
         stop.set()
         server.close()
     assert got.error_kind == "timed out" and elapsed < 1.0 + 3
+    assert blocking.value.kind == "timed out" and 1.0 <= blocking_elapsed < 1.0 + 3
 
     def echo(conn: socket.socket) -> None:
         request = server.read_request(conn)

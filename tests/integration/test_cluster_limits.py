@@ -7,6 +7,7 @@ namespace as separate processes, through the library, as `hypermesh cluster allo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -150,12 +151,13 @@ def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_c
                 abandoned = crash.stdout.strip()
                 assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)  # held while its lease lasts
                 time.sleep(2 + 1.5)  # the 2 s lease ends; etcd deletes the pending record
-                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json").stdout)
+                auth = ["--user", "hm", "--password-file", str(password)]
+                # The node is asked whether it granted it (it did not): the entry goes.
+                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
                 assert listed["repaired"] == [abandoned] and listed["allocations"] == []
                 assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
                 assert node_ledgers(net, 1) == []  # the node never granted it
 
-                auth = ["--user", "hm", "--password-file", str(password)]
                 granted = cluster(hub, "allocate", "cpu", "1", "--owner", "a", "--etcd", etcd.url, *auth)
                 assert granted.returncode == 0, granted.stderr
                 over = cluster(hub, "allocate", "cpu", "1", "--owner", "b", "--etcd", etcd.url, *auth)
@@ -178,3 +180,138 @@ def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_c
                 assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.5)  # nothing reserved
         finally:
             etcd.stop()
+
+
+ACKNOWLEDGED_THEN_KILLED = """
+import json, os, signal, sys
+import hypermesh.cluster.allocate as allocation
+from hypermesh.cluster.etcd import Etcd
+from hypermesh.cluster.fanout import Client
+from hypermesh.cluster.limits import ClusterLimits
+# A 2 s lease (acknowledged while 1 s of it is left) so the test waits seconds, not PENDING_TTL_S.
+allocation.PENDING_TTL_S, allocation.ACK_MARGIN_S = 2, 1.0
+# Its confirmation never reaches etcd (the worst case of a process killed while the request is on its way).
+ClusterLimits.confirm_start = lambda *args, **kwargs: (lambda: True)
+record = allocation.allocate(Etcd(sys.argv[1]), Client(timeout_s=20.0, auth=("hm", sys.argv[2])), "cpu", 0.5, "acked")
+print(json.dumps(record), flush=True)  # acknowledged: the node's ledger holds it
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_allocation_acknowledged_before_its_confirmation_survives_its_allocator(tmp_path, auth_config):
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD)
+    auth = ["--user", "hm", "--password-file", str(password)]
+    with Net(1) as net:
+        etcd = Etcd(tmp_path, net).start()
+        try:
+            with agents_in(net, etcd, 1, "--config", str(auth_config), "--state-dir", str(tmp_path / "state")):
+                hub = net.prefix()
+                wait_until(lambda: registered(hub, etcd.url) == ["node-0"], 20, "registered")
+                assert cluster(hub, "limit", "set", "cpu", "1", "--etcd", etcd.url).returncode == 0
+                crash = subprocess.run(
+                    [*hub, sys.executable, "-c", ACKNOWLEDGED_THEN_KILLED, etcd.url, PASSWORD],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert crash.returncode == -signal.SIGKILL, crash.stderr
+                acked = json.loads(crash.stdout)
+                assert acked["state"] == "granted" and acked["node_id"] == "node-0"
+                assert [a["id"] for a in node_ledgers(net, 1)] == [acked["id"]]
+                time.sleep(2 + 1.5)  # the lease ends: etcd deletes the pending record; the usage entry stays
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+
+                # Nobody can tell without asking the node: the reservation is kept, never dropped.
+                blind = cluster(hub, "allocations", "--etcd", etcd.url, "--json")
+                listed = json.loads(blind.stdout)
+                assert listed["repaired"] == [] and listed["unverified"] == [acked["id"]]
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+                over = cluster(hub, "allocate", "cpu", "0.75", "--owner", "b", "--etcd", etcd.url, *auth)
+                assert over.returncode == 2 and "0.5 of 1 left" in over.stderr  # still counted: never over-committed
+
+                # Asked, the node's ledger holds it: the record is written granted, as it was acknowledged.
+                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+                assert listed["repaired"] == [acked["id"]] and listed["unverified"] == []
+                (record,) = listed["allocations"]
+                assert (record["id"], record["state"], record["node_id"]) == (acked["id"], "granted", "node-0")
+                assert record["amount"] == 0.5 and record["owner"] == "acked"
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+
+                released = cluster(hub, "release", acked["id"], "--etcd", etcd.url, *auth)
+                assert released.returncode == 0, released.stderr
+                assert node_ledgers(net, 1) == []
+                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
+        finally:
+            etcd.stop()
+
+
+def test_a_node_without_room_hands_the_reservation_to_the_next(tmp_path, auth_config):
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD)
+    auth = ["--user", "hm", "--password-file", str(password)]
+    cores = len(os.sched_getaffinity(0))  # what each agent offers: the same host's CPUs (test_agent_assets)
+    with Net(2) as net:
+        etcd = Etcd(tmp_path, net).start()
+        try:
+            state = str(tmp_path / "state-{i}")
+            with agents_in(net, etcd, 2, "--config", str(auth_config), "--state-dir", state):
+                hub = net.prefix()
+                wait_until(lambda: registered(hub, etcd.url) == ["node-0", "node-1"], 20, "registered")
+                assert cluster(hub, "limit", "set", "cpu", "100", "--etcd", etcd.url).returncode == 0
+                fill = cluster(hub, "allocate", "cpu", f"{cores - 0.1:g}", "--owner", "fill", "--node", "node-0",
+                               "--etcd", etcd.url, *auth)  # fmt: skip
+                assert fill.returncode == 0, fill.stderr
+                # A quarter of a node each: node-0 has 0.1 left, so every one lands on node-1 whichever node the
+                # random order asks first (each time node-0 is asked first, its 409 hands over).
+                quarter = cores / 4
+                placed = []
+                for k in range(4):
+                    out = cluster(hub, "allocate", "cpu", f"{quarter:g}", "--owner", f"q{k}", "--etcd", etcd.url,
+                                  "--json", *auth)  # fmt: skip
+                    assert out.returncode == 0, out.stderr
+                    placed.append(json.loads(out.stdout)["node_id"])
+                assert placed == ["node-1"] * 4
+                # Both nodes full: both refuse, the reservation is undone, the answer names both.
+                full = cluster(hub, "allocate", "cpu", f"{quarter:g}", "--owner", "q9", "--etcd", etcd.url, *auth)
+                assert full.returncode == 2 and full.stderr.count("\n") == 1, full.stderr
+                assert "no cpu asset on any node" in full.stderr
+                assert "node-0:" in full.stderr and "node-1:" in full.stderr
+                used = limit_list(hub, etcd)[("cpu", None)]["used"]
+                assert used == pytest.approx(cores - 0.1 + cores)
+                ledgers = node_ledgers(net, 2)
+                assert sum(a["amount"] for a in ledgers) == pytest.approx(used)
+                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+                assert sorted(a["id"] for a in listed["allocations"]) == sorted(a["id"] for a in ledgers)
+                assert {a["state"] for a in listed["allocations"]} == {"granted"}
+        finally:
+            etcd.stop()
+
+
+def test_a_limit_changed_after_the_read_is_the_one_applied(tmp_path):
+    """The allocator's read may be serializable (possibly behind the cluster): its transaction compares the revisions
+    of the limits it applied, so a limit lowered after the read is seen; a refusal is re-checked on a fresh read."""
+    from hypermesh.cluster.etcd import Etcd as EtcdClient
+    from hypermesh.cluster.limits import ClusterLimits, LimitExceeded
+
+    server = Etcd(tmp_path).start()
+    try:
+        etcd = EtcdClient(server.url)
+        limits = ClusterLimits(etcd)
+        limits.set_limit("memory", 10)
+        stale = limits.read_for("memory", serializable=True)
+        limits.set_limit("memory", 4)  # after the read
+        with pytest.raises(LimitExceeded, match="4 of 4 left, 6 asked"):
+            limits.reserve_at("memory", 6, "a", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale)
+        assert [r["used"] for r in limits.limits()] == [0.0]
+        limits.set_limit("memory", 2, owner="a")  # an owner's limit that did not exist when read
+        stale = limits.read_for("memory", serializable=True)
+        limits.set_limit("memory", 3, owner="a")
+        limits.set_limit("memory", 20)
+        limits.reserve_at("memory", 3, "a", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale)  # 3 applies
+        limits.set_limit("memory", 10)
+        stale_refusal = limits.read_for("memory", serializable=True)  # 3 of 10 used: 14 more would be refused
+        limits.set_limit("memory", 30)  # room again after a read that would refuse
+        limits.reserve_at("memory", 14, "b", etcd.grant(10), "n", "http://127.0.0.1:1", read=stale_refusal)
+        assert {(r["owner"], r["used"]) for r in limits.limits()} == {(None, 17.0), ("a", 3.0)}
+        etcd.close()
+    finally:
+        server.stop()

@@ -32,6 +32,9 @@ __all__ = ["REAP_INTERVAL_S", "AssetReading", "NodeAssets"]
 log = logging.getLogger("hypermesh.agent")
 
 REAP_INTERVAL_S = 1.0
+# A grant's capacity and health may be this old (the adapter is read again after): a burst of allocations reads it
+# once. /v1/assets always reads afresh; what is held is always the ledger's, counted in the grant's transaction.
+ASSET_READING_MAX_AGE_S = 1.0
 # /proc/PID/stat field 9 (flags): PF_KTHREAD. A kernel thread's cgroup cannot hold it to a grant, and some (kthreadd)
 # would take every thread it later forks along.
 _PF_KTHREAD = 0x00200000
@@ -142,7 +145,16 @@ class NodeAssets:
         if enforce and pid is not None:
             self._check_enforceable(pid)
         return self.inventory.allocate(
-            ledger, kind, amount, owner=owner, asset_id=asset_id, id=id, pid=pid, force=force, enforce=enforce
+            ledger,
+            kind,
+            amount,
+            owner=owner,
+            asset_id=asset_id,
+            id=id,
+            pid=pid,
+            force=force,
+            enforce=enforce,
+            max_age_s=ASSET_READING_MAX_AGE_S,
         )
 
     def release(self, id: str) -> Allocation | None:

@@ -22,6 +22,8 @@ from hypermesh.errors import BackendError, HypermeshError, InvalidInput, NotFoun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from hypermesh.assets.base import Adapter
     from hypermesh.assets.ledger import Ledger
     from hypermesh.assets.model import Allocation
@@ -68,6 +70,8 @@ class Inventory:
         self._lock = threading.Lock()
         self._last: dict[str, list[Reading]] = {}
         self._health: dict[tuple[str, str], Health] = {}
+        # Per kind, the assets of the last snapshot that read it and when (monotonic): allocate(max_age_s=...).
+        self._assets: dict[str, tuple[float, list[Asset]]] = {}
 
     def sampler(self) -> Sampler:
         if self._sampler is None:
@@ -99,8 +103,11 @@ class Inventory:
         except (HypermeshError, OSError) as exc:
             return Context(None, str(exc), self.proc, self.sys)
 
-    def snapshot(self, ledger: Ledger | None = None) -> Snapshot:
-        """Every asset now; ``allocated``/``allocatable`` from ``ledger`` when given (else nothing allocated)."""
+    def snapshot(self, ledger: Ledger | None = None, kinds: Collection[str] | None = None) -> Snapshot:
+        """Every asset now; ``allocated``/``allocatable`` from ``ledger`` when given (else nothing allocated).
+
+        ``kinds``: read only those adapters (an allocation needs its own kind: the storage adapter alone walks
+        every block device, the bulk of a full snapshot's time)."""
         with self._lock:
             ctx = self.context()
             now = time.time()
@@ -110,6 +117,8 @@ class Inventory:
             problems: dict[str, str] = {}
             for adapter in self.adapters:
                 kind = adapter.kind
+                if kinds is not None and kind not in kinds:
+                    continue
                 try:
                     readings = adapter.read(ctx)
                 except Exception as exc:  # the isolation boundary: any failure of one adapter is its own (see above)
@@ -135,7 +144,9 @@ class Inventory:
                     # optional: adapters reading several sources (gpu: NVML and DRM) say which one failed
                     for source, reason in getattr(adapter, "problems", {}).items():
                         problems[f"{kind}.{source}"] = reason
-                assets.extend(self._asset(kind, r, now, allocated.get((kind, r.id), 0.0)) for r in readings)
+                read = [self._asset(kind, r, now, allocated.get((kind, r.id), 0.0)) for r in readings]
+                self._assets[kind] = (time.monotonic(), read)
+                assets.extend(read)
             return Snapshot(timestamp=now, assets=assets, errors=errors, problems=problems)
 
     def _asset(self, kind: str, reading: Reading, now: float, allocated: float) -> Asset:
@@ -178,17 +189,25 @@ class Inventory:
         pid: int | None = None,
         force: bool = False,
         enforce: bool = False,
+        max_age_s: float = 0.0,
     ) -> Allocation:
         """Grant ``amount`` of an asset of ``kind`` in ``ledger``: what the CLI and the agent call.
 
         ``asset_id`` may be left out where the kind has a single asset (cpu, memory). ``enforce`` (with ``pid``)
-        puts the process into a cgroup that holds it to the grant (hypermesh.assets.enforce).
+        puts the process into a cgroup that holds it to the grant (hypermesh.assets.enforce). ``max_age_s``: the
+        asset's capacity and health may come from a snapshot that read its kind at most that long ago (a
+        long-lived inventory, the agent's); how much is held always comes from the ledger, in its transaction.
         """
         if kind not in UNITS:
             raise InvalidInput(f"unknown asset kind {kind!r}; choose one of: {', '.join(UNITS)}")
         if enforce and pid is None:
             raise InvalidInput("--enforce needs --pid: the process to hold to the grant")
-        snap = self.snapshot()
+        cached = self._assets.get(kind)
+        if max_age_s > 0 and not enforce and cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            snap = Snapshot(timestamp=time.time(), assets=list(cached[1]), errors={}, problems={})
+        else:
+            # enforce.apply() reads the cpu asset too (the CPUs the cgroup may run on)
+            snap = self.snapshot(kinds={kind, "cpu"} if enforce else {kind})
         candidates = snap.find(kind)
         ids = [a.id for a in candidates]
         if asset_id is None:

@@ -308,6 +308,12 @@ class Ledger:
             rows = self._db.execute("SELECT * FROM allocations ORDER BY created_at, id").fetchall()
         return [_row(r) for r in rows]
 
+    def find(self, id: str) -> Allocation | None:
+        """The allocation under ``id`` as stored, or None: one indexed SELECT (no reap, no listing of the others)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM allocations WHERE id = ?", (id,)).fetchone()
+        return None if row is None else _row(row)
+
     def get(self, id: str) -> Allocation:
         for allocation in self.allocations():
             if allocation.id == id:

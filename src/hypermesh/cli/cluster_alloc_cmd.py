@@ -104,8 +104,8 @@ def add_commands(
     rel.set_defaults(handler=run_release)
     al = views.add_parser(
         "allocations",
-        parents=[common, etcd],
-        help="every cluster allocation (repairs abandoned ones)",
+        parents=[common, etcd, access],
+        help="every cluster allocation (repairs abandoned ones, asking their nodes: give --user as for allocate)",
         formatter_class=fmt,
     )
     al.add_argument("--json", action="store_true", help="print them as JSON")
@@ -156,7 +156,7 @@ def run_limit_list(args: argparse.Namespace) -> int:
 
 def run_allocate(args: argparse.Namespace) -> int:
     from hypermesh.cli.cluster_access import make_client
-    from hypermesh.cluster.allocate import allocate
+    from hypermesh.cluster.allocate import allocate, wait_confirmed
     from hypermesh.cluster.etcd import Etcd
 
     amount = _amount(args.kind, args.amount)
@@ -166,6 +166,9 @@ def run_allocate(args: argparse.Namespace) -> int:
     else:
         print(record["id"])
         print(f"hypermesh: {args.kind} {amount:g} for {args.owner} on {record['node_id']}", file=sys.stderr)
+    sys.stdout.flush()  # granted: say so now; etcd's record of it is confirmed meanwhile
+    for problem in wait_confirmed():
+        print(f"hypermesh: {problem}", file=sys.stderr)
     return 0
 
 
@@ -182,11 +185,16 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def run_allocations(args: argparse.Namespace) -> int:
+    from hypermesh.cli.cluster_access import make_client
+    from hypermesh.cluster.allocate import node_holds
+
     limits = _limits(args)
-    repaired = limits.repair()
+    repaired = limits.repair(node_holds(make_client(args)))
     rows = limits.allocations()
     if args.json:
-        sys.stdout.write(json.dumps({"allocations": rows, "repaired": repaired}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"allocations": rows, "repaired": repaired, "unverified": limits.unverified}, indent=2) + "\n"
+        )
         return 0
     for row in rows:
         print(
@@ -194,6 +202,12 @@ def run_allocations(args: argparse.Namespace) -> int:
         )
     if repaired:
         print(f"hypermesh: repaired {len(repaired)} abandoned reservation(s): {', '.join(repaired)}", file=sys.stderr)
+    if limits.unverified:
+        print(
+            f"hypermesh: kept {len(limits.unverified)} abandoned reservation(s) whose node could not be asked "
+            f"whether it granted them (give --user as for allocate, or retry): {', '.join(limits.unverified)}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -6,21 +6,34 @@ credentials as every cluster command (an agent without basic auth takes writes f
 
 from __future__ import annotations
 
-import concurrent.futures
+import atexit
 import contextlib
+import logging
+import random
+import secrets
+import time
 
-from hypermesh.cluster.etcd import Etcd, EtcdError, KeyValue
+from hypermesh.cluster.etcd import LEASE_NOT_FOUND, Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
 from hypermesh.cluster.http1 import HttpFailure
-from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits, Prefetch
+from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits
 from hypermesh.cluster.membership import NODES_PREFIX, Member
 from hypermesh.errors import BackendError, InvalidInput, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["NodeRefused", "allocate", "release"]
+    from hypermesh.cluster.limits import Holds
+
+__all__ = ["ONE_ASSET_KINDS", "NodeRefused", "allocate", "node_holds", "release", "wait_confirmed"]
+
+# Kinds a node has one asset of (Inventory.allocate takes them without an asset id).
+ONE_ASSET_KINDS = ("cpu", "memory")
+# An allocation is acknowledged before its confirmation only while its lease has this much left: a repair asks the
+# node only after the lease ended, by when a grant acknowledged this early has long been made.
+ACK_MARGIN_S = 5.0
 
 
 class NodeRefused(InvalidInput):
@@ -31,14 +44,7 @@ def pick_node(
     client: Client, members: list[Member], kind: str, amount: float, node_id: str | None
 ) -> tuple[Member, str | None]:
     """The node (and asset) to allocate on: the named one, else the asset of that kind with the most room."""
-    if node_id is not None:
-        chosen = [m for m in members if m.node_id == node_id]
-        if not chosen:
-            known = ", ".join(m.node_id for m in members)
-            raise NotFound(f"no agent {node_id!r} is registered (registered: {known})")
-        candidates = chosen
-    else:
-        candidates = members
+    candidates = _named(members, node_id) if node_id is not None else members
     rows = collect(client, [Node(m.node_id, m.url) for m in candidates], ("/v1/assets",))
     best: tuple[float, Member, str | None] | None = None
     reasons = []
@@ -63,45 +69,212 @@ def pick_node(
 def allocate(
     etcd: Etcd, client: Client, kind: str, amount: float, owner: str, node_id: str | None = None
 ) -> dict[str, Any]:
-    """Pick, reserve, grant, confirm. The lease and the reservation are made while the nodes are asked for room
-    (neither depends on which node): an allocation waits for etcd's writes once each, not one after another."""
+    """Reserve, grant, acknowledge, confirm (limits.py). The lease is granted while the limits are read (neither
+    needs the other), so the cluster's part before the node is asked is two etcd round trips in a row.
+
+    Which node: for a kind with one asset per node (cpu, memory) the nodes are asked in turn, in random order
+    (allocations spread over the nodes), and a node whose ledger refuses (409: not enough left there) hands over to
+    the next one under the same reservation: the node's ledger decides, so asking every node for its room first
+    (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other kinds the
+    asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots.
+
+    Returns once the node's ledger holds the grant, with the record's confirmation (one more etcd write) sent and
+    not waited for: etcd applies it meanwhile, and wait_confirmed() (or the interpreter's exit) reads its answer.
+    Near the end of its lease, it confirms before it returns. Why an allocator that dies before its confirmation is
+    applied loses nothing: limits.py. The lease is granted with the same trick: sent before the read, its answer
+    read after the reservation that names it."""
     limits = ClusterLimits(etcd)
-    read = limits.read_for(kind)  # the agents, the kind's limits and usage: one round trip
-    members = _registered(etcd, read.nodes)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypermesh-reserve") as pool:
-        reservation = pool.submit(_reserve, etcd, limits, kind, amount, owner, read)
-        try:
+    started = time.monotonic()  # before the lease is asked for: its end is later than started + PENDING_TTL_S
+    # The lease's id is ours (random, 62 bits): the reservation can name it before etcd's answer to the grant is
+    # read, so the grant costs no round trip of its own. Its answer is read (and checked) before any node is asked.
+    lease = secrets.randbits(62) + 1
+    lease_answer = etcd.grant_start(PENDING_TTL_S, lease)
+    try:
+        # The agents, the kind's limits and usage: one round trip, not queued behind the lease's write.
+        read = limits.read_for(kind, serializable=True)
+        members = _registered(etcd, read.nodes)
+        if kind in ONE_ASSET_KINDS:
+            candidates = _named(members, node_id) if node_id is not None else random.sample(members, len(members))
+            asset = None
+        else:
             member, asset = pick_node(client, members, kind, amount, node_id)
-        except BaseException:
-            _abandon(limits, kind, reservation)
-            raise
-        allocation_id, record, revision = reservation.result()  # LimitExceeded / EtcdError: nothing was granted
+            candidates = [member]
+        first = candidates[0]
+
+        def reserve() -> tuple[str, dict[str, Any], int]:
+            return limits.reserve_at(
+                kind, amount, owner, lease, first.node_id, first.url, read=read, holds=node_holds(client)
+            )
+
+        try:
+            allocation_id, record, revision = reserve()
+        except EtcdError as exc:
+            if LEASE_NOT_FOUND not in str(exc):
+                raise
+            lease_answer()  # etcd has not applied the grant yet: wait for it, then reserve (nothing was written)
+            allocation_id, record, revision = reserve()
+    except BaseException:
+        _revoke_ours(etcd, lease, lease_answer)
+        raise
+    try:
+        lease_answer()
+    except EtcdError:
+        # Not granted (an id that exists: a 2**-62 chance, or etcd failed): the record must not live on that lease.
+        limits.undo(allocation_id, kind)
+        raise
     body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
     if asset is not None:
         body["asset"] = asset
-    try:
-        status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
-    except HttpFailure as failure:
-        limits.undo(allocation_id, kind)
-        raise BackendError(
-            f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
-            "nothing was allocated"
-        ) from None
-    if status not in (200, 201):
-        limits.undo(allocation_id, kind)
-        reason = _error(answer)
-        if status in (409, 422):
-            raise NodeRefused(f"node {member.node_id} refused: {reason}")
-        raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
-    granted = {**record, "node_id": member.node_id, "node_url": member.url, "state": "granted"}
-    if not limits.confirm(allocation_id, record, revision, node_id=member.node_id, node_url=member.url):
+    member, record, revision = _grant(limits, client, candidates, body, record, revision, lease)
+    granted = {**record, "state": "granted"}
+    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
+    # Revoking would be one more raft write (an fsync) on every allocation's path.
+    if time.monotonic() - started < PENDING_TTL_S - ACK_MARGIN_S:
+        try:
+            outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
+        except EtcdError as exc:
+            _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, exc))
+        else:
+            _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
+            _wait_at_exit()
+        return granted
+    # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
+    if not limits.confirm(allocation_id, record, revision) and not limits.adopt(allocation_id, kind):
         # The reservation ended (its lease) while the node granted: give the node's grant back.
         with contextlib.suppress(HttpFailure):
             client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
         raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
-    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
-    # Revoking would be one more raft write (an fsync) on every allocation's path.
     return granted
+
+
+def _revoke_ours(etcd: Etcd, lease: int, lease_answer: Callable[[], int]) -> None:
+    """Revoke the lease if the grant was ours (never one that existed before: someone else's)."""
+    with contextlib.suppress(EtcdError):
+        lease_answer()
+        etcd.revoke(lease)
+
+
+class _Confirmation:
+    """A confirmation sent and not yet read."""
+
+    __slots__ = ("allocation_id", "kind", "limits", "outcome")
+
+    def __init__(self, limits: ClusterLimits, allocation_id: str, kind: str, outcome: Callable[[], bool]) -> None:
+        self.limits, self.allocation_id, self.kind, self.outcome = limits, allocation_id, kind, outcome
+
+    def finish(self) -> str | None:
+        """None when the record is granted (or the allocation was released meanwhile); else what went wrong."""
+        try:
+            if not self.outcome():
+                self.limits.adopt(self.allocation_id, self.kind)  # False: released meanwhile, nothing to confirm
+        except EtcdError as exc:
+            return _unconfirmed(self.allocation_id, exc)
+        return None
+
+
+_CONFIRMING: list[_Confirmation] = []
+_CONFIRM_FAILURES: list[str] = []
+_AT_EXIT: list[bool] = []
+
+
+def _unconfirmed(allocation_id: str, exc: Exception) -> str:
+    return (
+        f"allocation {allocation_id} is granted but etcd did not record it as confirmed ({exc}); its reservation "
+        "holds, and 'hypermesh cluster allocations' confirms it from the node's ledger"
+    )
+
+
+def wait_confirmed() -> list[str]:
+    """Read the answers to the confirmations allocate() sent, settling any that did not hold (limits.adopt());
+    returns what could not be confirmed (each granted, reserved, and left to repair). Runs at interpreter exit too:
+    a process that ends normally has read them."""
+    pending, _CONFIRMING[:] = list(_CONFIRMING), []
+    failures = [problem for c in pending if (problem := c.finish()) is not None]
+    failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES) + failures, []
+    return failures
+
+
+def _wait_at_exit() -> None:
+    if not _AT_EXIT:
+        _AT_EXIT.append(True)
+        atexit.register(_report_at_exit)
+
+
+def _report_at_exit() -> None:
+    for problem in wait_confirmed():
+        logging.getLogger("hypermesh.cluster").warning("%s", problem)
+
+
+def node_holds(client: Client) -> Holds:
+    """What repair asks a node: does its ledger hold this allocation id (None: the node could not be asked)."""
+
+    def holds(node_url: str, allocation_id: str) -> bool | None:
+        ((answer,),) = collect(client, [Node(node_url, node_url)], ("/v1/allocations",))
+        data = answer.data
+        if not answer.ok:
+            return None
+        grants = data.get("allocations") if isinstance(data, dict) else data
+        if not isinstance(grants, list):
+            return None
+        return any(isinstance(g, dict) and g.get("id") == allocation_id for g in grants)
+
+    return holds
+
+
+def _grant(
+    limits: ClusterLimits,
+    client: Client,
+    candidates: list[Member],
+    body: dict[str, Any],
+    record: dict[str, Any],
+    revision: int,
+    lease: int,
+) -> tuple[Member, dict[str, Any], int]:
+    """POST the reserved allocation to each candidate in turn until one grants it: (that node, the record naming
+    it, the record's revision). The reservation names the node asked, and is moved before the next one is asked.
+    It is undone when no node grants. Only a node that refused (409) or that nothing listens on (connection
+    refused: the request never reached it) hands over to the next: after a timeout or a broken answer the node may
+    hold the grant, and a second node must not grant it too."""
+    allocation_id, kind = str(body["id"]), str(body["kind"])
+    refusals: list[str] = []
+    for n, member in enumerate(candidates):
+        if n:
+            moved = limits.move(allocation_id, record, revision, lease, member.node_id, member.url)
+            if moved is None:
+                raise BackendError("the reservation expired while nodes refused it; nothing was allocated")
+            record, revision = moved
+        try:
+            status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
+        except HttpFailure as failure:
+            if failure.kind == "refused" and len(candidates) > 1:
+                refusals.append(f"{member.node_id}: {failure.kind}: {failure.message}")
+                continue
+            limits.undo(allocation_id, kind)
+            raise BackendError(
+                f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
+                "nothing was allocated"
+            ) from None
+        if status in (200, 201):
+            return member, record, revision
+        if status == 409:
+            refusals.append(f"{member.node_id}: {_error(answer)}")
+            continue
+        limits.undo(allocation_id, kind)
+        reason = _error(answer)
+        if status == 422:
+            raise NodeRefused(f"node {member.node_id} refused: {reason}")
+        raise BackendError(f"node {member.node_id} answered HTTP {status}: {reason}; nothing was allocated")
+    limits.undo(allocation_id, kind)
+    where = "any node" if len(candidates) > 1 else f"node {candidates[0].node_id}"
+    raise NodeRefused(f"no {kind} asset on {where} has {body['amount']:g} allocatable ({'; '.join(refusals)})")
+
+
+def _named(members: list[Member], node_id: str) -> list[Member]:
+    chosen = [m for m in members if m.node_id == node_id]
+    if not chosen:
+        known = ", ".join(m.node_id for m in members)
+        raise NotFound(f"no agent {node_id!r} is registered (registered: {known})")
+    return chosen
 
 
 def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
@@ -111,31 +284,16 @@ def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
     return sorted(members, key=lambda m: m.node_id)
 
 
-def _reserve(
-    etcd: Etcd, limits: ClusterLimits, kind: str, amount: float, owner: str, read: Prefetch
-) -> tuple[str, dict[str, Any], int]:
-    lease = etcd.grant(PENDING_TTL_S)
-    try:
-        return limits.reserve_at(kind, amount, owner, lease, read=read)
-    except BaseException:
-        with contextlib.suppress(EtcdError):
-            etcd.revoke(lease)
-        raise
-
-
-def _abandon(limits: ClusterLimits, kind: str, reservation: concurrent.futures.Future[Any]) -> None:
-    """No node was picked: undo the reservation made meanwhile (if it was made)."""
-    try:
-        allocation_id = reservation.result()[0]
-    except Exception:
-        return
-    with contextlib.suppress(EtcdError):
-        limits.undo(allocation_id, kind)
-
-
 def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
     limits = ClusterLimits(etcd)
-    record = limits.allocation(allocation_id)
+    try:
+        record = limits.allocation(allocation_id)
+    except NotFound:
+        # Acknowledged, and its allocator died before confirming: the record went with the lease, the usage entry
+        # names the node. Settle it first (repair), then release what it became.
+        if allocation_id not in limits.repair(node_holds(client)):
+            raise
+        record = limits.allocation(allocation_id)
     try:
         status, answer = client.send_sync(f"{record['node_url']}/v1/allocations/{allocation_id}", "DELETE")
     except HttpFailure as failure:

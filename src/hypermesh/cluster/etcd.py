@@ -20,9 +20,11 @@ from hypermesh.errors import HypermeshError, InvalidInput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = [
+    "LEASE_NOT_FOUND",
     "Etcd",
     "EtcdError",
     "EtcdUnavailable",
@@ -36,6 +38,8 @@ __all__ = [
 
 # etcd's own client default is 5 s per request; a cluster command waits for nothing longer.
 DEFAULT_TIMEOUT_S = 5.0
+# etcd's refusal of a write naming a lease it does not have (yet): ErrGRPCLeaseNotFound's text.
+LEASE_NOT_FOUND = "requested lease not found"
 # The gateway answers a few hundred bytes per key; a node list of thousands stays well under this.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
@@ -111,9 +115,29 @@ class Etcd:
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s), False
 
     def _post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        connection, reused = self._send(path, payload)
+        return self._receive(connection, reused, path, payload)
+
+    def _send(self, path: str, payload: bytes) -> tuple[http.client.HTTPConnection, bool]:
+        """Write the request; its answer is read by _receive(), on this connection, now or later."""
         connection, reused = self._connection()
         try:
             connection.request("POST", f"/v3/{path}", payload, {"content-type": "application/json"})
+        except (ConnectionResetError, BrokenPipeError):
+            connection.close()
+            if not reused:
+                raise
+            self._drop_idle()
+            return self._send(path, payload)
+        except BaseException:
+            connection.close()
+            raise
+        return connection, reused
+
+    def _receive(
+        self, connection: http.client.HTTPConnection, reused: bool, path: str, payload: bytes
+    ) -> tuple[int, bytes]:
+        try:
             answer = connection.getresponse()
             raw = answer.read(MAX_ANSWER_BYTES)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -123,7 +147,8 @@ class Etcd:
             # A kept-alive connection etcd closed while it was idle: ask again on a fresh one. (A write etcd applied
             # just before closing would be applied twice only if it carried no compare; puts and deletes are
             # idempotent, and every transaction here compares a revision.)
-            return self._post_fresh(path, payload)
+            self._drop_idle()
+            return self._post(path, payload)
         except BaseException:
             connection.close()
             raise
@@ -134,12 +159,11 @@ class Etcd:
                 self._idle.append(connection)
         return answer.status, raw
 
-    def _post_fresh(self, path: str, payload: bytes) -> tuple[int, bytes]:
+    def _drop_idle(self) -> None:
         with self._lock:
             stale, self._idle = self._idle, []
         for connection in stale:
             connection.close()
-        return self._post(path, payload)
 
     def close(self) -> None:
         with self._lock:
@@ -148,11 +172,41 @@ class Etcd:
             connection.close()
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.start(path, body)()
+
+    def start(self, path: str, body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        """Send a request now and return what reads its answer: requests started one after another on their own
+        connections are served by etcd at the same time, without a thread per request (starting a thread costs
+        about as much as a round trip on a loaded 2-core machine). Raises as call() does, each where it happens;
+        the answer is read once, and calling again returns it (or raises its error) again."""
+        payload = json.dumps(body).encode()
         try:
-            status, raw = self._post(path, json.dumps(body).encode())
+            connection, reused = self._send(path, payload)
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise EtcdUnavailable(f"etcd at {self.url} is unreachable ({reason}); is it running?") from None
+            raise self._unavailable(exc) from None
+
+        outcome: list[dict[str, Any] | EtcdError] = []
+
+        def answer() -> dict[str, Any]:
+            if not outcome:  # read once; asked again, the same answer (or the same error)
+                try:
+                    status, raw = self._receive(connection, reused, path, payload)
+                    outcome.append(self._decode(path, status, raw))
+                except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                    outcome.append(self._unavailable(exc))
+                except EtcdError as exc:
+                    outcome.append(exc)
+            if isinstance(outcome[0], EtcdError):
+                raise outcome[0]
+            return outcome[0]
+
+        return answer
+
+    def _unavailable(self, exc: BaseException) -> EtcdUnavailable:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return EtcdUnavailable(f"etcd at {self.url} is unreachable ({reason}); is it running?")
+
+    def _decode(self, path: str, status: int, raw: bytes) -> dict[str, Any]:
         if status != 200:
             try:
                 message = json.loads(raw).get("message") or raw.decode(errors="replace")
@@ -169,7 +223,17 @@ class Etcd:
 
     # ----------------------------------------------------------------------------------------------- leases
     def grant(self, ttl_s: int) -> int:
-        return int(self.call("lease/grant", {"TTL": ttl_s})["ID"])
+        return self.grant_start(ttl_s)()
+
+    def grant_start(self, ttl_s: int, lease: int = 0) -> Callable[[], int]:
+        """grant() sent now, its lease id read when called (start()). ``lease``: the id to grant (etcd refuses one
+        that exists: "lease already exists"), so that it can be used before the answer is read; a write naming it
+        that etcd applies before the grant is refused with LEASE_NOT_FOUND and nothing else."""
+        body: dict[str, Any] = {"TTL": ttl_s}
+        if lease:
+            body["ID"] = str(lease)
+        answer = self.start("lease/grant", body)
+        return lambda: int(answer()["ID"])
 
     def keepalive(self, lease: int) -> int:
         """The lease's remaining TTL after this renewal; 0 when etcd no longer has it (it expired)."""
@@ -211,13 +275,38 @@ class Etcd:
     ) -> tuple[bool, int]:
         """A transaction: whether it succeeded, and the store's revision after it (the mod revision of every key
         its success branch wrote)."""
-        data = self.call("kv/txn", {"compare": compare, "success": success, "failure": failure})
-        return bool(data.get("succeeded")), int(data["header"]["revision"])
+        return self.txn_start(compare, success, failure)()
 
-    def read_many(self, prefixes: list[str]) -> tuple[list[list[KeyValue]], int]:
+    def txn_start(
+        self, compare: list[dict[str, Any]], success: list[dict[str, Any]], failure: list[dict[str, Any]]
+    ) -> Callable[[], tuple[bool, int]]:
+        """txn_at() sent now, its outcome read when called (start())."""
+        answer = self.start("kv/txn", {"compare": compare, "success": success, "failure": failure})
+
+        def outcome() -> tuple[bool, int]:
+            data = answer()
+            return bool(data.get("succeeded")), int(data["header"]["revision"])
+
+        return outcome
+
+    def read_many(self, prefixes: list[str], serializable: bool = False) -> tuple[list[list[KeyValue]], int]:
         """The keys under each prefix, all read at one revision in one round trip (a transaction of ranges only,
-        which etcd serves as a read: no raft write, no fsync)."""
-        ranges = [{"requestRange": {"key": _b64(p), "range_end": _b64(prefix_end(p))}} for p in prefixes]
+        which etcd serves as a read: no raft write, no fsync).
+
+        ``serializable``: answered from the member's own store without confirming with the leader that it is
+        current (a linearizable read waits for the leader's next heartbeat round, and behind any write in flight,
+        such as a lease being granted at the same time). It may lag the cluster: use it only where a transaction
+        then compares every revision it relied on."""
+        ranges = [
+            {
+                "requestRange": {
+                    "key": _b64(p),
+                    "range_end": _b64(prefix_end(p)),
+                    **({"serializable": True} if serializable else {}),
+                }
+            }
+            for p in prefixes
+        ]
         data = self.call("kv/txn", {"compare": [], "success": ranges, "failure": []})
         out = [_kvs(r.get("response_range", {})) for r in data.get("responses", [])]
         out += [[] for _ in prefixes[len(out) :]]

@@ -19,7 +19,7 @@ import json
 import ssl
 import time
 
-from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth
+from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth, run_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -179,13 +179,33 @@ class Client:
                     connection.close()
         except TimeoutError:
             raise HttpFailure("timed out", f"no answer within {self.timeout_s:g} s") from None
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw[:200].decode("utf-8", errors="replace")
+        return status, _sent_answer(raw)
 
     def send_sync(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
-        return asyncio.run(self.send(url, method, body))
+        """send() for a caller without an event loop: the same request and parsing (Connection) over a blocking
+        socket, within the same whole-request deadline, without starting an event loop (http1.BlockingStream)."""
+        target = Target(url)
+        payload = None if body is None else json.dumps(body).encode()
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            connection = Connection.open_blocking(target, self.ssl_context() if target.tls else None, deadline)
+            try:
+                status, raw = run_blocking(connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES))
+            finally:
+                connection.close()
+        except TimeoutError:
+            raise HttpFailure("timed out", f"no answer within {self.timeout_s:g} s") from None
+        except OSError as exc:  # the network under an open connection (what asyncio's streams report as a reset)
+            raise HttpFailure("bad answer", f"the connection broke: {exc.strerror or exc}") from None
+        return status, _sent_answer(raw)
+
+
+def _sent_answer(raw: bytes) -> Any:
+    """The JSON answer to a write, or the start of a body that is not JSON (for the error message)."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw[:200].decode("utf-8", errors="replace")
 
 
 def _json_answer(status: int, body: bytes) -> Any:

@@ -17,9 +17,18 @@ import base64
 import os
 import socket
 import ssl
+import time
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "HttpFailure", "Target", "basic_auth"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
+T = TypeVar("T")
+
+__all__ = ["BlockingStream", "Connection", "HttpFailure", "Target", "basic_auth", "run_blocking"]
 
 # Status line and headers of one answer; an agent's are a few hundred bytes.
 MAX_HEAD_BYTES = 64 * 1024
@@ -59,10 +68,98 @@ def basic_auth(auth: tuple[str, str] | None) -> bytes:
     return b"Authorization: Basic " + token + b"\r\n"
 
 
+def _open_failure(exc: OSError, target: Target) -> HttpFailure:
+    if isinstance(exc, ssl.SSLError):
+        return HttpFailure("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
+    if isinstance(exc, socket.gaierror):
+        return HttpFailure("refused", f"cannot resolve {target.host}: {exc.strerror or exc}")
+    # A handshake the server cut (a plain-HTTP agent that closes on TLS garbage) is a TLS failure.
+    if target.tls and isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return HttpFailure("tls", f"TLS handshake failed: {exc.strerror or exc}")
+    # asyncio's own text is "Connect call failed (address)": the errno says what happened.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+    return HttpFailure("refused", f"{reason} ({target.host}:{target.port})")
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request's deadline passed")
+    return left
+
+
+class BlockingStream:
+    """A blocking socket with the asyncio stream methods Connection uses, as coroutines that never suspend: each
+    read or write waits at most until the request's deadline (so a server that drips bytes cannot stretch it).
+    run_blocking() drives Connection's own request and parsing over it with no event loop: for one request (an
+    allocation's POST) asyncio.run and its streams cost about 0.8 ms more than the exchange itself here."""
+
+    def __init__(self, sock: socket.socket, deadline: float, limit: int = MAX_HEAD_BYTES) -> None:
+        self.sock, self.deadline, self.limit = sock, deadline, limit
+        self.buffer = bytearray()
+        self.transport = self  # Connection.close() aborts a TLS writer's transport
+
+    def write(self, data: bytes) -> None:
+        self.sock.settimeout(_left(self.deadline))
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    abort = close
+
+    def _fill(self) -> bool:
+        self.sock.settimeout(_left(self.deadline))
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        start = 0
+        while (found := self.buffer.find(separator, start)) < 0:
+            if len(self.buffer) > self.limit:
+                raise asyncio.LimitOverrunError("separator not found within the limit", len(self.buffer))
+            start = max(0, len(self.buffer) - len(separator) + 1)
+            if not self._fill():
+                raise asyncio.IncompleteReadError(self._take(len(self.buffer)), None)
+        return self._take(found + len(separator))
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if not self._fill():
+                raise asyncio.IncompleteReadError(self._take(len(self.buffer)), n)
+        return self._take(n)
+
+    async def read(self, n: int) -> bytes:
+        if not self.buffer:
+            self._fill()
+        return self._take(n)
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (its I/O is a BlockingStream's) to its end, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a coroutine over a blocking stream suspended")
+
+
 class Connection:
     """One connection to one agent; :meth:`request` may be called again while the server keeps it open."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Target) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader | BlockingStream,
+        writer: asyncio.StreamWriter | BlockingStream,
+        target: Target,
+    ) -> None:
         self.reader, self.writer, self.target = reader, writer, target
         self.reusable = True
         self.answered = 0  # answers read on this connection
@@ -77,18 +174,33 @@ class Connection:
                 server_hostname=target.host if target.tls else None,
                 limit=MAX_HEAD_BYTES,
             )
-        except ssl.SSLError as exc:
-            raise HttpFailure("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
-        except socket.gaierror as exc:
-            raise HttpFailure("refused", f"cannot resolve {target.host}: {exc.strerror or exc}") from None
         except OSError as exc:
-            # A handshake the server cut (a plain-HTTP agent that closes on TLS garbage) is a TLS failure.
-            if target.tls and isinstance(exc, ConnectionResetError | BrokenPipeError):
-                raise HttpFailure("tls", f"TLS handshake failed: {exc.strerror or exc}") from None
-            # asyncio's own text is "Connect call failed (address)": the errno says what happened.
-            reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-            raise HttpFailure("refused", f"{reason} ({target.host}:{target.port})") from None
+            raise _open_failure(exc, target) from None
         return cls(reader, writer, target)
+
+    @classmethod
+    def open_blocking(cls, target: Target, context: ssl.SSLContext | None, deadline: float) -> Connection:
+        """A connection over a blocking socket, for run_blocking(); every step ends by ``deadline`` (monotonic),
+        past it TimeoutError."""
+        try:
+            sock = socket.create_connection((target.host, target.port), timeout=_left(deadline))
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise _open_failure(exc, target) from None
+        if target.tls:
+            assert context is not None
+            try:
+                sock.settimeout(_left(deadline))
+                sock = context.wrap_socket(sock, server_hostname=target.host)
+            except TimeoutError:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                raise _open_failure(exc, target) from None
+        stream = BlockingStream(sock, deadline)
+        return cls(stream, stream, target)
 
     def close(self) -> None:
         if self.target.tls:

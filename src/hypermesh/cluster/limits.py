@@ -4,23 +4,32 @@ Keys in etcd (values JSON):
 
     /hypermesh/limits/<kind>            {"amount": A}        the cluster's total for the kind
     /hypermesh/limits/<kind>/<owner>    {"amount": A}        one owner's total for the kind
-    /hypermesh/usage/<kind>             {"reserved": {id: {"amount": a, "owner": o}}}
+    /hypermesh/usage/<kind>             {"reserved": {id: {"amount": a, "owner": o, "node_id": n, "node_url": u}}}
     /hypermesh/allocations/<id>         {id, kind, amount, owner, node_id, node_url, state, created_at}
 
 An allocation takes two steps, the cluster's and then the node's:
 
 1. **Reserve**: read the limits and the usage key, and in one transaction (compare the usage key's mod revision with
-   the one read; retry on conflict) add the id to the usage key and write the allocation record as ``pending``
-   bound to the allocator's lease. Two allocators racing for the last room: one transaction wins, the other
-   re-reads and is refused. Never over-committed. allocate() reserves while it asks the nodes for room, so the
-   record may name its node only when confirmed.
-2. **Grant**: ``POST /v1/allocations`` on the chosen node (its own ledger refuses what the node has not got). Then
-   the record becomes ``granted`` (no lease: it lasts until released) in a transaction that checks it is still
-   there. If the node refuses or cannot be reached, the reservation is undone in one transaction.
+   the one read; retry on conflict) add the id to the usage key, naming the node that will be asked, and write the
+   allocation record as ``pending`` bound to the allocator's lease (PENDING_TTL_S). Two allocators racing for the
+   last room: one transaction wins, the other re-reads and is refused. Never over-committed.
+2. **Grant**: ``POST /v1/allocations`` on that node (its own ledger refuses what the node has not got). A node that
+   refuses hands over to the next only after the entry and the record are moved to name it (move()). No node
+   grants, or one cannot be reached: the reservation is undone in one transaction.
+3. **Acknowledge, then confirm**: allocate() returns once the node's ledger holds the grant (durably: fsync'd), and
+   the record becomes ``granted`` (no lease: it lasts until released) meanwhile, in a transaction that checks it is
+   still the record written in step 1.
 
-An allocator that dies between the two steps leaves a pending record with a lease: when the lease ends etcd deletes
-the record; ``repair()`` (and an allocation that the entry would otherwise refuse) finds the usage entry without a
-record and removes it. A grant that the node made but the allocator could not confirm is checked against the node's ledger on repair.
+Why an allocator that dies at any point loses nothing acknowledged and over-commits nothing: its pending record ends
+with its lease, its usage entry stays, and ``repair()`` (run by ``cluster allocations``, by ``release`` of an id
+without a record, and by a reservation the entry would otherwise refuse) asks the node the entry names whether its
+ledger holds the id: yes, the record is written ``granted``; no, the entry is removed; the node cannot be asked,
+the entry is kept (it can only leave room unused). The answer is final because of when it is asked: only after the
+lease ended, and an allocator acknowledges only while its lease has ACK_MARGIN_S (allocate.py) left, so a grant it
+acknowledged was made before repair asks. An allocator that gets its grant later (a stalled process) confirms before
+it answers (from its usage entry if the record is gone), and gives the grant back if the entry is gone too. An entry without a node was never sent to one.
+The one case left to the operator: a POST that reaches a node only after its lease ended and after repair asked
+(a request delayed more than PENDING_TTL_S) by an allocator that then dies: the node holds a grant no entry counts.
 etcd down: every write fails closed (EtcdUnavailable, exit 1); nothing is granted on a node without its reservation.
 """
 
@@ -43,7 +52,11 @@ from hypermesh.errors import InvalidInput, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    # (node URL, allocation id) -> whether that node's ledger holds it; None when the node could not be asked.
+    Holds = Callable[[str, str], bool | None]
 
 __all__ = ["ALLOCATIONS", "LIMITS", "USAGE", "ClusterLimits", "LimitExceeded"]
 
@@ -68,6 +81,36 @@ def _json(raw: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _entry(amount: float, owner: str, node_id: str | None, node_url: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"amount": amount, "owner": owner}
+    if node_url is not None:
+        entry["node_id"], entry["node_url"] = node_id, node_url
+    return entry
+
+
+def _granted(kind: str, allocation_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The record of a grant settled from its usage entry (its pending record went with its lease)."""
+    return {
+        "id": allocation_id,
+        "kind": kind,
+        "amount": float(entry["amount"]),
+        "owner": entry.get("owner"),
+        "node_id": entry.get("node_id"),
+        "node_url": entry.get("node_url"),
+        "state": "granted",
+        "created_at": time.time(),
+    }
+
+
+def _verdict(allocation_id: str, entry: dict[str, Any], holds: Holds | None) -> bool | None:
+    """Whether an entry whose record is gone was granted: True (keep it, record it granted), False (remove it),
+    None (cannot tell now: keep it). An entry naming no node was written before any node was asked."""
+    url = entry.get("node_url")
+    if not isinstance(url, str):
+        return False
+    return None if holds is None else holds(url, allocation_id)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
@@ -75,10 +118,12 @@ def _fmt(value: float) -> str:
 class Prefetch:
     """A kind's limit keys and usage key, and the registered agents, as one read returned them."""
 
-    __slots__ = ("limits", "nodes", "usage")
+    __slots__ = ("limits", "nodes", "serializable", "usage")
 
-    def __init__(self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue]) -> None:
-        self.limits, self.usage, self.nodes = limits, usage, nodes
+    def __init__(
+        self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue], serializable: bool = False
+    ) -> None:
+        self.limits, self.usage, self.nodes, self.serializable = limits, usage, nodes, serializable
 
 
 def _reserved(kv: KeyValue | None) -> tuple[dict[str, dict[str, Any]], int]:
@@ -113,6 +158,8 @@ def _over(
 class ClusterLimits:
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
+        # Entries the last repair() kept because their node could not be asked whether it granted them.
+        self.unverified: list[str] = []
 
     # ------------------------------------------------------------------------------------------- limits
     def set_limit(self, kind: str, amount: float, owner: str | None = None) -> None:
@@ -140,12 +187,14 @@ class ClusterLimits:
         """Step 1: the reservation's id, or LimitExceeded saying what is left."""
         return self.reserve_at(kind, amount, owner, lease, node_id, node_url)[0]
 
-    def read_for(self, kind: str) -> Prefetch:
+    def read_for(self, kind: str, serializable: bool = False) -> Prefetch:
         """What a reservation of ``kind`` reads, in one round trip: the kind's limits and its usage key (and the
-        registered agents, which the allocator asks at the same time)."""
-        (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many([LIMITS + kind, USAGE + kind, NODES_PREFIX])
+        registered agents, which the allocator asks at the same time). ``serializable`` (Etcd.read_many) is safe
+        for reserve_at(): its transaction compares the revisions of the usage key and of the limits it applied."""
+        prefixes = [LIMITS + kind, USAGE + kind, NODES_PREFIX]
+        (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many(prefixes, serializable)
         usage = next((kv for kv in usage_kvs if kv.key == USAGE + kind), None)
-        return Prefetch(limit_kvs, usage, nodes)
+        return Prefetch(limit_kvs, usage, nodes, serializable)
 
     def reserve_at(
         self,
@@ -156,30 +205,37 @@ class ClusterLimits:
         node_id: str | None = None,
         node_url: str | None = None,
         read: Prefetch | None = None,
+        holds: Holds | None = None,
     ) -> tuple[str, dict[str, Any], int]:
-        """Step 1 as the allocator uses it: (id, the pending record, the revision it was written at). The node may
-        be unknown yet (the record is bound to the lease and gets its node when confirmed)."""
+        """Step 1 as the allocator uses it: (id, the pending record, the revision it was written at). The node to be
+        asked is named in the record and in the usage entry (repair asks it whether it granted); ``holds`` lets a
+        reservation that would be refused drop abandoned entries that their node does not hold."""
         allocation_id = f"c-{uuid.uuid4().hex[:16]}"
         read = read or self.read_for(kind)
-        total = owner_limit = None
-        for kv in read.limits:
-            rest = kv.key[len(LIMITS) :]
-            if rest == kind:
-                total = float(_json(kv.value).get("amount", 0.0))
-            elif rest == f"{kind}/{owner}":
-                owner_limit = float(_json(kv.value).get("amount", 0.0))
-        usage = read.usage
         for _ in range(MAX_ATTEMPTS):
-            reserved, revision = _reserved(usage)
+            total = owner_limit = None
+            # The limits as applied, by mod revision (0: no such key); the transaction holds only if they still are.
+            applied = {LIMITS + kind: 0, f"{LIMITS}{kind}/{owner}": 0}
+            for kv in read.limits:
+                if kv.key in applied:
+                    applied[kv.key] = kv.mod_revision
+                    if kv.key == LIMITS + kind:
+                        total = float(_json(kv.value).get("amount", 0.0))
+                    else:
+                        owner_limit = float(_json(kv.value).get("amount", 0.0))
+            reserved, revision = _reserved(read.usage)
             refusal = _over(kind, reserved, amount, owner, total, owner_limit)
+            if refusal is not None and read.serializable:
+                read = self.read_for(kind)  # refuse only on what the leader confirms is current
+                continue
             if refusal is not None:
                 # Entries whose record went with its lease (an allocator that died) count only until someone
                 # looks: they are looked for only when they would make the difference, not on every reservation.
-                reserved = self._without_orphans(reserved)
+                reserved = self._without_orphans(reserved, holds)
                 refusal = _over(kind, reserved, amount, owner, total, owner_limit)
                 if refusal is not None:
                     raise LimitExceeded(refusal)
-            reserved[allocation_id] = {"amount": amount, "owner": owner}
+            reserved[allocation_id] = _entry(amount, owner, node_id, node_url)
             record = {
                 "id": allocation_id,
                 "kind": kind,
@@ -191,7 +247,8 @@ class ClusterLimits:
                 "created_at": time.time(),
             }
             done, written_at = self.etcd.txn_at(
-                [compare_mod_revision(USAGE + kind, revision)],
+                [compare_mod_revision(USAGE + kind, revision)]
+                + [compare_mod_revision(key, mod_revision) for key, mod_revision in applied.items()],
                 [
                     request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
                     request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
@@ -200,23 +257,92 @@ class ClusterLimits:
             )
             if done:
                 return allocation_id, record, written_at
-            usage = self.etcd.get(USAGE + kind)
+            read = self.read_for(kind)  # linearizable: another allocator went first, or a limit changed
         raise EtcdError(f"cluster allocation of {kind}: {MAX_ATTEMPTS} conflicting transactions in a row; retry")
 
     def confirm(
         self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
     ) -> bool:
-        """Step 2 done: the record becomes granted, without a lease. False if the reservation is gone.
+        """Step 3: the record becomes granted, without a lease. False if the reservation is gone.
 
         ``record`` and ``revision`` as reserve_at() returned them spare reading the record again."""
+        return self.confirm_start(allocation_id, record, revision, **changes)()
+
+    def confirm_start(
+        self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
+    ) -> Callable[[], bool]:
+        """confirm() sent now (Etcd.start), its outcome read when called."""
         if record is None or not revision:
             kv = self.etcd.get(ALLOCATIONS + allocation_id)
             if kv is None:
-                return False
+                return lambda: False
             record, revision = _json(kv.value), kv.mod_revision
         record = {**record, **changes, "state": "granted"}
-        return self.etcd.txn(
+        outcome = self.etcd.txn_start(
             [compare_mod_revision(ALLOCATIONS + allocation_id, revision)],
+            [request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode())],
+            [],
+        )
+        return lambda: outcome()[0]
+
+    def move(
+        self, allocation_id: str, record: dict[str, Any], revision: int, lease: int, node_id: str, node_url: str
+    ) -> tuple[dict[str, Any], int] | None:
+        """Point a pending reservation at another node before asking it (the one named refused): the record and the
+        usage entry name the node whose ledger may hold the grant. None when the reservation is gone (its lease)."""
+        kind = str(record["kind"])
+        record = {**record, "node_id": node_id, "node_url": node_url}
+        for _ in range(MAX_ATTEMPTS):
+            reserved, usage_revision = self._usage(kind)
+            entry = reserved.get(allocation_id)
+            if entry is None:
+                return None
+            reserved[allocation_id] = _entry(float(entry["amount"]), str(entry["owner"]), node_id, node_url)
+            done, written_at = self.etcd.txn_at(
+                [
+                    compare_mod_revision(USAGE + kind, usage_revision),
+                    compare_mod_revision(ALLOCATIONS + allocation_id, revision),
+                ],
+                [
+                    request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
+                    request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
+                ],
+                [],
+            )
+            if done:
+                return record, written_at
+            kv = self.etcd.get(ALLOCATIONS + allocation_id)
+            if kv is None or kv.mod_revision != revision:
+                return None
+        raise EtcdError(f"could not move reservation {allocation_id}: too many conflicting transactions; retry")
+
+    def adopt(self, allocation_id: str, kind: str) -> bool:
+        """After a confirmation that found the record changed or gone: True when the allocation is (now) recorded
+        as granted, from its usage entry if its pending record went with its lease; False when the usage entry is
+        gone too (it was released)."""
+        for _ in range(MAX_ATTEMPTS):
+            kv = self.etcd.get(ALLOCATIONS + allocation_id)
+            if kv is not None:
+                record = _json(kv.value)
+                if record.get("state") == "granted":
+                    return True
+                if self.confirm(allocation_id, record, kv.mod_revision):
+                    return True
+                continue
+            reserved, usage_revision = self._usage(kind)
+            entry = reserved.get(allocation_id)
+            if entry is None:
+                return False
+            if self._record_granted(kind, allocation_id, entry, usage_revision):
+                return True
+        raise EtcdError(f"could not confirm {allocation_id}: too many conflicting transactions; retry")
+
+    def _record_granted(self, kind: str, allocation_id: str, entry: dict[str, Any], usage_revision: int) -> bool:
+        """Write the granted record of a usage entry whose pending record is gone, if the entry is still there (the
+        usage key unchanged) and nobody wrote the record meanwhile."""
+        record = _granted(kind, allocation_id, entry)
+        return self.etcd.txn(
+            [compare_mod_revision(USAGE + kind, usage_revision), compare_mod_revision(ALLOCATIONS + allocation_id, 0)],
             [request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode())],
             [],
         )
@@ -248,35 +374,49 @@ class ClusterLimits:
             raise NotFound(f"no cluster allocation {allocation_id!r}; see 'hypermesh cluster allocations'")
         return _json(kv.value)
 
-    def repair(self) -> list[str]:
-        """Usage entries whose allocation record is gone (their allocator died before granting) are removed.
-        Returns the ids repaired."""
+    def repair(self, holds: Holds | None = None) -> list[str]:
+        """Settle every usage entry whose allocation record is gone (its allocator died; module docstring): ask the
+        node the entry names whether its ledger holds the grant: yes, the record is written granted; no, the entry
+        is removed. An entry whose node could not be asked (or with ``holds`` None) is kept and listed in
+        ``self.unverified``: kept, it can only leave room unused. Returns the ids settled."""
         repaired: list[str] = []
+        self.unverified = []
         kvs, _ = self.etcd.get_prefix(USAGE)
         for kv in kvs:
             kind = kv.key[len(USAGE) :]
-            before = set(_json(kv.value).get("reserved", {}))
             for _ in range(MAX_ATTEMPTS):
                 reserved, revision = self._usage(kind)
-                kept = self._without_orphans(reserved)
-                if len(kept) == len(reserved):
+                orphans = self._orphans(reserved)
+                verdicts = {id: _verdict(id, entry, holds) for id, entry in orphans.items()}
+                settled = [id for id, verdict in verdicts.items() if verdict is not None]
+                if not settled:
+                    self.unverified += sorted(orphans)
                     break
-                if self.etcd.txn(
-                    [compare_mod_revision(USAGE + kind, revision)],
-                    [request_put(USAGE + kind, json.dumps({"reserved": kept}).encode())],
-                    [],
-                ):
-                    repaired += sorted(before - set(kept))
+                kept = {id: entry for id, entry in reserved.items() if verdicts.get(id) is not False}
+                puts = [request_put(USAGE + kind, json.dumps({"reserved": kept}).encode())]
+                compares = [compare_mod_revision(USAGE + kind, revision)]
+                for id, verdict in verdicts.items():
+                    if verdict:
+                        compares.append(compare_mod_revision(ALLOCATIONS + id, 0))
+                        puts.append(request_put(ALLOCATIONS + id, json.dumps(_granted(kind, id, orphans[id])).encode()))
+                if self.etcd.txn(compares, puts, []):
+                    repaired += sorted(settled)
+                    self.unverified += sorted(id for id, verdict in verdicts.items() if verdict is None)
                     break
         return repaired
 
     def _usage(self, kind: str) -> tuple[dict[str, dict[str, Any]], int]:
         return _reserved(self.etcd.get(USAGE + kind))
 
-    def _without_orphans(self, reserved: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Entries whose allocation record still exists: a record gone with its lease was never granted."""
+    def _orphans(self, reserved: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Entries whose allocation record is gone (with its lease)."""
         if not reserved:
-            return reserved
+            return {}
         kvs, _ = self.etcd.get_prefix(ALLOCATIONS)
         live = {kv.key[len(ALLOCATIONS) :] for kv in kvs}
-        return {k: v for k, v in reserved.items() if k in live}
+        return {k: v for k, v in reserved.items() if k not in live}
+
+    def _without_orphans(self, reserved: dict[str, dict[str, Any]], holds: Holds | None) -> dict[str, dict[str, Any]]:
+        """The entries that still count: all but those whose record is gone and whose node does not hold them."""
+        orphans = self._orphans(reserved)
+        return {k: v for k, v in reserved.items() if k not in orphans or _verdict(k, v, holds) is not False}
