@@ -8,6 +8,7 @@ server; every failure kind is the one a person acts on.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -20,10 +21,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from hypermesh.cluster.fanout import Client, Node, collect
+from hypermesh.cluster.fanout import THREADED_NODES, Client, Node, collect, collect_async
 from hypermesh.cluster.http1 import HttpFailure
 from tests.fixtures.agent.agent_process import AgentProcess
 from tests.integration.test_agent_security import HASH, PASSWORD, self_signed
+
+
+def _on_an_event_loop(client: Client, nodes: list[Node], paths: tuple[str, ...]) -> list:
+    return asyncio.run(collect_async(client, nodes, paths))
+
+
+@pytest.fixture(params=["threads", "event loop"])
+def fan(request) -> Callable[..., list]:
+    """collect() asks up to THREADED_NODES nodes from threads over blocking sockets and more from one event loop
+    (the agent's cluster page always does): every answer and failure must be the same both ways."""
+    return collect if request.param == "threads" else _on_an_event_loop
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +122,14 @@ def test_answers_match_an_independent_client_on_one_connection(agent):
     own = urllib_json(agent.url + "/v1/profile")
     assert profile.data["cpu"] == own["cpu"] and profile.data["memory"]["total_bytes"] == own["memory"]["total_bytes"]
     assert health.data["status"] == urllib_json(agent.url + "/healthz")["status"]
-    # 30 nodes at once on one agent: every one answers, in the order asked.
+    # 30 nodes at once on one agent (past THREADED_NODES: one event loop): every one answers, in the order asked.
+    assert THREADED_NODES < 30
     rows = collect(client, [Node(f"n{i}", agent.url) for i in range(30)], ("/healthz",))
     assert [row[0].node.node_id for row in rows] == [f"n{i}" for i in range(30)]
     assert all(row[0].ok and row[0].data["status"] == health.data["status"] for row in rows)
 
 
-def test_refused_and_black_hole_are_named_and_cost_one_timeout(agent):
+def test_refused_and_black_hole_are_named_and_cost_one_timeout(agent, fan):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: the kernel refuses
     hole = socket.socket()
@@ -129,7 +142,7 @@ def test_refused_and_black_hole_are_named_and_cost_one_timeout(agent):
             Node("hole", f"http://127.0.0.1:{hole.getsockname()[1]}"),
         ]
         started = time.monotonic()
-        ok, refused, silent = collect(Client(timeout_s=1.0), nodes, ("/v1/sample", "/healthz"))
+        ok, refused, silent = fan(Client(timeout_s=1.0), nodes, ("/v1/sample", "/healthz"))
         elapsed = time.monotonic() - started
     finally:
         closed.close()
@@ -140,23 +153,23 @@ def test_refused_and_black_hole_are_named_and_cost_one_timeout(agent):
     assert elapsed < 1.0 + 3  # one timeout for the whole fan-out, seconds of margin on a shared machine
 
 
-def test_tls_trust_and_basic_auth(tls_agent, tmp_path):
+def test_tls_trust_and_basic_auth(tls_agent, tmp_path, fan):
     process, cafile = tls_agent
     node = [Node("tls", process.url)]
-    (untrusted,) = collect(Client(timeout_s=10), node, ("/healthz",))[0]
+    (untrusted,) = fan(Client(timeout_s=10), node, ("/healthz",))[0]
     assert untrusted.error_kind == "tls" and "certificate" in (untrusted.error or "").lower()
-    (anonymous,) = collect(Client(timeout_s=10, cafile=cafile), node, ("/v1/sample",))[0]
+    (anonymous,) = fan(Client(timeout_s=10, cafile=cafile), node, ("/v1/sample",))[0]
     assert anonymous.error_kind == "auth" and "401" in (anonymous.error or "")
-    (wrong,) = collect(Client(timeout_s=10, cafile=cafile, auth=("ops", "wrong")), node, ("/v1/sample",))[0]
+    (wrong,) = fan(Client(timeout_s=10, cafile=cafile, auth=("ops", "wrong")), node, ("/v1/sample",))[0]
     assert wrong.error_kind == "auth"
-    sample, health = collect(
-        Client(timeout_s=10, cafile=cafile, auth=("ops", PASSWORD)), node, ("/v1/sample", "/healthz")
-    )[0]
+    sample, health = fan(Client(timeout_s=10, cafile=cafile, auth=("ops", PASSWORD)), node, ("/v1/sample", "/healthz"))[
+        0
+    ]
     assert sample.ok and health.ok, (sample.error, health.error)
     context = ssl.create_default_context(cafile=cafile)
     token = "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
     assert set(sample.data) == set(urllib_json(process.url + "/v1/sample", context, token))
-    (insecure,) = collect(Client(timeout_s=10, insecure=True, auth=("ops", PASSWORD)), node, ("/healthz",))[0]
+    (insecure,) = fan(Client(timeout_s=10, insecure=True, auth=("ops", PASSWORD)), node, ("/healthz",))[0]
     assert insecure.ok
     # send_sync (an allocation's writes) over its blocking socket: the same trust and credentials.
     with pytest.raises(HttpFailure) as untrusted_write:
@@ -170,13 +183,13 @@ def test_tls_trust_and_basic_auth(tls_agent, tmp_path):
     # A plain-HTTP agent asked over https://: the handshake fails, and says so.
     plain = AgentProcess("--interval", "0.5").start()
     try:
-        (mismatch,) = collect(Client(timeout_s=5), [Node("p", plain.url.replace("http:", "https:"))], ("/healthz",))[0]
+        (mismatch,) = fan(Client(timeout_s=5), [Node("p", plain.url.replace("http:", "https:"))], ("/healthz",))[0]
     finally:
         plain.cleanup()
     assert mismatch.error_kind == "tls", mismatch.error
 
 
-def test_chunked_connection_close_and_keep_alive_bodies_are_read_whole():
+def test_chunked_connection_close_and_keep_alive_bodies_are_read_whole(fan):
     payload = {"status": "ok", "items": list(range(2000))}
     raw = json.dumps(payload).encode()
 
@@ -197,7 +210,7 @@ def test_chunked_connection_close_and_keep_alive_bodies_are_read_whole():
 
     server = RawServer(serve)
     try:
-        row = collect(Client(timeout_s=10), [Node("raw", server.url)], ("/chunked", "/close", "/length"))[0]
+        row = fan(Client(timeout_s=10), [Node("raw", server.url)], ("/chunked", "/close", "/length"))[0]
         # The same parsing over send_sync's blocking socket (no event loop).
         sent = [Client(timeout_s=10).send_sync(server.url + path, "GET") for path in ("/chunked", "/close", "/length")]
     finally:
@@ -224,20 +237,20 @@ def test_chunked_connection_close_and_keep_alive_bodies_are_read_whole():
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "bad answer", "not an HTTP answer"),
     ],
 )
-def test_answers_no_agent_gives_are_bad_answers(answer, kind, says):
+def test_answers_no_agent_gives_are_bad_answers(answer, kind, says, fan):
     def serve(conn: socket.socket) -> None:
         server.read_request(conn)
         conn.sendall(answer)
 
     server = RawServer(serve)
     try:
-        (got,) = collect(Client(timeout_s=5), [Node("raw", server.url)], ("/v1/sample",))[0]
+        (got,) = fan(Client(timeout_s=5), [Node("raw", server.url)], ("/v1/sample",))[0]
     finally:
         server.close()
     assert got.error_kind == kind and says in (got.error or ""), got.error
 
 
-def test_a_dripping_server_is_cut_at_the_deadline_and_post_bodies_arrive():
+def test_a_dripping_server_is_cut_at_the_deadline_and_post_bodies_arrive(fan):
     stop = threading.Event()
 
     def drip(conn: socket.socket) -> None:
@@ -249,7 +262,7 @@ def test_a_dripping_server_is_cut_at_the_deadline_and_post_bodies_arrive():
     server = RawServer(drip)
     try:
         started = time.monotonic()
-        (got,) = collect(Client(timeout_s=1.0), [Node("drip", server.url)], ("/v1/sample",))[0]
+        (got,) = fan(Client(timeout_s=1.0), [Node("drip", server.url)], ("/v1/sample",))[0]
         elapsed = time.monotonic() - started
         started = time.monotonic()
         with pytest.raises(HttpFailure) as blocking:  # send_sync's blocking socket: the same whole deadline

@@ -15,8 +15,10 @@ drips one byte a second would pass every per-read timeout forever.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import ssl
+import threading
 import time
 
 from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth, run_blocking
@@ -105,64 +107,86 @@ class Client:
         In order, not at once: the first authenticated request verifies the credentials (one bcrypt run), and the
         agent shows /healthz in full only to credentials it has verified before."""
         answers: list[Answer] = []
+        opened: list[Connection] = []
         start = time.monotonic()
-        connection: Connection | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                try:
-                    target = Target(node.url)
-                    context = self.ssl_context() if target.tls else None
-                    for path in paths:
-                        began = time.monotonic()
-                        try:
-                            connection, status, body = await self._get(connection, target, context, path)
-                            data = _json_answer(status, body)
-                        except HttpFailure as failure:
-                            answers.append(
-                                Answer(node, path, None, failure.kind, failure.message, time.monotonic() - began)
-                            )
-                            break
-                        answers.append(Answer(node, path, data, elapsed_s=time.monotonic() - began))
-                except HttpFailure as failure:  # the URL itself
-                    answers.append(Answer(node, paths[0], None, failure.kind, failure.message))
+                await self._exchange(node, paths, answers, opened, None)
         except TimeoutError:
-            answers.append(
-                Answer(
-                    node,
-                    paths[len(answers)],
-                    None,
-                    "timed out",
-                    f"no answer within {self.timeout_s:g} s",
-                    time.monotonic() - start,
-                )
-            )
+            answers.append(self._timed_out(node, paths[len(answers)], start))
         finally:
-            if connection is not None:
+            for connection in opened:
                 connection.close()
-        failed = answers[-1]
-        # Paths not asked after a failure carry the same failure: every row has one answer per path.
-        answers += [Answer(node, p, None, failed.error_kind, failed.error) for p in paths[len(answers) :]]
-        return answers
+        return _one_per_path(node, paths, answers)
+
+    def ask_blocking(self, node: Node, paths: Sequence[str]) -> list[Answer]:
+        """ask() over blocking sockets (http1.BlockingStream), in the calling thread, within the same deadline."""
+        answers: list[Answer] = []
+        opened: list[Connection] = []
+        start = time.monotonic()
+        try:
+            run_blocking(self._exchange(node, paths, answers, opened, start + self.timeout_s))
+        except TimeoutError:
+            answers.append(self._timed_out(node, paths[len(answers)], start))
+        except OSError as exc:  # the network under an open connection (what asyncio's streams report as a reset)
+            answers.append(Answer(node, paths[len(answers)], None, "bad answer", f"the connection broke: {exc}"))
+        finally:
+            for connection in opened:
+                connection.close()
+        return _one_per_path(node, paths, answers)
+
+    def _timed_out(self, node: Node, path: str, start: float) -> Answer:
+        message = f"no answer within {self.timeout_s:g} s"
+        return Answer(node, path, None, "timed out", message, time.monotonic() - start)
+
+    async def _exchange(
+        self, node: Node, paths: Sequence[str], answers: list[Answer], opened: list[Connection], deadline: float | None
+    ) -> None:
+        """Ask ``paths`` in turn, appending each answer; the first failure ends it. ``deadline`` (monotonic): over
+        blocking sockets, each step ending by then; None: asyncio streams under the caller's timeout. Connections
+        made are put in ``opened`` for the caller to close, whatever ends the exchange."""
+        try:
+            target = Target(node.url)
+            context = self.ssl_context() if target.tls else None
+        except HttpFailure as failure:  # the URL itself
+            answers.append(Answer(node, paths[0], None, failure.kind, failure.message))
+            return
+        connection: Connection | None = None
+        for path in paths:
+            began = time.monotonic()
+            try:
+                connection, status, body = await self._get(connection, target, context, path, opened, deadline)
+                data = _json_answer(status, body)
+            except HttpFailure as failure:
+                answers.append(Answer(node, path, None, failure.kind, failure.message, time.monotonic() - began))
+                return
+            answers.append(Answer(node, path, data, elapsed_s=time.monotonic() - began))
 
     async def _get(
-        self, connection: Connection | None, target: Target, context: ssl.SSLContext | None, path: str
+        self,
+        connection: Connection | None,
+        target: Target,
+        context: ssl.SSLContext | None,
+        path: str,
+        opened: list[Connection],
+        deadline: float | None,
     ) -> tuple[Connection, int, bytes]:
         """GET ``path`` on the node's connection (opened first, or again if the server ended it)."""
         for _ in range(2):
             if connection is None or not connection.reusable:
                 if connection is not None:
                     connection.close()
-                connection = await Connection.open(target, context)
+                if deadline is None:
+                    connection = await Connection.open(target, context)
+                else:
+                    connection = Connection.open_blocking(target, context, deadline)
+                opened.append(connection)
             try:
                 status, body = await connection.request("GET", path, self._auth_line, None, MAX_BODY_BYTES)
                 return connection, status, body
             except HttpFailure as failure:
                 if failure.kind != "stale":
-                    connection.close()
                     raise
-            except BaseException:  # the deadline (CancelledError) included: the caller never sees this connection
-                connection.close()
-                raise
         raise HttpFailure("bad answer", "the server closed two connections in a row without answering")
 
     async def send(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
@@ -208,6 +232,12 @@ def _sent_answer(raw: bytes) -> Any:
         return raw[:200].decode("utf-8", errors="replace")
 
 
+def _one_per_path(node: Node, paths: Sequence[str], answers: list[Answer]) -> list[Answer]:
+    """Paths not asked after a failure carry the same failure: every row has one answer per path."""
+    failed = answers[-1]
+    return answers + [Answer(node, p, None, failed.error_kind, failed.error) for p in paths[len(answers) :]]
+
+
 def _json_answer(status: int, body: bytes) -> Any:
     if status in (401, 403):
         raise HttpFailure("auth", f"HTTP {status}; give --user and --password-file")
@@ -236,7 +266,31 @@ async def collect_async(client: Client, nodes: Sequence[Node], paths: Sequence[s
 
 
 def collect(client: Client, nodes: Sequence[Node], paths: Sequence[str]) -> list[list[Answer]]:
-    """For each node, its answers to ``paths`` (in order), all asked at once; never longer than the timeout."""
+    """For each node, its answers to ``paths`` (in order), all asked at once; never longer than the timeout.
+
+    Up to THREADED_NODES nodes are asked from threads over blocking sockets, the calling thread asking one of them:
+    an event loop costs about 1.2 ms to start and end, and its streams about 0.7 ms of CPU per node against 0.3 ms
+    for a blocking exchange (bench machine), all of it on one core, where threads wait on the kernel in parallel.
+    More nodes are asked from one event loop, which does not need a thread per node."""
     if not nodes:
         return []
-    return asyncio.run(collect_async(client, nodes, paths))
+    if len(nodes) > THREADED_NODES:
+        return asyncio.run(collect_async(client, nodes, paths))
+    futures = [_pool().submit(client.ask_blocking, node, paths) for node in nodes[1:]]
+    first = client.ask_blocking(nodes[0], paths)
+    return [first, *(future.result() for future in futures)]
+
+
+THREADED_NODES = 16
+_threads: list[concurrent.futures.ThreadPoolExecutor] = []
+_threads_lock = threading.Lock()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's fan-out threads, started on first use and kept (threads left idle cost nothing)."""
+    with _threads_lock:
+        if not _threads:
+            _threads.append(
+                concurrent.futures.ThreadPoolExecutor(THREADED_NODES - 1, thread_name_prefix="hypermesh-fanout")
+            )
+        return _threads[0]
