@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from tests.suite_rules import (  # noqa: F401 - pytest finds hooks by name in a 
     pytest_runtest_makereport,
     pytest_runtest_protocol,
 )
+
+# A suite started in the background (`nohup make test &`) gets SIGINT and SIGQUIT ignored from its shell, Python
+# keeps Ctrl-C ignored then, and every process the tests start inherits that: the tests that press Ctrl-C on the CLI
+# and the agent saw a hang (10 failures in one such run). Ctrl-C is put back as a terminal delivers it; a process
+# started from here gets the default disposition (a handler is reset at exec, an ignored signal is not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def require(condition: object, missing: str) -> None:
