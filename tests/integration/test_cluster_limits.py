@@ -6,12 +6,14 @@ namespace as separate processes, through the library, as `hypermesh cluster allo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -133,7 +135,10 @@ os.kill(os.getpid(), signal.SIGKILL)  # after the reservation, before the node's
 """
 
 
-def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_closed(tmp_path, auth_config):
+@contextlib.contextmanager
+def _one_node_with_auth(tmp_path, auth_config, cpu_limit: str) -> Iterator[tuple[Net, Etcd, list[str], list[str]]]:
+    """etcd and one agent with basic auth in a namespace, a cluster-wide cpu limit set: (net, etcd, the namespace's
+    command prefix, the credential options of a cluster command)."""
     password = tmp_path / "pw"
     password.write_text(PASSWORD)
     with Net(1) as net:
@@ -142,44 +147,48 @@ def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_c
             with agents_in(net, etcd, 1, "--config", str(auth_config), "--state-dir", str(tmp_path / "state")):
                 hub = net.prefix()
                 wait_until(lambda: registered(hub, etcd.url) == ["node-0"], 20, "registered")
-                assert cluster(hub, "limit", "set", "cpu", "1.5", "--etcd", etcd.url).returncode == 0
-                crash = subprocess.run(
-                    [*hub, sys.executable, "-c", KILLED_BETWEEN_STEPS, etcd.url, f"http://{net.address(0)}:9137"],
-                    capture_output=True, text=True, timeout=60,
-                )  # fmt: skip
-                assert crash.returncode == -signal.SIGKILL
-                abandoned = crash.stdout.strip()
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)  # held while its lease lasts
-                time.sleep(2 + 1.5)  # the 2 s lease ends; etcd deletes the pending record
-                auth = ["--user", "hm", "--password-file", str(password)]
-                # The node is asked whether it granted it (it did not): the entry goes.
-                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
-                assert listed["repaired"] == [abandoned] and listed["allocations"] == []
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
-                assert node_ledgers(net, 1) == []  # the node never granted it
-
-                granted = cluster(hub, "allocate", "cpu", "1", "--owner", "a", "--etcd", etcd.url, *auth)
-                assert granted.returncode == 0, granted.stderr
-                over = cluster(hub, "allocate", "cpu", "1", "--owner", "b", "--etcd", etcd.url, *auth)
-                assert over.returncode == 2 and "0.5 of 1.5 left" in over.stderr and over.stderr.count("\n") == 1
-
-                etcd.stop()
-                down = cluster(hub, "allocate", "cpu", "0.25", "--owner", "c", "--etcd", etcd.url, *auth)
-                assert down.returncode == 1 and "unreachable" in down.stderr and down.stderr.count("\n") == 1
-                assert len(node_ledgers(net, 1)) == 1  # fail closed: nothing granted without etcd
-                etcd.start()  # the same data: limits and usage as they were
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)
-                again = cluster(hub, "allocate", "cpu", "0.5", "--owner", "c", "--etcd", etcd.url, *auth)
-                assert again.returncode == 0, again.stderr
-                assert sum(a["amount"] for a in node_ledgers(net, 1)) == pytest.approx(1.5)
-
-                # The node's own room: 3 cores is more than any node has, whatever the limit.
-                assert cluster(hub, "limit", "set", "cpu", "100", "--etcd", etcd.url).returncode == 0
-                big = cluster(hub, "allocate", "cpu", "3", "--owner", "d", "--etcd", etcd.url, *auth)
-                assert big.returncode == 2 and "allocatable" in big.stderr
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.5)  # nothing reserved
+                assert cluster(hub, "limit", "set", "cpu", cpu_limit, "--etcd", etcd.url).returncode == 0
+                yield net, etcd, hub, ["--user", "hm", "--password-file", str(password)]
         finally:
             etcd.stop()
+
+
+def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_closed(tmp_path, auth_config):
+    with _one_node_with_auth(tmp_path, auth_config, "1.5") as (net, etcd, hub, auth):
+        crash = subprocess.run(
+            [*hub, sys.executable, "-c", KILLED_BETWEEN_STEPS, etcd.url, f"http://{net.address(0)}:9137"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert crash.returncode == -signal.SIGKILL
+        abandoned = crash.stdout.strip()
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)  # held while its lease lasts
+        time.sleep(2 + 1.5)  # the 2 s lease ends; etcd deletes the pending record
+        # The node is asked whether it granted it (it did not): the entry goes.
+        listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+        assert listed["repaired"] == [abandoned] and listed["allocations"] == []
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
+        assert node_ledgers(net, 1) == []  # the node never granted it
+
+        granted = cluster(hub, "allocate", "cpu", "1", "--owner", "a", "--etcd", etcd.url, *auth)
+        assert granted.returncode == 0, granted.stderr
+        over = cluster(hub, "allocate", "cpu", "1", "--owner", "b", "--etcd", etcd.url, *auth)
+        assert over.returncode == 2 and "0.5 of 1.5 left" in over.stderr and over.stderr.count("\n") == 1
+
+        etcd.stop()
+        down = cluster(hub, "allocate", "cpu", "0.25", "--owner", "c", "--etcd", etcd.url, *auth)
+        assert down.returncode == 1 and "unreachable" in down.stderr and down.stderr.count("\n") == 1
+        assert len(node_ledgers(net, 1)) == 1  # fail closed: nothing granted without etcd
+        etcd.start()  # the same data: limits and usage as they were
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)
+        again = cluster(hub, "allocate", "cpu", "0.5", "--owner", "c", "--etcd", etcd.url, *auth)
+        assert again.returncode == 0, again.stderr
+        assert sum(a["amount"] for a in node_ledgers(net, 1)) == pytest.approx(1.5)
+
+        # The node's own room: 3 cores is more than any node has, whatever the limit.
+        assert cluster(hub, "limit", "set", "cpu", "100", "--etcd", etcd.url).returncode == 0
+        big = cluster(hub, "allocate", "cpu", "3", "--owner", "d", "--etcd", etcd.url, *auth)
+        assert big.returncode == 2 and "allocatable" in big.stderr
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.5)  # nothing reserved
 
 
 ACKNOWLEDGED_THEN_KILLED = """
@@ -199,49 +208,38 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_an_allocation_acknowledged_before_its_confirmation_survives_its_allocator(tmp_path, auth_config):
-    password = tmp_path / "pw"
-    password.write_text(PASSWORD)
-    auth = ["--user", "hm", "--password-file", str(password)]
-    with Net(1) as net:
-        etcd = Etcd(tmp_path, net).start()
-        try:
-            with agents_in(net, etcd, 1, "--config", str(auth_config), "--state-dir", str(tmp_path / "state")):
-                hub = net.prefix()
-                wait_until(lambda: registered(hub, etcd.url) == ["node-0"], 20, "registered")
-                assert cluster(hub, "limit", "set", "cpu", "1", "--etcd", etcd.url).returncode == 0
-                crash = subprocess.run(
-                    [*hub, sys.executable, "-c", ACKNOWLEDGED_THEN_KILLED, etcd.url, PASSWORD],
-                    capture_output=True, text=True, timeout=60,
-                )  # fmt: skip
-                assert crash.returncode == -signal.SIGKILL, crash.stderr
-                acked = json.loads(crash.stdout)
-                assert acked["state"] == "granted" and acked["node_id"] == "node-0"
-                assert [a["id"] for a in node_ledgers(net, 1)] == [acked["id"]]
-                time.sleep(2 + 1.5)  # the lease ends: etcd deletes the pending record; the usage entry stays
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+    with _one_node_with_auth(tmp_path, auth_config, "1") as (net, etcd, hub, auth):
+        crash = subprocess.run(
+            [*hub, sys.executable, "-c", ACKNOWLEDGED_THEN_KILLED, etcd.url, PASSWORD],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert crash.returncode == -signal.SIGKILL, crash.stderr
+        acked = json.loads(crash.stdout)
+        assert acked["state"] == "granted" and acked["node_id"] == "node-0"
+        assert [a["id"] for a in node_ledgers(net, 1)] == [acked["id"]]
+        time.sleep(2 + 1.5)  # the lease ends: etcd deletes the pending record; the usage entry stays
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
 
-                # Nobody can tell without asking the node: the reservation is kept, never dropped.
-                blind = cluster(hub, "allocations", "--etcd", etcd.url, "--json")
-                listed = json.loads(blind.stdout)
-                assert listed["repaired"] == [] and listed["unverified"] == [acked["id"]]
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
-                over = cluster(hub, "allocate", "cpu", "0.75", "--owner", "b", "--etcd", etcd.url, *auth)
-                assert over.returncode == 2 and "0.5 of 1 left" in over.stderr  # still counted: never over-committed
+        # Nobody can tell without asking the node: the reservation is kept, never dropped.
+        blind = cluster(hub, "allocations", "--etcd", etcd.url, "--json")
+        listed = json.loads(blind.stdout)
+        assert listed["repaired"] == [] and listed["unverified"] == [acked["id"]]
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+        over = cluster(hub, "allocate", "cpu", "0.75", "--owner", "b", "--etcd", etcd.url, *auth)
+        assert over.returncode == 2 and "0.5 of 1 left" in over.stderr  # still counted: never over-committed
 
-                # Asked, the node's ledger holds it: the record is written granted, as it was acknowledged.
-                listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
-                assert listed["repaired"] == [acked["id"]] and listed["unverified"] == []
-                (record,) = listed["allocations"]
-                assert (record["id"], record["state"], record["node_id"]) == (acked["id"], "granted", "node-0")
-                assert record["amount"] == 0.5 and record["owner"] == "acked"
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
+        # Asked, the node's ledger holds it: the record is written granted, as it was acknowledged.
+        listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+        assert listed["repaired"] == [acked["id"]] and listed["unverified"] == []
+        (record,) = listed["allocations"]
+        assert (record["id"], record["state"], record["node_id"]) == (acked["id"], "granted", "node-0")
+        assert record["amount"] == 0.5 and record["owner"] == "acked"
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
 
-                released = cluster(hub, "release", acked["id"], "--etcd", etcd.url, *auth)
-                assert released.returncode == 0, released.stderr
-                assert node_ledgers(net, 1) == []
-                assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
-        finally:
-            etcd.stop()
+        released = cluster(hub, "release", acked["id"], "--etcd", etcd.url, *auth)
+        assert released.returncode == 0, released.stderr
+        assert node_ledgers(net, 1) == []
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
 
 
 def test_a_node_without_room_hands_the_reservation_to_the_next(tmp_path, auth_config):
