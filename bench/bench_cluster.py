@@ -122,7 +122,7 @@ class _CpuBudget:
         for d in self.dirs:
             for line in (d / "cpu.stat").read_text().splitlines():
                 name, _, value = line.partition(" ")
-                if name in ("nr_throttled",):
+                if name == "nr_throttled":
                     total += int(value)
         return total
 

@@ -129,7 +129,8 @@ class Client:
         except TimeoutError:
             answers.append(self._timed_out(node, paths[len(answers)], start))
         except OSError as exc:  # the network under an open connection (what asyncio's streams report as a reset)
-            answers.append(Answer(node, paths[len(answers)], None, "bad answer", f"the connection broke: {exc}"))
+            broke = f"the connection broke: {exc.strerror or exc}"
+            answers.append(Answer(node, paths[len(answers)], None, "bad answer", broke))
         finally:
             for connection in opened:
                 connection.close()
@@ -189,25 +190,10 @@ class Client:
                     raise
         raise HttpFailure("bad answer", "the server closed two connections in a row without answering")
 
-    async def send(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
-        """One request to an agent (allocations): (status, the JSON answer or None). Raises HttpFailure, with
-        "timed out" past the timeout."""
-        target = Target(url)
-        payload = None if body is None else json.dumps(body).encode()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                connection = await Connection.open(target, self.ssl_context() if target.tls else None)
-                try:
-                    status, raw = await connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES)
-                finally:
-                    connection.close()
-        except TimeoutError:
-            raise HttpFailure("timed out", f"no answer within {self.timeout_s:g} s") from None
-        return status, _sent_answer(raw)
-
     def send_sync(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
-        """send() for a caller without an event loop: the same request and parsing (Connection) over a blocking
-        socket, within the same whole-request deadline, without starting an event loop (http1.BlockingStream)."""
+        """One request to an agent (allocations): (status, the JSON answer or None). Raises HttpFailure, with
+        "timed out" past the timeout. Connection's own request and parsing over a blocking socket
+        (http1.BlockingStream), within the whole-request deadline, without starting an event loop."""
         target = Target(url)
         payload = None if body is None else json.dumps(body).encode()
         deadline = time.monotonic() + self.timeout_s

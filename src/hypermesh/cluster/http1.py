@@ -1,11 +1,13 @@
-"""A small asyncio HTTP/1.1 client for asking agents: one connection, requests in turn, Content-Length or chunked.
+"""A small HTTP/1.1 client for asking agents: one connection, requests in turn, Content-Length or chunked; over
+asyncio streams or over a blocking socket (BlockingStream), with one request and parsing code for both.
 
 Why not httpx here: a fan-out is many short exchanges on fresh connections, and httpx's per-request machinery
 (its connection pool rescans every connection on each request and each release, anyio wrappers, the auth and
 redirect layers) cost 2-3 ms of CPU per request on the bench machine, against about 1 ms for the agent to answer:
 100 nodes took 2 s, almost all of it in the client. What an agent needs asked is small: GET or POST/DELETE with a
-JSON body, basic auth, TLS through an ``ssl.SSLContext``, answers of bounded size. Deadlines are the caller's
-(``asyncio.timeout`` around the whole exchange), so a server that drips bytes cannot hold a request forever.
+JSON body, basic auth, TLS through an ``ssl.SSLContext``, answers of bounded size. Deadlines cover the whole
+exchange (the caller's ``asyncio.timeout``, or BlockingStream's deadline), so a server that drips bytes cannot hold
+a request forever.
 
 Failures raise :class:`HttpFailure` with the kind a person acts on: ``refused``, ``tls``, ``bad answer``.
 """
@@ -92,7 +94,8 @@ class BlockingStream:
     """A blocking socket with the asyncio stream methods Connection uses, as coroutines that never suspend: each
     read or write waits at most until the request's deadline (so a server that drips bytes cannot stretch it).
     run_blocking() drives Connection's own request and parsing over it with no event loop: for one request (an
-    allocation's POST) asyncio.run and its streams cost about 0.8 ms more than the exchange itself here."""
+    allocation's POST, one node of a small fan-out) asyncio.run and its streams cost about 0.8 ms more than the
+    exchange itself here."""
 
     def __init__(self, sock: socket.socket, deadline: float, limit: int = MAX_HEAD_BYTES) -> None:
         self.sock, self.deadline, self.limit = sock, deadline, limit

@@ -21,7 +21,7 @@ import os
 
 from hypermesh.errors import InvalidInput, NotFound
 from hypermesh.model import Record, record
-from hypermesh.platform.linux.mounts import parse_mountinfo
+from hypermesh.platform.linux.mounts import MountEntry, parse_mountinfo
 
 __all__ = ["CGROUP2_MOUNT_HINT", "CgroupTarget", "cgroup2_mounts", "resolve_cgroup", "where_v2"]
 
@@ -46,18 +46,17 @@ class CgroupTarget(Record):
         return CGROUP_V2 if self.version == 2 else CGROUP_V1
 
 
-def _mounts(proc: str) -> list[tuple[str, str, str, str]]:
-    """(mount point, root, fstype, super options) of every mount in /proc/self/mountinfo, spelt as os.realpath
-    spells the paths it is compared with (surrogateescape for bytes that are not UTF-8)."""
+def _mounts(proc: str) -> list[MountEntry]:
+    """Every mount in /proc/self/mountinfo, its paths spelt as os.realpath spells the paths they are compared with
+    (surrogateescape for bytes that are not UTF-8)."""
     with open(os.path.join(proc, "self", "mountinfo"), "rb") as f:
-        text = f.read().decode(errors="surrogateescape")
-    return [(m.mountpoint, m.root, m.fstype, m.super_options) for m in parse_mountinfo(text)]
+        return parse_mountinfo(f.read().decode(errors="surrogateescape"))
 
 
 def cgroup2_mounts(proc: str = "/proc") -> list[str]:
     """Where cgroup2 is mounted in this mount namespace."""
     try:
-        return [point for point, _, fstype, _ in _mounts(proc) if fstype == "cgroup2"]
+        return [m.mountpoint for m in _mounts(proc) if m.fstype == "cgroup2"]
     except OSError:
         return []
 
@@ -88,15 +87,15 @@ def resolve_cgroup(path: object, *, v2_only: bool = False, proc: str = "/proc") 
         raise InvalidInput(f"cannot read the cgroup directory {path}: {exc.strerror}") from None
     if not os.path.isdir(real):
         raise InvalidInput(f"{path} is not a directory: {fix()}")
-    best: tuple[str, str, str, str] | None = None  # mount point, root, fstype, super options
+    best: MountEntry | None = None  # the deepest mount holding the path (a later mount over another wins)
     for mount in _mounts(proc):
-        point = mount[0]
+        point = mount.mountpoint
         inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best[0])):
+        if inside and (best is None or len(point) >= len(best.mountpoint)):
             best = mount
-    if best is None or best[2] not in ("cgroup", "cgroup2"):
+    if best is None or best.fstype not in ("cgroup", "cgroup2"):
         raise InvalidInput(f"{path} is not in a cgroup file system: {fix()}")
-    point, root, fstype, options = best
+    point, root, fstype, options = best.mountpoint, best.root, best.fstype, best.super_options
     if v2_only and fstype != "cgroup2":
         raise InvalidInput(f"{path} is a cgroup v1 directory, and BPF sees cgroup v2 only: {fix()}")
     relative = os.path.relpath(real, point)
