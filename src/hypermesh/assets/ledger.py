@@ -315,9 +315,11 @@ class Ledger:
         return None if row is None else _row(row)
 
     def get(self, id: str) -> Allocation:
-        for allocation in self.allocations():
-            if allocation.id == id:
-                return allocation
+        """The live allocation under ``id`` (one whose pid has exited is released first), or NotFound."""
+        self.reap()
+        allocation = self.find(id)
+        if allocation is not None:
+            return allocation
         raise NotFound(f"no allocation with id {id!r}; 'hypermesh assets allocations' lists them")
 
     def allocated(self) -> dict[tuple[str, str], float]:
