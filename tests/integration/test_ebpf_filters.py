@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import hypermesh.ebpf
-from hypermesh.ebpf.cgroup_target import cgroup2_mounts
+from hypermesh.ebpf.cgroup_target import cgroup2_mounts, resolve_cgroup
 from hypermesh.errors import InvalidInput
 from tests.integration.ebpf_support import HYPERMESH, REPO, require_ebpf, run_cli
 from tests.integration.test_ebpf_tracing import SYSCALL_MARGIN, _child, _finish, _go
@@ -159,8 +159,6 @@ def test_execsnoop_cgroup_and_pid_filters(cgroup: Path) -> None:
 def test_a_cgroup_under_a_mount_point_with_a_space_and_non_ascii_letters(tmp_path: Path) -> None:
     """mountinfo writes a space as \\040 and a UTF-8 letter as its bytes: the mount point is read as the path
     os.realpath gives, so a cgroup under it resolves to its own directory (inode and depth)."""
-    from hypermesh.ebpf.cgroup_target import resolve_cgroup
-
     point = tmp_path / "cgroup2 ünïcode"
     point.mkdir()
     subprocess.run(["mount", "-t", "cgroup2", "none", str(point)], check=True, timeout=10)
