@@ -122,6 +122,12 @@ def parse_program(spec: str) -> tuple[AgentProgram, str | None] | str:
         return f"{name} takes no argument: write {name!r}, not {spec!r}"
     if entry.argument is not None and not argument:
         return f"{name} needs its {entry.argument.lower()}: write {name}:{entry.argument}, e.g. {name}:eth0"
+    if entry.argument is not None:
+        from hypermesh.platform.linux.net import interface_name_problem
+
+        problem = interface_name_problem(argument)
+        if problem is not None:
+            return f"{spec!r}: {problem}"
     return entry, (argument if entry.argument is not None else None)
 
 

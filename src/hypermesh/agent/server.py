@@ -214,4 +214,8 @@ def _stop_on_signals(server: uvicorn.Server) -> None:
         server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+        previous = signal.signal(sig, stop)
+        # The command holds Ctrl-C through the agent's start (cli/hold_ctrl_c.py: a KeyboardInterrupt raised during
+        # an import can be swallowed, and the agent kept serving): its handler says whether one came meanwhile.
+        if getattr(previous, "held", False) is True:
+            stop(sig, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hypermesh.cli import hold_ctrl_c
 from hypermesh.cli.main import positive_float, positive_int, require_modules
 from hypermesh.errors import InvalidInput
 
@@ -130,6 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def run(args: argparse.Namespace) -> int:
     if args.hash_password:
+        hold_ctrl_c.release()  # held until serving (main.HOLDS_CTRL_C_UNTIL_SERVING): this path never serves
         require_modules("hypermesh agent --hash-password", "bcrypt")
         return _hash_password()
     require_modules("hypermesh agent", "starlette", "uvicorn", "prometheus_client")

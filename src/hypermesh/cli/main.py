@@ -63,8 +63,6 @@ class ArgumentParser(argparse.ArgumentParser):
 # a flag that silently reads "١٠" as 10 is worse than one that says no.
 DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 WHOLE = re.compile(r"[+-]?[0-9]+")
-# Linux's dev_valid_name(): at most IFNAMSIZ - 1 bytes, not "." or "..", no "/", ":" or whitespace.
-IFNAMSIZ = 16
 
 
 def positive_float(text: str) -> float:
@@ -101,17 +99,11 @@ def positive_int(text: str) -> int:
 
 def interface_name(text: str) -> str:
     """A network interface name as the kernel accepts one; whether it exists is checked where it is used."""
-    if not text:
-        raise argparse.ArgumentTypeError("the interface name is empty; give one, e.g. eth0 (see 'ip link')")
-    size = len(os.fsencode(text))
-    if size >= IFNAMSIZ:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is {size} bytes; Linux interface names have at most {IFNAMSIZ - 1} (see 'ip link')"
-        )
-    if text in (".", "..") or any(c in text for c in "/:") or any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an interface name: Linux refuses '.', '..', '/', ':' and spaces (see 'ip link')"
-        )
+    from hypermesh.platform.linux.net import interface_name_problem
+
+    problem = interface_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -198,6 +190,8 @@ _COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MOD
 # is how a user stops it, however early it comes (the agent's start takes a few hundred ms of imports and setup, and
 # an interrupt there was exit 130). Other commands keep the shell's convention for an interrupted command: 130.
 INTERRUPT_IS_A_STOP = ("agent", "sample")
+# Commands that keep Ctrl-C held (hold_ctrl_c) through their start until their own stop handler takes it over.
+HOLDS_CTRL_C_UNTIL_SERVING = ("agent",)
 
 
 def _command(args_list: list[str]) -> str | None:
@@ -234,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("HYPERMESH_DEBUG") == "1"
     try:
-        hold_ctrl_c.release()  # raises KeyboardInterrupt here if one came while the CLI was starting
+        if _command(args_list) not in HOLDS_CTRL_C_UNTIL_SERVING:
+            hold_ctrl_c.release()  # raises KeyboardInterrupt here if one came while the CLI was starting
         return _main(args_list, debug)
     except KeyboardInterrupt:  # between the two lines above, or held back since the start
         return _interrupted_code(args_list)

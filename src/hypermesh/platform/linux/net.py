@@ -13,7 +13,7 @@ import struct
 from hypermesh.model import NetworkInterface
 from hypermesh.platform.linux.files import listdir, read_int, read_once, read_str
 
-__all__ = ["interfaces", "link_up"]
+__all__ = ["IFNAMSIZ", "interface_name_problem", "interfaces", "link_up"]
 
 _RTM_GETADDR = 22
 _NLMSG_DONE = 3
@@ -22,6 +22,24 @@ _NLM_F_REQUEST_DUMP = 0x1 | 0x300
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _ARPHRD_LOOPBACK = 772
 _IFF_UP = 0x1
+IFNAMSIZ = 16
+
+
+def interface_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a Linux interface name, or None: the kernel's dev_valid_name() (at most
+    IFNAMSIZ - 1 bytes, not "." or "..", no "/", ":", NUL or whitespace). Whether it exists is checked
+    where it is used."""
+    if not name:
+        return "the interface name is empty; give one, e.g. eth0 (see 'ip link')"
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError:  # a lone surrogate a JSON body can carry and no file name can
+        return f"{name!r} is not an interface name: it is not valid text"
+    if size >= IFNAMSIZ:
+        return f"{name!r} is {size} bytes; Linux interface names have at most {IFNAMSIZ - 1} (see 'ip link')"
+    if name in (".", "..") or any(c in name for c in "/:\0") or any(c.isspace() for c in name):
+        return f"{name!r} is not an interface name: Linux refuses '.', '..', '/', ':', NUL and spaces (see 'ip link')"
+    return None
 
 
 def link_up(flags: str | None, operstate: str | None, carrier: int | None) -> bool:
