@@ -191,7 +191,7 @@ _COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MOD
 # an interrupt there was exit 130). Other commands keep the shell's convention for an interrupted command: 130.
 INTERRUPT_IS_A_STOP = ("agent", "sample")
 # Commands that keep Ctrl-C held (hold_ctrl_c) through their start until their own stop handler takes it over.
-HOLDS_CTRL_C_UNTIL_SERVING = ("agent",)
+HOLDS_CTRL_C_UNTIL_SERVING = ("agent", "sample")
 
 
 def _command(args_list: list[str]) -> str | None:

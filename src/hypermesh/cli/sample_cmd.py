@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from hypermesh.cli.main import EPILOG, interval_seconds, positive_int
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from hypermesh.model import Sample
 
 __all__ = ["register"]
 
@@ -49,18 +56,44 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (a service manager, ``timeout``, ``kill``) ends a run as Ctrl-C does: exit 0, not 143."""
 
 
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise _Terminated
+# Set by a stop signal: a KeyboardInterrupt raised while a weak reference's callback or a finalizer runs is printed
+# as "Exception ignored" and dropped (the agent kept serving after one); the stream then ends at its next sample.
+_STOPPED: list[int] = []
+
+
+def _on_stop_signal(signum: int, _frame: object) -> None:
+    _STOPPED.append(signum)
+    raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _until_stopped(stream: Iterator[Sample]) -> Iterator[Sample]:
+    for sample in stream:
+        if _STOPPED:
+            return
+        yield sample
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
+    _STOPPED.clear()
+    # Imported while Ctrl-C is still held: a KeyboardInterrupt raised inside an import can be dropped, and one raised
+    # while a module runs code it built as a string (dataclasses, namedtuple) makes Python end by SIGINT (-2) at exit.
+    import hypermesh
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.json:
+        import json  # noqa: F401
+    else:
+        import hypermesh.cli.render  # noqa: F401
+
+    previous_term = signal.signal(signal.SIGTERM, _on_stop_signal)
+    # Ctrl-C is held from the command's start (hold_ctrl_c; main.HOLDS_CTRL_C_UNTIL_SERVING) until here.
+    held = signal.signal(signal.SIGINT, _on_stop_signal)
     try:
+        if getattr(held, "held", False) is True:
+            return 0
         return _sample(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, held)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -75,7 +108,7 @@ def _sample(args: argparse.Namespace) -> int:
 
             backend = LinuxBackend(root=args.root)
         sampler = hypermesh.Sampler(min_interval=min(args.interval, 0.1), backend=backend)
-        stream = sampler.stream(args.interval, args.count)
+        stream = _until_stopped(sampler.stream(args.interval, args.count))
         if args.json:
             import json
 
