@@ -16,6 +16,7 @@ import pytest
 import hypermesh
 import hypermesh.model
 from tests.conftest import require, require_root
+from tests.integration.test_agent_startup import _until_ctrl_c_is_held
 from tests.integration.test_backend_contract import PROFILE_KEYS, SAMPLE_KEYS
 from tests.kernel_facts import online_cpus
 
@@ -211,6 +212,29 @@ def test_ctrl_c_or_sigterm_while_the_sampler_opens_its_files_exits_0(mode: list[
     code, _out, err = interrupted(["sample", "--interval", "5", *mode], until_proc_stat_is_open, sig)
     assert code == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", [["--json"], []])
+def test_ctrl_c_at_any_moment_of_the_sample_start_exits_0_quietly(mode: list[str]) -> None:
+    """As the agent's start (tests/integration/test_agent_startup.py): once Ctrl-C is held, a SIGINT after 0 to 300 ms
+    ends the run with 0 and not a word. A KeyboardInterrupt raised while a dataclass's generated code ran made Python
+    end by SIGINT at exit (-2, silently); one raised inside an import's weakref callback was dropped."""
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.3):
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "hypermesh.cli.main", "sample", "--interval", "5", *mode],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            _until_ctrl_c_is_held(proc)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        said = [line for line in err.splitlines() if not line.startswith("import time:")]
+        assert (proc.returncode, said) == (0, []), (delay, said[-20:])
 
 
 def _link(path: str) -> str | None:
