@@ -488,30 +488,36 @@ def test_capabilities_needed_are_bpf_and_perfmon(tmp_path: Path) -> None:
 
 
 def test_countdown_on_a_terminal(tmp_path: Path) -> None:
-    """On a terminal, stderr carries a countdown line rewritten in place; the output file is written."""
+    """On a terminal, stderr carries a countdown line rewritten in place; the output file is written. A spinner of
+    the test's own is the work profiled: CI's idle machine gave a system-wide profile no samples (594 idle) and an
+    empty file."""
     require_ebpf()
+    exe = _build(tmp_path, "hm_spinner", SPINNER_C)
     leader, follower = pty.openpty()
     out = tmp_path / "p.folded"
     try:
-        proc = subprocess.Popen(
-            [*HYPERMESH, "ebpf", "profile", "--duration", "3", "--output", str(out)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=follower,
-        )
-        os.close(follower)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the terminal's other end closed with the process
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert proc.wait(timeout=60) == 0, seen
+        with _running(exe, 60) as (spinner, _):
+            proc = subprocess.Popen(
+                [*HYPERMESH, "ebpf", "profile", "--pid", str(spinner.pid), "--duration", "3", "--output", str(out)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=follower,
+            )
+            os.close(follower)
+            seen = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the terminal's other end closed with the process
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            assert proc.wait(timeout=60) == 0, seen
     finally:
         os.close(leader)
     text = seen.decode(errors="replace")
     assert "\r" in text and " s left" in text, text
-    assert "samples in" in text and out.read_text().strip()
+    assert "samples in" in text, text
+    assert all(line.startswith("hm_spinner;") for line in out.read_text().splitlines()), out.read_text()[:2000]
+    assert out.read_text().strip()
