@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def run(args: argparse.Namespace) -> int:
     if args.hash_password:
-        hold_ctrl_c.release()  # held until serving (main.HOLDS_CTRL_C_UNTIL_SERVING): this path never serves
+        hold_ctrl_c.release()  # held until serving (main.INTERRUPT_IS_A_STOP): this path never serves
         require_modules("hypermesh agent --hash-password", "bcrypt")
         return _hash_password()
     require_modules("hypermesh agent", "starlette", "uvicorn", "prometheus_client")

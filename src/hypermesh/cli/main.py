@@ -190,8 +190,7 @@ _COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MOD
 # is how a user stops it, however early it comes (the agent's start takes a few hundred ms of imports and setup, and
 # an interrupt there was exit 130). Other commands keep the shell's convention for an interrupted command: 130.
 INTERRUPT_IS_A_STOP = ("agent", "sample")
-# Commands that keep Ctrl-C held (hold_ctrl_c) through their start until their own stop handler takes it over.
-HOLDS_CTRL_C_UNTIL_SERVING = ("agent", "sample")
+# These also keep Ctrl-C held (hold_ctrl_c) through their start, until their own stop handler takes it over.
 
 
 def _command(args_list: list[str]) -> str | None:
@@ -228,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("HYPERMESH_DEBUG") == "1"
     try:
-        if _command(args_list) not in HOLDS_CTRL_C_UNTIL_SERVING:
+        if _command(args_list) not in INTERRUPT_IS_A_STOP:
             hold_ctrl_c.release()  # raises KeyboardInterrupt here if one came while the CLI was starting
         return _main(args_list, debug)
     except KeyboardInterrupt:  # between the two lines above, or held back since the start

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         import hypermesh.cli.render  # noqa: F401
 
     previous_term = signal.signal(signal.SIGTERM, _on_stop_signal)
-    # Ctrl-C is held from the command's start (hold_ctrl_c; main.HOLDS_CTRL_C_UNTIL_SERVING) until here.
+    # Ctrl-C is held from the command's start (hold_ctrl_c; main.INTERRUPT_IS_A_STOP) until here.
     held = signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         if getattr(held, "held", False) is True:
