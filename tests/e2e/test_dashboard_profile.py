@@ -7,6 +7,7 @@ flame graph the page shows must name it. An agent without CAP_BPF and CAP_PERFMO
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -32,6 +33,18 @@ def open_page(playwright, tmp_path, url: str):
     return context, page, problems
 
 
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def processes(svg: str) -> dict[str, int]:
+    """The flame graph's first level (one frame a command name) with its samples."""
+    return {m[0]: int(m[1]) for m in re.findall(r'data-n="([^"]*)" data-v="(\d+)" data-x="\d+" data-d="1"', svg)}
+
+
 def test_the_button_profiles_the_node_and_shows_the_flame_graph(playwright, tmp_path):
     require_root("the profiler needs CAP_BPF and CAP_PERFMON")
     spinner = tmp_path / f"hm-spinner-{os.getpid()}"[:15]
@@ -47,13 +60,20 @@ def test_the_button_profiles_the_node_and_shows_the_flame_graph(playwright, tmp_
             try:
                 wait_for(page, "!document.getElementById('profile-run').disabled")
                 page.fill("#profile-seconds", "2")
+                ran_before = cpu_ticks(spin.pid)
                 page.click("#profile-run")
                 wait_for(page, "!document.getElementById('profile-frame').hidden", 30)
-                assert "samples" in page.text_content("#profile-status")
+                ran = cpu_ticks(spin.pid) - ran_before
+                status = page.text_content("#profile-status")
+                assert "samples" in status
                 frame = page.frame_locator("#profile-frame")
                 frame.locator("svg").wait_for(timeout=15000)
                 svg = page.frames[1].content()
-                assert spinner.name in svg  # the spinner's own stacks, under its comm
+                # the spinner's own stacks, under its comm; if not, what the graph holds and what the spinner did
+                assert spinner.name in svg, (
+                    f"status {status!r}; the spinner ran {ran} ticks during the profile, alive: {spin.poll() is None}; "
+                    f"the graph's processes: {processes(svg)}"
+                )
                 assert page.frames[1].locator("rect").count() > 5
                 assert problems == []
             finally:
