@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import time
 import urllib.request
 
 import pytest
@@ -108,5 +111,32 @@ def test_a_write_naming_a_lease_not_yet_granted_is_refused_whole(tmp_path):
             etcd.grant_start(30, 1_000_000)()
         etcd.close()
         print(f"{refused} of 60 transactions reached etcd before their lease")
+    finally:
+        server.stop()
+
+
+def test_a_started_request_is_ready_only_once_etcd_has_answered(tmp_path):
+    """Reply.ready() (an Allocator settles the confirmations that are answered without waiting for any): while etcd
+    is stopped (SIGSTOP) nothing is ready; once it runs again, ready() turns true and reading does not wait."""
+    server = EtcdServer(tmp_path).start()
+    try:
+        etcd = Etcd(server.url)
+        etcd.put("/r/warm", b"1")  # a kept-alive connection first: the request below is written without waiting
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            written = etcd.txn_start([compare_mod_revision("/r/k", 0)], [request_put("/r/k", b"v")], [])
+            time.sleep(0.5)
+            assert not written.ready()  # etcd cannot have answered
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not written.ready():
+            assert time.monotonic() < deadline, "etcd did not answer within 10 s of SIGCONT"
+            time.sleep(0.01)
+        done, revision = written()
+        assert done and int(urllib_range(server.url, "/r/k")["kvs"][0]["mod_revision"]) == revision
+        assert written.ready() and written() == (True, revision)  # read once; the same answer again
+        etcd.close()
     finally:
         server.stop()

@@ -24,21 +24,26 @@ pytestmark = [pytest.mark.netns, pytest.mark.root, pytest.mark.slow]
 
 ALLOCATOR = """
 import json, sys
-from hypermesh.cluster.allocate import allocate
+from hypermesh.cluster.allocate import Allocator, allocate, wait_confirmed
 from hypermesh.cluster.etcd import Etcd
 from hypermesh.cluster.fanout import Client
 from hypermesh.cluster.limits import LimitExceeded
-etcd_url, owner, count, password = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+etcd_url, owner, count, password, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 client = Client(timeout_s=20.0, auth=("hm", password))
+# "once": each allocation as one CLI call makes it; "reuse": one Allocator for all (its last read, a shared lease)
+allocator = Allocator(Etcd(etcd_url, timeout_s=20.0), client) if mode == "reuse" else None
 granted = refused = 0
 for _ in range(count):
     try:
-        record = allocate(Etcd(etcd_url, timeout_s=20.0), client, "cpu", 0.1, owner)
+        if allocator is None:
+            record = allocate(Etcd(etcd_url, timeout_s=20.0), client, "cpu", 0.1, owner)
+        else:
+            record = allocator.allocate("cpu", 0.1, owner)
         print(json.dumps({"id": record["id"], "node": record["node_id"]}), flush=True)
         granted += 1
     except LimitExceeded:
         refused += 1
-print(json.dumps({"granted": granted, "refused": refused}), flush=True)
+print(json.dumps({"granted": granted, "refused": refused, "unconfirmed": wait_confirmed()}), flush=True)
 """
 
 
@@ -83,9 +88,20 @@ def test_five_concurrent_allocators_never_exceed_the_limit_and_match_the_ledgers
                 hub = net.prefix()
                 wait_until(lambda: len(registered(hub, etcd.url)) == 3, 20, "3 agents registered")
                 assert cluster(hub, "limit", "set", "cpu", "4", "--etcd", etcd.url).returncode == 0
+                # Allocators of both kinds race: the reusing ones start from reads the others' writes made stale.
                 allocators = [
                     subprocess.Popen(
-                        [*hub, sys.executable, "-c", ALLOCATOR, etcd.url, f"p{k}", "40", PASSWORD],
+                        [
+                            *hub,
+                            sys.executable,
+                            "-c",
+                            ALLOCATOR,
+                            etcd.url,
+                            f"p{k}",
+                            "40",
+                            PASSWORD,
+                            "reuse" if k % 2 else "once",
+                        ],
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
                         text=True,
@@ -100,6 +116,7 @@ def test_five_concurrent_allocators_never_exceed_the_limit_and_match_the_ledgers
                     ids += [line["id"] for line in lines if "id" in line]
                     for key in totals:
                         totals[key] += lines[-1][key]
+                    assert lines[-1]["unconfirmed"] == []
                 # 200 asked for 0.1 core each against a limit of 4 cores: exactly 40 granted, the rest refused.
                 assert totals == {"granted": 40, "refused": 160}
                 assert len(set(ids)) == 40
@@ -240,6 +257,117 @@ def test_an_allocation_acknowledged_before_its_confirmation_survives_its_allocat
         assert released.returncode == 0, released.stderr
         assert node_ledgers(net, 1) == []
         assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.0)
+
+
+REUSING_ALLOCATOR = """
+import json, sys, time
+import hypermesh.cluster.allocate as allocation
+from hypermesh.cluster.etcd import Etcd
+from hypermesh.cluster.fanout import Client
+from hypermesh.cluster.limits import ClusterLimits, LimitExceeded
+# Leases of 2 s, each used for 0.4 s: a run of 1.5 s goes through several.
+allocation.PENDING_TTL_S, allocation.ACK_MARGIN_S, allocation.LEASE_USE_S = 2, 0.5, 0.4
+calls = {"grant": 0, "read": 0}
+def counted(name, real):
+    def call(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+    return call
+Etcd.grant_start = counted("grant", Etcd.grant_start)
+ClusterLimits.read_for = counted("read", ClusterLimits.read_for)
+etcd_url, password = sys.argv[1], sys.argv[2]
+client = Client(timeout_s=20.0, auth=("hm", password))
+allocator = allocation.Allocator(Etcd(etcd_url), client)
+other = ClusterLimits(Etcd(etcd_url))  # another client, writing behind the allocator's back
+ids, refused, started = [], [], time.monotonic()
+for i in range(30):
+    if i == 10:  # another allocator takes 0.25: the reusing one's last read is stale
+        ids.append(allocation.allocate(Etcd(etcd_url), client, "cpu", 0.25, "other")["id"])
+    if i == 20:
+        other.set_limit("cpu", 0.25 + 0.05 * (len(ids) - 1))  # exactly what is held: the next one must be refused
+    if i == 21:
+        other.set_limit("cpu", 100)  # room again: the allocator's last read (a refusal) is stale
+    try:
+        ids.append(allocator.allocate("cpu", 0.05, "reuser")["id"])
+    except LimitExceeded as exc:
+        refused.append((i, str(exc)))
+    time.sleep(0.05)
+print(json.dumps({"ids": ids, "refused": refused, "calls": calls, "seconds": time.monotonic() - started,
+                  "unconfirmed": allocation.wait_confirmed()}), flush=True)
+"""
+
+
+def test_an_allocator_reused_shares_leases_and_its_reads_and_is_never_misled_by_them(tmp_path, auth_config):
+    """A scheduler's Allocator: 30 allocations through leases replaced every 0.4 s and reads re-used, while another
+    client allocates and changes the limit behind its back. Everything acknowledged is granted on the node and
+    confirmed in etcd; the limit is applied as it stands at each transaction."""
+    with _one_node_with_auth(tmp_path, auth_config, "100") as (net, etcd, hub, auth):
+        run = subprocess.run(
+            [*hub, sys.executable, "-c", REUSING_ALLOCATOR, etcd.url, PASSWORD],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["unconfirmed"] == []
+        # Refused exactly once: the allocation after the limit was lowered to what was held, on a fresh read.
+        assert [i for i, _ in out["refused"]] == [20] and "cluster limit for cpu" in out["refused"][0][1]
+        assert len(out["ids"]) == 30  # 29 of its own and the other's
+        ledger = node_ledgers(net, 1)
+        assert sorted(a["id"] for a in ledger) == sorted(out["ids"])
+        assert sum(a["amount"] for a in ledger) == pytest.approx(0.25 + 29 * 0.05)
+        listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+        assert sorted(a["id"] for a in listed["allocations"]) == sorted(out["ids"])
+        assert {a["state"] for a in listed["allocations"]} == {"granted"} and listed["repaired"] == []
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.25 + 29 * 0.05)
+        # Leases: one per 0.35-0.4 s (each used 7/8 of LEASE_USE_S at least), far fewer than allocations; reads: one per 3 s (MEMBERS_MAX_AGE_S) and one
+        # after each stale start (the other's write, two limit changes). The other allocator's own: one of each.
+        calls, seconds = out["calls"], out["seconds"]
+        assert 2 <= calls["grant"] - 1 <= seconds / 0.35 + 2, calls
+        assert 3 <= calls["read"] - 1 <= 1 + seconds // 3 + 3, calls
+
+
+SHARED_LEASE_KILLED = """
+import json, os, signal, sys
+import hypermesh.cluster.allocate as allocation
+from hypermesh.cluster.etcd import Etcd
+from hypermesh.cluster.fanout import Client
+from hypermesh.cluster.limits import ClusterLimits
+allocation.PENDING_TTL_S, allocation.ACK_MARGIN_S = 2, 1.0
+ClusterLimits.confirm_start = lambda *args, **kwargs: (lambda: True)  # no confirmation ever reaches etcd
+real_grant, reserved = allocation._grant, []
+def grant(limits, client, candidates, body, *rest):
+    reserved.append(body["id"])
+    if len(reserved) == 3:  # the third reservation is made, on the same lease: killed before its node is asked
+        print(json.dumps({"abandoned": body["id"]}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_grant(limits, client, candidates, body, *rest)
+allocation._grant = grant
+allocator = allocation.Allocator(Etcd(sys.argv[1]), Client(timeout_s=20.0, auth=("hm", sys.argv[2])))
+for _ in range(3):
+    print(json.dumps(allocator.allocate("cpu", 0.25, "shared")), flush=True)
+"""
+
+
+def test_an_allocator_killed_with_acknowledged_grants_on_its_shared_lease_loses_none(tmp_path, auth_config):
+    """Two allocations acknowledged (their confirmations lost) and a third reserved on the same lease, then SIGKILL:
+    once the lease ends, repair keeps the two the node holds and drops the one it never saw."""
+    with _one_node_with_auth(tmp_path, auth_config, "1") as (net, etcd, hub, auth):
+        crash = subprocess.run(
+            [*hub, sys.executable, "-c", SHARED_LEASE_KILLED, etcd.url, PASSWORD],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert crash.returncode == -signal.SIGKILL, crash.stderr
+        *acked, abandoned = [json.loads(line) for line in crash.stdout.splitlines()]
+        acked_ids = sorted(a["id"] for a in acked)
+        assert len(acked_ids) == 2 and {a["state"] for a in acked} == {"granted"}
+        assert sorted(a["id"] for a in node_ledgers(net, 1)) == acked_ids
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.75)  # all three, while the lease lasts
+        time.sleep(2 + 1.5)  # the lease ends: the three pending records go with it, the usage entries stay
+        listed = json.loads(cluster(hub, "allocations", "--etcd", etcd.url, "--json", *auth).stdout)
+        assert sorted(listed["repaired"]) == sorted([*acked_ids, abandoned["abandoned"]])
+        assert sorted(a["id"] for a in listed["allocations"]) == acked_ids
+        assert {a["state"] for a in listed["allocations"]} == {"granted"}
+        assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(0.5)
 
 
 def test_a_node_without_room_hands_the_reservation_to_the_next(tmp_path, auth_config):

@@ -11,12 +11,13 @@ import contextlib
 import logging
 import random
 import secrets
+import threading
 import time
 
 from hypermesh.cluster.etcd import LEASE_NOT_FOUND, Etcd, EtcdError, KeyValue
 from hypermesh.cluster.fanout import Client, Node, collect
 from hypermesh.cluster.http1 import HttpFailure
-from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits
+from hypermesh.cluster.limits import PENDING_TTL_S, ClusterLimits, Prefetch
 from hypermesh.cluster.membership import NODES_PREFIX, Member
 from hypermesh.errors import BackendError, InvalidInput, NotFound
 
@@ -27,13 +28,19 @@ if TYPE_CHECKING:
 
     from hypermesh.cluster.limits import Holds
 
-__all__ = ["ONE_ASSET_KINDS", "NodeRefused", "allocate", "node_holds", "release", "wait_confirmed"]
+__all__ = ["ONE_ASSET_KINDS", "Allocator", "NodeRefused", "allocate", "node_holds", "release", "wait_confirmed"]
 
 # Kinds a node has one asset of (Inventory.allocate takes them without an asset id).
 ONE_ASSET_KINDS = ("cpu", "memory")
 # An allocation is acknowledged before its confirmation only while its lease has this much left: a repair asks the
 # node only after the lease ended, by when a grant acknowledged this early has long been made.
 ACK_MARGIN_S = 5.0
+# An Allocator names its shared lease in new reservations for this long after asking for it (the next one is asked
+# for ahead, in its last eighth): an allocation that takes up to PENDING_TTL_S - ACK_MARGIN_S - LEASE_USE_S (5 s) is
+# still acknowledged before its confirmation.
+LEASE_USE_S = 5.0
+# An Allocator re-reads the registered agents at least this often (their registrations' own TTL is 10 s).
+MEMBERS_MAX_AGE_S = 3.0
 
 
 class NodeRefused(InvalidInput):
@@ -69,89 +76,178 @@ def pick_node(
 def allocate(
     etcd: Etcd, client: Client, kind: str, amount: float, owner: str, node_id: str | None = None
 ) -> dict[str, Any]:
-    """Reserve, grant, acknowledge, confirm (limits.py). The lease is granted while the limits are read (neither
-    needs the other), so the cluster's part before the node is asked is two etcd round trips in a row.
+    """One cluster allocation, as `hypermesh cluster allocate` makes it: Allocator(etcd, client, reuse=False)."""
+    return Allocator(etcd, client, reuse=False).allocate(kind, amount, owner, node_id)
 
-    Which node: for a kind with one asset per node (cpu, memory) the nodes are asked in turn, in random order
-    (allocations spread over the nodes), and a node whose ledger refuses (409: not enough left there) hands over to
-    the next one under the same reservation: the node's ledger decides, so asking every node for its room first
-    (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other kinds the
-    asset must be named, so the node and asset with the most room are picked from the nodes' own snapshots.
 
-    Returns once the node's ledger holds the grant, with the record's confirmation (one more etcd write) sent and
-    not waited for: etcd applies it meanwhile, and wait_confirmed() (or the interpreter's exit) reads its answer.
-    Near the end of its lease, it confirms before it returns. Why an allocator that dies before its confirmation is
-    applied loses nothing: limits.py. The lease is granted with the same trick: sent before the read, its answer
-    read after the reservation that names it."""
-    limits = ClusterLimits(etcd)
-    started = time.monotonic()  # before the lease is asked for: its end is later than started + PENDING_TTL_S
-    # The lease's id is ours (random, 62 bits): the reservation can name it before etcd's answer to the grant is
-    # read, so the grant costs no round trip of its own. Its answer is read (and checked) before any node is asked.
-    lease = secrets.randbits(62) + 1
-    lease_answer = etcd.grant_start(PENDING_TTL_S, lease)
-    try:
-        # The agents, the kind's limits and usage: one round trip, not queued behind the lease's write.
-        read = limits.read_for(kind, serializable=True)
-        members = _registered(etcd, read.nodes)
-        if kind in ONE_ASSET_KINDS:
-            candidates = _named(members, node_id) if node_id is not None else random.sample(members, len(members))
-            asset = None
-        else:
-            member, asset = pick_node(client, members, kind, amount, node_id)
-            candidates = [member]
-        first = candidates[0]
+class _Lease:
+    """A lease for pending records. Its id is ours (random, 62 bits): a reservation can name it before etcd's answer
+    to the grant is read, so the grant costs no round trip of its own. ``started`` is before the grant was sent: the
+    lease ends later than started + PENDING_TTL_S."""
 
-        def reserve() -> tuple[str, dict[str, Any], int]:
-            return limits.reserve_at(
-                kind, amount, owner, lease, first.node_id, first.url, read=read, holds=node_holds(client)
-            )
+    __slots__ = ("answer", "granted", "id", "started")
 
+    def __init__(self, etcd: Etcd) -> None:
+        self.started = time.monotonic()
+        self.id = secrets.randbits(62) + 1
+        self.answer = etcd.grant_start(PENDING_TTL_S, self.id)
+        self.granted = False
+
+    def wait(self) -> None:
+        """Read the grant's answer (EtcdError if etcd did not grant it)."""
+        if not self.granted:
+            self.answer()
+            self.granted = True
+
+
+class Allocator:
+    """Cluster allocations (limits.py has the protocol and why nothing is over-committed or lost).
+
+    ``reuse=False``: each allocation on its own, as one CLI call makes it: a lease granted for it (sent before the
+    read, its answer read after the reservation that names it), and the kind's limits, usage and the agents read.
+
+    ``reuse=True`` (the default): successive allocations from one process, as a scheduler makes them, with two costs
+    fewer on each after the first. The reservation starts from this client's last read of the kind, with the usage
+    key as its own last transaction wrote it: the transaction compares the revisions it relied on, so a stale start
+    costs one re-read (another allocator went first, a limit changed), never a wrong grant, and a refusal is
+    checked against a fresh read before it is given. The agents are re-read after MEMBERS_MAX_AGE_S (a lost agent
+    is also found by the grant itself: refused, the next node is asked). And the pending records share one lease,
+    used for LEASE_USE_S and then replaced by one granted ahead, so no allocation waits for a grant: each is still
+    acknowledged only while its lease has ACK_MARGIN_S left, as repair() requires.
+
+    One allocation at a time (a lock): for parallel allocations, one Allocator per thread."""
+
+    def __init__(self, etcd: Etcd, client: Client, *, reuse: bool = True) -> None:
+        self.etcd, self.client, self.reuse = etcd, client, reuse
+        self.limits = ClusterLimits(etcd)
+        self._lock = threading.Lock()
+        self._lease: _Lease | None = None
+        self._next_lease: _Lease | None = None
+
+    def allocate(self, kind: str, amount: float, owner: str, node_id: str | None = None) -> dict[str, Any]:
+        """Reserve, grant, acknowledge, confirm (limits.py): the granted record, once the node's ledger holds it.
+
+        Which node: for a kind with one asset per node (cpu, memory) the nodes are asked in turn, in random order
+        (allocations spread over the nodes), and a node whose ledger refuses (409: not enough left there) hands over
+        to the next one under the same reservation: the node's ledger decides, so asking every node for its room
+        first (``GET /v1/assets``) would cost a round trip to learn what the grant itself answers. For the other
+        kinds the asset must be named, so the node and asset with the most room are picked from the nodes' own
+        snapshots.
+
+        Returns with the record's confirmation (one more etcd write) sent and not waited for: etcd applies it
+        meanwhile, and wait_confirmed() (or the interpreter's exit) reads its answer. Near the end of its lease, it
+        confirms before it returns. Why an allocator that dies before its confirmation is applied loses nothing:
+        limits.py."""
+        with self._lock:
+            _settle_answered()
+            return self._allocate(kind, amount, owner, node_id)
+
+    def _allocate(self, kind: str, amount: float, owner: str, node_id: str | None) -> dict[str, Any]:
+        lease = self._lease_now()
+        limits = self.limits
         try:
-            allocation_id, record, revision = reserve()
-        except EtcdError as exc:
-            if LEASE_NOT_FOUND not in str(exc):
-                raise
-            lease_answer()  # etcd has not applied the grant yet: wait for it, then reserve (nothing was written)
-            allocation_id, record, revision = reserve()
-    except BaseException:
-        _revoke_ours(etcd, lease, lease_answer)
-        raise
-    try:
-        lease_answer()
-    except EtcdError:
-        # Not granted (an id that exists: a 2**-62 chance, or etcd failed): the record must not live on that lease.
-        limits.undo(allocation_id, kind)
-        raise
-    body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
-    if asset is not None:
-        body["asset"] = asset
-    member, record, revision = _grant(limits, client, candidates, body, record, revision, lease)
-    granted = {**record, "state": "granted"}
-    # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
-    # Revoking would be one more raft write (an fsync) on every allocation's path.
-    if time.monotonic() - started < PENDING_TTL_S - ACK_MARGIN_S:
+            # The agents, the kind's limits and usage: one round trip, not queued behind the lease's write.
+            read = self._read(kind)
+            members = _registered(self.etcd, read.nodes)
+            if kind in ONE_ASSET_KINDS:
+                candidates = _named(members, node_id) if node_id is not None else random.sample(members, len(members))
+                asset = None
+            else:
+                member, asset = pick_node(self.client, members, kind, amount, node_id)
+                candidates = [member]
+            first = candidates[0]
+
+            def reserve() -> tuple[str, dict[str, Any], int]:
+                return limits.reserve_at(
+                    kind, amount, owner, lease.id, first.node_id, first.url, read=read, holds=node_holds(self.client)
+                )
+
+            try:
+                allocation_id, record, revision = reserve()
+            except EtcdError as exc:
+                if LEASE_NOT_FOUND not in str(exc):
+                    raise
+                if lease.granted:  # a shared lease etcd no longer has (revoked by hand, etcd's data lost): a new one
+                    self._lease = self._next_lease = None
+                    lease = self._lease_now()
+                lease.wait()  # etcd has not applied the grant yet: wait for it, then reserve (nothing was written)
+                allocation_id, record, revision = reserve()
+        except BaseException as exc:
+            self._drop_lease(lease, exc)
+            raise
         try:
-            outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
-        except EtcdError as exc:
-            _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, exc))
-        else:
-            _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
-            _wait_at_exit()
+            lease.wait()
+        except EtcdError:
+            # Not granted (an id that exists: a 2**-62 chance, or etcd failed): the record must not live on that lease.
+            self._lease = None
+            limits.undo(allocation_id, kind)
+            raise
+        body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
+        if asset is not None:
+            body["asset"] = asset
+        member, record, revision = _grant(limits, self.client, candidates, body, record, revision, lease.id)
+        granted = {**record, "state": "granted"}
+        # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
+        # Revoking would be one more raft write (an fsync) on every allocation's path.
+        if time.monotonic() - lease.started < PENDING_TTL_S - ACK_MARGIN_S:
+            try:
+                outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
+            except EtcdError as exc:
+                _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, exc))
+            else:
+                _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
+                _wait_at_exit()
+            return granted
+        # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
+        if not limits.confirm(allocation_id, record, revision) and not limits.adopt(allocation_id, kind):
+            # The reservation ended (its lease) while the node granted: give the node's grant back.
+            with contextlib.suppress(HttpFailure):
+                self.client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
+            raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
         return granted
-    # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
-    if not limits.confirm(allocation_id, record, revision) and not limits.adopt(allocation_id, kind):
-        # The reservation ended (its lease) while the node granted: give the node's grant back.
-        with contextlib.suppress(HttpFailure):
-            client.send_sync(f"{member.url}/v1/allocations/{allocation_id}", "DELETE")
-        raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
-    return granted
+
+    def release(self, allocation_id: str) -> dict[str, Any]:
+        """release() through this allocator's etcd client (its next reservation starts from what the release wrote)."""
+        with self._lock:
+            return _release(self.limits, self.client, allocation_id)
+
+    def _read(self, kind: str) -> Prefetch:
+        latest = self.limits.latest.get(kind)
+        if self.reuse and latest is not None and time.monotonic() - latest.read_at < MEMBERS_MAX_AGE_S:
+            latest.serializable = True  # as of some time ago: a refusal on it is checked against a fresh read
+            return latest
+        return self.limits.read_for(kind, serializable=True)
+
+    def _lease_now(self) -> _Lease:
+        """The lease the next reservation names: a new one for each allocation without reuse; with reuse, the current
+        one until LEASE_USE_S, then the one granted ahead of it (asked for in the last eighth of the current one's
+        use: each is used for 7/8 of LEASE_USE_S at least)."""
+        if not self.reuse:
+            return _Lease(self.etcd)
+        lease = self._lease
+        if lease is None or time.monotonic() - lease.started >= LEASE_USE_S:
+            lease, self._next_lease = self._next_lease or _Lease(self.etcd), None
+            if time.monotonic() - lease.started >= LEASE_USE_S:  # granted ahead, then left unused too long
+                lease = _Lease(self.etcd)
+            self._lease = lease
+        elif self._next_lease is None and time.monotonic() - lease.started >= LEASE_USE_S * 7 / 8:
+            self._next_lease = _Lease(self.etcd)  # its answer is read when it is taken into use
+        return lease
+
+    def _drop_lease(self, lease: _Lease, exc: BaseException) -> None:
+        """After a failure before any node was asked: a lease of its own is revoked (its pending record, if any, goes
+        with it); a shared one stays for the records it carries, unless etcd said it does not have it."""
+        if not self.reuse:
+            _revoke_ours(self.etcd, lease)
+        elif isinstance(exc, EtcdError) and (LEASE_NOT_FOUND in str(exc) or not lease.granted):
+            self._lease = None
 
 
-def _revoke_ours(etcd: Etcd, lease: int, lease_answer: Callable[[], int]) -> None:
+def _revoke_ours(etcd: Etcd, lease: _Lease) -> None:
     """Revoke the lease if the grant was ours (never one that existed before: someone else's)."""
     with contextlib.suppress(EtcdError):
-        lease_answer()
-        etcd.revoke(lease)
+        lease.wait()
+        etcd.revoke(lease.id)
 
 
 class _Confirmation:
@@ -161,6 +257,10 @@ class _Confirmation:
 
     def __init__(self, limits: ClusterLimits, allocation_id: str, kind: str, outcome: Callable[[], bool]) -> None:
         self.limits, self.allocation_id, self.kind, self.outcome = limits, allocation_id, kind, outcome
+
+    def answered(self) -> bool:
+        ready = getattr(self.outcome, "ready", None)
+        return ready is None or bool(ready())
 
     def finish(self) -> str | None:
         """None when the record is granted (or the allocation was released meanwhile); else what went wrong."""
@@ -182,6 +282,14 @@ def _unconfirmed(allocation_id: str, exc: Exception) -> str:
         f"allocation {allocation_id} is granted but etcd did not record it as confirmed ({exc}); its reservation "
         "holds, and 'hypermesh cluster allocations' confirms it from the node's ledger"
     )
+
+
+def _settle_answered() -> None:
+    """Finish the confirmations etcd has answered (their connections go back to the pool), without waiting for any."""
+    answered = [c for c in _CONFIRMING if c.answered()]
+    if answered:
+        _CONFIRMING[:] = [c for c in _CONFIRMING if c not in answered]
+        _CONFIRM_FAILURES.extend(problem for c in answered if (problem := c.finish()) is not None)
 
 
 def wait_confirmed() -> list[str]:
@@ -285,7 +393,11 @@ def _registered(etcd: Etcd, kvs: list[KeyValue]) -> list[Member]:
 
 
 def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
-    limits = ClusterLimits(etcd)
+    """Release a cluster allocation: the node's grant, then the reservation. Returns its record."""
+    return _release(ClusterLimits(etcd), client, allocation_id)
+
+
+def _release(limits: ClusterLimits, client: Client, allocation_id: str) -> dict[str, Any]:
     try:
         record = limits.allocation(allocation_id)
     except NotFound:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import select
 import threading
 import urllib.parse
+from typing import Generic, TypeVar
 
 from hypermesh.errors import HypermeshError, InvalidInput
 
@@ -23,12 +25,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+T = TypeVar("T")
+U = TypeVar("U")
+
 __all__ = [
     "LEASE_NOT_FOUND",
     "Etcd",
     "EtcdError",
     "EtcdUnavailable",
     "KeyValue",
+    "Reply",
     "check_etcd_url",
     "compare_mod_revision",
     "prefix_end",
@@ -90,6 +96,22 @@ def _b64(text: str | bytes) -> str:
 
 def _unb64(text: str | None) -> bytes:
     return base64.b64decode(text or "")
+
+
+class Reply(Generic[T]):
+    """A request sent: calling it reads its answer (once; again, the same answer or error), ready() says whether
+    that would return without waiting for etcd."""
+
+    __slots__ = ("_read", "ready")
+
+    def __init__(self, read: Callable[[], T], ready: Callable[[], bool]) -> None:
+        self._read, self.ready = read, ready
+
+    def __call__(self) -> T:
+        return self._read()
+
+    def then(self, convert: Callable[[T], U]) -> Reply[U]:
+        return Reply(lambda: convert(self._read()), self.ready)
 
 
 class Etcd:
@@ -174,7 +196,7 @@ class Etcd:
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.start(path, body)()
 
-    def start(self, path: str, body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    def start(self, path: str, body: dict[str, Any]) -> Reply[dict[str, Any]]:
         """Send a request now and return what reads its answer: requests started one after another on their own
         connections are served by etcd at the same time, without a thread per request (starting a thread costs
         about as much as a round trip on a loaded 2-core machine). Raises as call() does, each where it happens;
@@ -200,7 +222,14 @@ class Etcd:
                 raise outcome[0]
             return outcome[0]
 
-        return answer
+        def ready() -> bool:
+            sock = connection.sock
+            if outcome or sock is None:
+                return True
+            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted and buffered
+            return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
+
+        return Reply(answer, ready)
 
     def _unavailable(self, exc: BaseException) -> EtcdUnavailable:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -225,15 +254,14 @@ class Etcd:
     def grant(self, ttl_s: int) -> int:
         return self.grant_start(ttl_s)()
 
-    def grant_start(self, ttl_s: int, lease: int = 0) -> Callable[[], int]:
+    def grant_start(self, ttl_s: int, lease: int = 0) -> Reply[int]:
         """grant() sent now, its lease id read when called (start()). ``lease``: the id to grant (etcd refuses one
         that exists: "lease already exists"), so that it can be used before the answer is read; a write naming it
         that etcd applies before the grant is refused with LEASE_NOT_FOUND and nothing else."""
         body: dict[str, Any] = {"TTL": ttl_s}
         if lease:
             body["ID"] = str(lease)
-        answer = self.start("lease/grant", body)
-        return lambda: int(answer()["ID"])
+        return self.start("lease/grant", body).then(lambda data: int(data["ID"]))
 
     def keepalive(self, lease: int) -> int:
         """The lease's remaining TTL after this renewal; 0 when etcd no longer has it (it expired)."""
@@ -279,15 +307,10 @@ class Etcd:
 
     def txn_start(
         self, compare: list[dict[str, Any]], success: list[dict[str, Any]], failure: list[dict[str, Any]]
-    ) -> Callable[[], tuple[bool, int]]:
+    ) -> Reply[tuple[bool, int]]:
         """txn_at() sent now, its outcome read when called (start())."""
         answer = self.start("kv/txn", {"compare": compare, "success": success, "failure": failure})
-
-        def outcome() -> tuple[bool, int]:
-            data = answer()
-            return bool(data.get("succeeded")), int(data["header"]["revision"])
-
-        return outcome
+        return answer.then(lambda data: (bool(data.get("succeeded")), int(data["header"]["revision"])))
 
     def read_many(self, prefixes: list[str], serializable: bool = False) -> tuple[list[list[KeyValue]], int]:
         """The keys under each prefix, all read at one revision in one round trip (a transaction of ranges only,

@@ -43,6 +43,7 @@ from hypermesh.cluster.etcd import (
     Etcd,
     EtcdError,
     KeyValue,
+    Reply,
     compare_mod_revision,
     request_delete,
     request_put,
@@ -116,14 +117,17 @@ def _fmt(value: float) -> str:
 
 
 class Prefetch:
-    """A kind's limit keys and usage key, and the registered agents, as one read returned them."""
+    """A kind's limit keys and usage key, and the registered agents, as one read returned them (``read_at``: when,
+    time.monotonic()). ClusterLimits.latest keeps the last one per kind with the usage key as this client last wrote
+    it, so that the next reservation can start from it (a transaction finds it stale if another client wrote since)."""
 
-    __slots__ = ("limits", "nodes", "serializable", "usage")
+    __slots__ = ("limits", "nodes", "read_at", "serializable", "usage")
 
     def __init__(
         self, limits: list[KeyValue], usage: KeyValue | None, nodes: list[KeyValue], serializable: bool = False
     ) -> None:
         self.limits, self.usage, self.nodes, self.serializable = limits, usage, nodes, serializable
+        self.read_at = time.monotonic()
 
 
 def _reserved(kv: KeyValue | None) -> tuple[dict[str, dict[str, Any]], int]:
@@ -160,6 +164,8 @@ class ClusterLimits:
         self.etcd = etcd
         # Entries the last repair() kept because their node could not be asked whether it granted them.
         self.unverified: list[str] = []
+        # Per kind, the last read (read_for) with the usage key as this client last wrote it (_wrote).
+        self.latest: dict[str, Prefetch] = {}
 
     # ------------------------------------------------------------------------------------------- limits
     def set_limit(self, kind: str, amount: float, owner: str | None = None) -> None:
@@ -194,7 +200,18 @@ class ClusterLimits:
         prefixes = [LIMITS + kind, USAGE + kind, NODES_PREFIX]
         (limit_kvs, usage_kvs, nodes), _ = self.etcd.read_many(prefixes, serializable)
         usage = next((kv for kv in usage_kvs if kv.key == USAGE + kind), None)
-        return Prefetch(limit_kvs, usage, nodes, serializable)
+        read = self.latest[kind] = Prefetch(limit_kvs, usage, nodes, serializable)
+        return read
+
+    def _wrote(self, kind: str, value: bytes, revision: int) -> None:
+        """A transaction of ours wrote the usage key (``value``) at ``revision``: the next reservation of the kind
+        may start from it. The limits and agents it keeps from the last read are checked by that reservation's
+        transaction (limits: their revisions) or by the nodes themselves (agents)."""
+        latest = self.latest.get(kind)
+        if latest is not None and (latest.usage is None or latest.usage.mod_revision < revision):
+            latest.usage = KeyValue(USAGE + kind, value, revision, 0, 0)
+            latest.serializable = True  # stale by the time it is used, perhaps: a refusal re-reads first
+            latest.serializable = True  # it may be stale by now: a refusal is checked against a fresh read
 
     def reserve_at(
         self,
@@ -246,16 +263,18 @@ class ClusterLimits:
                 "state": "pending",
                 "created_at": time.time(),
             }
+            usage = json.dumps({"reserved": reserved}).encode()
             done, written_at = self.etcd.txn_at(
                 [compare_mod_revision(USAGE + kind, revision)]
                 + [compare_mod_revision(key, mod_revision) for key, mod_revision in applied.items()],
                 [
-                    request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
+                    request_put(USAGE + kind, usage),
                     request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
                 ],
                 [],
             )
             if done:
+                self._wrote(kind, usage, written_at)
                 return allocation_id, record, written_at
             read = self.read_for(kind)  # linearizable: another allocator went first, or a limit changed
         raise EtcdError(f"cluster allocation of {kind}: {MAX_ATTEMPTS} conflicting transactions in a row; retry")
@@ -270,12 +289,12 @@ class ClusterLimits:
 
     def confirm_start(
         self, allocation_id: str, record: dict[str, Any] | None = None, revision: int = 0, **changes: Any
-    ) -> Callable[[], bool]:
+    ) -> Reply[bool]:
         """confirm() sent now (Etcd.start), its outcome read when called."""
         if record is None or not revision:
             kv = self.etcd.get(ALLOCATIONS + allocation_id)
             if kv is None:
-                return lambda: False
+                return Reply(lambda: False, lambda: True)
             record, revision = _json(kv.value), kv.mod_revision
         record = {**record, **changes, "state": "granted"}
         outcome = self.etcd.txn_start(
@@ -283,7 +302,7 @@ class ClusterLimits:
             [request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode())],
             [],
         )
-        return lambda: outcome()[0]
+        return outcome.then(lambda done: done[0])
 
     def move(
         self, allocation_id: str, record: dict[str, Any], revision: int, lease: int, node_id: str, node_url: str
@@ -298,18 +317,20 @@ class ClusterLimits:
             if entry is None:
                 return None
             reserved[allocation_id] = _entry(float(entry["amount"]), str(entry["owner"]), node_id, node_url)
+            usage = json.dumps({"reserved": reserved}).encode()
             done, written_at = self.etcd.txn_at(
                 [
                     compare_mod_revision(USAGE + kind, usage_revision),
                     compare_mod_revision(ALLOCATIONS + allocation_id, revision),
                 ],
                 [
-                    request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
+                    request_put(USAGE + kind, usage),
                     request_put(ALLOCATIONS + allocation_id, json.dumps(record).encode(), lease=lease),
                 ],
                 [],
             )
             if done:
+                self._wrote(kind, usage, written_at)
                 return record, written_at
             kv = self.etcd.get(ALLOCATIONS + allocation_id)
             if kv is None or kv.mod_revision != revision:
@@ -352,14 +373,14 @@ class ClusterLimits:
         for _ in range(MAX_ATTEMPTS):
             reserved, revision = self._usage(kind)
             reserved.pop(allocation_id, None)
-            if self.etcd.txn(
+            usage = json.dumps({"reserved": reserved}).encode()
+            done, written_at = self.etcd.txn_at(
                 [compare_mod_revision(USAGE + kind, revision)],
-                [
-                    request_put(USAGE + kind, json.dumps({"reserved": reserved}).encode()),
-                    request_delete(ALLOCATIONS + allocation_id),
-                ],
+                [request_put(USAGE + kind, usage), request_delete(ALLOCATIONS + allocation_id)],
                 [],
-            ):
+            )
+            if done:
+                self._wrote(kind, usage, written_at)
                 return
         raise EtcdError(f"could not remove reservation {allocation_id}: too many conflicting transactions; retry")
 
@@ -393,13 +414,16 @@ class ClusterLimits:
                     self.unverified += sorted(orphans)
                     break
                 kept = {id: entry for id, entry in reserved.items() if verdicts.get(id) is not False}
-                puts = [request_put(USAGE + kind, json.dumps({"reserved": kept}).encode())]
+                usage = json.dumps({"reserved": kept}).encode()
+                puts = [request_put(USAGE + kind, usage)]
                 compares = [compare_mod_revision(USAGE + kind, revision)]
                 for id, verdict in verdicts.items():
                     if verdict:
                         compares.append(compare_mod_revision(ALLOCATIONS + id, 0))
                         puts.append(request_put(ALLOCATIONS + id, json.dumps(_granted(kind, id, orphans[id])).encode()))
-                if self.etcd.txn(compares, puts, []):
+                done, written_at = self.etcd.txn_at(compares, puts, [])
+                if done:
+                    self._wrote(kind, usage, written_at)
                     repaired += sorted(settled)
                     self.unverified += sorted(id for id, verdict in verdicts.items() if verdict is None)
                     break
