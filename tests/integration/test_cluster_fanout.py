@@ -292,3 +292,70 @@ def test_a_dripping_server_is_cut_at_the_deadline_and_post_bodies_arrive(fan):
     with pytest.raises(HttpFailure) as refused:
         client.send_sync(server.url + "/v1/allocations", "DELETE")  # the server is closed now
     assert refused.value.kind == "refused"
+
+
+def _answer_echo(server: RawServer, conn: socket.socket) -> bool:
+    """Read one request and answer it with its own JSON body; False when the client closed instead."""
+    request = server.read_request(conn)
+    if not request:
+        return False
+    body = json.dumps({"got": json.loads(request.partition(b"\r\n\r\n")[2])}).encode()
+    conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return True
+
+
+def test_kept_connections_are_reused_and_replaced_once_the_server_closed_them():
+    """send_sync(keep=...) (an Allocator's grants): one connection for many requests; one the server closed after
+    its third answer is replaced, and every request reaches the server exactly once."""
+    accepted = []
+
+    def three_then_close(conn: socket.socket) -> None:
+        accepted.append(conn)
+        for _ in range(3):
+            if not _answer_echo(server, conn):
+                return
+
+    server = RawServer(three_then_close)
+    kept: dict = {}
+    waited = []
+    try:
+        client = Client(timeout_s=5)
+        for i in range(7):
+            status, answer = client.send_sync(
+                server.url + "/v1/allocations", "POST", {"n": i}, keep=kept, while_waiting=lambda: waited.append(1)
+            )
+            assert (status, answer) == (201, {"got": {"n": i}})
+    finally:
+        server.close()
+    assert len(accepted) == 3  # 3 + 3 + 1 requests
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["n"] for r in server.requests] == list(range(7))
+    assert len(waited) == 7  # once per request, between sending it and reading its answer
+    assert len(kept) == 1
+    for connection in kept.values():
+        connection.close()
+
+
+def test_a_kept_connection_lost_after_sending_is_never_reported_as_refused():
+    """The server reads the second request, then closes it and stops listening: that request may have been acted
+    on, so the failure is not "refused" (which would let an allocation be handed to another node)."""
+    seen = []
+
+    def answer_one_then_vanish(conn: socket.socket) -> None:
+        _answer_echo(server, conn)
+        seen.append(server.read_request(conn))  # the second request arrives...
+        with contextlib.suppress(OSError):
+            server.sock.shutdown(socket.SHUT_RDWR)  # ...and the server goes away without answering it
+        server.sock.close()
+
+    server = RawServer(answer_one_then_vanish)
+    kept: dict = {}
+    try:
+        client = Client(timeout_s=5)
+        assert client.send_sync(server.url + "/v1/allocations", "POST", {"n": 1}, keep=kept)[0] == 201
+        with pytest.raises(HttpFailure) as lost:
+            client.send_sync(server.url + "/v1/allocations", "POST", {"n": 2}, keep=kept)
+    finally:
+        server.close()
+    assert seen and b'{"n": 2}' in seen[0]  # it did reach the server
+    assert lost.value.kind == "bad answer" and "refused" in lost.value.message
+    assert kept == {}

@@ -335,12 +335,12 @@ from hypermesh.cluster.limits import ClusterLimits
 allocation.PENDING_TTL_S, allocation.ACK_MARGIN_S = 2, 1.0
 ClusterLimits.confirm_start = lambda *args, **kwargs: (lambda: True)  # no confirmation ever reaches etcd
 real_grant, reserved = allocation._grant, []
-def grant(limits, client, candidates, body, *rest):
+def grant(limits, client, candidates, body, *rest, **named):
     reserved.append(body["id"])
     if len(reserved) == 3:  # the third reservation is made, on the same lease: killed before its node is asked
         print(json.dumps({"abandoned": body["id"]}), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_grant(limits, client, candidates, body, *rest)
+    return real_grant(limits, client, candidates, body, *rest, **named)
 allocation._grant = grant
 allocator = allocation.Allocator(Etcd(sys.argv[1]), Client(timeout_s=20.0, auth=("hm", sys.argv[2])))
 for _ in range(3):

@@ -23,9 +23,10 @@ from hypermesh.errors import BackendError, InvalidInput, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
+    from hypermesh.cluster.http1 import Connection
     from hypermesh.cluster.limits import Holds
 
 __all__ = ["ONE_ASSET_KINDS", "Allocator", "NodeRefused", "allocate", "node_holds", "release", "wait_confirmed"]
@@ -123,6 +124,8 @@ class Allocator:
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._next_lease: _Lease | None = None
+        # Connections to the agents, kept between grants and releases with reuse (none kept without).
+        self._kept: dict[tuple[str, int, bool], Connection] | None = {} if reuse else None
 
     def allocate(self, kind: str, amount: float, owner: str, node_id: str | None = None) -> dict[str, Any]:
         """Reserve, grant, acknowledge, confirm (limits.py): the granted record, once the node's ledger holds it.
@@ -139,7 +142,6 @@ class Allocator:
         confirms before it returns. Why an allocator that dies before its confirmation is applied loses nothing:
         limits.py."""
         with self._lock:
-            _settle_answered()
             return self._allocate(kind, amount, owner, node_id)
 
     def _allocate(self, kind: str, amount: float, owner: str, node_id: str | None) -> dict[str, Any]:
@@ -185,7 +187,9 @@ class Allocator:
         body: dict[str, Any] = {"kind": kind, "amount": amount, "owner": owner, "id": allocation_id}
         if asset is not None:
             body["asset"] = asset
-        member, record, revision = _grant(limits, self.client, candidates, body, record, revision, lease.id)
+        member, record, revision = _grant(
+            limits, self.client, candidates, body, record, revision, lease.id, keep=self._kept
+        )
         granted = {**record, "state": "granted"}
         # The lease is not revoked: the confirmed record no longer uses it, and etcd ends it within PENDING_TTL_S.
         # Revoking would be one more raft write (an fsync) on every allocation's path.
@@ -193,9 +197,10 @@ class Allocator:
             try:
                 outcome = limits.confirm_start(allocation_id, record, revision)  # sent: etcd applies it meanwhile
             except EtcdError as exc:
-                _CONFIRM_FAILURES.append(_unconfirmed(allocation_id, exc))
+                _failed([_unconfirmed(allocation_id, exc)])
             else:
-                _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
+                with _CONFIRM_LOCK:
+                    _CONFIRMING.append(_Confirmation(limits, allocation_id, str(record["kind"]), outcome))
                 _wait_at_exit()
             return granted
         # Late: the lease may have ended, and a repair may have asked the node before it granted and removed the entry.
@@ -206,10 +211,23 @@ class Allocator:
             raise BackendError("the reservation expired before the node's grant was confirmed; nothing was allocated")
         return granted
 
+    def close(self) -> None:
+        """Close the connections kept to the agents (the etcd client is the caller's)."""
+        with self._lock:
+            kept, self._kept = self._kept, {} if self.reuse else None
+        for connection in (kept or {}).values():
+            connection.close()
+
+    def __enter__(self) -> Allocator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def release(self, allocation_id: str) -> dict[str, Any]:
         """release() through this allocator's etcd client (its next reservation starts from what the release wrote)."""
         with self._lock:
-            return _release(self.limits, self.client, allocation_id)
+            return _release(self.limits, self.client, allocation_id, self._kept)
 
     def _read(self, kind: str) -> Prefetch:
         latest = self.limits.latest.get(kind)
@@ -272,8 +290,11 @@ class _Confirmation:
         return None
 
 
+# Confirmations sent and not yet read, and what could not be confirmed: shared by every allocator of the process
+# (wait_confirmed() reads them all), so changed under _CONFIRM_LOCK.
 _CONFIRMING: list[_Confirmation] = []
 _CONFIRM_FAILURES: list[str] = []
+_CONFIRM_LOCK = threading.Lock()
 _AT_EXIT: list[bool] = []
 
 
@@ -286,19 +307,28 @@ def _unconfirmed(allocation_id: str, exc: Exception) -> str:
 
 def _settle_answered() -> None:
     """Finish the confirmations etcd has answered (their connections go back to the pool), without waiting for any."""
-    answered = [c for c in _CONFIRMING if c.answered()]
-    if answered:
+    with _CONFIRM_LOCK:
+        answered = [c for c in _CONFIRMING if c.answered()]
         _CONFIRMING[:] = [c for c in _CONFIRMING if c not in answered]
-        _CONFIRM_FAILURES.extend(problem for c in answered if (problem := c.finish()) is not None)
+    _failed(problem for c in answered if (problem := c.finish()) is not None)
+
+
+def _failed(problems: Iterable[str]) -> None:
+    found = list(problems)
+    if found:
+        with _CONFIRM_LOCK:
+            _CONFIRM_FAILURES.extend(found)
 
 
 def wait_confirmed() -> list[str]:
     """Read the answers to the confirmations allocate() sent, settling any that did not hold (limits.adopt());
     returns what could not be confirmed (each granted, reserved, and left to repair). Runs at interpreter exit too:
     a process that ends normally has read them."""
-    pending, _CONFIRMING[:] = list(_CONFIRMING), []
+    with _CONFIRM_LOCK:
+        pending, _CONFIRMING[:] = list(_CONFIRMING), []
     failures = [problem for c in pending if (problem := c.finish()) is not None]
-    failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES) + failures, []
+    with _CONFIRM_LOCK:
+        failures, _CONFIRM_FAILURES[:] = list(_CONFIRM_FAILURES) + failures, []
     return failures
 
 
@@ -337,6 +367,7 @@ def _grant(
     record: dict[str, Any],
     revision: int,
     lease: int,
+    keep: dict[tuple[str, int, bool], Connection] | None = None,
 ) -> tuple[Member, dict[str, Any], int]:
     """POST the reserved allocation to each candidate in turn until one grants it: (that node, the record naming
     it, the record's revision). The reservation names the node asked, and is moved before the next one is asked.
@@ -352,7 +383,10 @@ def _grant(
                 raise BackendError("the reservation expired while nodes refused it; nothing was allocated")
             record, revision = moved
         try:
-            status, answer = client.send_sync(f"{member.url}/v1/allocations", "POST", body)
+            # While the node works: read the confirmations etcd has answered (their connections go back to the pool).
+            status, answer = client.send_sync(
+                f"{member.url}/v1/allocations", "POST", body, keep=keep, while_waiting=_settle_answered
+            )
         except HttpFailure as failure:
             if failure.kind == "refused" and len(candidates) > 1:
                 refusals.append(f"{member.node_id}: {failure.kind}: {failure.message}")
@@ -397,7 +431,12 @@ def release(etcd: Etcd, client: Client, allocation_id: str) -> dict[str, Any]:
     return _release(ClusterLimits(etcd), client, allocation_id)
 
 
-def _release(limits: ClusterLimits, client: Client, allocation_id: str) -> dict[str, Any]:
+def _release(
+    limits: ClusterLimits,
+    client: Client,
+    allocation_id: str,
+    keep: dict[tuple[str, int, bool], Connection] | None = None,
+) -> dict[str, Any]:
     try:
         record = limits.allocation(allocation_id)
     except NotFound:
@@ -407,7 +446,7 @@ def _release(limits: ClusterLimits, client: Client, allocation_id: str) -> dict[
             raise
         record = limits.allocation(allocation_id)
     try:
-        status, answer = client.send_sync(f"{record['node_url']}/v1/allocations/{allocation_id}", "DELETE")
+        status, answer = client.send_sync(f"{record['node_url']}/v1/allocations/{allocation_id}", "DELETE", keep=keep)
     except HttpFailure as failure:
         raise BackendError(
             f"node {record.get('node_id')} ({record.get('node_url')}) could not be reached: {failure.message}; "

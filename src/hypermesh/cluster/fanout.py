@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import select
 import ssl
 import threading
 import time
@@ -25,7 +26,7 @@ from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth,
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 __all__ = ["Answer", "Client", "Node", "collect", "collect_async"]
@@ -190,24 +191,103 @@ class Client:
                     raise
         raise HttpFailure("bad answer", "the server closed two connections in a row without answering")
 
-    def send_sync(self, url: str, method: str, body: Any = None) -> tuple[int, Any]:
+    def send_sync(
+        self,
+        url: str,
+        method: str,
+        body: Any = None,
+        *,
+        keep: dict[tuple[str, int, bool], Connection] | None = None,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> tuple[int, Any]:
         """One request to an agent (allocations): (status, the JSON answer or None). Raises HttpFailure, with
         "timed out" past the timeout. Connection's own request and parsing over a blocking socket
-        (http1.BlockingStream), within the whole-request deadline, without starting an event loop."""
+        (http1.BlockingStream), within the whole-request deadline, without starting an event loop.
+
+        ``keep``: connections kept between calls, one per agent, reused while the agent keeps them open (a fresh
+        TCP connection is about a tenth of an exchange here). One the agent closed meanwhile is replaced and the
+        request sent again: only for requests that may be repeated (an allocation's POST under its id, a DELETE).
+        ``while_waiting``: run once the request is sent, before its answer is read."""
         target = Target(url)
         payload = None if body is None else json.dumps(body).encode()
         deadline = time.monotonic() + self.timeout_s
         try:
-            connection = Connection.open_blocking(target, self.ssl_context() if target.tls else None, deadline)
-            try:
-                status, raw = run_blocking(connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES))
-            finally:
-                connection.close()
+            status, raw = self._send(target, method, payload, deadline, keep, while_waiting)
         except TimeoutError:
             raise HttpFailure("timed out", f"no answer within {self.timeout_s:g} s") from None
         except OSError as exc:  # the network under an open connection (what asyncio's streams report as a reset)
             raise HttpFailure("bad answer", f"the connection broke: {exc.strerror or exc}") from None
         return status, _sent_answer(raw)
+
+    def _send(
+        self,
+        target: Target,
+        method: str,
+        payload: bytes | None,
+        deadline: float,
+        keep: dict[tuple[str, int, bool], Connection] | None,
+        while_waiting: Callable[[], None] | None,
+    ) -> tuple[int, bytes]:
+        key = (target.host, target.port, target.tls)
+        kept = keep.pop(key, None) if keep is not None else None
+        if kept is not None and _closed_by_peer(kept):
+            kept.close()  # the agent closed it while it was idle (its keep-alive timeout): not worth a try
+            kept = None
+        if kept is not None:
+            kept.target = target  # the same agent, this request's path
+            kept.reader.deadline = deadline  # type: ignore[union-attr]  # a blocking stream (kept only those)
+            try:
+                status, raw = run_blocking(
+                    kept.request(method, "", self._auth_line, payload, MAX_BODY_BYTES, while_waiting)
+                )
+            except HttpFailure as failure:
+                kept.close()
+                if failure.kind != "stale":
+                    raise
+                while_waiting = None  # it may have run: once is enough
+            except BaseException:
+                kept.close()
+                raise
+            else:
+                self._keep_or_close(kept, keep, key)
+                return status, raw
+        try:
+            connection = Connection.open_blocking(target, self.ssl_context() if target.tls else None, deadline)
+        except HttpFailure as failure:
+            if kept is None or failure.kind != "refused":
+                raise
+            # The request may have reached the agent on the kept connection before it went away: not "refused",
+            # which would let an allocation be handed to another node.
+            raise HttpFailure("bad answer", f"the connection broke, then {failure.message}") from None
+        try:
+            status, raw = run_blocking(
+                connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES, while_waiting)
+            )
+        except BaseException:
+            connection.close()
+            raise
+        self._keep_or_close(connection, keep, key)
+        return status, raw
+
+    @staticmethod
+    def _keep_or_close(
+        connection: Connection, keep: dict[tuple[str, int, bool], Connection] | None, key: tuple[str, int, bool]
+    ) -> None:
+        if keep is not None and connection.reusable:
+            keep[key] = connection
+        else:
+            connection.close()
+
+
+def _closed_by_peer(connection: Connection) -> bool:
+    """Whether a kept blocking connection has something to read while no request is out: the agent's close (or
+    bytes no request asked for, as unusable)."""
+    stream = connection.reader
+    sock = getattr(stream, "sock", None)
+    if sock is None or sock.fileno() < 0:
+        return True
+    pending = getattr(sock, "pending", None)  # TLS: bytes decrypted and buffered
+    return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
 
 
 def _sent_answer(raw: bytes) -> Any:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
     from typing import Any
 
 T = TypeVar("T")
@@ -214,15 +214,24 @@ class Connection:
             self.writer.close()
 
     async def request(
-        self, method: str, path: str, auth_line: bytes, body: bytes | None, max_body: int
+        self,
+        method: str,
+        path: str,
+        auth_line: bytes,
+        body: bytes | None,
+        max_body: int,
+        while_waiting: Callable[[], None] | None = None,
     ) -> tuple[int, bytes]:
-        """Send one request and read its whole answer: (status, body)."""
+        """Send one request and read its whole answer: (status, body). ``while_waiting`` runs once the request is
+        sent, before its answer is read (work that would otherwise wait its turn after it)."""
         head = f"{method} {self.target.base_path}{path} HTTP/1.1\r\nHost: {self.target.host_header}\r\n"
         extra = b"Accept: application/json\r\n" + auth_line
         if body is not None:
             extra += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         try:
             self.writer.write(head.encode("latin-1") + extra + b"\r\n" + (body or b""))
+            if while_waiting is not None:
+                while_waiting()
             answer = await self._answer(method, max_body)
             self.answered += 1
             return answer
