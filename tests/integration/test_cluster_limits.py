@@ -152,6 +152,13 @@ os.kill(os.getpid(), signal.SIGKILL)  # after the reservation, before the node's
 """
 
 
+def killed_itself(hub: list[str], script: str, *args: str) -> str:
+    """Run an allocator script in the hub namespace that SIGKILLs itself at a chosen step: what it printed."""
+    crash = subprocess.run([*hub, sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert crash.returncode == -signal.SIGKILL, crash.stderr
+    return crash.stdout
+
+
 @contextlib.contextmanager
 def _one_node_with_auth(tmp_path, auth_config, cpu_limit: str) -> Iterator[tuple[Net, Etcd, list[str], list[str]]]:
     """etcd and one agent with basic auth in a namespace, a cluster-wide cpu limit set: (net, etcd, the namespace's
@@ -172,12 +179,7 @@ def _one_node_with_auth(tmp_path, auth_config, cpu_limit: str) -> Iterator[tuple
 
 def test_an_allocator_killed_between_the_steps_is_repaired_and_etcd_down_fails_closed(tmp_path, auth_config):
     with _one_node_with_auth(tmp_path, auth_config, "1.5") as (net, etcd, hub, auth):
-        crash = subprocess.run(
-            [*hub, sys.executable, "-c", KILLED_BETWEEN_STEPS, etcd.url, f"http://{net.address(0)}:9137"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert crash.returncode == -signal.SIGKILL
-        abandoned = crash.stdout.strip()
+        abandoned = killed_itself(hub, KILLED_BETWEEN_STEPS, etcd.url, f"http://{net.address(0)}:9137").strip()
         assert limit_list(hub, etcd)[("cpu", None)]["used"] == pytest.approx(1.0)  # held while its lease lasts
         time.sleep(2 + 1.5)  # the 2 s lease ends; etcd deletes the pending record
         # The node is asked whether it granted it (it did not): the entry goes.
@@ -226,12 +228,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def test_an_allocation_acknowledged_before_its_confirmation_survives_its_allocator(tmp_path, auth_config):
     with _one_node_with_auth(tmp_path, auth_config, "1") as (net, etcd, hub, auth):
-        crash = subprocess.run(
-            [*hub, sys.executable, "-c", ACKNOWLEDGED_THEN_KILLED, etcd.url, PASSWORD],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert crash.returncode == -signal.SIGKILL, crash.stderr
-        acked = json.loads(crash.stdout)
+        acked = json.loads(killed_itself(hub, ACKNOWLEDGED_THEN_KILLED, etcd.url, PASSWORD))
         assert acked["state"] == "granted" and acked["node_id"] == "node-0"
         assert [a["id"] for a in node_ledgers(net, 1)] == [acked["id"]]
         time.sleep(2 + 1.5)  # the lease ends: etcd deletes the pending record; the usage entry stays
@@ -352,12 +349,8 @@ def test_an_allocator_killed_with_acknowledged_grants_on_its_shared_lease_loses_
     """Two allocations acknowledged (their confirmations lost) and a third reserved on the same lease, then SIGKILL:
     once the lease ends, repair keeps the two the node holds and drops the one it never saw."""
     with _one_node_with_auth(tmp_path, auth_config, "1") as (net, etcd, hub, auth):
-        crash = subprocess.run(
-            [*hub, sys.executable, "-c", SHARED_LEASE_KILLED, etcd.url, PASSWORD],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert crash.returncode == -signal.SIGKILL, crash.stderr
-        *acked, abandoned = [json.loads(line) for line in crash.stdout.splitlines()]
+        output = killed_itself(hub, SHARED_LEASE_KILLED, etcd.url, PASSWORD)
+        *acked, abandoned = [json.loads(line) for line in output.splitlines()]
         acked_ids = sorted(a["id"] for a in acked)
         assert len(acked_ids) == 2 and {a["state"] for a in acked} == {"granted"}
         assert sorted(a["id"] for a in node_ledgers(net, 1)) == acked_ids
