@@ -22,6 +22,14 @@ from hypermesh.sampling import counters as rates
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Protocol
+
+    class StopFlag(Protocol):
+        """What stream() takes as ``stop``: threading.Event, or anything with its is_set() and wait(timeout)."""
+
+        def is_set(self) -> bool: ...
+
+        def wait(self, timeout: float | None = None) -> bool: ...
 
     from hypermesh.model_node import NodeStats
     from hypermesh.platform.base import Backend, RawCounters
@@ -124,9 +132,10 @@ class Sampler:
         )
 
     def stream(
-        self, interval: float, count: int | None = None, stop: threading.Event | None = None
+        self, interval: float, count: int | None = None, stop: StopFlag | None = None
     ) -> Iterator[Sample]:
-        """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None) or until ``stop`` is set.
+        """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None) or until ``stop`` is set
+        (a threading.Event, or anything with its ``is_set()`` and ``wait(timeout)``: looked at every 0.1 s at most).
 
         Deadlines are ``start + k * interval``, so time spent by the consumer or the reading never accumulates
         as drift. A consumer slower than the interval skips the deadlines it missed rather than bursting to
@@ -159,7 +168,7 @@ class Sampler:
                 raise
             yield sample
 
-    def _wait(self, delay: float, stop: threading.Event | None) -> bool:
+    def _wait(self, delay: float, stop: StopFlag | None) -> bool:
         """Sleep ``delay`` seconds; True as soon as ``stop`` is set or the Sampler is closed."""
         if stop is None:
             return self._closing.wait(delay)
