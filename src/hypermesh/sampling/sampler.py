@@ -131,9 +131,7 @@ class Sampler:
             load=LoadAverage(*cur.load),
         )
 
-    def stream(
-        self, interval: float, count: int | None = None, stop: StopFlag | None = None
-    ) -> Iterator[Sample]:
+    def stream(self, interval: float, count: int | None = None, stop: StopFlag | None = None) -> Iterator[Sample]:
         """Yield a Sample every ``interval`` seconds, ``count`` times (forever when None) or until ``stop`` is set
         (a threading.Event, or anything with its ``is_set()`` and ``wait(timeout)``: looked at every 0.1 s at most).
 
