@@ -434,3 +434,71 @@ def test_a_limit_changed_after_the_read_is_the_one_applied(tmp_path):
         etcd.close()
     finally:
         server.stop()
+
+
+def test_a_node_that_takes_the_request_and_answers_too_late_keeps_its_reservation(tmp_path, monkeypatch):
+    """The node is reached through a proxy that holds the allocation's POST until the allocator has timed out, then
+    passes it on: the node grants it late. The reservation must stay (undoing it let the node hold a grant that no
+    limit counted); once its lease has ended, repair asks the node and records the grant."""
+    import re
+    import urllib.request
+
+    import hypermesh.cluster.allocate as allocation
+    from hypermesh.cluster.etcd import Etcd as EtcdClient
+    from hypermesh.cluster.fanout import Client
+    from hypermesh.cluster.limits import ClusterLimits
+    from hypermesh.cluster.membership import NODES_PREFIX
+    from hypermesh.errors import BackendError
+    from tests.fixtures.agent.agent_process import AgentProcess
+    from tests.integration.test_cluster_fanout import RawServer
+
+    def ledger(url: str) -> list[dict]:
+        with urllib.request.urlopen(url + "/v1/allocations", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def late(conn) -> None:
+        request = proxy.read_request(conn)
+        head, _, body = request.partition(b"\r\n\r\n")
+        method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method == "POST":
+            time.sleep(2.0)  # the allocator gives up after 1 s
+        forwarded = urllib.request.Request(agent.url + path, data=body or None, method=method,
+                                           headers={"content-type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(forwarded, timeout=10) as answer:
+                status, data = answer.status, answer.read()
+        except urllib.error.HTTPError as refused:
+            status, data = refused.code, refused.read()
+        with contextlib.suppress(OSError):
+            conn.sendall(
+                b"HTTP/1.1 %d -\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(data), data)
+            )
+
+    monkeypatch.setattr(allocation, "PENDING_TTL_S", 2)  # a 2 s lease: repair may ask the node 2 s on
+    server = Etcd(tmp_path).start()
+    proxy = RawServer(late)
+    try:
+        with AgentProcess("--interval", "0.5", "--state-dir", str(tmp_path / "state")) as agent:
+            etcd = EtcdClient(server.url)
+            etcd.put(NODES_PREFIX + "slow-0", json.dumps({"url": proxy.url}).encode())
+            limits = ClusterLimits(etcd)
+            limits.set_limit("cpu", 1)
+            client = Client(timeout_s=1.0)
+            with pytest.raises(BackendError) as stalled:
+                allocation.allocate(etcd, client, "cpu", 0.5, "stalled", node_id="slow-0")
+            message = str(stalled.value)
+            found = re.search(r"allocation (c-[0-9a-f]+) may have been granted there", message)
+            assert found and "did not answer: timed out" in message and "\n" not in message, message
+            allocation_id = found[1]
+            assert [r["used"] for r in limits.limits()] == [0.5]  # still reserved
+            wait_until(lambda: [g["id"] for g in ledger(agent.url)] == [allocation_id], 20, "the node's late grant")
+            time.sleep(2 + 1.5)  # the lease ends: the pending record goes, the usage entry names the node
+            assert limits.repair(allocation.node_holds(Client(timeout_s=10.0))) == [allocation_id]
+            (record,) = limits.allocations()
+            assert (record["id"], record["state"], record["node_id"]) == (allocation_id, "granted", "slow-0")
+            held = sum(g["amount"] for g in ledger(agent.url))
+            assert [r["used"] for r in limits.limits()] == [pytest.approx(held)] == [pytest.approx(0.5)]
+            etcd.close()
+    finally:
+        proxy.close()
+        server.stop()

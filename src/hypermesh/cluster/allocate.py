@@ -373,7 +373,7 @@ def _grant(
     it, the record's revision). The reservation names the node asked, and is moved before the next one is asked.
     It is undone when no node grants. Only a node that refused (409) or that nothing listens on (connection
     refused: the request never reached it) hands over to the next: after a timeout or a broken answer the node may
-    hold the grant, and a second node must not grant it too."""
+    hold the grant, so a second node must not grant it too, and the reservation stays for repair to settle."""
     allocation_id, kind = str(body["id"]), str(body["kind"])
     refusals: list[str] = []
     for n, member in enumerate(candidates):
@@ -388,13 +388,22 @@ def _grant(
                 f"{member.url}/v1/allocations", "POST", body, keep=keep, while_waiting=_settle_answered
             )
         except HttpFailure as failure:
+            where = f"node {member.node_id} ({member.url})"
+            if failure.sent:
+                # The request may have reached the node (no answer in time, a connection broken after it was
+                # sent): the node may hold the grant, so the reservation stays, naming the node. Its lease ends
+                # and repair asks the node (limits.py): granted, it is recorded; not, the room comes back.
+                raise BackendError(
+                    f"{where} did not answer: {failure.kind}: {failure.message}; allocation {allocation_id} may "
+                    f"have been granted there, so it stays reserved: 'hypermesh cluster allocations' asks the node "
+                    f"and settles it once {PENDING_TTL_S:g} s have passed"
+                ) from None
             if failure.kind == "refused" and len(candidates) > 1:
                 refusals.append(f"{member.node_id}: {failure.kind}: {failure.message}")
                 continue
             limits.undo(allocation_id, kind)
             raise BackendError(
-                f"node {member.node_id} ({member.url}) could not be reached: {failure.kind}: {failure.message}; "
-                "nothing was allocated"
+                f"{where} could not be reached: {failure.kind}: {failure.message}; nothing was allocated"
             ) from None
         if status in (200, 201):
             return member, record, revision

@@ -254,11 +254,15 @@ class Client:
         try:
             connection = Connection.open_blocking(target, self.ssl_context() if target.tls else None, deadline)
         except HttpFailure as failure:
-            if kept is None or failure.kind != "refused":
+            if kept is None:
                 raise
             # The request may have reached the agent on the kept connection before it went away: not "refused",
             # which would let an allocation be handed to another node.
             raise HttpFailure("bad answer", f"the connection broke, then {failure.message}") from None
+        except TimeoutError:
+            if kept is not None:
+                raise
+            raise HttpFailure("timed out", f"no connection within {self.timeout_s:g} s", sent=False) from None
         try:
             status, raw = run_blocking(
                 connection.request(method, "", self._auth_line, payload, MAX_BODY_BYTES, while_waiting)

@@ -37,9 +37,13 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class HttpFailure(Exception):
-    def __init__(self, kind: str, message: str) -> None:
+    """A request that got no usable answer: ``kind`` (refused, timed out, tls, auth, bad answer, stale) and a line
+    for a person. ``sent`` is False only when the request surely never left (no connection, no TLS session): a
+    write that failed after it may have been acted on."""
+
+    def __init__(self, kind: str, message: str, sent: bool = True) -> None:
         super().__init__(message)
-        self.kind, self.message = kind, message
+        self.kind, self.message, self.sent = kind, message, sent
 
 
 class Target:
@@ -50,13 +54,13 @@ class Target:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HttpFailure("bad answer", f"{url!r} is not an http(s) URL")
+            raise HttpFailure("bad answer", f"{url!r} is not an http(s) URL", sent=False)
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         try:
             port = parts.port
         except ValueError:
-            raise HttpFailure("refused", f"{url!r} has a bad port") from None
+            raise HttpFailure("refused", f"{url!r} has a bad port", sent=False) from None
         self.port = port if port is not None else (443 if self.tls else 80)
         self.host_header = parts.netloc.rpartition("@")[2]
         self.base_path = parts.path.rstrip("/")
@@ -72,15 +76,15 @@ def basic_auth(auth: tuple[str, str] | None) -> bytes:
 
 def _open_failure(exc: OSError, target: Target) -> HttpFailure:
     if isinstance(exc, ssl.SSLError):
-        return HttpFailure("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
+        return HttpFailure("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}", sent=False)
     if isinstance(exc, socket.gaierror):
-        return HttpFailure("refused", f"cannot resolve {target.host}: {exc.strerror or exc}")
+        return HttpFailure("refused", f"cannot resolve {target.host}: {exc.strerror or exc}", sent=False)
     # A handshake the server cut (a plain-HTTP agent that closes on TLS garbage) is a TLS failure.
     if target.tls and isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return HttpFailure("tls", f"TLS handshake failed: {exc.strerror or exc}")
+        return HttpFailure("tls", f"TLS handshake failed: {exc.strerror or exc}", sent=False)
     # asyncio's own text is "Connect call failed (address)": the errno says what happened.
     reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-    return HttpFailure("refused", f"{reason} ({target.host}:{target.port})")
+    return HttpFailure("refused", f"{reason} ({target.host}:{target.port})", sent=False)
 
 
 def _left(deadline: float) -> float:

@@ -15,7 +15,9 @@ An allocation takes two steps, the cluster's and then the node's:
    last room: one transaction wins, the other re-reads and is refused. Never over-committed.
 2. **Grant**: ``POST /v1/allocations`` on that node (its own ledger refuses what the node has not got). A node that
    refuses hands over to the next only after the entry and the record are moved to name it (move()). No node
-   grants, or one cannot be reached: the reservation is undone in one transaction.
+   grants, or one cannot be reached (the request never left): the reservation is undone in one transaction. A node
+   that got the request and did not answer (timed out, a connection broken after sending) may hold the grant: the
+   reservation stays, and repair settles it once its lease has ended, as for an allocator that died.
 3. **Acknowledge, then confirm**: allocate() returns once the node's ledger holds the grant (durably: fsync'd), and
    the record becomes ``granted`` (no lease: it lasts until released) meanwhile, in a transaction that checks it is
    still the record written in step 1.
