@@ -441,6 +441,7 @@ def test_a_node_that_takes_the_request_and_answers_too_late_keeps_its_reservatio
     passes it on: the node grants it late. The reservation must stay (undoing it let the node hold a grant that no
     limit counted); once its lease has ended, repair asks the node and records the grant."""
     import re
+    import urllib.error
     import urllib.request
 
     import hypermesh.cluster.allocate as allocation

@@ -189,8 +189,8 @@ _COMMANDS = tuple(m.rpartition(".")[2].removesuffix("_cmd") for m in COMMAND_MOD
 # Commands whose help promises that Ctrl-C ends them cleanly (exit 0): a long-running view or server, where Ctrl-C
 # is how a user stops it, however early it comes (the agent's start takes a few hundred ms of imports and setup, and
 # an interrupt there was exit 130). Other commands keep the shell's convention for an interrupted command: 130.
-INTERRUPT_IS_A_STOP = ("agent", "sample")
 # These also keep Ctrl-C held (hold_ctrl_c) through their start, until their own stop handler takes it over.
+INTERRUPT_IS_A_STOP = ("agent", "sample")
 
 
 def _command(args_list: list[str]) -> str | None:

@@ -100,7 +100,7 @@ def _sample(args: argparse.Namespace, stop: _StopSignal) -> int:
 
     sampler = None
     try:
-        # Inside the try: Ctrl-C while the Sampler opens its files (or rich loads) ends the run like any other.
+        # A stop noted while the Sampler opens its files (or rich loads) ends the stream before its first sample.
         backend = None
         if args.root != "/":
             from hypermesh.platform.linux import LinuxBackend
@@ -119,8 +119,6 @@ def _sample(args: argparse.Namespace, stop: _StopSignal) -> int:
             from hypermesh.cli.render import live_samples
 
             live_samples(stream, args.interval)
-    except KeyboardInterrupt:
-        pass  # a Ctrl-C handled by Python's own handler (this function called from a program): not an error
     finally:
         if sampler is not None:
             sampler.close()

@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import select
 import threading
 import urllib.parse
 from typing import Generic, TypeVar
 
+from hypermesh.cluster.sockets import readable_now
 from hypermesh.errors import HypermeshError, InvalidInput
 
 TYPE_CHECKING = False
@@ -226,8 +226,7 @@ class Etcd:
             sock = connection.sock
             if outcome or sock is None:
                 return True
-            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted and buffered
-            return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
+            return readable_now(sock)
 
         return Reply(answer, ready)
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import select
 import ssl
 import threading
 import time
 
 from hypermesh.cluster.http1 import Connection, HttpFailure, Target, basic_auth, run_blocking
+from hypermesh.cluster.sockets import readable_now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -290,8 +290,7 @@ def _closed_by_peer(connection: Connection) -> bool:
     sock = getattr(stream, "sock", None)
     if sock is None or sock.fileno() < 0:
         return True
-    pending = getattr(sock, "pending", None)  # TLS: bytes decrypted and buffered
-    return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
+    return readable_now(sock)
 
 
 def _sent_answer(raw: bytes) -> Any:

@@ -212,8 +212,6 @@ class ClusterLimits:
         latest = self.latest.get(kind)
         if latest is not None and (latest.usage is None or latest.usage.mod_revision < revision):
             latest.usage = KeyValue(USAGE + kind, value, revision, 0, 0)
-            latest.serializable = True  # stale by the time it is used, perhaps: a refusal re-reads first
-            latest.serializable = True  # it may be stale by now: a refusal is checked against a fresh read
 
     def reserve_at(
         self,
